@@ -1,0 +1,1 @@
+//! Placeholder: switchyard is being written.

@@ -1,0 +1,1 @@
+//! Placeholder: switchyard-consul-double is being written.

@@ -1,0 +1,1 @@
+//! Placeholder: switchyard-kube-double is being written.

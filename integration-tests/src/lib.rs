@@ -1,0 +1,1 @@
+//! Placeholder: switchyard-integration-tests is being written.

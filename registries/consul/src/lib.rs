@@ -1,0 +1,1 @@
+//! Placeholder: switchyard-consul is being written.

@@ -1,0 +1,1 @@
+//! Placeholder: switchyard-dns is being written.

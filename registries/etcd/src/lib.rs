@@ -1,0 +1,1 @@
+//! Placeholder: switchyard-etcd is being written.

@@ -1,0 +1,1 @@
+//! Placeholder: switchyard-file is being written.

@@ -1,0 +1,1 @@
+//! Placeholder: switchyard-kubernetes is being written.

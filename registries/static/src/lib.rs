@@ -1,0 +1,1 @@
+//! Placeholder: switchyard-static is being written.
