@@ -1,0 +1,1 @@
+//! Launcher for a real etcd server (owned by the etcd work; being written).
