@@ -1,1 +1,24 @@
-//! placeholder
+//! The hyper routing/balancing core of Switchyard.
+//!
+//! - [`router`]: host/path/method/header matching, compiled per config generation.
+//! - [`balance`]: the balancers, each a [`switchyard_upstream::SelectorFactory`].
+//! - [`proxy`]: the request path — route, pick, forward with retries and timeouts.
+//! - [`forward`]: hop-by-hop stripping, `X-Forwarded-*`, request ids.
+//! - [`server`]: the HTTP/1.1 + h2c listener with graceful drain.
+//! - [`metrics`], [`access_log`]: lock-free counters and the JSON access log.
+//!
+//! Invariant: the request path takes no lock. It loads the route table and the upstream
+//! snapshot with one atomic load each; counters are atomics; the access log is a channel.
+
+pub mod access_log;
+pub mod balance;
+pub mod body;
+pub mod error;
+pub mod forward;
+pub mod metrics;
+pub mod proxy;
+pub mod router;
+pub mod server;
+
+pub use balance::BalancerKind;
+pub use proxy::{HashOn, Proxy, ProxySettings, RouteSpec, Table};

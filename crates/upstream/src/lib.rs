@@ -1,1 +1,31 @@
-//! placeholder
+//! The unified upstream cache.
+//!
+//! Each upstream names one or more *sources* (a registry and a service query). The cache
+//! subscribes every source through the shared [`switchyard_registry::recover`] wrapper,
+//! keeps each source's last good set (marked stale while its registry is failing), merges
+//! the sets into priority tiers, overlays health (registry, active checks, passive
+//! ejection), and publishes one immutable [`Snapshot`] per upstream, swapped atomically.
+//!
+//! The request path reads a snapshot with one atomic load ([`Upstream::snapshot`]) and
+//! takes no lock. All mutation happens on one task per upstream (its *actor*), so there is
+//! nothing to lock there either.
+//!
+//! Tier rule: sources and endpoints are ranked by `(source priority, endpoint priority)`.
+//! The lowest tier with at least one healthy endpoint serves; the next one serves only
+//! when that tier has none. When no endpoint anywhere is healthy the cache enters *panic
+//! mode* and serves every endpoint of the lowest non-empty tier (Envoy's panic threshold
+//! at 100%): a wrong health signal must not take the whole upstream down.
+
+mod cache;
+mod merge;
+mod selector;
+mod source;
+mod spec;
+mod stats;
+
+pub use cache::{RegistryState, RegistryStatus, Upstream, UpstreamCache};
+pub use merge::{ServingEndpoint, Snapshot, SourceRef, Tier};
+pub use selector::{PickContext, Selector, SelectorFactory};
+pub use source::SourceStatus;
+pub use spec::{OutlierSpec, SourceSpec, UpstreamSpec};
+pub use stats::EndpointStats;

@@ -1,0 +1,102 @@
+//! The one body type of the proxy, both directions: a streamed hyper body passed through
+//! untouched, or bytes the gateway made itself. An enum rather than a boxed trait object,
+//! so streaming costs no allocation; an optional completion hook (the access log) runs
+//! when the body ends or is dropped, with the number of bytes that went through.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+/// Runs once when a body finishes (or is dropped early), with the bytes sent.
+pub trait Completion: Send + Sync + 'static {
+    /// Called exactly once.
+    fn complete(self: Box<Self>, bytes: u64);
+}
+
+/// A request or response body.
+pub struct ProxyBody {
+    inner: Inner,
+    sent: u64,
+    completion: Option<Box<dyn Completion>>,
+}
+
+enum Inner {
+    Stream(Incoming),
+    Full(Option<Bytes>),
+}
+
+impl ProxyBody {
+    /// A streamed body from hyper.
+    pub fn stream(incoming: Incoming) -> Self {
+        ProxyBody { inner: Inner::Stream(incoming), sent: 0, completion: None }
+    }
+
+    /// A body of these bytes.
+    pub fn full(bytes: Bytes) -> Self {
+        ProxyBody { inner: Inner::Full(Some(bytes)), sent: 0, completion: None }
+    }
+
+    /// No body.
+    pub fn empty() -> Self {
+        ProxyBody { inner: Inner::Full(None), sent: 0, completion: None }
+    }
+
+    /// Runs `completion` when the body ends.
+    #[must_use]
+    pub fn on_complete(mut self, completion: Box<dyn Completion>) -> Self {
+        self.completion = Some(completion);
+        self
+    }
+
+    fn finish(&mut self) {
+        if let Some(c) = self.completion.take() {
+            c.complete(self.sent);
+        }
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = match &mut this.inner {
+            Inner::Stream(incoming) => Pin::new(incoming).poll_frame(cx),
+            Inner::Full(bytes) => Poll::Ready(bytes.take().filter(|b| !b.is_empty()).map(|b| Ok(Frame::data(b)))),
+        };
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.sent += data.len() as u64;
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => this.finish(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Stream(incoming) => incoming.is_end_stream(),
+            Inner::Full(bytes) => bytes.as_ref().is_none_or(Bytes::is_empty),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Stream(incoming) => incoming.size_hint(),
+            Inner::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}

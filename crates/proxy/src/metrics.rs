@@ -1,0 +1,191 @@
+//! Lock-free request metrics and their Prometheus text rendering.
+//!
+//! Per route: `switchyard_requests_total{route,upstream,code}` in a small open-addressed
+//! table of (status, count) atomics, and `switchyard_request_duration_seconds{route}` as a
+//! fixed-bucket histogram of atomics. Recording is a few relaxed atomic operations, never a
+//! lock or an allocation. Route metrics live as long as a route of that name exists, so a
+//! reload keeps the counts.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Histogram bucket upper bounds, in seconds.
+pub const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+const CODE_SLOTS: usize = 16;
+
+/// Counters of one route.
+#[derive(Debug)]
+pub struct RouteMetrics {
+    /// The route's name (the `route` label); empty for requests that matched no route.
+    pub route: String,
+    /// The route's upstream (the `upstream` label).
+    pub upstream: String,
+    codes: [(AtomicU16, AtomicU64); CODE_SLOTS],
+    /// Requests whose status did not fit the table (more than 16 distinct codes).
+    other_codes: AtomicU64,
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl RouteMetrics {
+    /// Fresh counters for a route.
+    pub fn new(route: impl Into<String>, upstream: impl Into<String>) -> Self {
+        RouteMetrics {
+            route: route.into(),
+            upstream: upstream.into(),
+            codes: std::array::from_fn(|_| (AtomicU16::new(0), AtomicU64::new(0))),
+            other_codes: AtomicU64::new(0),
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            count: AtomicU64::new(0),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one finished request.
+    pub fn record(&self, status: u16, elapsed: Duration) {
+        self.count_status(status);
+        let secs = elapsed.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|&b| secs <= b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn count_status(&self, status: u16) {
+        let start = usize::from(status) % CODE_SLOTS;
+        for probe in 0..CODE_SLOTS {
+            let (code, count) = &self.codes[(start + probe) % CODE_SLOTS];
+            let current = code.load(Ordering::Relaxed);
+            if current == status {
+                count.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            if current == 0 {
+                match code.compare_exchange(0, status, Ordering::Relaxed, Ordering::Relaxed) {
+                    Ok(_) => {
+                        count.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    Err(actual) if actual == status => {
+                        count.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    Err(_) => continue,
+                }
+            }
+        }
+        self.other_codes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests counted so far with `status`.
+    pub fn requests_with(&self, status: u16) -> u64 {
+        self.codes
+            .iter()
+            .filter(|(c, _)| c.load(Ordering::Relaxed) == status)
+            .map(|(_, n)| n.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Appends this route's series to a Prometheus text exposition.
+    pub fn render(&self, out: &mut String) {
+        let route = escape(&self.route);
+        let upstream = escape(&self.upstream);
+        for (code, count) in &self.codes {
+            let code = code.load(Ordering::Relaxed);
+            if code != 0 {
+                let n = count.load(Ordering::Relaxed);
+                let _ = writeln!(
+                    out,
+                    "switchyard_requests_total{{route=\"{route}\",upstream=\"{upstream}\",code=\"{code}\"}} {n}"
+                );
+            }
+        }
+        let other = self.other_codes.load(Ordering::Relaxed);
+        if other != 0 {
+            let _ = writeln!(
+                out,
+                "switchyard_requests_total{{route=\"{route}\",upstream=\"{upstream}\",code=\"other\"}} {other}"
+            );
+        }
+    }
+
+    /// Appends this route's histogram to a Prometheus text exposition.
+    pub fn render_histogram(&self, out: &mut String) {
+        let route = escape(&self.route);
+        let mut cumulative = 0;
+        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "switchyard_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(
+            out,
+            "switchyard_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(out, "switchyard_request_duration_seconds_sum{{route=\"{route}\"}} {sum}");
+        let _ = writeln!(out, "switchyard_request_duration_seconds_count{{route=\"{route}\"}} {count}");
+    }
+}
+
+/// Escapes a Prometheus label value.
+pub fn escape(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.contains(['\\', '"', '\n']) {
+        value
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+            .into()
+    } else {
+        value.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_codes_and_renders() {
+        let m = RouteMetrics::new("orders", "orders-up");
+        for _ in 0..3 {
+            m.record(200, Duration::from_millis(2));
+        }
+        m.record(503, Duration::from_millis(20));
+        assert_eq!(m.requests_with(200), 3);
+        assert_eq!(m.requests_with(503), 1);
+        let mut out = String::new();
+        m.render(&mut out);
+        m.render_histogram(&mut out);
+        assert!(out.contains("switchyard_requests_total{route=\"orders\",upstream=\"orders-up\",code=\"200\"} 3"), "{out}");
+        assert!(out.contains("switchyard_request_duration_seconds_bucket{route=\"orders\",le=\"0.0025\"} 3"), "{out}");
+        assert!(out.contains("switchyard_request_duration_seconds_count{route=\"orders\"} 4"), "{out}");
+    }
+
+    #[test]
+    fn more_codes_than_slots_go_to_other() {
+        let m = RouteMetrics::new("r", "u");
+        for code in 200..230 {
+            m.record(code, Duration::ZERO);
+        }
+        let mut out = String::new();
+        m.render(&mut out);
+        assert_eq!(out.lines().count(), CODE_SLOTS + 1, "{out}");
+        assert!(out.contains("code=\"other\"} 14"));
+    }
+
+    #[test]
+    fn escapes_label_values() {
+        assert_eq!(escape("a\"b\\c"), "a\\\"b\\\\c");
+    }
+}

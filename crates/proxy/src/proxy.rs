@@ -1,0 +1,410 @@
+//! The request path: route, pick, forward, retry, answer.
+//!
+//! [`Proxy`] holds the route [`Table`] in an `ArcSwap` (replaced whole on reload) and one
+//! pooled keep-alive hyper client. A request costs one atomic load for the table and one
+//! for the upstream snapshot; nothing on the way takes a lock.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use http::header::{self, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Method, Request, Response, Uri};
+use hyper::body::{Body as _, Incoming};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use switchyard_upstream::{PickContext, ServingEndpoint, Snapshot, Upstream, UpstreamCache};
+
+use crate::access_log::{AccessLog, Entry};
+use crate::balance::consistent_hash::stable_hash;
+use crate::body::ProxyBody;
+use crate::error::ProxyError;
+use crate::forward;
+use crate::metrics::RouteMetrics;
+use crate::router::{PathMatch, RouteMatch, Router};
+
+/// What a consistent-hash upstream hashes on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HashOn {
+    /// A request header's value.
+    Header(HeaderName),
+    /// A cookie's value.
+    Cookie(String),
+    /// The client's IP address.
+    ClientIp,
+    /// The request path.
+    Path,
+}
+
+/// One route as config describes it.
+#[derive(Clone, Debug)]
+pub struct RouteSpec {
+    /// The route's name.
+    pub name: String,
+    /// What it matches.
+    pub matcher: RouteMatch,
+    /// The upstream it sends to.
+    pub upstream: String,
+    /// Whether to remove the matched `path_prefix` before forwarding. Default false.
+    pub strip_prefix: bool,
+    /// Time allowed for the upstream's response headers. Default 30 s.
+    pub timeout: Duration,
+    /// Extra attempts on another endpoint for idempotent requests without a body. Default 1.
+    pub retries: u32,
+}
+
+/// A route bound to its running upstream.
+pub struct Route {
+    spec: RouteSpec,
+    upstream: Arc<Upstream>,
+    hash_on: Option<HashOn>,
+    metrics: Arc<RouteMetrics>,
+}
+
+/// The routing table of one config generation.
+pub struct Table {
+    routes: Vec<Route>,
+    matchers: Vec<RouteMatch>,
+    router: Router,
+    cache: Arc<UpstreamCache>,
+    no_route: Arc<RouteMetrics>,
+}
+
+impl Table {
+    /// Binds `routes` to the upstreams of `cache`. `hash_on` gives each consistent-hash
+    /// upstream's key. Route metrics of `previous` are kept for routes of the same name.
+    ///
+    /// # Errors
+    /// A route naming an upstream that `cache` does not have (config validation prevents it).
+    pub fn new(
+        routes: Vec<RouteSpec>,
+        cache: Arc<UpstreamCache>,
+        hash_on: &dyn Fn(&str) -> Option<HashOn>,
+        previous: Option<&Table>,
+    ) -> Result<Self, String> {
+        let matchers: Vec<RouteMatch> = routes.iter().map(|r| r.matcher.clone()).collect();
+        let routes = routes
+            .into_iter()
+            .map(|spec| {
+                let upstream = cache
+                    .get(&spec.upstream)
+                    .cloned()
+                    .ok_or_else(|| format!("route {}: unknown upstream {}", spec.name, spec.upstream))?;
+                let metrics = previous
+                    .and_then(|p| p.routes.iter().find(|r| r.spec.name == spec.name && r.spec.upstream == spec.upstream))
+                    .map(|r| r.metrics.clone())
+                    .unwrap_or_else(|| Arc::new(RouteMetrics::new(&spec.name, &spec.upstream)));
+                Ok(Route {
+                    hash_on: hash_on(&spec.upstream),
+                    upstream,
+                    metrics,
+                    spec,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(Table {
+            router: Router::new(&matchers),
+            matchers,
+            routes,
+            cache,
+            no_route: previous
+                .map(|p| p.no_route.clone())
+                .unwrap_or_else(|| Arc::new(RouteMetrics::new("", ""))),
+        })
+    }
+
+    /// The upstream cache this table routes to.
+    pub fn cache(&self) -> &Arc<UpstreamCache> {
+        &self.cache
+    }
+
+    /// Every route's spec, in config order.
+    pub fn routes(&self) -> impl Iterator<Item = &RouteSpec> {
+        self.routes.iter().map(|r| &r.spec)
+    }
+
+    /// Appends every route's metrics to a Prometheus exposition.
+    pub fn render_metrics(&self, out: &mut String) {
+        out.push_str("# HELP switchyard_requests_total Requests answered, by route, upstream and status.\n");
+        out.push_str("# TYPE switchyard_requests_total counter\n");
+        self.no_route.render(out);
+        for route in &self.routes {
+            route.metrics.render(out);
+        }
+        out.push_str("# HELP switchyard_request_duration_seconds Time to the response headers, by route.\n");
+        out.push_str("# TYPE switchyard_request_duration_seconds histogram\n");
+        for route in &self.routes {
+            route.metrics.render_histogram(out);
+        }
+    }
+}
+
+/// Proxy-wide settings.
+#[derive(Clone, Debug)]
+pub struct ProxySettings {
+    /// Time allowed to connect to an endpoint. Default 2 s.
+    pub connect_timeout: Duration,
+    /// How long an idle upstream connection stays pooled. Default 90 s.
+    pub pool_idle_timeout: Duration,
+    /// Idle connections kept per endpoint. Default 256.
+    pub pool_max_idle_per_endpoint: usize,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        ProxySettings {
+            connect_timeout: Duration::from_secs(2),
+            pool_idle_timeout: Duration::from_secs(90),
+            pool_max_idle_per_endpoint: 256,
+        }
+    }
+}
+
+/// The data plane.
+pub struct Proxy {
+    table: ArcSwap<Table>,
+    client: Client<HttpConnector, ProxyBody>,
+    access_log: Option<AccessLog>,
+}
+
+impl Proxy {
+    /// A proxy serving `table`.
+    pub fn new(table: Table, settings: &ProxySettings, access_log: Option<AccessLog>) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(settings.connect_timeout));
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(settings.pool_idle_timeout)
+            .pool_max_idle_per_host(settings.pool_max_idle_per_endpoint)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        Proxy {
+            table: ArcSwap::from_pointee(table),
+            client,
+            access_log,
+        }
+    }
+
+    /// The current table.
+    pub fn table(&self) -> Arc<Table> {
+        self.table.load_full()
+    }
+
+    /// Replaces the table (a reload). Requests in flight finish on the table they started with.
+    pub fn set_table(&self, table: Table) {
+        self.table.store(Arc::new(table));
+    }
+
+    /// Handles one request from `client`.
+    pub async fn handle(&self, mut request: Request<Incoming>, client: SocketAddr) -> Response<ProxyBody> {
+        let start = Instant::now();
+        let request_id = forward::request_id(request.headers_mut());
+        let table = self.table.load();
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| request.uri().authority().map(Authority::as_str));
+        let found = table.router.find(
+            &table.matchers,
+            host,
+            request.uri().path(),
+            request.method(),
+            request.headers(),
+        );
+        let log = self.access_log.as_ref().map(|log| Entry {
+            log: log.clone(),
+            ts: SystemTime::now(),
+            start,
+            request_id: request_id.clone(),
+            method: request.method().clone(),
+            host: request.headers().get(header::HOST).cloned(),
+            path: request.uri().path_and_query().map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+            status: 0,
+            route: None,
+            endpoint: None,
+            client,
+        });
+        let (response, metrics, endpoint) = match found {
+            None => (ProxyError::NoRoute.response(&request_id), table.no_route.clone(), None),
+            Some(index) => {
+                let route = &table.routes[index];
+                let (response, endpoint) = match self.forward(route, request, client, &request_id).await {
+                    Ok((response, endpoint)) => (response, Some(endpoint)),
+                    Err((error, endpoint)) => (error.response(&request_id), endpoint),
+                };
+                (response, route.metrics.clone(), endpoint)
+            }
+        };
+        metrics.record(response.status().as_u16(), start.elapsed());
+        match log {
+            None => response,
+            Some(mut entry) => {
+                entry.status = response.status().as_u16();
+                entry.route = found.map(|_| metrics);
+                entry.endpoint = endpoint;
+                let (parts, body) = response.into_parts();
+                Response::from_parts(parts, body.on_complete(Box::new(entry)))
+            }
+        }
+    }
+
+    /// Sends `request` to an endpoint of the route's upstream, retrying idempotent
+    /// body-less requests on another endpoint when the first attempt fails before any
+    /// response arrived.
+    async fn forward(
+        &self,
+        route: &Route,
+        request: Request<Incoming>,
+        client: SocketAddr,
+        request_id: &HeaderValue,
+    ) -> Result<(Response<ProxyBody>, SocketAddr), (ProxyError, Option<SocketAddr>)> {
+        let (mut parts, body) = request.into_parts();
+        if forward::is_ambiguous_length(&parts.headers) {
+            return Err((ProxyError::BadRequest, None));
+        }
+        let hash = route.hash_on.as_ref().map_or(0, |on| request_hash(on, &parts, client));
+        let host = parts.headers.get(header::HOST).cloned();
+        forward::strip_hop_by_hop(&mut parts.headers);
+        let client_ip = HeaderValue::from_str(&client.ip().to_string()).expect("an IP is a valid header value");
+        forward::add_forwarded(&mut parts.headers, &client_ip, "http", host.as_ref());
+        let _ = request_id;
+        let path = upstream_path(route, &parts.uri);
+
+        let replayable = body.is_end_stream() && is_idempotent(&parts.method);
+        let attempts = if replayable { 1 + route.spec.retries } else { 1 };
+        let mut body = Some(ProxyBody::stream(body));
+        let snapshot = route.upstream.snapshot_full();
+        let mut last_failed: Option<SocketAddr> = None;
+        let mut last_error = ProxyError::NoHealthyEndpoint;
+        for attempt in 0..attempts {
+            let Some(endpoint) = pick(&snapshot, hash, attempt, last_failed) else {
+                return Err((last_error, last_failed));
+            };
+            let address = endpoint.address();
+            let uri = match upstream_uri(address, &path) {
+                Some(uri) => uri,
+                None => return Err((ProxyError::BadRequest, None)),
+            };
+            let mut upstream_request = Request::new(body.take().unwrap_or_else(ProxyBody::empty));
+            *upstream_request.method_mut() = parts.method.clone();
+            *upstream_request.uri_mut() = uri;
+            *upstream_request.headers_mut() = if attempt + 1 < attempts {
+                parts.headers.clone()
+            } else {
+                std::mem::take(&mut parts.headers)
+            };
+            let started = Instant::now();
+            endpoint.stats.start();
+            let result = tokio::time::timeout(route.spec.timeout, self.client.request(upstream_request)).await;
+            endpoint.stats.finish(started.elapsed());
+            let error = match result {
+                Ok(Ok(response)) => {
+                    let failed = response.status().is_server_error() && route.upstream.outlier().count_5xx;
+                    if failed {
+                        self.record_failure(route, endpoint);
+                    } else {
+                        endpoint.stats.record_success();
+                    }
+                    let (mut parts, body) = response.into_parts();
+                    forward::strip_hop_by_hop(&mut parts.headers);
+                    parts.headers.insert(forward::X_REQUEST_ID, request_id.clone());
+                    return Ok((Response::from_parts(parts, ProxyBody::stream(body)), address));
+                }
+                Ok(Err(error)) => {
+                    tracing::debug!(upstream = route.upstream.name(), %address, "upstream request failed: {error:?}");
+                    if error.is_connect() {
+                        ProxyError::Connect
+                    } else {
+                        ProxyError::Upstream
+                    }
+                }
+                Err(_elapsed) => {
+                    self.record_failure(route, endpoint);
+                    return Err((ProxyError::Timeout, Some(address)));
+                }
+            };
+            self.record_failure(route, endpoint);
+            last_failed = Some(address);
+            last_error = error;
+        }
+        Err((last_error, last_failed))
+    }
+
+    fn record_failure(&self, route: &Route, endpoint: &ServingEndpoint) {
+        if endpoint.stats.record_failure(route.upstream.outlier()) {
+            tracing::warn!(upstream = route.upstream.name(), address = %endpoint.address(), "endpoint ejected");
+            route.upstream.health_changed();
+        }
+    }
+}
+
+/// Picks an endpoint, avoiding the one that just failed when there is another.
+fn pick(snapshot: &Snapshot, hash: u64, attempt: u32, avoid: Option<SocketAddr>) -> Option<&ServingEndpoint> {
+    let ctx = PickContext { hash, attempt };
+    let first = snapshot.pick(&ctx)?;
+    if Some(first.address()) != avoid || snapshot.serving.len() < 2 {
+        return Some(first);
+    }
+    for extra in 1..=4 {
+        let ctx = PickContext { hash, attempt: attempt + extra };
+        if let Some(e) = snapshot.pick(&ctx).filter(|e| Some(e.address()) != avoid) {
+            return Some(e);
+        }
+    }
+    snapshot.serving.iter().map(AsRef::as_ref).find(|e| Some(e.address()) != avoid)
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
+}
+
+/// The path and query to send upstream, with the route's prefix stripped if asked.
+fn upstream_path(route: &Route, uri: &Uri) -> PathAndQuery {
+    let original = uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    match (&route.spec.matcher.path, route.spec.strip_prefix) {
+        (PathMatch::Prefix(prefix), true) if prefix != "/" => {
+            let rest = original.as_str().strip_prefix(prefix.as_str()).unwrap_or(original.as_str());
+            let rest = rest.trim_start_matches('/');
+            let stripped = format!("/{rest}");
+            stripped.parse().unwrap_or(original)
+        }
+        _ => original,
+    }
+}
+
+fn upstream_uri(address: SocketAddr, path: &PathAndQuery) -> Option<Uri> {
+    let authority = Authority::try_from(address.to_string()).ok()?;
+    Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(authority)
+        .path_and_query(path.clone())
+        .build()
+        .ok()
+}
+
+/// The consistent-hash key of a request.
+fn request_hash(on: &HashOn, parts: &http::request::Parts, client: SocketAddr) -> u64 {
+    match on {
+        HashOn::Header(name) => parts.headers.get(name).map_or(0, |v| stable_hash(v.as_bytes())),
+        HashOn::Path => stable_hash(parts.uri.path().as_bytes()),
+        HashOn::ClientIp => match client.ip() {
+            std::net::IpAddr::V4(ip) => stable_hash(&ip.octets()),
+            std::net::IpAddr::V6(ip) => stable_hash(&ip.octets()),
+        },
+        HashOn::Cookie(name) => parts
+            .headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(k, _)| k == name)
+            .map_or(0, |(_, v)| stable_hash(v.as_bytes())),
+    }
+}

@@ -1,0 +1,409 @@
+//! The cache itself: one [`Upstream`] per configured upstream, each kept current by an
+//! actor task that owns its sources' sets and publishes snapshots.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use arc_swap::{ArcSwap, Guard};
+use futures::stream::{SelectAll, StreamExt};
+use switchyard_registry::{recover, Backoff, RegistryMetrics, SourceEvent};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::merge::{self, SourceInput};
+use crate::source::SourceSet;
+use crate::{EndpointStats, OutlierSpec, Snapshot, SourceRef, SourceStatus, UpstreamSpec};
+
+// === impl Upstream ===
+
+/// One upstream: its current snapshot and the status of its sources.
+///
+/// Dropping the last `Arc<Upstream>` stops its actor and its registry watches.
+pub struct Upstream {
+    name: String,
+    balancer: String,
+    outlier: OutlierSpec,
+    shared: Arc<Shared>,
+    spec: UpstreamSpec,
+    task: JoinHandle<()>,
+}
+
+/// What the actor and the handles share.
+struct Shared {
+    snapshot: ArcSwap<Snapshot>,
+    statuses: Vec<Mutex<SourceStatus>>,
+    /// Woken when passive or active health changed and the snapshot must be rebuilt.
+    health_changed: Notify,
+}
+
+impl Upstream {
+    /// The upstream's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The balancer's name.
+    pub fn balancer(&self) -> &str {
+        &self.balancer
+    }
+
+    /// Passive health settings, for the request path to record failures with.
+    pub fn outlier(&self) -> &OutlierSpec {
+        &self.outlier
+    }
+
+    /// The current snapshot: one atomic load, no lock.
+    #[inline]
+    pub fn snapshot(&self) -> Guard<Arc<Snapshot>> {
+        self.shared.snapshot.load()
+    }
+
+    /// The current snapshot as an owned `Arc`, for callers that keep it across awaits.
+    pub fn snapshot_full(&self) -> Arc<Snapshot> {
+        self.shared.snapshot.load_full()
+    }
+
+    /// Tells the actor that an endpoint's health changed (an ejection, an active check), so
+    /// it rebuilds the snapshot.
+    pub fn health_changed(&self) {
+        self.shared.health_changed.notify_one();
+    }
+
+    /// The status of each source, in config order.
+    pub fn sources(&self) -> Vec<SourceStatus> {
+        self.shared
+            .statuses
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .collect()
+    }
+
+    /// Whether every source has delivered its first complete answer.
+    pub fn synced(&self) -> bool {
+        self.sources().iter().all(|s| s.synced)
+    }
+
+    /// Whether `spec` watches exactly what this upstream watches, so a reload can keep it.
+    fn same_spec(&self, spec: &UpstreamSpec) -> bool {
+        let a = &self.spec;
+        a.name == spec.name
+            && a.balancer == spec.balancer
+            && Arc::ptr_eq(&a.selector, &spec.selector)
+            && a.outlier == spec.outlier
+            && a.sources.len() == spec.sources.len()
+            && a.sources.iter().zip(&spec.sources).all(|(x, y)| {
+                x.registry_name == y.registry_name
+                    && Arc::ptr_eq(&x.registry, &y.registry)
+                    && x.query == y.query
+                    && x.priority == y.priority
+                    && x.weight == y.weight
+            })
+    }
+
+    fn start(spec: UpstreamSpec) -> Arc<Upstream> {
+        let statuses = spec
+            .sources
+            .iter()
+            .map(|s| {
+                Mutex::new(SourceStatus {
+                    registry: s.registry_name.clone(),
+                    registry_kind: s.registry_kind,
+                    service: s.query.service.clone(),
+                    synced: false,
+                    stale: false,
+                    endpoints: 0,
+                    last_update: None,
+                    last_error: None,
+                })
+            })
+            .collect();
+        let shared = Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(Snapshot::empty(spec.selector.as_ref())),
+            statuses,
+            health_changed: Notify::new(),
+        });
+        let task = tokio::spawn(Actor::new(&spec, shared.clone()).run());
+        Arc::new(Upstream {
+            name: spec.name.clone(),
+            balancer: spec.balancer.clone(),
+            outlier: spec.outlier.clone(),
+            shared,
+            spec,
+            task,
+        })
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream").field("name", &self.name).finish()
+    }
+}
+
+// === impl Actor ===
+
+/// Owns an upstream's source sets; the only writer of its snapshot.
+struct Actor {
+    spec: UpstreamSpec,
+    shared: Arc<Shared>,
+    refs: Vec<Arc<SourceRef>>,
+    metrics: Vec<Arc<RegistryMetrics>>,
+    sets: Vec<SourceSet>,
+    stale: Vec<bool>,
+    stats: HashMap<SocketAddr, Arc<EndpointStats>>,
+    epoch: Instant,
+    version: u64,
+}
+
+impl Actor {
+    fn new(spec: &UpstreamSpec, shared: Arc<Shared>) -> Self {
+        let n = spec.sources.len();
+        Actor {
+            refs: spec
+                .sources
+                .iter()
+                .map(|s| {
+                    Arc::new(SourceRef {
+                        registry: s.registry_name.clone(),
+                        service: s.query.service.clone(),
+                    })
+                })
+                .collect(),
+            metrics: spec.sources.iter().map(|s| s.metrics.clone()).collect(),
+            spec: spec.clone(),
+            shared,
+            sets: (0..n).map(|_| SourceSet::default()).collect(),
+            stale: vec![false; n],
+            stats: HashMap::new(),
+            epoch: Instant::now(),
+            version: 0,
+        }
+    }
+
+    async fn run(mut self) {
+        let mut events = SelectAll::new();
+        for (index, source) in self.spec.sources.iter().enumerate() {
+            let stream = recover(source.registry.clone(), source.query.clone(), Backoff::default());
+            events.push(stream.map(move |event| (index, event)).boxed());
+        }
+        let shared = self.shared.clone();
+        loop {
+            let next_expiry = self
+                .stats
+                .values()
+                .filter_map(|s| s.ejected_until())
+                .min();
+            let expiry = async {
+                match next_expiry {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                Some((index, event)) = events.next() => self.on_event(index, event),
+                () = shared.health_changed.notified() => self.rebuild(),
+                () = expiry => self.rebuild(),
+                else => return,
+            }
+        }
+    }
+
+    fn on_event(&mut self, index: usize, event: SourceEvent) {
+        let now = SystemTime::now();
+        let mut status = self.shared.statuses[index]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match event {
+            SourceEvent::Update(update) => {
+                self.metrics[index].record_update();
+                let changed = self.sets[index].apply(update);
+                let was_stale = std::mem::replace(&mut self.stale[index], false);
+                status.synced = true;
+                status.stale = false;
+                status.last_error = None;
+                status.last_update = Some(now);
+                status.endpoints = self.sets[index].endpoints.len();
+                drop(status);
+                if changed || was_stale || self.version == 0 {
+                    self.rebuild();
+                }
+            }
+            SourceEvent::Error(error) => {
+                self.metrics[index].record_error();
+                tracing::warn!(
+                    upstream = %self.spec.name,
+                    registry = %self.refs[index].registry,
+                    service = %self.refs[index].service,
+                    "registry error, keeping the last good set: {error}"
+                );
+                status.stale = true;
+                status.last_error = Some(error.message().to_owned());
+                drop(status);
+                if !std::mem::replace(&mut self.stale[index], true) {
+                    self.rebuild();
+                }
+            }
+        }
+    }
+
+    fn rebuild(&mut self) {
+        self.version += 1;
+        let inputs: Vec<SourceInput<'_>> = self
+            .spec
+            .sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| SourceInput {
+                source: &self.refs[i],
+                priority: s.priority,
+                weight: s.weight,
+                set: &self.sets[i],
+                stale: self.stale[i],
+            })
+            .collect();
+        let snapshot = merge::build(
+            &inputs,
+            &mut self.stats,
+            self.epoch,
+            self.spec.selector.as_ref(),
+            self.version,
+        );
+        tracing::debug!(upstream = %self.spec.name, ?snapshot, "new snapshot");
+        self.shared.snapshot.store(Arc::new(snapshot));
+    }
+}
+
+// === impl UpstreamCache ===
+
+/// Every upstream of the running config.
+#[derive(Default, Debug)]
+pub struct UpstreamCache {
+    upstreams: BTreeMap<String, Arc<Upstream>>,
+}
+
+impl UpstreamCache {
+    /// Starts watching every upstream of `specs`. Upstreams of `previous` (the config
+    /// before a reload) whose spec is unchanged are kept as they are, with their sets and
+    /// watches, so a reload does not resync what did not change.
+    pub fn start(specs: Vec<UpstreamSpec>, previous: Option<&UpstreamCache>) -> Self {
+        let upstreams = specs
+            .into_iter()
+            .map(|spec| {
+                let kept = previous
+                    .and_then(|p| p.upstreams.get(&spec.name))
+                    .filter(|u| u.same_spec(&spec));
+                let upstream = match kept {
+                    Some(upstream) => upstream.clone(),
+                    None => Upstream::start(spec),
+                };
+                (upstream.name.clone(), upstream)
+            })
+            .collect();
+        UpstreamCache { upstreams }
+    }
+
+    /// The upstream called `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.upstreams.get(name)
+    }
+
+    /// Every upstream, by name.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Upstream>> {
+        self.upstreams.values()
+    }
+
+    /// Sources that have not delivered their first answer yet, as `upstream/registry/service`.
+    pub fn pending(&self) -> Vec<String> {
+        self.iter()
+            .flat_map(|u| {
+                u.sources()
+                    .into_iter()
+                    .filter(|s| !s.synced)
+                    .map(move |s| format!("{}/{}/{}", u.name, s.registry, s.service))
+            })
+            .collect()
+    }
+
+    /// The state of registry `name` of type `kind`, aggregated over every source that uses it.
+    pub fn registry_status(&self, name: &str, kind: &'static str) -> RegistryStatus {
+        let sources: Vec<SourceStatus> = self
+            .iter()
+            .flat_map(|u| u.sources())
+            .filter(|s| s.registry == name)
+            .collect();
+        let mut services: Vec<&str> = sources.iter().map(|s| s.service.as_str()).collect();
+        services.sort_unstable();
+        services.dedup();
+        let failing = sources.iter().filter(|s| s.stale).count();
+        let state = if failing > 0 && failing == sources.len() {
+            RegistryState::Down
+        } else if failing > 0 {
+            RegistryState::Degraded
+        } else if sources.iter().any(|s| !s.synced) {
+            RegistryState::Syncing
+        } else {
+            RegistryState::Ok
+        };
+        RegistryStatus {
+            name: name.to_owned(),
+            kind,
+            state,
+            services: services.len(),
+            endpoints: sources.iter().map(|s| s.endpoints).sum(),
+            last_update: sources.iter().filter_map(|s| s.last_update).max(),
+            last_error: sources.iter().find_map(|s| s.last_error.clone()),
+        }
+    }
+}
+
+/// The state of one registry, as `/api/registries` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegistryState {
+    /// Some watched service has not had its first answer yet.
+    Syncing,
+    /// Every watched service is current.
+    Ok,
+    /// Some watched services are failing and serve their last good set.
+    Degraded,
+    /// Every watched service is failing.
+    Down,
+}
+
+impl RegistryState {
+    /// The lowercase name used in the admin API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RegistryState::Syncing => "syncing",
+            RegistryState::Ok => "ok",
+            RegistryState::Degraded => "degraded",
+            RegistryState::Down => "down",
+        }
+    }
+}
+
+/// One registry's aggregated status.
+#[derive(Clone, Debug)]
+pub struct RegistryStatus {
+    /// The registry's name in config.
+    pub name: String,
+    /// Its `type`.
+    pub kind: &'static str,
+    /// Its state.
+    pub state: RegistryState,
+    /// Distinct services watched in it.
+    pub services: usize,
+    /// Endpoints it currently provides, over all watched services.
+    pub endpoints: usize,
+    /// The newest update from it.
+    pub last_update: Option<SystemTime>,
+    /// The error of a failing service, if any.
+    pub last_error: Option<String>,
+}
