@@ -1,0 +1,639 @@
+//! The one watch a registry keeps on etcd, fanned out to every subscribed service.
+//!
+//! A hub task reads the whole prefix once (paged, at one revision), then watches the prefix
+//! from that revision + 1, and turns the events into per-service [`Update`]s for the
+//! streams [`crate::EtcdRegistry::watch`] handed out. All watched services share this one
+//! get and one watch; the task starts with the first subscriber and stops when the last one
+//! is gone.
+//!
+//! - Only real changes are published: the set computed after each batch of events is
+//!   compared with the one last sent (adds and changes first, then removals).
+//! - A cancelled watch (a compaction past its revision, or any other cancel) is followed by
+//!   a full re-read whose result *replaces* each service's set (`Reset`), never merged.
+//! - When the watch has been quiet for [`PROGRESS_AFTER`], a progress request is sent; no
+//!   answer within [`STALL_TIMEOUT`] counts as a broken connection.
+//! - A broken connection ends every subscriber's stream with an `Err`; the shared recover
+//!   wrapper reconnects and the next hub starts with a fresh read.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use etcd_client::{Client, EventType, GetOptions, WatchOptions, WatchStream};
+use futures::StreamExt;
+use switchyard_registry::{Endpoint, RegistryContext, RegistryError, Update, UpdateStream};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::config::Settings;
+use crate::connect::{classify, connect, copy_error, REQUEST_TIMEOUT};
+use crate::entry::{parse_value, split_key};
+
+/// Quiet time after which the hub asks etcd for a progress notification.
+pub(crate) const PROGRESS_AFTER: Duration = Duration::from_secs(10);
+/// How long a progress request may go unanswered before the watch counts as stalled.
+pub(crate) const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Keys per page of the initial read.
+const PAGE: i64 = 1000;
+/// Updates buffered per subscriber; a full buffer makes the hub wait (backpressure).
+const SUBSCRIBER_BUFFER: usize = 16;
+/// The largest watch response accepted (one big transaction).
+const MAX_MESSAGE: usize = 64 << 20;
+
+type Item = Result<Update, RegistryError>;
+
+/// What subscriber streams tell the hub task.
+enum Command {
+    Subscribe {
+        id: u64,
+        service: String,
+        tx: mpsc::Sender<Item>,
+    },
+    Unsubscribe {
+        id: u64,
+    },
+}
+
+/// What the registry and its hub task share.
+pub(crate) struct Shared {
+    ctx: RegistryContext,
+    settings: Settings,
+    /// The prefix with its trailing `/`.
+    key_prefix: String,
+    /// The running hub's command channel; `None` when no hub runs.
+    slot: Mutex<Option<mpsc::UnboundedSender<Command>>>,
+    next_id: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn new(ctx: RegistryContext, settings: Settings) -> Self {
+        let key_prefix = format!("{}/", settings.prefix);
+        Shared {
+            ctx,
+            settings,
+            key_prefix,
+            slot: Mutex::new(None),
+            next_id: AtomicU64::new(0),
+        }
+    }
+
+    /// A stream of updates for `service`, served by the running hub (started if none runs).
+    pub(crate) fn subscribe(self: &Arc<Self>, service: String) -> UpdateStream {
+        let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let commands = {
+            let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+            let commands = match slot.as_ref().filter(|commands| !commands.is_closed()) {
+                Some(commands) => commands.clone(),
+                None => {
+                    let (commands, receiver) = mpsc::unbounded_channel();
+                    tokio::spawn(run(self.clone(), receiver));
+                    *slot = Some(commands.clone());
+                    commands
+                }
+            };
+            // Queued while the lock is held: a hub only exits under this lock, after
+            // draining its queue, so a queued subscription is never lost.
+            let _ = commands.send(Command::Subscribe { id, service, tx });
+            commands
+        };
+        let guard = UnsubscribeOnDrop { id, commands };
+        ReceiverStream::new(rx)
+            .map(move |item| {
+                let _keep = &guard;
+                item
+            })
+            .boxed()
+    }
+
+    /// Called by a hub with no subscriber left: under the slot lock, takes the commands
+    /// still queued. When none subscribes, the slot is cleared and the hub must stop.
+    fn drain_or_exit(&self, commands: &mut mpsc::UnboundedReceiver<Command>) -> Vec<Command> {
+        let mut slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pending = Vec::new();
+        while let Ok(command) = commands.try_recv() {
+            pending.push(command);
+        }
+        if !pending
+            .iter()
+            .any(|c| matches!(c, Command::Subscribe { .. }))
+        {
+            *slot = None;
+            commands.close();
+        }
+        pending
+    }
+}
+
+/// Tells the hub that a subscriber stream was dropped.
+struct UnsubscribeOnDrop {
+    id: u64,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl Drop for UnsubscribeOnDrop {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Unsubscribe { id: self.id });
+    }
+}
+
+// === the hub task ===
+
+/// One value under the prefix, as last read.
+struct Raw {
+    value: Vec<u8>,
+    mod_revision: i64,
+}
+
+/// One subscriber stream.
+struct Subscriber {
+    id: u64,
+    tx: mpsc::Sender<Item>,
+    /// Whether its first update (a `Reset`) was sent.
+    started: bool,
+}
+
+/// A service somebody watches.
+#[derive(Default)]
+struct Service {
+    subscribers: Vec<Subscriber>,
+    /// Instance id → (mod revision it was parsed at, endpoint or `None` when malformed).
+    parsed: BTreeMap<String, (i64, Option<Endpoint>)>,
+    /// The set last sent, by address; `None` before the first send.
+    published: Option<BTreeMap<SocketAddr, Endpoint>>,
+}
+
+struct Hub {
+    shared: Arc<Shared>,
+    /// Every key under the prefix: service → instance id → value.
+    raw: HashMap<String, BTreeMap<String, Raw>>,
+    /// Watched services only.
+    services: HashMap<String, Service>,
+    /// Subscriber id → service.
+    owners: HashMap<u64, String>,
+}
+
+async fn run(shared: Arc<Shared>, mut commands: mpsc::UnboundedReceiver<Command>) {
+    let mut hub = Hub {
+        shared,
+        raw: HashMap::new(),
+        services: HashMap::new(),
+        owners: HashMap::new(),
+    };
+    loop {
+        match hub.session(&mut commands).await {
+            Ok(()) => return,
+            Err(err) => {
+                tracing::warn!(registry = %hub.shared.ctx.name, "etcd watch broke: {err}");
+                hub.fail_all(&err);
+            }
+        }
+        // Everybody got the error. Go on only if somebody subscribed meanwhile.
+        let pending = hub.shared.drain_or_exit(&mut commands);
+        let mut resubscribed = false;
+        for command in pending {
+            if let Command::Subscribe { id, service, tx } = command {
+                hub.add_subscriber(id, service, tx);
+                resubscribed = true;
+            }
+        }
+        if !resubscribed {
+            return;
+        }
+    }
+}
+
+impl Hub {
+    /// Connects, reads, watches and publishes until nobody watches (`Ok`) or the
+    /// connection breaks.
+    async fn session(
+        &mut self,
+        commands: &mut mpsc::UnboundedReceiver<Command>,
+    ) -> Result<(), RegistryError> {
+        // Subscribers that arrived before the session: queued commands are taken in order.
+        while let Ok(command) = commands.try_recv() {
+            self.command_without_publish(command);
+        }
+        if self.owners.is_empty() && self.idle(commands) {
+            return Ok(());
+        }
+        let mut client = connect(&self.shared.settings.connect).await?;
+        let revision = self.read_all(&mut client).await?;
+        let mut watch = self.start_watch(&mut client, revision + 1).await?;
+        let mut ticker = tokio::time::interval(Duration::from_secs(1));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_heard = Instant::now();
+        let mut progress_asked: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                command = commands.recv() => {
+                    let Some(command) = command else { return Ok(()) };
+                    self.command(command).await;
+                    if self.owners.is_empty() && self.idle(commands) {
+                        return Ok(());
+                    }
+                }
+                message = watch.message() => {
+                    last_heard = Instant::now();
+                    progress_asked = None;
+                    let response = match message {
+                        Ok(Some(response)) => response,
+                        Ok(None) => return Err(RegistryError::unavailable("etcd closed the watch stream")),
+                        Err(err) => return Err(classify("etcd watch", &err)),
+                    };
+                    if response.canceled() {
+                        tracing::info!(
+                            registry = %self.shared.ctx.name,
+                            compact_revision = response.compact_revision(),
+                            reason = response.cancel_reason(),
+                            "etcd cancelled the watch; re-reading the prefix"
+                        );
+                        let revision = self.read_all(&mut client).await?;
+                        watch = self.start_watch(&mut client, revision + 1).await?;
+                    } else {
+                        self.apply(response.events()).await;
+                    }
+                }
+                _ = ticker.tick() => {
+                    if let Some(asked) = progress_asked {
+                        if asked.elapsed() >= STALL_TIMEOUT {
+                            return Err(RegistryError::unavailable(format!(
+                                "etcd watch stalled: no answer to a progress request within {STALL_TIMEOUT:?}"
+                            )));
+                        }
+                    } else if last_heard.elapsed() >= PROGRESS_AFTER {
+                        watch
+                            .request_progress()
+                            .await
+                            .map_err(|err| classify("etcd watch progress request", &err))?;
+                        progress_asked = Some(Instant::now());
+                    }
+                }
+            }
+        }
+    }
+
+    /// With no subscriber left: `true` when the hub may stop; otherwise takes the queued
+    /// subscriptions (their first update follows once the set is known).
+    fn idle(&mut self, commands: &mut mpsc::UnboundedReceiver<Command>) -> bool {
+        for command in self.shared.drain_or_exit(commands) {
+            self.command_without_publish(command);
+        }
+        self.owners.is_empty()
+    }
+
+    /// Registers or drops a subscriber without sending anything.
+    fn command_without_publish(&mut self, command: Command) {
+        match command {
+            Command::Subscribe { id, service, tx } => self.add_subscriber(id, service, tx),
+            Command::Unsubscribe { id } => self.remove_subscriber(id),
+        }
+    }
+
+    /// Handles a command while watching: a new subscriber gets its `Reset` at once.
+    async fn command(&mut self, command: Command) {
+        let service = match &command {
+            Command::Subscribe { service, .. } => Some(service.clone()),
+            Command::Unsubscribe { .. } => None,
+        };
+        self.command_without_publish(command);
+        if let Some(service) = service {
+            self.refresh(&service).await;
+            self.publish(&service, false).await;
+        }
+    }
+
+    fn add_subscriber(&mut self, id: u64, service: String, tx: mpsc::Sender<Item>) {
+        self.owners.insert(id, service.clone());
+        self.services
+            .entry(service)
+            .or_default()
+            .subscribers
+            .push(Subscriber {
+                id,
+                tx,
+                started: false,
+            });
+    }
+
+    fn remove_subscriber(&mut self, id: u64) {
+        let Some(service) = self.owners.remove(&id) else {
+            return;
+        };
+        if let Some(state) = self.services.get_mut(&service) {
+            state.subscribers.retain(|s| s.id != id);
+            if state.subscribers.is_empty() {
+                self.services.remove(&service);
+            }
+        }
+    }
+
+    /// Sends `err` to every subscriber and forgets them and all state.
+    fn fail_all(&mut self, err: &RegistryError) {
+        for service in self.services.values() {
+            for subscriber in &service.subscribers {
+                // A full buffer misses the error, but the stream still ends, which the
+                // recover wrapper treats as a broken connection too.
+                let _ = subscriber.tx.try_send(Err(copy_error(err)));
+            }
+        }
+        self.services.clear();
+        self.owners.clear();
+        self.raw.clear();
+    }
+
+    /// Reads every key under the prefix at one revision (paged), replaces what was known,
+    /// and publishes each watched service's set as a `Reset` where it changed. Returns the
+    /// revision read.
+    async fn read_all(&mut self, client: &mut Client) -> Result<i64, RegistryError> {
+        let key_prefix = self.shared.key_prefix.clone();
+        let range_end = prefix_end(&key_prefix);
+        let mut raw: HashMap<String, BTreeMap<String, Raw>> = HashMap::new();
+        let mut from = key_prefix.clone().into_bytes();
+        let mut revision = 0;
+        loop {
+            let mut options = GetOptions::new()
+                .with_range(range_end.clone())
+                .with_limit(PAGE);
+            if revision > 0 {
+                options = options.with_revision(revision);
+            }
+            let get = client.get(from.clone(), Some(options));
+            let response = match tokio::time::timeout(REQUEST_TIMEOUT, get).await {
+                Ok(Ok(response)) => response,
+                Ok(Err(err)) => return Err(classify("reading the etcd prefix", &err)),
+                Err(_) => {
+                    return Err(RegistryError::unavailable(format!(
+                        "reading the etcd prefix timed out after {REQUEST_TIMEOUT:?}"
+                    )))
+                }
+            };
+            if revision == 0 {
+                revision = response.header().map_or(0, |h| h.revision());
+            }
+            for kv in response.kvs() {
+                if let Some((service, instance)) = split_key(&key_prefix, kv.key()) {
+                    raw.entry(service.to_owned()).or_default().insert(
+                        instance.to_owned(),
+                        Raw {
+                            value: kv.value().to_vec(),
+                            mod_revision: kv.mod_revision(),
+                        },
+                    );
+                }
+            }
+            match response.kvs().last() {
+                Some(last) if response.more() => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => break,
+            }
+        }
+        self.raw = raw;
+        let services: Vec<String> = self.services.keys().cloned().collect();
+        for service in services {
+            self.refresh(&service).await;
+            self.publish(&service, true).await;
+        }
+        Ok(revision)
+    }
+
+    async fn start_watch(
+        &mut self,
+        client: &mut Client,
+        from_revision: i64,
+    ) -> Result<WatchStream, RegistryError> {
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(from_revision)
+            .with_progress_notify();
+        let mut watch_client = client.watch_client().max_decoding_message_size(MAX_MESSAGE);
+        let watch = watch_client.watch(self.shared.key_prefix.clone(), Some(options));
+        match tokio::time::timeout(REQUEST_TIMEOUT, watch).await {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(err)) => Err(classify("starting the etcd watch", &err)),
+            Err(_) => Err(RegistryError::unavailable(
+                "starting the etcd watch timed out",
+            )),
+        }
+    }
+
+    /// Applies one watch response: raw values first, then each touched watched service is
+    /// re-parsed and its change published.
+    async fn apply(&mut self, events: &[etcd_client::Event]) {
+        let mut touched = BTreeSet::new();
+        for event in events {
+            let Some(kv) = event.kv() else { continue };
+            let Some((service, instance)) = split_key(&self.shared.key_prefix, kv.key()) else {
+                continue;
+            };
+            match event.event_type() {
+                EventType::Put => {
+                    self.raw.entry(service.to_owned()).or_default().insert(
+                        instance.to_owned(),
+                        Raw {
+                            value: kv.value().to_vec(),
+                            mod_revision: kv.mod_revision(),
+                        },
+                    );
+                }
+                EventType::Delete => {
+                    if let Some(instances) = self.raw.get_mut(service) {
+                        instances.remove(instance);
+                        if instances.is_empty() {
+                            self.raw.remove(service);
+                        }
+                    }
+                }
+            }
+            if self.services.contains_key(service) {
+                touched.insert(service.to_owned());
+            }
+        }
+        for service in touched {
+            self.refresh(&service).await;
+            self.publish(&service, false).await;
+        }
+    }
+
+    /// Brings a watched service's parsed entries in line with the raw values: entries gone
+    /// are dropped; new or changed ones are parsed (and counted when malformed).
+    async fn refresh(&mut self, service: &str) {
+        let Some(state) = self.services.get_mut(service) else {
+            return;
+        };
+        let empty = BTreeMap::new();
+        let raw = self.raw.get(service).unwrap_or(&empty);
+        state
+            .parsed
+            .retain(|instance, _| raw.contains_key(instance));
+        for (instance, value) in raw {
+            if matches!(state.parsed.get(instance), Some((rev, _)) if *rev == value.mod_revision) {
+                continue;
+            }
+            let parsed = if instance.is_empty() {
+                Err("the key has no instance id (expected <prefix>/<service>/<instance-id>)".into())
+            } else {
+                match parse_value(&value.value) {
+                    Ok(entry) => entry.resolve().await,
+                    Err(err) => Err(err),
+                }
+            };
+            let endpoint = match parsed {
+                Ok(endpoint) => Some(endpoint),
+                Err(err) => {
+                    let key = format!("{}{service}/{instance}", self.shared.key_prefix);
+                    self.shared
+                        .ctx
+                        .metrics
+                        .malformed(&self.shared.ctx.name, format!("{key}: {err}"));
+                    None
+                }
+            };
+            state
+                .parsed
+                .insert(instance.clone(), (value.mod_revision, endpoint));
+        }
+    }
+
+    /// Sends what changed for `service` since the last send: a `Reset` to new subscribers
+    /// (and to all when `replace` is set, after a re-read), otherwise `Add` then `Remove`.
+    async fn publish(&mut self, service: &str, replace: bool) {
+        let Some(state) = self.services.get_mut(service) else {
+            return;
+        };
+        let mut current = BTreeMap::new();
+        for (_, endpoint) in state.parsed.values() {
+            if let Some(endpoint) = endpoint {
+                // Two keys with the same address: the first instance id wins.
+                current
+                    .entry(endpoint.address)
+                    .or_insert_with(|| endpoint.clone());
+            }
+        }
+        let changes = match &state.published {
+            Some(published) if *published == current => Vec::new(),
+            Some(_) if replace => vec![Update::Reset(current.values().cloned().collect())],
+            Some(published) => diff(published, &current),
+            None => Vec::new(),
+        };
+        let reset = Update::Reset(current.values().cloned().collect());
+        let mut gone = Vec::new();
+        for subscriber in &mut state.subscribers {
+            let updates = if subscriber.started {
+                changes.clone()
+            } else {
+                vec![reset.clone()]
+            };
+            subscriber.started = true;
+            for update in updates {
+                if subscriber.tx.send(Ok(update)).await.is_err() {
+                    gone.push(subscriber.id);
+                    break;
+                }
+            }
+        }
+        state.published = Some(current);
+        for id in gone {
+            self.remove_subscriber(id);
+        }
+    }
+}
+
+/// The updates that turn `old` into `new`: changed and new endpoints first (so the set
+/// never dips while an instance moves), then the removed addresses.
+fn diff(old: &BTreeMap<SocketAddr, Endpoint>, new: &BTreeMap<SocketAddr, Endpoint>) -> Vec<Update> {
+    let added: Vec<Endpoint> = new
+        .iter()
+        .filter(|(address, endpoint)| old.get(address) != Some(endpoint))
+        .map(|(_, endpoint)| endpoint.clone())
+        .collect();
+    let removed: Vec<SocketAddr> = old
+        .keys()
+        .filter(|a| !new.contains_key(a))
+        .copied()
+        .collect();
+    let mut updates = Vec::new();
+    if !added.is_empty() {
+        updates.push(Update::Add(added));
+    }
+    if !removed.is_empty() {
+        updates.push(Update::Remove(removed));
+    }
+    updates
+}
+
+/// The end of the key range of a prefix ending in `/`: the same bytes with the last one
+/// incremented (`/a/` → `/a0`).
+fn prefix_end(key_prefix: &str) -> Vec<u8> {
+    let mut end = key_prefix.as_bytes().to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(items: &[(&str, u32)]) -> BTreeMap<SocketAddr, Endpoint> {
+        items
+            .iter()
+            .map(|(address, weight)| {
+                let endpoint = Endpoint::new(address.parse().unwrap()).with_weight(*weight);
+                (endpoint.address, endpoint)
+            })
+            .collect()
+    }
+
+    /// Diffs `old` into `new` and compares with updates written as `+addr/weight` and `-addr`.
+    fn check(old: &[(&str, u32)], new: &[(&str, u32)], expected: &[&str]) {
+        let updates = diff(&set(old), &set(new));
+        let mut seen = Vec::new();
+        for update in updates {
+            match update {
+                Update::Add(endpoints) => {
+                    seen.extend(
+                        endpoints
+                            .iter()
+                            .map(|e| format!("+{}/{}", e.address, e.weight)),
+                    );
+                }
+                Update::Remove(addresses) => seen.extend(addresses.iter().map(|a| format!("-{a}"))),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(seen, expected, "{old:?} -> {new:?}");
+    }
+
+    #[test]
+    fn diffs() {
+        check(&[], &[], &[]);
+        check(&[("10.0.0.1:80", 1)], &[("10.0.0.1:80", 1)], &[]);
+        check(&[], &[("10.0.0.1:80", 1)], &["+10.0.0.1:80/1"]);
+        check(&[("10.0.0.1:80", 1)], &[], &["-10.0.0.1:80"]);
+        check(
+            &[("10.0.0.1:80", 1)],
+            &[("10.0.0.1:80", 5)],
+            &["+10.0.0.1:80/5"],
+        );
+        check(
+            &[("10.0.0.1:80", 1), ("10.0.0.2:80", 1)],
+            &[("10.0.0.2:80", 1), ("10.0.0.3:80", 2)],
+            &["+10.0.0.3:80/2", "-10.0.0.1:80"],
+        );
+    }
+
+    #[test]
+    fn prefix_ends() {
+        assert_eq!(
+            prefix_end("/switchyard/services/"),
+            b"/switchyard/services0".to_vec()
+        );
+    }
+}
