@@ -16,10 +16,69 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one unary request (a page of a get, a lease call) may take once connected.
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Opens a client. Connections are made lazily by the client's balanced channel, which
-/// spreads requests over all endpoints and skips those that are down; with a username,
-/// the first authentication request is made here.
+/// Opens a client on the first endpoint that answers, trying them all from a random
+/// starting point (so that many gateways spread over the cluster). A dead endpoint costs
+/// at most `dial_timeout`; the error names every endpoint's failure.
+///
+/// Each client talks to one endpoint: when it dies, the watch breaks, and the reconnect
+/// that follows lands on another live one (fail over).
 pub(crate) async fn connect(settings: &ConnectSettings) -> Result<Client, RegistryError> {
+    let count = settings.endpoints.len();
+    let start = if count > 1 {
+        fastrand::usize(..count)
+    } else {
+        0
+    };
+    let mut failures = Vec::new();
+    let mut unauthorized = false;
+    for endpoint in settings.endpoints.iter().cycle().skip(start).take(count) {
+        let options = connect_options(settings, endpoint)?;
+        match connect_one(endpoint, settings.dial_timeout, options).await {
+            Ok(client) => return Ok(client),
+            Err(err) => {
+                tracing::debug!(endpoint, "etcd endpoint unusable: {err}");
+                unauthorized |= err.kind() == switchyard_registry::ErrorKind::Unauthorized;
+                failures.push(format!("{endpoint}: {err}"));
+            }
+        }
+    }
+    let message = format!("no etcd endpoint answered ({})", failures.join("; "));
+    Err(if unauthorized {
+        RegistryError::unauthorized(message)
+    } else {
+        RegistryError::unavailable(message)
+    })
+}
+
+/// Connects to one endpoint and checks that it answers (a status request; with a username,
+/// the authentication request comes first).
+async fn connect_one(
+    endpoint: &str,
+    dial_timeout: Duration,
+    options: ConnectOptions,
+) -> Result<Client, RegistryError> {
+    let attempt = async {
+        let mut client = Client::connect([endpoint], Some(options))
+            .await
+            .map_err(|err| classify("connecting", &err))?;
+        client
+            .status()
+            .await
+            .map_err(|err| classify("status request", &err))?;
+        Ok(client)
+    };
+    match tokio::time::timeout(dial_timeout + REQUEST_TIMEOUT, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(RegistryError::unavailable("timed out")),
+    }
+}
+
+/// Options for one endpoint: TLS for `https://` ones, and for scheme-less ones when TLS
+/// files are configured.
+fn connect_options(
+    settings: &ConnectSettings,
+    endpoint: &str,
+) -> Result<ConnectOptions, RegistryError> {
     let mut options = ConnectOptions::new()
         .with_connect_timeout(settings.dial_timeout)
         .with_keep_alive(KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT)
@@ -30,18 +89,12 @@ pub(crate) async fn connect(settings: &ConnectSettings) -> Result<Client, Regist
             .with_user(user.clone(), password.clone())
             .with_auto_token_refresh(true);
     }
-    if settings.uses_tls() || settings.endpoints.iter().any(|e| e.starts_with("https://")) {
+    let tls = endpoint.starts_with("https://")
+        || (!endpoint.starts_with("http://") && settings.uses_tls());
+    if tls {
         options = options.with_tls(tls_options(settings)?);
     }
-    let connecting = Client::connect(&settings.endpoints, Some(options));
-    match tokio::time::timeout(settings.dial_timeout + REQUEST_TIMEOUT, connecting).await {
-        Ok(Ok(client)) => Ok(client),
-        Ok(Err(err)) => Err(classify("connecting to etcd", &err)),
-        Err(_) => Err(RegistryError::unavailable(format!(
-            "connecting to etcd at {} timed out",
-            settings.endpoints.join(", ")
-        ))),
-    }
+    Ok(options)
 }
 
 fn tls_options(settings: &ConnectSettings) -> Result<TlsOptions, RegistryError> {
