@@ -357,7 +357,14 @@ impl UpstreamCache {
             kind,
             state,
             services: services.len(),
-            endpoints: sources.iter().map(|s| s.endpoints).sum(),
+            endpoints: {
+                // A service watched by several upstreams counts once.
+                let mut per_service: Vec<(&str, usize)> =
+                    sources.iter().map(|s| (s.service.as_str(), s.endpoints)).collect();
+                per_service.sort_unstable();
+                per_service.dedup_by_key(|(service, _)| *service);
+                per_service.iter().map(|(_, n)| n).sum()
+            },
             last_update: sources.iter().filter_map(|s| s.last_update).max(),
             last_error: sources.iter().find_map(|s| s.last_error.clone()),
         }

@@ -1,0 +1,321 @@
+//! The admin listener: health, readiness, metrics, the JSON API and the dashboard
+//! (DESIGN.md §4). It runs on its own port; the data plane never serves these paths.
+
+use std::convert::Infallible;
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Value};
+use switchyard_proxy::access_log::httpdate_rfc3339;
+use switchyard_proxy::metrics::escape;
+use switchyard_proxy::router::PathMatch;
+use switchyard_upstream::RegistryState;
+use tokio::net::TcpListener;
+
+use crate::app::App;
+
+type AdminResponse = Response<Full<Bytes>>;
+
+/// Serves the admin API on `listener` until the process ends.
+pub async fn serve(listener: TcpListener, app: Arc<App>) {
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let app = app.clone();
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let app = app.clone();
+                async move { Ok::<_, Infallible>(handle(&app, request).await) }
+            });
+            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+async fn handle(app: &App, request: Request<Incoming>) -> AdminResponse {
+    let path = request.uri().path().to_owned();
+    let needs_token = path == "/" || path.starts_with("/api/");
+    if needs_token {
+        let token = app.with_current(|c| c.config.admin.token.clone());
+        if let Some(token) = token {
+            let given = request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+                let mut response = json_response(StatusCode::UNAUTHORIZED, &json!({"error": "admin token required"}));
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+                return response;
+            }
+        }
+    }
+    match (request.method(), path.as_str()) {
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/readyz") => readyz(app),
+        (&Method::GET, "/metrics") => metrics(app),
+        (&Method::GET, "/api/upstreams") => json_response(StatusCode::OK, &upstreams(app)),
+        (&Method::GET, "/api/registries") => json_response(StatusCode::OK, &registries(app)),
+        (&Method::GET, "/api/routes") => json_response(StatusCode::OK, &routes(app)),
+        (&Method::POST, "/api/reload") => match app.reload().await {
+            Ok(()) => json_response(StatusCode::OK, &json!({"status": "reloaded"})),
+            Err(issues) => json_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &json!({"status": "refused", "errors": issues.iter().map(ToString::to_string).collect::<Vec<_>>()}),
+            ),
+        },
+        (&Method::GET, "/") => {
+            let mut response = Response::new(Full::new(Bytes::from_static(crate::dashboard::PAGE.as_bytes())));
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, http::HeaderValue::from_static("text/html; charset=utf-8"));
+            response
+        }
+        (_, "/healthz" | "/readyz" | "/metrics" | "/api/upstreams" | "/api/registries" | "/api/routes" | "/api/reload" | "/") => {
+            json_response(StatusCode::METHOD_NOT_ALLOWED, &json!({"error": "method not allowed"}))
+        }
+        _ => json_response(StatusCode::NOT_FOUND, &json!({"error": "not found"})),
+    }
+}
+
+/// Compares without leaking, through timing, how much of a secret matched.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn text(status: StatusCode, body: &'static str) -> AdminResponse {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+fn json_response(status: StatusCode, value: &Value) -> AdminResponse {
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    response
+}
+
+fn readyz(app: &App) -> AdminResponse {
+    let table = app.proxy.table();
+    let pending = table.cache().pending();
+    let grace = app.with_current(|c| c.config.server.startup_grace);
+    if pending.is_empty() {
+        text(StatusCode::OK, "ready\n")
+    } else if app.started.elapsed() >= grace {
+        json_response(StatusCode::OK, &json!({"status": "ready", "startup_grace_expired": true, "pending": pending}))
+    } else {
+        json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"status": "starting", "pending": pending}))
+    }
+}
+
+/// `GET /api/upstreams`.
+pub fn upstreams(app: &App) -> Value {
+    let table = app.proxy.table();
+    let list: Vec<Value> = table
+        .cache()
+        .iter()
+        .map(|upstream| {
+            let snapshot = upstream.snapshot();
+            let endpoints: Vec<Value> = snapshot
+                .endpoints
+                .iter()
+                .map(|e| {
+                    let serving = snapshot.serving.iter().any(|s| std::ptr::eq(s.as_ref(), e.as_ref()));
+                    json!({
+                        "address": e.address().to_string(),
+                        "weight": e.endpoint.weight,
+                        "priority": e.tier.source,
+                        "endpoint_priority": e.tier.endpoint,
+                        "healthy": e.healthy,
+                        "serving": serving,
+                        "stale": e.stale,
+                        "source": {"registry": e.source.registry, "service": e.source.service},
+                        "zone": e.endpoint.zone,
+                        "metadata": e.endpoint.metadata,
+                        "health": {
+                            "registry": e.endpoint.healthy,
+                            "active": e.stats.active_healthy(),
+                            "ejected": e.stats.is_ejected(),
+                        },
+                        "in_flight": e.stats.in_flight(),
+                    })
+                })
+                .collect();
+            json!({
+                "name": upstream.name(),
+                "balancer": upstream.balancer(),
+                "serving_tier": snapshot.serving_tier.map(|t| json!({"priority": t.source, "endpoint_priority": t.endpoint})),
+                "panic": snapshot.panic,
+                "endpoints": endpoints,
+                "sources": upstream.sources().iter().map(|s| json!({
+                    "registry": s.registry,
+                    "type": s.registry_kind,
+                    "service": s.service,
+                    "synced": s.synced,
+                    "stale": s.stale,
+                    "endpoints": s.endpoints,
+                    "last_update": s.last_update.map(httpdate_rfc3339),
+                    "last_error": s.last_error,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Value::Array(list)
+}
+
+/// `GET /api/registries`.
+pub fn registries(app: &App) -> Value {
+    let table = app.proxy.table();
+    let list: Vec<Value> = app.with_current(|current| {
+        current
+            .registries
+            .iter()
+            .map(|(name, built)| {
+                let status = table.cache().registry_status(name, built.kind);
+                json!({
+                    "name": name,
+                    "type": built.kind,
+                    "state": status.state.as_str(),
+                    "services": status.services,
+                    "endpoints": status.endpoints,
+                    "last_update": status.last_update.map(httpdate_rfc3339),
+                    "last_error": status.last_error,
+                    "updates": built.metrics.updates(),
+                    "errors": built.metrics.errors(),
+                })
+            })
+            .collect()
+    });
+    Value::Array(list)
+}
+
+/// `GET /api/routes`.
+pub fn routes(app: &App) -> Value {
+    let table = app.proxy.table();
+    let list: Vec<Value> = table
+        .routes()
+        .map(|r| {
+            let (kind, path) = match &r.matcher.path {
+                PathMatch::Exact(p) => ("path", p),
+                PathMatch::Prefix(p) => ("path_prefix", p),
+            };
+            json!({
+                "name": r.name,
+                "host": r.matcher.host,
+                kind: path,
+                "methods": r.matcher.methods.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
+                "headers": r.matcher.headers.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+                "upstream": r.upstream,
+                "strip_prefix": r.strip_prefix,
+                "timeout_ms": r.timeout.as_millis() as u64,
+                "retries": r.retries,
+            })
+        })
+        .collect();
+    Value::Array(list)
+}
+
+fn metrics(app: &App) -> AdminResponse {
+    let table = app.proxy.table();
+    let mut out = String::with_capacity(16 * 1024);
+    table.render_metrics(&mut out);
+
+    out.push_str("# HELP switchyard_upstream_endpoints Endpoints per upstream by state (stale overlaps the others).\n");
+    out.push_str("# TYPE switchyard_upstream_endpoints gauge\n");
+    for upstream in table.cache().iter() {
+        let snapshot = upstream.snapshot();
+        let healthy = snapshot.endpoints.iter().filter(|e| e.healthy).count();
+        let unhealthy = snapshot.endpoints.len() - healthy;
+        let stale = snapshot.endpoints.iter().filter(|e| e.stale).count();
+        let name = escape(upstream.name());
+        for (state, n) in [("healthy", healthy), ("unhealthy", unhealthy), ("stale", stale), ("serving", snapshot.serving.len())] {
+            let _ = writeln!(out, "switchyard_upstream_endpoints{{upstream=\"{name}\",state=\"{state}\"}} {n}");
+        }
+    }
+
+    let registries = app.with_current(|c| {
+        c.registries
+            .iter()
+            .map(|(name, b)| (name.clone(), b.kind, b.metrics.clone()))
+            .collect::<Vec<_>>()
+    });
+    let families = [
+        ("switchyard_registry_updates_total", "counter", "Updates received from each registry."),
+        ("switchyard_registry_errors_total", "counter", "Errors from each registry (broken watches, malformed entries)."),
+        ("switchyard_registry_up", "gauge", "1 unless every watched service of the registry is failing."),
+        ("switchyard_registry_last_update_timestamp_seconds", "gauge", "Unix time of the newest update from the registry."),
+    ];
+    for (family, kind, help) in families {
+        let _ = writeln!(out, "# HELP {family} {help}\n# TYPE {family} {kind}");
+        for (name, kind, metrics) in &registries {
+            let status = table.cache().registry_status(name, kind);
+            let value = match family {
+                "switchyard_registry_updates_total" => metrics.updates() as f64,
+                "switchyard_registry_errors_total" => metrics.errors() as f64,
+                "switchyard_registry_up" => f64::from(u8::from(status.state != RegistryState::Down)),
+                _ => status
+                    .last_update
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0.0, |d| d.as_secs_f64()),
+            };
+            let _ = writeln!(out, "{family}{{registry=\"{}\"}} {value}", escape(name));
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP switchyard_config_reloads_total Config reloads by result.\n# TYPE switchyard_config_reloads_total counter\n\
+         switchyard_config_reloads_total{{result=\"ok\"}} {}\nswitchyard_config_reloads_total{{result=\"refused\"}} {}",
+        app.reloads.load(Ordering::Relaxed),
+        app.reload_failures.load(Ordering::Relaxed),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP switchyard_uptime_seconds Seconds since the process started.\n# TYPE switchyard_uptime_seconds gauge\nswitchyard_uptime_seconds {}",
+        app.started.elapsed().as_secs_f64()
+    );
+    let mut response = Response::new(Full::new(Bytes::from(out)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+/// Whether an admin listener address is reachable only from this host.
+pub fn is_loopback(address: SocketAddr) -> bool {
+    address.ip().is_loopback()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_compare() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+}

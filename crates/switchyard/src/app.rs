@@ -1,0 +1,153 @@
+//! The running gateway: one config generation at a time, swapped on reload.
+//!
+//! A reload reads and validates the whole file first; an invalid one is refused and the
+//! running generation stays untouched. A valid one reuses every registry whose table did
+//! not change and every upstream whose sources did not change (so nothing resyncs for
+//! nothing), then swaps the route table in one atomic store: requests in flight finish on
+//! the table they started with.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use switchyard_proxy::access_log::AccessLog;
+use switchyard_proxy::{Proxy, ProxySettings, Table};
+use switchyard_registry::{Catalog, ConfigIssue};
+use switchyard_upstream::UpstreamCache;
+
+use crate::config::{self, Config};
+use crate::plan::{self, BuiltRegistry, Plan};
+
+/// The registry backends this binary knows.
+pub fn catalog() -> Catalog {
+    let mut catalog = Catalog::new();
+    catalog
+        .register(switchyard_static::StaticFactory)
+        .register(switchyard_file::FileFactory);
+    catalog
+}
+
+/// Reads, decodes and plans the config at `path`: the whole of `switchyard check`.
+pub fn load_plan(
+    path: &Path,
+    catalog: &Catalog,
+    previous: Option<&BTreeMap<String, BuiltRegistry>>,
+) -> Result<Plan, Vec<ConfigIssue>> {
+    let value = config::read(path)?;
+    let config = config::decode(&value)?;
+    let base_dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    plan::build(config, catalog, base_dir, previous)
+}
+
+/// What the admin API reads about the current generation.
+pub struct Current {
+    /// The running config.
+    pub config: Config,
+    /// Its registries.
+    pub registries: BTreeMap<String, BuiltRegistry>,
+}
+
+/// The gateway.
+pub struct App {
+    config_path: PathBuf,
+    catalog: Catalog,
+    /// The data plane.
+    pub proxy: Arc<Proxy>,
+    current: Mutex<Current>,
+    /// When the process started.
+    pub started: Instant,
+    /// Successful reloads.
+    pub reloads: AtomicU64,
+    /// Refused reloads.
+    pub reload_failures: AtomicU64,
+    reloading: tokio::sync::Mutex<()>,
+}
+
+impl App {
+    /// Starts the first generation from `plan`. Must run inside the Tokio runtime.
+    pub fn start(config_path: PathBuf, catalog: Catalog, plan: Plan) -> Arc<App> {
+        let cache = Arc::new(UpstreamCache::start(plan.upstreams, None));
+        let hash_on = plan.hash_on;
+        let table = Table::new(plan.routes, cache, &|name| hash_on.get(name).cloned(), None)
+            .expect("validated plans only name known upstreams");
+        let server = &plan.config.server;
+        let settings = ProxySettings {
+            connect_timeout: server.connect_timeout,
+            pool_idle_timeout: server.pool_idle_timeout,
+            pool_max_idle_per_endpoint: server.pool_max_idle_per_endpoint,
+        };
+        let access_log = plan.config.log.access.then(AccessLog::stdout);
+        let proxy = Arc::new(Proxy::new(table, &settings, access_log));
+        Arc::new(App {
+            config_path,
+            catalog,
+            proxy,
+            current: Mutex::new(Current { config: plan.config, registries: plan.registries }),
+            started: Instant::now(),
+            reloads: AtomicU64::new(0),
+            reload_failures: AtomicU64::new(0),
+            reloading: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Runs `f` on the current generation's config and registries.
+    pub fn with_current<T>(&self, f: impl FnOnce(&Current) -> T) -> T {
+        f(&self.current.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Re-reads the config file and, if it is valid, switches to it.
+    pub async fn reload(&self) -> Result<(), Vec<ConfigIssue>> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let previous = self.with_current(|c| c.registries.clone());
+        let plan = match load_plan(&self.config_path, &self.catalog, Some(&previous)) {
+            Ok(plan) => plan,
+            Err(issues) => {
+                self.reload_failures.fetch_add(1, Ordering::Relaxed);
+                for issue in &issues {
+                    tracing::error!("reload refused, keeping the running config: {issue}");
+                }
+                return Err(issues);
+            }
+        };
+        let old_config = self.with_current(|c| c.config.clone());
+        warn_restart_only(&old_config, &plan.config);
+        let old_table = self.proxy.table();
+        let cache = Arc::new(UpstreamCache::start(plan.upstreams, Some(old_table.cache())));
+        let hash_on = plan.hash_on;
+        let table = Table::new(plan.routes, cache, &|name| hash_on.get(name).cloned(), Some(&old_table))
+            .expect("validated plans only name known upstreams");
+        self.proxy.set_table(table);
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) =
+            Current { config: plan.config, registries: plan.registries };
+        self.reloads.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(path = %self.config_path.display(), "config reloaded");
+        Ok(())
+    }
+}
+
+/// Settings that only a restart applies; a reload that changes them says so.
+fn warn_restart_only(old: &Config, new: &Config) {
+    let changed = [
+        ("server.listen", old.server.listen != new.server.listen),
+        ("server.workers", old.server.workers != new.server.workers),
+        ("admin.listen", old.admin.listen != new.admin.listen),
+        ("log", old.log != new.log),
+        ("server timeouts and pool", {
+            let (a, b) = (&old.server, &new.server);
+            a.connect_timeout != b.connect_timeout
+                || a.header_read_timeout != b.header_read_timeout
+                || a.pool_idle_timeout != b.pool_idle_timeout
+                || a.pool_max_idle_per_endpoint != b.pool_max_idle_per_endpoint
+        }),
+    ];
+    for (what, differs) in changed {
+        if differs {
+            tracing::warn!("{what} changed: applied at the next restart, not by a reload");
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! The configuration model and loading: TOML (or YAML/JSON) through the `config` crate,
+//! with `SWITCHYARD__SECTION__KEY` environment overrides.
+//!
+//! Every struct refuses unknown keys. The file is first read into a JSON value, then each
+//! table is decoded on its own, so that one run reports every bad table at once, each
+//! error naming its key path (`upstreams.orders.sources[0].registry: ...`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use switchyard_registry::{decode_settings, ConfigIssue};
+
+/// `[server]`: the data-plane listener.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// Runtime worker threads. Default: one per core.
+    pub workers: Option<usize>,
+    /// Time allowed to connect to an endpoint. Default 2 s.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Time allowed for a request's headers to arrive. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// How long SIGTERM waits for in-flight requests. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// Idle upstream connections are closed after this. Default 90 s.
+    #[serde(with = "humantime_serde")]
+    pub pool_idle_timeout: Duration,
+    /// Idle upstream connections kept per endpoint. Default 256.
+    pub pool_max_idle_per_endpoint: usize,
+    /// `/readyz` turns ready after this even if a source has not synced. Default 10 s.
+    #[serde(with = "humantime_serde")]
+    pub startup_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            workers: None,
+            connect_timeout: Duration::from_secs(2),
+            header_read_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(30),
+            pool_idle_timeout: Duration::from_secs(90),
+            pool_max_idle_per_endpoint: 256,
+            startup_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[admin]`: the admin listener.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Address to listen on. Default `127.0.0.1:9901`.
+    pub listen: SocketAddr,
+    /// When set, `/api/*` and `/` require `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
+            token: None,
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// One JSON line per request on stdout. Default true.
+    pub access: bool,
+    /// Diagnostics filter (tracing `EnvFilter` syntax). Default `info`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            access: true,
+            level: "info".into(),
+        }
+    }
+}
+
+/// `[upstreams.NAME]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `round_robin` (default) | `least_request` | `ewma` | `random` | `consistent_hash`.
+    #[serde(default = "default_balancer")]
+    pub balancer: String,
+    /// For `consistent_hash`: `header:NAME` | `cookie:NAME` | `client_ip` | `path`.
+    #[serde(default)]
+    pub hash_on: Option<String>,
+    /// Where the endpoints come from (at least one).
+    #[serde(default)]
+    pub sources: Vec<SourceConfig>,
+    /// Passive health.
+    #[serde(default)]
+    pub outlier: OutlierConfig,
+}
+
+fn default_balancer() -> String {
+    "round_robin".into()
+}
+
+/// `[[upstreams.NAME.sources]]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// A registry name from `[registries]`.
+    pub registry: String,
+    /// The service, in the registry's naming (DESIGN.md §3).
+    pub service: String,
+    /// Kubernetes: port name or number.
+    #[serde(default)]
+    pub port: Option<PortRef>,
+    /// Consul: tags that must all match.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Consul: datacenter override.
+    #[serde(default)]
+    pub datacenter: Option<String>,
+    /// Lower is preferred. Default 0.
+    #[serde(default)]
+    pub priority: u32,
+    /// Share of this source within its tier.
+    #[serde(default)]
+    pub weight: Option<u32>,
+}
+
+/// A port by name or number.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum PortRef {
+    /// `port = 8080`.
+    Number(u16),
+    /// `port = "http"`.
+    Name(String),
+}
+
+impl std::fmt::Display for PortRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PortRef::Number(n) => write!(f, "{n}"),
+            PortRef::Name(s) => f.write_str(s),
+        }
+    }
+}
+
+/// `[upstreams.NAME.outlier]`: passive health.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutlierConfig {
+    /// Failures in a row that eject an endpoint. Default 5; 0 disables.
+    pub consecutive_failures: u32,
+    /// First ejection length; repeated ejections last longer. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub base_ejection: Duration,
+    /// Count 5xx answers as failures. Default false.
+    pub count_5xx: bool,
+}
+
+impl Default for OutlierConfig {
+    fn default() -> Self {
+        OutlierConfig {
+            consecutive_failures: 5,
+            base_ejection: Duration::from_secs(30),
+            count_5xx: false,
+        }
+    }
+}
+
+/// `[[routes]]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Name for metrics and logs. Default `route-<index>`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Exact host or `*.suffix`; absent = any host.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Exact path.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Path prefix. When neither `path` nor `path_prefix` is given: `/`.
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// Allowed methods; empty = any.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Header conditions: name → exact value, or `"*"` for "present".
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// The upstream to send to.
+    pub upstream: String,
+    /// Remove the matched prefix before forwarding. Default false.
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// Time allowed for the upstream's response headers. Default 30 s.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Extra attempts for idempotent requests without a body. Default 1.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_retries() -> u32 {
+    1
+}
+
+/// A whole configuration, decoded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// `[admin]`.
+    pub admin: AdminConfig,
+    /// `[log]`.
+    pub log: LogConfig,
+    /// `[registries.NAME]`: the `type` and the rest of the table, decoded by the backend.
+    pub registries: BTreeMap<String, RegistryTable>,
+    /// `[upstreams.NAME]`.
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// `[[routes]]`, in order.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// One `[registries.NAME]` table: its type and its backend-specific settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RegistryTable {
+    /// `type`.
+    pub kind: String,
+    /// Everything but `type`.
+    pub settings: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: Option<serde_json::Value>,
+    #[serde(default)]
+    admin: Option<serde_json::Value>,
+    #[serde(default)]
+    log: Option<serde_json::Value>,
+    #[serde(default)]
+    registries: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    upstreams: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    routes: Vec<serde_json::Value>,
+}
+
+/// Reads `path` (format from its extension) with environment overrides applied.
+pub fn read(path: &Path) -> Result<serde_json::Value, Vec<ConfigIssue>> {
+    let format = match path.extension().and_then(|e| e.to_str()) {
+        Some("yaml" | "yml") => config::FileFormat::Yaml,
+        Some("json") => config::FileFormat::Json,
+        _ => config::FileFormat::Toml,
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| vec![ConfigIssue::new("", format!("cannot read {}: {e}", path.display()))])?;
+    read_str(&text, format)
+}
+
+/// Reads a config from text, with environment overrides applied.
+pub fn read_str(text: &str, format: config::FileFormat) -> Result<serde_json::Value, Vec<ConfigIssue>> {
+    let built = config::Config::builder()
+        .add_source(config::File::from_str(text, format))
+        .add_source(
+            config::Environment::with_prefix("SWITCHYARD")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        )
+        .build()
+        .map_err(|e| vec![ConfigIssue::new("", e.to_string())])?;
+    built
+        .try_deserialize::<serde_json::Value>()
+        .map_err(|e| vec![ConfigIssue::new("", e.to_string())])
+}
+
+/// Decodes a config value, reporting every table's problems with their key paths.
+pub fn decode(value: &serde_json::Value) -> Result<Config, Vec<ConfigIssue>> {
+    let raw: RawConfig = decode_settings(value).map_err(|e| vec![e])?;
+    let mut issues = Vec::new();
+    let server = decode_or_default::<ServerConfig>(raw.server, "server", &mut issues);
+    let admin = decode_or_default::<AdminConfig>(raw.admin, "admin", &mut issues);
+    let log = decode_or_default::<LogConfig>(raw.log, "log", &mut issues);
+
+    let mut registries = BTreeMap::new();
+    for (name, table) in raw.registries {
+        let path = format!("registries.{name}");
+        let mut settings = table.clone();
+        let kind = match settings.as_object_mut().map(|t| t.remove("type")) {
+            None => {
+                issues.push(ConfigIssue::new(path, "must be a table"));
+                continue;
+            }
+            Some(None) => {
+                issues.push(ConfigIssue::new(format!("{path}.type"), "missing (static | file | etcd | dns | consul | kubernetes)"));
+                continue;
+            }
+            Some(Some(serde_json::Value::String(kind))) => kind,
+            Some(Some(_)) => {
+                issues.push(ConfigIssue::new(format!("{path}.type"), "must be a string"));
+                continue;
+            }
+        };
+        registries.insert(name, RegistryTable { kind, settings });
+    }
+
+    let mut upstreams = BTreeMap::new();
+    for (name, table) in raw.upstreams {
+        match decode_settings::<UpstreamConfig>(&table) {
+            Ok(upstream) => {
+                upstreams.insert(name, upstream);
+            }
+            Err(issue) => issues.push(issue.under(&format!("upstreams.{name}"))),
+        }
+    }
+
+    let mut routes = Vec::new();
+    for (i, table) in raw.routes.iter().enumerate() {
+        match decode_settings::<RouteConfig>(table) {
+            Ok(route) => routes.push(route),
+            Err(issue) => issues.push(issue.under(&format!("routes[{i}]"))),
+        }
+    }
+
+    if issues.is_empty() {
+        Ok(Config { server, admin, log, registries, upstreams, routes })
+    } else {
+        Err(issues)
+    }
+}
+
+fn decode_or_default<T: serde::de::DeserializeOwned + Default>(
+    value: Option<serde_json::Value>,
+    path: &str,
+    issues: &mut Vec<ConfigIssue>,
+) -> T {
+    match value {
+        None => T::default(),
+        Some(value) => decode_settings(&value).unwrap_or_else(|issue| {
+            issues.push(issue.under(path));
+            T::default()
+        }),
+    }
+}

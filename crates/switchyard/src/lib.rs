@@ -1,1 +1,0 @@
-//! Placeholder: switchyard is being written.

@@ -1,0 +1,201 @@
+//! The `switchyard` binary: CLI, wiring, signals.
+//!
+//! `switchyard --config PATH` runs the gateway; `demo` runs an embedded config with local
+//! echo instances; `check` validates a config; `status` prints a running gateway's state.
+//! See `switchyard --help`.
+
+mod admin;
+mod app;
+mod backend;
+mod config;
+mod dashboard;
+mod demo;
+mod plan;
+mod status;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use switchyard_proxy::server::{self, ServerSettings};
+use tokio::net::TcpListener;
+
+/// Switchyard: a gateway that routes to service instances found live in Kubernetes,
+/// Consul, etcd, DNS SRV, a watched file or static config.
+#[derive(Parser, Debug)]
+#[command(version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    /// Run the gateway with this config file (TOML, YAML or JSON).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the gateway with an embedded config and three local echo instances.
+    Demo {
+        /// Data-plane address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Admin address.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: std::net::SocketAddr,
+    },
+    /// Validate a config: exit 0 when valid, else print every error and exit 2.
+    Check {
+        /// The config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Print a running gateway's upstreams, registries and routes.
+    Status {
+        /// The admin URL, e.g. http://127.0.0.1:9901.
+        #[arg(long, default_value = "http://127.0.0.1:9901")]
+        admin: String,
+        /// Admin token, when the gateway has one.
+        #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN")]
+        token: Option<String>,
+    },
+    /// Run a small HTTP backend (for demos and benchmarks): answers every request.
+    #[command(hide = true)]
+    Backend {
+        /// Address to listen on.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// Name it reports.
+        #[arg(long, default_value = "backend")]
+        name: String,
+        /// Answer with this many bytes of filler instead of JSON.
+        #[arg(long)]
+        body_size: Option<usize>,
+        /// Runtime threads.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match (cli.command, cli.config) {
+        (Some(Command::Check { config }), _) => check(&config),
+        (Some(Command::Demo { listen, admin }), _) => demo::run(listen, admin),
+        (Some(Command::Status { admin, token }), _) => status::run(&admin, token.as_deref()),
+        (Some(Command::Backend { listen, name, body_size, workers }), _) => backend::run(listen, name, body_size, workers),
+        (None, Some(config)) => run(&config),
+        (None, None) => {
+            eprintln!("switchyard: give --config PATH to run, or try `switchyard demo` (see --help)");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `switchyard check`.
+fn check(path: &Path) -> ExitCode {
+    match app::load_plan(path, &app::catalog(), None) {
+        Ok(plan) => {
+            println!(
+                "{}: ok ({} registries, {} upstreams, {} routes)",
+                path.display(),
+                plan.registries.len(),
+                plan.upstreams.len(),
+                plan.routes.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(issues) => {
+            for issue in &issues {
+                eprintln!("{}: {issue}", path.display());
+            }
+            eprintln!("{}: {} error(s)", path.display(), issues.len());
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs the gateway from a config file until SIGTERM or ctrl-c.
+fn run(path: &Path) -> ExitCode {
+    let catalog = app::catalog();
+    // Validate before anything starts, so a bad file fails fast with every error.
+    let plan = match app::load_plan(path, &catalog, None) {
+        Ok(plan) => plan,
+        Err(issues) => {
+            for issue in &issues {
+                eprintln!("{}: {issue}", path.display());
+            }
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(&plan.config.log.level);
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = plan.config.server.workers {
+        runtime.worker_threads(workers.max(1));
+    }
+    let runtime = runtime.enable_all().build().expect("start the Tokio runtime");
+    runtime.block_on(serve(path.to_path_buf(), catalog, plan))
+}
+
+fn init_tracing(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+async fn serve(path: PathBuf, catalog: switchyard_registry::Catalog, plan: plan::Plan) -> ExitCode {
+    let listen = plan.config.server.listen;
+    let admin_listen = plan.config.admin.listen;
+    let settings = ServerSettings {
+        header_read_timeout: plan.config.server.header_read_timeout,
+        drain_timeout: plan.config.server.drain_timeout,
+    };
+    if !admin::is_loopback(admin_listen) && plan.config.admin.token.is_none() {
+        tracing::warn!(%admin_listen, "the admin API listens beyond loopback without admin.token: anyone who reaches it can read and reload");
+    }
+    let listener = match TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(error) => {
+            eprintln!("switchyard: cannot listen on {listen}: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    let admin_listener = match TcpListener::bind(admin_listen).await {
+        Ok(l) => l,
+        Err(error) => {
+            eprintln!("switchyard: cannot listen on {admin_listen} (admin): {error}");
+            return ExitCode::from(1);
+        }
+    };
+    let app = app::App::start(path, catalog, plan);
+    tracing::info!(%listen, admin = %admin_listen, "switchyard listening");
+    tokio::spawn(admin::serve(admin_listener, app.clone()));
+    tokio::spawn(reload_on_sighup(app.clone()));
+    server::serve(listener, app.proxy.clone(), settings, shutdown_signal()).await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+async fn reload_on_sighup(app: Arc<app::App>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the config");
+        let _ = app.reload().await;
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install the SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: draining"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: draining"),
+    }
+}

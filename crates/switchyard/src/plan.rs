@@ -1,0 +1,302 @@
+//! From a decoded [`Config`] to what runs: registries built by their factories, upstream
+//! specs, route specs. Building is also the deep validation (`switchyard check`): every
+//! cross-reference and every backend's own checks, all problems reported at once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use http::{HeaderName, HeaderValue, Method};
+use switchyard_proxy::router::{HeaderMatch, PathMatch, RouteMatch};
+use switchyard_proxy::{BalancerKind, HashOn, RouteSpec};
+use switchyard_registry::{Catalog, ConfigIssue, Registry, RegistryContext, RegistryMetrics, ServiceQuery};
+use switchyard_upstream::{OutlierSpec, SourceSpec, UpstreamSpec};
+
+use crate::config::{Config, RegistryTable, RouteConfig, UpstreamConfig};
+
+/// A registry built from its table.
+#[derive(Clone)]
+pub struct BuiltRegistry {
+    /// Its `type`.
+    pub kind: &'static str,
+    /// The table it was built from; an unchanged table keeps the registry on reload.
+    pub table: RegistryTable,
+    /// The backend.
+    pub registry: Arc<dyn Registry>,
+    /// Its counters (kept across reloads with the registry).
+    pub metrics: Arc<RegistryMetrics>,
+}
+
+/// Everything a config generation runs.
+pub struct Plan {
+    /// The decoded config.
+    pub config: Config,
+    /// Registries by name.
+    pub registries: BTreeMap<String, BuiltRegistry>,
+    /// Upstreams to watch.
+    pub upstreams: Vec<UpstreamSpec>,
+    /// Hash keys of consistent-hash upstreams.
+    pub hash_on: HashMap<String, HashOn>,
+    /// Routes, in order.
+    pub routes: Vec<RouteSpec>,
+}
+
+/// Builds a plan. `previous` registries whose table is unchanged are reused as they are.
+pub fn build(
+    config: Config,
+    catalog: &Catalog,
+    base_dir: &Path,
+    previous: Option<&BTreeMap<String, BuiltRegistry>>,
+) -> Result<Plan, Vec<ConfigIssue>> {
+    let mut issues = Vec::new();
+
+    let mut registries = BTreeMap::new();
+    for (name, table) in &config.registries {
+        let path = format!("registries.{name}");
+        if let Some(kept) = previous.and_then(|p| p.get(name)).filter(|r| r.table == *table) {
+            registries.insert(name.clone(), kept.clone());
+            continue;
+        }
+        let Some(factory) = catalog.get(&table.kind) else {
+            issues.push(ConfigIssue::new(
+                format!("{path}.type"),
+                format!("unknown registry type {:?} (known: {})", table.kind, catalog.kinds().join(", ")),
+            ));
+            continue;
+        };
+        let metrics = previous
+            .and_then(|p| p.get(name))
+            .map(|r| r.metrics.clone())
+            .unwrap_or_default();
+        let ctx = RegistryContext {
+            name: name.clone(),
+            metrics: metrics.clone(),
+            base_dir: base_dir.to_path_buf(),
+        };
+        match factory.build(ctx, &table.settings) {
+            Ok(registry) => {
+                registries.insert(
+                    name.clone(),
+                    BuiltRegistry { kind: factory.kind(), table: table.clone(), registry, metrics },
+                );
+            }
+            Err(errors) => issues.extend(errors.into_iter().map(|e| e.under(&path))),
+        }
+    }
+
+    let mut upstreams = Vec::new();
+    let mut hash_on = HashMap::new();
+    for (name, upstream) in &config.upstreams {
+        let path = format!("upstreams.{name}");
+        match build_upstream(name, upstream, &config, &registries) {
+            Ok((spec, hash)) => {
+                if let Some(hash) = hash {
+                    hash_on.insert(name.clone(), hash);
+                }
+                upstreams.push(spec);
+            }
+            Err(errors) => issues.extend(errors.into_iter().map(|e| e.under(&path))),
+        }
+    }
+
+    let mut routes = Vec::new();
+    let mut names: HashMap<String, usize> = HashMap::new();
+    for (i, route) in config.routes.iter().enumerate() {
+        let path = format!("routes[{i}]");
+        match build_route(i, route, &config) {
+            Ok(spec) => {
+                if let Some(first) = names.insert(spec.name.clone(), i) {
+                    issues.push(ConfigIssue::new(
+                        format!("{path}.name"),
+                        format!("{:?} is already the name of routes[{first}]", spec.name),
+                    ));
+                }
+                routes.push(spec);
+            }
+            Err(errors) => issues.extend(errors.into_iter().map(|e| e.under(&path))),
+        }
+    }
+
+    if issues.is_empty() {
+        Ok(Plan { config, registries, upstreams, hash_on, routes })
+    } else {
+        Err(issues)
+    }
+}
+
+fn build_upstream(
+    name: &str,
+    upstream: &UpstreamConfig,
+    config: &Config,
+    registries: &BTreeMap<String, BuiltRegistry>,
+) -> Result<(UpstreamSpec, Option<HashOn>), Vec<ConfigIssue>> {
+    let mut issues = Vec::new();
+    let balancer = BalancerKind::parse(&upstream.balancer);
+    if balancer.is_none() {
+        let known: Vec<&str> = BalancerKind::ALL.iter().map(|k| k.as_str()).collect();
+        issues.push(ConfigIssue::new(
+            "balancer",
+            format!("unknown balancer {:?} (known: {})", upstream.balancer, known.join(", ")),
+        ));
+    }
+    let hash_on = match (&upstream.hash_on, balancer) {
+        (Some(text), _) => match parse_hash_on(text) {
+            Ok(hash) => Some(hash),
+            Err(message) => {
+                issues.push(ConfigIssue::new("hash_on", message));
+                None
+            }
+        },
+        (None, Some(BalancerKind::ConsistentHash)) => {
+            issues.push(ConfigIssue::new("hash_on", "required by consistent_hash: header:NAME | cookie:NAME | client_ip | path"));
+            None
+        }
+        (None, _) => None,
+    };
+    if upstream.sources.is_empty() {
+        issues.push(ConfigIssue::new("sources", "at least one source is needed"));
+    }
+    let mut sources = Vec::new();
+    for (i, source) in upstream.sources.iter().enumerate() {
+        let path = format!("sources[{i}]");
+        let Some(built) = registries.get(&source.registry) else {
+            // A registry that failed to build is reported under its own table already.
+            if !config.registries.contains_key(&source.registry) {
+                let known: Vec<&str> = config.registries.keys().map(String::as_str).collect();
+                issues.push(ConfigIssue::new(
+                    format!("{path}.registry"),
+                    format!("unknown registry {:?} (known: {})", source.registry, known.join(", ")),
+                ));
+            }
+            continue;
+        };
+        let query = ServiceQuery {
+            service: source.service.clone(),
+            port: source.port.as_ref().map(ToString::to_string),
+            tags: source.tags.clone(),
+            datacenter: source.datacenter.clone(),
+        };
+        if source.service.is_empty() {
+            issues.push(ConfigIssue::new(format!("{path}.service"), "must not be empty"));
+        } else if let Err(errors) = built.registry.check_query(&query) {
+            issues.extend(errors.into_iter().map(|e| e.under(&path)));
+        }
+        if source.weight == Some(0) {
+            issues.push(ConfigIssue::new(format!("{path}.weight"), "must be at least 1"));
+        }
+        sources.push(SourceSpec {
+            registry_name: source.registry.clone(),
+            registry_kind: built.kind,
+            registry: built.registry.clone(),
+            metrics: built.metrics.clone(),
+            query,
+            priority: source.priority,
+            weight: source.weight,
+        });
+    }
+    if !issues.is_empty() {
+        return Err(issues);
+    }
+    let balancer = balancer.expect("checked above");
+    let spec = UpstreamSpec {
+        name: name.to_owned(),
+        balancer: balancer.as_str().to_owned(),
+        selector: balancer.factory(),
+        sources,
+        outlier: OutlierSpec {
+            consecutive_failures: upstream.outlier.consecutive_failures,
+            base_ejection: upstream.outlier.base_ejection,
+            count_5xx: upstream.outlier.count_5xx,
+        },
+    };
+    Ok((spec, hash_on))
+}
+
+/// `header:NAME` | `cookie:NAME` | `client_ip` | `path`.
+pub fn parse_hash_on(text: &str) -> Result<HashOn, String> {
+    let bad = || format!("{text:?}: expected header:NAME | cookie:NAME | client_ip | path");
+    match text.split_once(':') {
+        None if text == "client_ip" => Ok(HashOn::ClientIp),
+        None if text == "path" => Ok(HashOn::Path),
+        Some(("header", name)) => HeaderName::from_bytes(name.as_bytes()).map(HashOn::Header).map_err(|_| bad()),
+        Some(("cookie", name)) if !name.is_empty() => Ok(HashOn::Cookie(name.to_owned())),
+        _ => Err(bad()),
+    }
+}
+
+fn build_route(index: usize, route: &RouteConfig, config: &Config) -> Result<RouteSpec, Vec<ConfigIssue>> {
+    let mut issues = Vec::new();
+    let path = match (&route.path, &route.path_prefix) {
+        (Some(_), Some(_)) => {
+            issues.push(ConfigIssue::new("path", "give either path or path_prefix, not both"));
+            PathMatch::Prefix("/".into())
+        }
+        (Some(p), None) => PathMatch::Exact(p.clone()),
+        (None, Some(p)) => PathMatch::Prefix(p.clone()),
+        (None, None) => PathMatch::Prefix("/".into()),
+    };
+    let (PathMatch::Exact(p) | PathMatch::Prefix(p)) = &path;
+    if !p.starts_with('/') {
+        let key = if route.path.is_some() { "path" } else { "path_prefix" };
+        issues.push(ConfigIssue::new(key, format!("{p:?} must start with /")));
+    }
+    if let Some(host) = &route.host {
+        let bare = host.strip_prefix("*.").unwrap_or(host);
+        let valid = !bare.is_empty()
+            && bare.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+            && !(host.starts_with('*') && !host.starts_with("*."));
+        if !valid {
+            issues.push(ConfigIssue::new("host", format!("{host:?} is not a host name or *.suffix")));
+        }
+    }
+    let mut methods = Vec::new();
+    for (i, method) in route.methods.iter().enumerate() {
+        match Method::from_bytes(method.to_ascii_uppercase().as_bytes()) {
+            Ok(m) => methods.push(m),
+            Err(_) => issues.push(ConfigIssue::new(format!("methods[{i}]"), format!("{method:?} is not a method"))),
+        }
+    }
+    let mut headers = Vec::new();
+    for (name, value) in &route.headers {
+        let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
+            issues.push(ConfigIssue::new(format!("headers.{name}"), "not a valid header name"));
+            continue;
+        };
+        let cond = if value == "*" {
+            HeaderMatch::Present
+        } else {
+            match HeaderValue::from_str(value) {
+                Ok(v) => HeaderMatch::Exact(v),
+                Err(_) => {
+                    issues.push(ConfigIssue::new(format!("headers.{name}"), "not a valid header value"));
+                    continue;
+                }
+            }
+        };
+        headers.push((header, cond));
+    }
+    if !config.upstreams.contains_key(&route.upstream) {
+        let known: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
+        issues.push(ConfigIssue::new(
+            "upstream",
+            format!("unknown upstream {:?} (known: {})", route.upstream, known.join(", ")),
+        ));
+    }
+    if route.timeout.is_zero() {
+        issues.push(ConfigIssue::new("timeout", "must be more than 0"));
+    }
+    if route.strip_prefix && route.path_prefix.is_none() {
+        issues.push(ConfigIssue::new("strip_prefix", "needs path_prefix"));
+    }
+    if !issues.is_empty() {
+        return Err(issues);
+    }
+    Ok(RouteSpec {
+        name: route.name.clone().unwrap_or_else(|| format!("route-{index}")),
+        matcher: RouteMatch { host: route.host.clone(), path, methods, headers },
+        upstream: route.upstream.clone(),
+        strip_prefix: route.strip_prefix,
+        timeout: route.timeout,
+        retries: route.retries,
+    })
+}
