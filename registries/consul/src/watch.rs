@@ -1,0 +1,557 @@
+//! The blocking-query loop on `/v1/health/service/<name>`, one per watched service.
+//!
+//! It follows the rules of Consul's "Blocking Queries" page (api-docs/features/blocking):
+//!
+//! - the first request carries no `index` and answers at once; each next one passes the
+//!   last `X-Consul-Index` with `wait`, and hangs until something changed or `wait` (plus
+//!   the server's wait/16 jitter) ran out;
+//! - a response is no proof of change: the decoded set is compared with the last one and
+//!   only differences are published;
+//! - an index that goes backwards (a snapshot restore, a new cluster behind the same
+//!   address) resets the index to 0, so the next request fetches afresh;
+//! - a blocking request never carries an index below 1;
+//! - re-queries are rate-limited by a token bucket (burst [`BURST`], then one request per
+//!   [`REFILL`], the pace consul-template settled on), with jitter on every wait, so a
+//!   server that answers at once cannot make the gateway spin.
+//!
+//! Errors end the stream with the right kind; the shared recover wrapper reconnects.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::{StatusCode, Url};
+use switchyard_registry::{Endpoint, RegistryError, RegistryMetrics, Update};
+
+use crate::decode::{decode_entry, Candidate, Decoded};
+
+/// Requests a watch may make at once before the rate limit applies.
+pub const BURST: u32 = 10;
+/// One request per this much time once the burst is spent.
+pub const REFILL: Duration = Duration::from_millis(100);
+/// How long a hostname lookup may take before the entry counts as malformed.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Extra time past `wait` (and Consul's wait/16 jitter) before a request is abandoned.
+const REQUEST_SLACK: Duration = Duration::from_secs(15);
+
+// === Index rules ===
+
+/// The index for the next request, given the last one and the one just returned: reset to
+/// 0 when it went backwards, else the returned one, at least 1.
+pub fn next_index(previous: u64, returned: u64) -> u64 {
+    if returned < previous {
+        0
+    } else {
+        returned.max(1)
+    }
+}
+
+// === Token bucket ===
+
+/// A token bucket: `capacity` requests at once, then one per `refill`.
+#[derive(Debug)]
+pub struct TokenBucket {
+    capacity: f64,
+    refill: Duration,
+    tokens: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(capacity: u32, refill: Duration, now: Instant) -> Self {
+        TokenBucket {
+            capacity: f64::from(capacity),
+            refill,
+            tokens: f64::from(capacity),
+            last: now,
+        }
+    }
+
+    /// Takes a token and says how long to wait before using it (zero when one was there).
+    pub fn take(&mut self, now: Instant) -> Duration {
+        let elapsed = now.saturating_duration_since(self.last);
+        self.last = now;
+        self.tokens =
+            (self.tokens + elapsed.as_secs_f64() / self.refill.as_secs_f64()).min(self.capacity);
+        self.tokens -= 1.0;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            self.refill.mul_f64(-self.tokens)
+        }
+    }
+}
+
+// === Change detection ===
+
+/// The updates that turn `old` into `new`: `Add` (new or changed endpoints) before `Remove`,
+/// so a consumer applying them one by one never sees fewer endpoints than needed; an empty
+/// `new` is an authoritative empty `Reset`.
+pub fn diff(
+    old: &BTreeMap<SocketAddr, Endpoint>,
+    new: &BTreeMap<SocketAddr, Endpoint>,
+) -> Vec<Update> {
+    if new.is_empty() {
+        return if old.is_empty() {
+            Vec::new()
+        } else {
+            vec![Update::Reset(Vec::new())]
+        };
+    }
+    let added: Vec<Endpoint> = new
+        .iter()
+        .filter(|(addr, ep)| old.get(addr) != Some(ep))
+        .map(|(_, ep)| ep.clone())
+        .collect();
+    let removed: Vec<SocketAddr> = old
+        .keys()
+        .filter(|a| !new.contains_key(a))
+        .copied()
+        .collect();
+    let mut updates = Vec::new();
+    if !added.is_empty() {
+        updates.push(Update::Add(added));
+    }
+    if !removed.is_empty() {
+        updates.push(Update::Remove(removed));
+    }
+    updates
+}
+
+// === The loop ===
+
+/// What a watch needs from its registry.
+#[derive(Debug)]
+pub struct Shared {
+    /// The registry's name, for metrics and messages.
+    pub name: String,
+    /// The registry's counters.
+    pub metrics: Arc<RegistryMetrics>,
+    /// The HTTP client (TLS roots set).
+    pub client: reqwest::Client,
+    /// The agent's base URL, for messages.
+    pub address: Url,
+    /// Blocking-query wait.
+    pub wait: Duration,
+    /// Serve passing instances only.
+    pub only_passing: bool,
+}
+
+/// One answer of the health endpoint.
+struct Answer {
+    index: u64,
+    filtered_by_acls: bool,
+    entries: Vec<serde_json::Value>,
+}
+
+/// One service's watch. Drive it with [`Watch::next`].
+pub struct Watch {
+    shared: Arc<Shared>,
+    /// The request URL without `index`/`wait`.
+    url: Url,
+    token: Option<String>,
+    service: String,
+    tags: Vec<String>,
+    index: u64,
+    known: Option<BTreeMap<SocketAddr, Endpoint>>,
+    pending: VecDeque<Update>,
+    bucket: TokenBucket,
+    failed: bool,
+    malformed: HashSet<String>,
+    warned_filtered: bool,
+}
+
+impl Watch {
+    /// A watch of `service` at `url` (the health URL with its fixed parameters).
+    pub fn new(
+        shared: Arc<Shared>,
+        url: Url,
+        token: Option<String>,
+        service: String,
+        tags: Vec<String>,
+    ) -> Self {
+        Watch {
+            shared,
+            url,
+            token,
+            service,
+            tags,
+            index: 0,
+            known: None,
+            pending: VecDeque::new(),
+            bucket: TokenBucket::new(BURST, REFILL, Instant::now()),
+            failed: false,
+            malformed: HashSet::new(),
+            warned_filtered: false,
+        }
+    }
+
+    /// The next update, or the error that ends the watch (then `None`).
+    pub async fn next(&mut self) -> Option<Result<Update, RegistryError>> {
+        loop {
+            if let Some(update) = self.pending.pop_front() {
+                return Some(Ok(update));
+            }
+            if self.failed {
+                return None;
+            }
+            let delay = self.bucket.take(Instant::now());
+            if !delay.is_zero() {
+                let jitter = REFILL.mul_f64(fastrand::f64() * 0.5);
+                tokio::time::sleep(delay + jitter).await;
+            }
+            let answer = match self.fetch().await {
+                Ok(answer) => answer,
+                Err(err) => {
+                    self.failed = true;
+                    return Some(Err(err));
+                }
+            };
+            let previous = self.index;
+            self.index = next_index(previous, answer.index);
+            if self.index == 0 {
+                tracing::info!(
+                    registry = %self.shared.name,
+                    service = %self.service,
+                    previous,
+                    returned = answer.index,
+                    "X-Consul-Index went backwards; resetting the blocking query"
+                );
+            }
+            if answer.filtered_by_acls {
+                if answer.entries.is_empty() {
+                    self.failed = true;
+                    return Some(Err(RegistryError::unauthorized(format!(
+                        "consul at {} filtered every instance of {:?} by ACLs (X-Consul-Results-Filtered-By-ACLs): {} lacks service:read or node:read; set token or token_file",
+                        self.shared.address,
+                        self.service,
+                        if self.token.is_some() { "the token" } else { "the anonymous token" },
+                    ))));
+                }
+                if !self.warned_filtered {
+                    self.warned_filtered = true;
+                    tracing::warn!(
+                        registry = %self.shared.name,
+                        service = %self.service,
+                        "some instances are hidden by ACLs (X-Consul-Results-Filtered-By-ACLs)"
+                    );
+                }
+            }
+            let set = self.decode(&answer.entries).await;
+            match &self.known {
+                None => self
+                    .pending
+                    .push_back(Update::Reset(set.values().cloned().collect())),
+                Some(known) => self.pending.extend(diff(known, &set)),
+            }
+            self.known = Some(set);
+        }
+    }
+
+    async fn fetch(&self) -> Result<Answer, RegistryError> {
+        let mut url = self.url.clone();
+        if self.index > 0 {
+            url.query_pairs_mut()
+                .append_pair("index", &self.index.to_string())
+                .append_pair("wait", &wait_param(self.shared.wait));
+        }
+        let timeout = self.shared.wait + self.shared.wait / 16 + REQUEST_SLACK;
+        let mut request = self
+            .shared
+            .client
+            .get(url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .timeout(timeout);
+        if let Some(token) = &self.token {
+            request = request.header("X-Consul-Token", token);
+        }
+        let response = request.send().await.map_err(|e| self.transport_error(&e))?;
+        let status = response.status();
+        if !status.is_success() {
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let body = response.text().await.unwrap_or_default();
+            return Err(self.status_error(status, &body, retry_after));
+        }
+        let index = response
+            .headers()
+            .get("X-Consul-Index")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or_else(|| {
+                RegistryError::protocol(format!(
+                    "consul at {} answered {:?} without a valid X-Consul-Index header",
+                    self.shared.address, self.service
+                ))
+            })?;
+        let filtered_by_acls = response
+            .headers()
+            .get("X-Consul-Results-Filtered-By-ACLs")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(&e))?;
+        let entries: Vec<serde_json::Value> = serde_json::from_slice(&body).map_err(|e| {
+            RegistryError::protocol(format!(
+                "consul at {} answered {:?} with something other than a JSON array: {e}",
+                self.shared.address, self.service
+            ))
+        })?;
+        Ok(Answer {
+            index,
+            filtered_by_acls,
+            entries,
+        })
+    }
+
+    /// Decodes and resolves the entries; counts each malformed entry once while it stays
+    /// malformed.
+    async fn decode(&mut self, entries: &[serde_json::Value]) -> BTreeMap<SocketAddr, Endpoint> {
+        let mut set = BTreeMap::new();
+        let mut malformed = HashSet::new();
+        for value in entries {
+            let candidate = match decode_entry(value, &self.tags, self.shared.only_passing) {
+                Decoded::Serve(candidate) => candidate,
+                Decoded::Skip => continue,
+                Decoded::Malformed(key, why) => {
+                    self.report_malformed(&mut malformed, key, why);
+                    continue;
+                }
+            };
+            let address = match resolve(&candidate).await {
+                Ok(address) => address,
+                Err(why) => {
+                    self.report_malformed(&mut malformed, candidate.key.clone(), why);
+                    continue;
+                }
+            };
+            if set.contains_key(&address) {
+                tracing::debug!(
+                    registry = %self.shared.name,
+                    service = %self.service,
+                    %address,
+                    "instance {} has the address of another instance; keeping the first",
+                    candidate.key
+                );
+                continue;
+            }
+            let mut endpoint = Endpoint::new(address).with_weight(candidate.weight);
+            endpoint.metadata = candidate.metadata;
+            set.insert(address, endpoint);
+        }
+        self.malformed = malformed;
+        set
+    }
+
+    fn report_malformed(&self, now: &mut HashSet<String>, key: String, why: String) {
+        let what = format!("consul service {:?} instance {key}: {why}", self.service);
+        if !self.malformed.contains(&what) {
+            self.shared.metrics.malformed(&self.shared.name, &what);
+        }
+        now.insert(what);
+    }
+
+    fn transport_error(&self, err: &reqwest::Error) -> RegistryError {
+        let mut message = format!(
+            "consul agent at {} unreachable while watching {:?}: {err}",
+            self.shared.address, self.service
+        );
+        let mut source = std::error::Error::source(err);
+        while let Some(cause) = source {
+            message.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        if err.is_decode() {
+            RegistryError::protocol(message)
+        } else {
+            RegistryError::unavailable(message)
+        }
+    }
+
+    fn status_error(
+        &self,
+        status: StatusCode,
+        body: &str,
+        retry_after: Option<Duration>,
+    ) -> RegistryError {
+        let body = body.trim();
+        let body: String = body.chars().take(300).collect();
+        let address = &self.shared.address;
+        let service = &self.service;
+        let error = match status {
+            StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => {
+                let who = if self.token.is_some() {
+                    "refused the configured token (check token / token_file)"
+                } else {
+                    "refused anonymous access (set token or token_file)"
+                };
+                RegistryError::unauthorized(format!(
+                    "consul at {address} {who} for service {service:?}: {} {body}",
+                    status.as_u16()
+                ))
+            }
+            StatusCode::BAD_REQUEST => RegistryError::invalid_query(format!(
+                "consul at {address} rejected the query for {service:?}: 400 {body}"
+            )),
+            _ if body.contains("No path to datacenter") => RegistryError::invalid_query(format!(
+                "consul at {address} does not know the datacenter asked for {service:?}: {} {body}",
+                status.as_u16()
+            )),
+            _ if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS => {
+                RegistryError::unavailable(format!(
+                    "consul at {address} failed the query for {service:?}: {} {body}",
+                    status.as_u16()
+                ))
+            }
+            _ => RegistryError::protocol(format!(
+                "consul at {address} answered the query for {service:?} with {} {body}",
+                status.as_u16()
+            )),
+        };
+        match retry_after {
+            Some(delay) => error.with_retry_after(delay),
+            None => error,
+        }
+    }
+}
+
+/// `wait` as Consul reads it (a Go duration): whole seconds when possible.
+pub fn wait_param(wait: Duration) -> String {
+    if wait.subsec_nanos() == 0 {
+        format!("{}s", wait.as_secs())
+    } else {
+        format!("{}ms", wait.as_millis().max(1))
+    }
+}
+
+/// The socket address of a candidate: an IP literal as is, a hostname through the system
+/// resolver (IPv4 preferred, as most backends listen there).
+async fn resolve(candidate: &Candidate) -> Result<SocketAddr, String> {
+    if let Ok(ip) = candidate.host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, candidate.port));
+    }
+    let lookup = tokio::net::lookup_host((candidate.host.as_str(), candidate.port));
+    let addresses: Vec<SocketAddr> = match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
+        Ok(Ok(addresses)) => addresses.collect(),
+        Ok(Err(err)) => return Err(format!("cannot resolve {:?}: {err}", candidate.host)),
+        Err(_) => return Err(format!("resolving {:?} timed out", candidate.host)),
+    };
+    addresses
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addresses.first())
+        .copied()
+        .ok_or_else(|| format!("{:?} resolves to no address", candidate.host))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_rules() {
+        fn check(previous: u64, returned: u64, expected: u64) {
+            assert_eq!(
+                next_index(previous, returned),
+                expected,
+                "{previous} -> {returned}"
+            );
+        }
+        check(0, 5, 5);
+        check(5, 5, 5);
+        check(5, 9, 9);
+        check(9, 3, 0); // backwards: reset
+        check(0, 0, 1); // never block below 1
+        check(0, 3, 3);
+        check(1, 0, 0); // backwards from 1 to 0: reset, the next answer sets it again
+    }
+
+    #[test]
+    fn bucket_allows_a_burst_then_paces() {
+        let start = Instant::now();
+        let refill = Duration::from_millis(100);
+        let mut bucket = TokenBucket::new(3, refill, start);
+        let waits: Vec<Duration> = (0..5).map(|_| bucket.take(start)).collect();
+        assert_eq!(
+            waits,
+            [
+                Duration::ZERO,
+                Duration::ZERO,
+                Duration::ZERO,
+                refill,
+                refill * 2
+            ]
+        );
+        // After a long quiet time the bucket is full again, never more.
+        let later = start + Duration::from_secs(60);
+        let waits: Vec<Duration> = (0..4).map(|_| bucket.take(later)).collect();
+        assert_eq!(waits[..3], [Duration::ZERO; 3]);
+        assert_eq!(waits[3], refill);
+    }
+
+    #[test]
+    fn a_spinning_server_gets_at_most_the_refill_rate() {
+        // Simulated time: every answer comes at once; the loop sleeps what the bucket says.
+        let start = Instant::now();
+        let mut now = start;
+        let mut bucket = TokenBucket::new(BURST, REFILL, start);
+        let mut requests = 0;
+        while now < start + Duration::from_secs(10) {
+            now += bucket.take(now);
+            requests += 1;
+        }
+        // 10 s at one per 100 ms plus the burst.
+        assert!(requests <= 10 * 10 + BURST as usize + 1, "{requests}");
+    }
+
+    fn ep(port: u16, weight: u32) -> Endpoint {
+        Endpoint::new(SocketAddr::from(([10, 0, 0, 1], port))).with_weight(weight)
+    }
+
+    fn set(endpoints: &[Endpoint]) -> BTreeMap<SocketAddr, Endpoint> {
+        endpoints.iter().map(|e| (e.address, e.clone())).collect()
+    }
+
+    #[test]
+    fn diffs() {
+        fn check(old: &[Endpoint], new: &[Endpoint], expected: Vec<Update>) {
+            assert_eq!(diff(&set(old), &set(new)), expected, "{old:?} -> {new:?}");
+        }
+        check(&[ep(1, 1)], &[ep(1, 1)], vec![]);
+        check(&[], &[], vec![]);
+        check(
+            &[ep(1, 1)],
+            &[ep(1, 1), ep(2, 1)],
+            vec![Update::Add(vec![ep(2, 1)])],
+        );
+        check(
+            &[ep(1, 1), ep(2, 1)],
+            &[ep(1, 1)],
+            vec![Update::Remove(vec![ep(2, 1).address])],
+        );
+        check(&[ep(1, 1)], &[ep(1, 5)], vec![Update::Add(vec![ep(1, 5)])]);
+        check(&[ep(1, 1)], &[], vec![Update::Reset(vec![])]);
+        check(
+            &[ep(1, 1)],
+            &[ep(2, 1)],
+            vec![
+                Update::Add(vec![ep(2, 1)]),
+                Update::Remove(vec![ep(1, 1).address]),
+            ],
+        );
+    }
+
+    #[test]
+    fn wait_params() {
+        assert_eq!(wait_param(Duration::from_secs(300)), "300s");
+        assert_eq!(wait_param(Duration::from_millis(1500)), "1500ms");
+    }
+}
