@@ -561,3 +561,53 @@ async fn a_silently_dead_connection_is_noticed() {
         other => panic!("expected a stream error, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn username_and_password_are_used_and_a_wrong_password_is_unauthorized() {
+    let server = EtcdServer::start();
+    let mut etcd = client(&server).await;
+    put(&mut etcd, &key("echo", "a"), "127.0.0.1:9001").await;
+    server.etcdctl(&["user", "add", "root:root-pw"]);
+    server.etcdctl(&["user", "grant-role", "root", "root"]);
+    server.etcdctl(&["auth", "enable"]);
+
+    let settings = |password: &str| {
+        serde_json::json!({
+            "endpoints": [server.client_url()], "username": "root", "password": password,
+        })
+    };
+    let ctx = RegistryContext::new("etcd-auth");
+    let registry = EtcdFactory
+        .build(ctx.clone(), &settings("root-pw"))
+        .unwrap();
+    let mut echo = registry.watch(&ServiceQuery::new("echo")).await.unwrap();
+    assert_eq!(next(&mut echo).await, "Reset 127.0.0.1:9001w1");
+
+    let wrong = EtcdFactory.build(ctx, &settings("nope")).unwrap();
+    let mut refused = wrong.watch(&ServiceQuery::new("echo")).await.unwrap();
+    match tokio::time::timeout(WAIT, refused.next()).await {
+        Ok(Some(Err(err))) => {
+            assert_eq!(
+                err.kind(),
+                switchyard_registry::ErrorKind::Unauthorized,
+                "{err}"
+            );
+            println!("refused: {err}");
+        }
+        other => panic!("expected an unauthorized error, got {other:?}"),
+    }
+    // Without credentials etcd refuses the read too.
+    let (anonymous, _) = build(&[server.client_url()]);
+    let mut anonymous = anonymous.watch(&ServiceQuery::new("echo")).await.unwrap();
+    match tokio::time::timeout(WAIT, anonymous.next()).await {
+        Ok(Some(Err(err))) => {
+            assert_eq!(
+                err.kind(),
+                switchyard_registry::ErrorKind::Unauthorized,
+                "{err}"
+            );
+            println!("anonymous: {err}");
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+}

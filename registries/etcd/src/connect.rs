@@ -42,7 +42,7 @@ pub(crate) async fn connect(settings: &ConnectSettings) -> Result<Client, Regist
             }
         }
     }
-    let message = format!("no etcd endpoint answered ({})", failures.join("; "));
+    let message = format!("no usable etcd endpoint ({})", failures.join("; "));
     Err(if unauthorized {
         RegistryError::unauthorized(message)
     } else {
@@ -123,6 +123,12 @@ pub(crate) fn classify(what: &str, err: &etcd_client::Error) -> RegistryError {
     match err {
         E::GRpcStatus(status) => match status.code() {
             Code::Unauthenticated | Code::PermissionDenied => RegistryError::unauthorized(message),
+            // etcd reports refused credentials as InvalidArgument ("etcdserver:
+            // authentication failed, invalid user ID or password", "user name is empty",
+            // "invalid auth token").
+            Code::InvalidArgument if is_auth_message(status.message()) => {
+                RegistryError::unauthorized(message)
+            }
             Code::Unavailable
             | Code::DeadlineExceeded
             | Code::Cancelled
@@ -137,6 +143,17 @@ pub(crate) fn classify(what: &str, err: &etcd_client::Error) -> RegistryError {
         }
         _ => RegistryError::protocol(message),
     }
+}
+
+fn is_auth_message(message: &str) -> bool {
+    [
+        "authentication failed",
+        "user name is empty",
+        "invalid auth token",
+        "permission denied",
+    ]
+    .iter()
+    .any(|needle| message.contains(needle))
 }
 
 /// A copy of `err` (registry errors are not `Clone`), to send to several subscribers.
