@@ -1,0 +1,489 @@
+//! From a service's EndpointSlices to its endpoint set, and from two sets to the update
+//! that turns one into the other. Pure functions: no client, no I/O.
+//!
+//! The rules are kube-proxy's (discovery.k8s.io/v1 reference, "EndpointSlices" concept page):
+//! - a service's endpoints are the union of all slices labelled
+//!   `kubernetes.io/service-name=<name>` in its namespace, each endpoint identified by its
+//!   first address (consumers may ignore the others);
+//! - an endpoint serves when `conditions.ready` is true or absent; when none is ready, the
+//!   endpoints that are `serving` (absent = true) and `terminating` serve instead
+//!   (kube-proxy's terminating fallback, KEP-1669);
+//! - slices of `addressType` IPv4 and IPv6 are used; FQDN slices are skipped (no
+//!   semantics are defined for them);
+//! - the port is picked per slice, by name or number, or the slice's only port.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use switchyard_registry::{Endpoint, Update};
+
+use crate::settings::PortSpec;
+
+/// The endpoints of one service and what was wrong on the way.
+#[derive(Debug, Default, PartialEq)]
+pub struct Resolved {
+    /// The serving endpoints, sorted by address.
+    pub endpoints: Vec<Endpoint>,
+    /// Malformed entries that were skipped (counted as registry errors).
+    pub malformed: Vec<String>,
+    /// Slices skipped for a reason that is not an error (FQDN, no such port).
+    pub skipped: Vec<String>,
+}
+
+/// Resolves the endpoints of one service from its slices (keyed by slice name).
+pub fn resolve<'a>(
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+    port: &PortSpec,
+) -> Resolved {
+    let mut out = Resolved::default();
+    // address -> (endpoint, ready, serving-and-terminating)
+    let mut seen: BTreeMap<SocketAddr, (Endpoint, bool, bool)> = BTreeMap::new();
+    for slice in slices {
+        let slice_name = slice.metadata.name.as_deref().unwrap_or("?");
+        let is_v6 = match slice.address_type.as_str() {
+            "IPv4" => false,
+            "IPv6" => true,
+            "FQDN" => {
+                out.skipped.push(format!(
+                    "EndpointSlice {slice_name}: addressType FQDN is not used"
+                ));
+                continue;
+            }
+            other => {
+                out.malformed.push(format!(
+                    "EndpointSlice {slice_name}: unknown addressType {other:?}"
+                ));
+                continue;
+            }
+        };
+        let number = match pick_port(slice, port) {
+            Ok(Some(number)) => number,
+            Ok(None) => {
+                out.skipped.push(format!(
+                    "EndpointSlice {slice_name}: {}",
+                    missing_port(slice, port)
+                ));
+                continue;
+            }
+            Err(problem) => {
+                out.malformed
+                    .push(format!("EndpointSlice {slice_name}: {problem}"));
+                continue;
+            }
+        };
+        for endpoint in slice.endpoints.iter().flatten() {
+            let Some(first) = endpoint.addresses.first() else {
+                out.malformed.push(format!(
+                    "EndpointSlice {slice_name}: an endpoint has no address"
+                ));
+                continue;
+            };
+            let ip: IpAddr = match first.parse() {
+                Ok(ip) => ip,
+                Err(_) => {
+                    out.malformed.push(format!(
+                        "EndpointSlice {slice_name}: {first:?} is not an IP address"
+                    ));
+                    continue;
+                }
+            };
+            if ip.is_ipv6() != is_v6 {
+                out.malformed.push(format!(
+                    "EndpointSlice {slice_name}: {first} does not match addressType {}",
+                    slice.address_type
+                ));
+                continue;
+            }
+            let conditions = endpoint.conditions.clone().unwrap_or_default();
+            let ready = conditions.ready.unwrap_or(true);
+            let fallback =
+                conditions.serving.unwrap_or(true) && conditions.terminating.unwrap_or(false);
+            if !ready && !fallback {
+                continue;
+            }
+            let address = SocketAddr::new(ip, number);
+            let mut e = Endpoint::new(address);
+            e.zone = endpoint.zone.clone();
+            if let Some(node) = &endpoint.node_name {
+                e.metadata.insert("node".into(), node.clone());
+            }
+            if let Some(target) = &endpoint.target_ref {
+                if let Some(name) = &target.name {
+                    let kind = target.kind.as_deref().unwrap_or("Pod").to_lowercase();
+                    e.metadata.insert(kind, name.clone());
+                }
+            }
+            if !ready {
+                e.metadata.insert("terminating".into(), "true".into());
+            }
+            // The same address in two slices (a pod moving between slices): ready wins.
+            match seen.get(&address) {
+                Some((_, true, _)) => {}
+                _ => {
+                    seen.insert(address, (e, ready, fallback));
+                }
+            }
+        }
+    }
+    let any_ready = seen.values().any(|(_, ready, _)| *ready);
+    out.endpoints = seen
+        .into_values()
+        .filter(|(_, ready, fallback)| if any_ready { *ready } else { *fallback })
+        .map(|(e, _, _)| e)
+        .collect();
+    out
+}
+
+/// The port number of `slice` for `spec`: `Ok(None)` when the slice has no such port.
+fn pick_port(slice: &EndpointSlice, spec: &PortSpec) -> Result<Option<u16>, String> {
+    let ports = slice.ports.as_deref().unwrap_or_default();
+    let number = |p: i32| {
+        u16::try_from(p)
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("port {p} is out of range"))
+    };
+    match spec {
+        PortSpec::Name(name) => match ports
+            .iter()
+            .find(|p| p.name.as_deref().unwrap_or("") == name)
+        {
+            Some(p) => match p.port {
+                Some(n) => number(n).map(Some),
+                None => Err(format!("port {name:?} has no number")),
+            },
+            None => Ok(None),
+        },
+        PortSpec::Number(n) => {
+            // A port entry without a number means "all ports" (EndpointPort reference).
+            let found = ports
+                .iter()
+                .any(|p| p.port == Some(i32::from(*n)) || p.port.is_none());
+            Ok(found.then_some(*n))
+        }
+        PortSpec::Only => match ports {
+            [] => Ok(None),
+            [only] => match only.port {
+                Some(n) => number(n).map(Some),
+                None => Err("its only port has no number; set `port` in the source".to_owned()),
+            },
+            several => Err(format!(
+                "it has several ports ({}); set `port` in the source to pick one by name or number",
+                several
+                    .iter()
+                    .map(|p| match (&p.name, p.port) {
+                        (Some(name), Some(n)) if !name.is_empty() => format!("{name}={n}"),
+                        (_, Some(n)) => n.to_string(),
+                        (_, None) => "all".to_owned(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        },
+    }
+}
+
+fn missing_port(slice: &EndpointSlice, spec: &PortSpec) -> String {
+    let ports: Vec<String> = slice
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| {
+            format!(
+                "{}={}",
+                p.name.as_deref().unwrap_or(""),
+                p.port.map_or("all".into(), |n| n.to_string())
+            )
+        })
+        .collect();
+    match spec {
+        PortSpec::Number(n) => format!(
+            "no port {n} (ports: {}); a numeric `port` is the endpoints' port (the Service's targetPort), not the Service port: use the port name to select by Service port",
+            ports.join(", ")
+        ),
+        PortSpec::Name(name) => format!("no port named {name:?} (ports: {})", ports.join(", ")),
+        PortSpec::Only => "it has no ports".to_owned(),
+    }
+}
+
+/// What a watcher last told its consumer about a service.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Published {
+    /// No EndpointSlice carries the service's label.
+    Missing,
+    /// The endpoint set, sorted by address.
+    Set(Vec<Endpoint>),
+}
+
+/// The updates that take a consumer from `before` (nothing yet: `None`) to `now`; empty
+/// when nothing changed. After a relist (`relisted`) a change is sent as one `Reset`;
+/// otherwise as `Add` (new or changed endpoints) then `Remove`, so that a replaced endpoint
+/// never leaves the set empty in between.
+pub fn diff(before: Option<&Published>, now: &Published, relisted: bool) -> Vec<Update> {
+    match (before, now) {
+        (Some(b), n) if b == n => Vec::new(),
+        (_, Published::Missing) => vec![Update::DoesNotExist],
+        (None | Some(Published::Missing), Published::Set(set)) => vec![Update::Reset(set.clone())],
+        (Some(Published::Set(_)), Published::Set(set)) if relisted => {
+            vec![Update::Reset(set.clone())]
+        }
+        (Some(Published::Set(old)), Published::Set(set)) => {
+            let old_by_addr: BTreeMap<SocketAddr, &Endpoint> =
+                old.iter().map(|e| (e.address, e)).collect();
+            let new_addrs: std::collections::BTreeSet<SocketAddr> =
+                set.iter().map(|e| e.address).collect();
+            let added: Vec<Endpoint> = set
+                .iter()
+                .filter(|e| old_by_addr.get(&e.address) != Some(e))
+                .cloned()
+                .collect();
+            let removed: Vec<SocketAddr> = old
+                .iter()
+                .map(|e| e.address)
+                .filter(|a| !new_addrs.contains(a))
+                .collect();
+            let mut updates = Vec::new();
+            if !added.is_empty() {
+                updates.push(Update::Add(added));
+            }
+            if !removed.is_empty() {
+                updates.push(Update::Remove(removed));
+            }
+            updates
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn slice(value: serde_json::Value) -> EndpointSlice {
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn ep(
+        ip: &str,
+        ready: Option<bool>,
+        serving: Option<bool>,
+        terminating: Option<bool>,
+    ) -> serde_json::Value {
+        json!({"addresses": [ip], "conditions": {"ready": ready, "serving": serving, "terminating": terminating}})
+    }
+
+    fn check(slices: &[serde_json::Value], port: PortSpec, expected: &[&str], malformed: usize) {
+        let slices: Vec<EndpointSlice> = slices.iter().cloned().map(slice).collect();
+        let resolved = resolve(&slices, &port);
+        let got: Vec<String> = resolved
+            .endpoints
+            .iter()
+            .map(|e| e.address.to_string())
+            .collect();
+        assert_eq!(got, expected, "{resolved:?}");
+        assert_eq!(resolved.malformed.len(), malformed, "{resolved:?}");
+    }
+
+    fn web(name: &str, endpoints: Vec<serde_json::Value>) -> serde_json::Value {
+        json!({"metadata": {"name": name}, "addressType": "IPv4",
+               "ports": [{"name": "http", "port": 8080}], "endpoints": endpoints})
+    }
+
+    #[test]
+    fn readiness_and_terminating_fallback() {
+        let t = Some(true);
+        let f = Some(false);
+        // Ready (absent = ready) serve; not-ready do not.
+        check(
+            &[web(
+                "a",
+                vec![
+                    ep("10.0.0.1", None, None, None),
+                    ep("10.0.0.2", f, f, None),
+                    ep("10.0.0.3", t, None, None),
+                ],
+            )],
+            PortSpec::Only,
+            &["10.0.0.1:8080", "10.0.0.3:8080"],
+            0,
+        );
+        // A ready endpoint hides the terminating ones.
+        check(
+            &[web(
+                "a",
+                vec![ep("10.0.0.1", t, t, None), ep("10.0.0.2", f, t, t)],
+            )],
+            PortSpec::Only,
+            &["10.0.0.1:8080"],
+            0,
+        );
+        // None ready: serving and terminating ones serve, not-serving ones do not.
+        check(
+            &[web(
+                "a",
+                vec![
+                    ep("10.0.0.1", f, f, t),
+                    ep("10.0.0.2", f, t, t),
+                    ep("10.0.0.3", f, None, t),
+                ],
+            )],
+            PortSpec::Only,
+            &["10.0.0.2:8080", "10.0.0.3:8080"],
+            0,
+        );
+        // None ready, none terminating: empty.
+        check(
+            &[web("a", vec![ep("10.0.0.1", f, f, f)])],
+            PortSpec::Only,
+            &[],
+            0,
+        );
+        // Null endpoints.
+        check(
+            &[
+                json!({"metadata": {"name": "a"}, "addressType": "IPv4", "endpoints": null, "ports": null}),
+            ],
+            PortSpec::Only,
+            &[],
+            0,
+        );
+    }
+
+    #[test]
+    fn slices_merge_and_dedupe() {
+        check(
+            &[
+                web("a", vec![ep("10.0.0.2", None, None, None)]),
+                web(
+                    "b",
+                    vec![
+                        ep("10.0.0.1", None, None, None),
+                        ep("10.0.0.2", Some(false), None, None),
+                    ],
+                ),
+            ],
+            PortSpec::Only,
+            &["10.0.0.1:8080", "10.0.0.2:8080"],
+            0,
+        );
+    }
+
+    #[test]
+    fn ports_by_name_number_and_only() {
+        let two = json!({"metadata": {"name": "m"}, "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080}, {"name": "metrics", "port": 9090}],
+            "endpoints": [{"addresses": ["10.0.0.1"]}]});
+        check(
+            std::slice::from_ref(&two),
+            PortSpec::Name("metrics".into()),
+            &["10.0.0.1:9090"],
+            0,
+        );
+        check(
+            std::slice::from_ref(&two),
+            PortSpec::Number(8080),
+            &["10.0.0.1:8080"],
+            0,
+        );
+        check(std::slice::from_ref(&two), PortSpec::Number(80), &[], 0);
+        check(
+            std::slice::from_ref(&two),
+            PortSpec::Name("grpc".into()),
+            &[],
+            0,
+        );
+        // Several ports and no `port`: skipped, with an error.
+        check(std::slice::from_ref(&two), PortSpec::Only, &[], 1);
+        // An unnamed single port; "all ports" entries take the number asked for.
+        let unnamed = json!({"metadata": {"name": "u"}, "addressType": "IPv4",
+            "ports": [{"port": 7000}], "endpoints": [{"addresses": ["10.0.0.1"]}]});
+        check(
+            std::slice::from_ref(&unnamed),
+            PortSpec::Only,
+            &["10.0.0.1:7000"],
+            0,
+        );
+        let all = json!({"metadata": {"name": "all"}, "addressType": "IPv4",
+            "ports": [{"name": ""}], "endpoints": [{"addresses": ["10.0.0.1"]}]});
+        check(
+            std::slice::from_ref(&all),
+            PortSpec::Number(1234),
+            &["10.0.0.1:1234"],
+            0,
+        );
+    }
+
+    #[test]
+    fn address_types() {
+        let v6 = json!({"metadata": {"name": "v6"}, "addressType": "IPv6", "ports": [{"port": 80}],
+            "endpoints": [{"addresses": ["fd00::1"], "zone": "z1", "nodeName": "n1",
+                           "targetRef": {"kind": "Pod", "name": "web-0"}}, {"addresses": ["10.0.0.9"]}]});
+        let fqdn = json!({"metadata": {"name": "f"}, "addressType": "FQDN", "ports": [{"port": 80}],
+            "endpoints": [{"addresses": ["web.example.com"]}]});
+        let bad = json!({"metadata": {"name": "b"}, "addressType": "IPv4", "ports": [{"port": 80}],
+            "endpoints": [{"addresses": ["not-an-ip"]}, {"addresses": ["10.0.0.1"]}]});
+        check(
+            &[v6.clone(), fqdn, bad],
+            PortSpec::Only,
+            &["10.0.0.1:80", "[fd00::1]:80"],
+            2,
+        );
+        let resolved = resolve(&[slice(v6)], &PortSpec::Only);
+        let e = &resolved.endpoints[0];
+        assert_eq!(e.zone.as_deref(), Some("z1"));
+        assert_eq!(e.metadata.get("node").map(String::as_str), Some("n1"));
+        assert_eq!(e.metadata.get("pod").map(String::as_str), Some("web-0"));
+    }
+
+    fn set(addrs: &[&str]) -> Published {
+        Published::Set(
+            addrs
+                .iter()
+                .map(|a| Endpoint::new(a.parse().unwrap()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn diffs() {
+        let a = set(&["10.0.0.1:80"]);
+        let ab = set(&["10.0.0.1:80", "10.0.0.2:80"]);
+        let b = set(&["10.0.0.2:80"]);
+        assert_eq!(
+            diff(None, &Published::Missing, false),
+            [Update::DoesNotExist]
+        );
+        assert!(matches!(diff(None, &a, false).as_slice(), [Update::Reset(v)] if v.len() == 1));
+        assert!(diff(Some(&a), &a, true).is_empty());
+        assert!(matches!(diff(Some(&a), &ab, false).as_slice(), [Update::Add(v)] if v.len() == 1));
+        assert!(
+            matches!(diff(Some(&ab), &a, false).as_slice(), [Update::Remove(v)] if v.len() == 1)
+        );
+        assert!(matches!(
+            diff(Some(&a), &b, false).as_slice(),
+            [Update::Add(_), Update::Remove(_)]
+        ));
+        assert!(matches!(
+            diff(Some(&a), &b, true).as_slice(),
+            [Update::Reset(_)]
+        ));
+        assert_eq!(
+            diff(Some(&a), &Published::Missing, false),
+            [Update::DoesNotExist]
+        );
+        assert!(matches!(
+            diff(Some(&Published::Missing), &a, false).as_slice(),
+            [Update::Reset(_)]
+        ));
+        // A changed zone on the same address is an Add (replace in place).
+        let mut zoned = a.clone();
+        if let Published::Set(v) = &mut zoned {
+            v[0].zone = Some("z".into());
+        }
+        assert!(matches!(
+            diff(Some(&a), &zoned, false).as_slice(),
+            [Update::Add(_)]
+        ));
+    }
+}
