@@ -5,6 +5,9 @@
 //! and [`EtcdServer::restart`] keep the data directory and the ports, so a test can take
 //! the registry away and bring it back with its data. The process is killed on drop.
 //! [`EtcdServer::etcdctl`] runs the real `etcdctl` against it, as a user would.
+//! [`EtcdServer::start_tls`] serves clients over TLS with client-certificate
+//! authentication, with a throwaway CA made by `openssl`. Health and metrics are read from a
+//! separate plain-HTTP metrics port in both modes.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -21,6 +24,22 @@ pub struct EtcdServer {
     dir: tempfile::TempDir,
     client_port: u16,
     peer_port: u16,
+    metrics_port: u16,
+    tls: Option<TlsFiles>,
+}
+
+/// PEM files for a TLS etcd: the CA that signed the server's certificate (for `127.0.0.1`),
+/// and a client certificate and key it accepts.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    /// The CA certificate.
+    pub ca: PathBuf,
+    /// The client certificate.
+    pub cert: PathBuf,
+    /// The client's private key.
+    pub key: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; the caller binds it soon after).
@@ -54,28 +73,55 @@ impl EtcdServer {
     /// is healthy. Panics when the binary is missing ("apt-get install etcd-server") or
     /// the server does not come up within 30 s (printing its log).
     pub fn start() -> EtcdServer {
-        let dir = tempfile::Builder::new()
-            .prefix("switchyard-etcd-")
-            .tempdir()
-            .expect("cannot create a temp dir for etcd");
-        let mut server = EtcdServer {
-            child: None,
-            dir,
-            client_port: free_port(),
-            peer_port: free_port(),
-        };
+        let mut server = EtcdServer::new();
         server.spawn();
         server
     }
 
-    /// The client URL, `http://127.0.0.1:PORT`.
+    /// Like [`EtcdServer::start`], but clients must speak TLS and present a certificate
+    /// signed by a fresh CA (made with `openssl`; panics with "apt-get install openssl"
+    /// when it is missing). [`EtcdServer::tls_files`] gives the CA and a client identity.
+    pub fn start_tls() -> EtcdServer {
+        let mut server = EtcdServer::new();
+        server.tls = Some(make_certificates(server.dir.path()));
+        server.spawn();
+        server
+    }
+
+    fn new() -> EtcdServer {
+        let dir = tempfile::Builder::new()
+            .prefix("switchyard-etcd-")
+            .tempdir()
+            .expect("cannot create a temp dir for etcd");
+        EtcdServer {
+            child: None,
+            dir,
+            client_port: free_port(),
+            peer_port: free_port(),
+            metrics_port: free_port(),
+            tls: None,
+        }
+    }
+
+    /// The client URL: `http://127.0.0.1:PORT`, or `https://...` for a TLS server.
     pub fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    /// The TLS files of a server started with [`EtcdServer::start_tls`].
+    pub fn tls_files(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
     }
 
     /// The client address.
     pub fn client_address(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.client_port))
+    }
+
+    /// The plain-HTTP address serving `/health` and `/metrics`.
+    pub fn metrics_address(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.metrics_port))
     }
 
     /// The data directory (kept across [`EtcdServer::stop`] and [`EtcdServer::restart`]).
@@ -116,10 +162,21 @@ impl EtcdServer {
     /// its stderr when it fails.
     pub fn etcdctl(&self, args: &[&str]) -> String {
         let etcdctl = find_binary("etcdctl", "etcd-client");
-        let output = Command::new(etcdctl)
+        let mut command = Command::new(etcdctl);
+        command
             .env("ETCDCTL_API", "3")
             .arg("--endpoints")
-            .arg(self.client_url())
+            .arg(self.client_url());
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--cacert")
+                .arg(&tls.ca)
+                .arg("--cert")
+                .arg(&tls.cert)
+                .arg("--key")
+                .arg(&tls.key);
+        }
+        let output = command
             .args(args)
             .stdin(Stdio::null())
             .output()
@@ -141,7 +198,20 @@ impl EtcdServer {
             .expect("cannot open the etcd log file");
         let client = self.client_url();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let child = Command::new(etcd)
+        let mut command = Command::new(etcd);
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--cert-file")
+                .arg(&tls.server_cert)
+                .arg("--key-file")
+                .arg(&tls.server_key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca)
+                .arg("--client-cert-auth");
+        }
+        let child = command
+            .arg("--listen-metrics-urls")
+            .arg(format!("http://127.0.0.1:{}", self.metrics_port))
             .arg("--name")
             .arg("switchyard-test")
             .arg("--data-dir")
@@ -174,7 +244,7 @@ impl EtcdServer {
     fn wait_healthy(&mut self) {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if health(self.client_address()) {
+            if health(self.metrics_address()) {
                 return;
             }
             if !self.is_running() || Instant::now() > deadline {
@@ -192,7 +262,7 @@ impl EtcdServer {
     /// The value of an unlabelled Prometheus metric of the server (`/metrics`), e.g.
     /// `etcd_debugging_mvcc_watcher_total`, the number of open watchers.
     pub fn metric(&self, name: &str) -> Option<f64> {
-        let body = http_get(self.client_address(), "/metrics")?;
+        let body = http_get(self.metrics_address(), "/metrics")?;
         body.lines()
             .filter_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
             .find_map(|value| value.trim().parse().ok())
@@ -201,6 +271,96 @@ impl EtcdServer {
     /// The directory of this server's files.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl.
+fn make_certificates(dir: &Path) -> TlsFiles {
+    let openssl = find_binary("openssl", "openssl");
+    let run = |args: &[&str]| {
+        let output = Command::new(&openssl)
+            .current_dir(dir)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("cannot run openssl");
+        assert!(
+            output.status.success(),
+            "openssl {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    let key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &key,
+        &[
+            "-keyout",
+            "ca-key.pem",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=switchyard test CA",
+        ],
+    ]
+    .concat());
+    for (name, usage) in [("server", "serverAuth"), ("client", "clientAuth")] {
+        let (key_file, csr, pem, ext) = (
+            format!("{name}-key.pem"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{name}.ext"),
+        );
+        std::fs::write(
+            dir.join(&ext),
+            format!("subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\nbasicConstraints=CA:FALSE\n"),
+        )
+        .expect("cannot write the openssl extension file");
+        run(&[
+            &["req"][..],
+            &key,
+            &[
+                "-keyout",
+                &key_file,
+                "-out",
+                &csr,
+                "-subj",
+                &format!("/CN={name}"),
+            ],
+        ]
+        .concat());
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            &pem,
+            "-extfile",
+            &ext,
+        ]);
+    }
+    TlsFiles {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("client.pem"),
+        key: dir.join("client-key.pem"),
+        server_cert: dir.join("server.pem"),
+        server_key: dir.join("server-key.pem"),
     }
 }
 

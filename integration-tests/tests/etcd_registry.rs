@@ -611,3 +611,29 @@ async fn username_and_password_are_used_and_a_wrong_password_is_unauthorized() {
         other => panic!("expected an error, got {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_ca_and_a_client_certificate() {
+    let server = EtcdServer::start_tls();
+    let tls = server.tls_files().unwrap().clone();
+    server.etcdctl(&["put", &key("echo", "a"), "127.0.0.1:9001"]);
+    let ctx = RegistryContext::new("etcd-tls");
+    let settings = serde_json::json!({
+        "endpoints": [server.client_url()],
+        "ca": tls.ca, "cert": tls.cert, "key": tls.key,
+    });
+    let registry = EtcdFactory.build(ctx.clone(), &settings).unwrap();
+    let mut echo = registry.watch(&ServiceQuery::new("echo")).await.unwrap();
+    assert_eq!(next(&mut echo).await, "Reset 127.0.0.1:9001w1");
+    server.etcdctl(&["put", &key("echo", "b"), "127.0.0.1:9002"]);
+    assert_eq!(next(&mut echo).await, "Add 127.0.0.1:9002w1");
+
+    // Without a client certificate the server refuses the connection.
+    let settings = serde_json::json!({ "endpoints": [server.client_url()], "ca": tls.ca });
+    let registry = EtcdFactory.build(ctx, &settings).unwrap();
+    let mut refused = registry.watch(&ServiceQuery::new("echo")).await.unwrap();
+    match tokio::time::timeout(WAIT * 3, refused.next()).await {
+        Ok(Some(Err(err))) => println!("without a client certificate: {err}"),
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
