@@ -36,12 +36,19 @@ pub fn load_plan(
     previous: Option<&BTreeMap<String, BuiltRegistry>>,
 ) -> Result<Plan, Vec<ConfigIssue>> {
     let value = config::read(path)?;
-    let config = config::decode(&value)?;
+    let (config, mut issues) = config::decode(&value);
     let base_dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    plan::build(config, catalog, base_dir, previous)
+    match plan::build(config, catalog, base_dir, previous) {
+        Ok(plan) if issues.is_empty() => Ok(plan),
+        Ok(_) => Err(issues),
+        Err(more) => {
+            issues.extend(more);
+            Err(issues)
+        }
+    }
 }
 
 /// What the admin API reads about the current generation.

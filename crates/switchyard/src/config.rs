@@ -240,6 +240,9 @@ pub struct Config {
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     /// `[[routes]]`, in order.
     pub routes: Vec<RouteConfig>,
+    /// Upstreams whose table did not decode (already reported): routes naming them are
+    /// not reported again.
+    pub broken_upstreams: std::collections::BTreeSet<String>,
 }
 
 /// One `[registries.NAME]` table: its type and its backend-specific settings.
@@ -251,7 +254,7 @@ pub struct RegistryTable {
     pub settings: serde_json::Value,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     #[serde(default)]
@@ -297,10 +300,29 @@ pub fn read_str(text: &str, format: config::FileFormat) -> Result<serde_json::Va
         .map_err(|e| vec![ConfigIssue::new("", e.to_string())])
 }
 
-/// Decodes a config value, reporting every table's problems with their key paths.
-pub fn decode(value: &serde_json::Value) -> Result<Config, Vec<ConfigIssue>> {
-    let raw: RawConfig = decode_settings(value).map_err(|e| vec![e])?;
+/// The top-level tables.
+const SECTIONS: [&str; 6] = ["server", "admin", "log", "registries", "upstreams", "routes"];
+
+/// Decodes a config value. Tables that do not decode are reported, with their key
+/// paths, and left out (or defaulted), so that later checks can still report everything
+/// else: the caller treats any issue as fatal.
+pub fn decode(value: &serde_json::Value) -> (Config, Vec<ConfigIssue>) {
     let mut issues = Vec::new();
+    let mut value = value.clone();
+    if let Some(table) = value.as_object_mut() {
+        let unknown: Vec<String> = table.keys().filter(|k| !SECTIONS.contains(&k.as_str())).cloned().collect();
+        for key in unknown {
+            issues.push(ConfigIssue::new(key.clone(), format!("unknown section (known: {})", SECTIONS.join(", "))));
+            table.remove(&key);
+        }
+    }
+    let raw: RawConfig = match decode_settings(&value) {
+        Ok(raw) => raw,
+        Err(issue) => {
+            issues.push(issue);
+            RawConfig::default()
+        }
+    };
     let server = decode_or_default::<ServerConfig>(raw.server, "server", &mut issues);
     let admin = decode_or_default::<AdminConfig>(raw.admin, "admin", &mut issues);
     let log = decode_or_default::<LogConfig>(raw.log, "log", &mut issues);
@@ -328,12 +350,16 @@ pub fn decode(value: &serde_json::Value) -> Result<Config, Vec<ConfigIssue>> {
     }
 
     let mut upstreams = BTreeMap::new();
+    let mut broken_upstreams = std::collections::BTreeSet::new();
     for (name, table) in raw.upstreams {
         match decode_settings::<UpstreamConfig>(&table) {
             Ok(upstream) => {
                 upstreams.insert(name, upstream);
             }
-            Err(issue) => issues.push(issue.under(&format!("upstreams.{name}"))),
+            Err(issue) => {
+                issues.push(issue.under(&format!("upstreams.{name}")));
+                broken_upstreams.insert(name);
+            }
         }
     }
 
@@ -345,11 +371,8 @@ pub fn decode(value: &serde_json::Value) -> Result<Config, Vec<ConfigIssue>> {
         }
     }
 
-    if issues.is_empty() {
-        Ok(Config { server, admin, log, registries, upstreams, routes })
-    } else {
-        Err(issues)
-    }
+    let config = Config { server, admin, log, registries, upstreams, routes, broken_upstreams };
+    (config, issues)
 }
 
 fn decode_or_default<T: serde::de::DeserializeOwned + Default>(

@@ -275,7 +275,7 @@ fn build_route(index: usize, route: &RouteConfig, config: &Config) -> Result<Rou
         };
         headers.push((header, cond));
     }
-    if !config.upstreams.contains_key(&route.upstream) {
+    if !config.upstreams.contains_key(&route.upstream) && !config.broken_upstreams.contains(&route.upstream) {
         let known: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
         issues.push(ConfigIssue::new(
             "upstream",
