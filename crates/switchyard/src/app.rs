@@ -25,7 +25,10 @@ pub fn catalog() -> Catalog {
     let mut catalog = Catalog::new();
     catalog
         .register(switchyard_static::StaticFactory)
-        .register(switchyard_file::FileFactory);
+        .register(switchyard_file::FileFactory)
+        .register(switchyard_etcd::EtcdFactory)
+        .register(switchyard_dns::DnsFactory)
+        .register(switchyard_consul::ConsulFactory);
     catalog
 }
 

@@ -59,6 +59,40 @@ enum Command {
         #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN")]
         token: Option<String>,
     },
+    /// Register an instance in etcd under a lease, kept alive until SIGTERM or ctrl-c
+    /// (then deleted). A process killed without cleanup disappears after its TTL.
+    Register {
+        /// etcd client URL; repeat for several members.
+        #[arg(long = "etcd", required = true)]
+        etcd: Vec<String>,
+        /// The service (the key segment under the prefix).
+        #[arg(long)]
+        service: String,
+        /// Where the instance listens, HOST:PORT.
+        #[arg(long)]
+        address: String,
+        /// Balancer weight.
+        #[arg(long, default_value_t = 1)]
+        weight: u32,
+        /// Priority within the source (lower is preferred).
+        #[arg(long, default_value_t = 0)]
+        priority: u32,
+        /// Lease TTL, e.g. 10s.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+        /// Key prefix.
+        #[arg(long, default_value = switchyard_etcd::DEFAULT_PREFIX)]
+        prefix: String,
+        /// Instance id (the last key segment). Default: the address.
+        #[arg(long)]
+        id: Option<String>,
+        /// etcd user name (with --password).
+        #[arg(long)]
+        username: Option<String>,
+        /// etcd password.
+        #[arg(long, env = "SWITCHYARD_ETCD_PASSWORD")]
+        password: Option<String>,
+    },
     /// Run a small HTTP backend (for demos and benchmarks): answers every request.
     #[command(hide = true)]
     Backend {
@@ -84,9 +118,35 @@ fn main() -> ExitCode {
         (Some(Command::Demo { listen, admin }), _) => demo::run(listen, admin),
         (Some(Command::Status { admin, token }), _) => status::run(&admin, token.as_deref()),
         (Some(Command::Backend { listen, name, body_size, workers }), _) => backend::run(listen, name, body_size, workers),
+        (Some(Command::Register { etcd, service, address, weight, priority, ttl, prefix, id, username, password }), _) => {
+            let mut options = switchyard_etcd::register::RegisterOptions::new(String::new(), service, address);
+            options.connect = switchyard_etcd::ConnectSettings::new(etcd);
+            options.connect.username = username;
+            options.connect.password = password;
+            options.weight = weight;
+            options.priority = priority;
+            options.ttl = ttl;
+            options.prefix = prefix;
+            options.instance_id = id;
+            register(options)
+        }
         (None, Some(config)) => run(&config),
         (None, None) => {
             eprintln!("switchyard: give --config PATH to run, or try `switchyard demo` (see --help)");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `switchyard register`: holds the key until SIGTERM or ctrl-c.
+fn register(options: switchyard_etcd::register::RegisterOptions) -> ExitCode {
+    init_tracing("info");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    eprintln!("registering {} (ttl {:?}); SIGTERM or ctrl-c deregisters", options.key(), options.ttl);
+    match runtime.block_on(switchyard_etcd::register::run(options, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("switchyard register: {error}");
             ExitCode::from(2)
         }
     }
