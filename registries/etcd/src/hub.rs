@@ -192,15 +192,7 @@ async fn run(shared: Arc<Shared>, mut commands: mpsc::UnboundedReceiver<Command>
             }
         }
         // Everybody got the error. Go on only if somebody subscribed meanwhile.
-        let pending = hub.shared.drain_or_exit(&mut commands);
-        let mut resubscribed = false;
-        for command in pending {
-            if let Command::Subscribe { id, service, tx } = command {
-                hub.add_subscriber(id, service, tx);
-                resubscribed = true;
-            }
-        }
-        if !resubscribed {
+        if hub.idle(&mut commands) {
             return;
         }
     }
@@ -228,13 +220,14 @@ impl Hub {
         let mut last_heard = Instant::now();
         let mut progress_asked: Option<Instant> = None;
         loop {
+            // The last subscriber left (or its stream was found dropped while publishing).
+            if self.owners.is_empty() && self.idle(commands) {
+                return Ok(());
+            }
             tokio::select! {
                 command = commands.recv() => {
                     let Some(command) = command else { return Ok(()) };
                     self.command(command).await;
-                    if self.owners.is_empty() && self.idle(commands) {
-                        return Ok(());
-                    }
                 }
                 message = watch.message() => {
                     last_heard = Instant::now();
@@ -276,8 +269,10 @@ impl Hub {
         }
     }
 
-    /// With no subscriber left: `true` when the hub may stop; otherwise takes the queued
-    /// subscriptions (their first update follows once the set is known).
+    /// With no subscriber left: takes the queued commands in order and says whether the
+    /// hub may stop (nobody subscribed meanwhile). A new subscriber's first update follows
+    /// once the set is known. When this says stop but the slot still names this hub (a
+    /// subscription came and went in the queue), the dropped receiver marks it closed.
     fn idle(&mut self, commands: &mut mpsc::UnboundedReceiver<Command>) -> bool {
         for command in self.shared.drain_or_exit(commands) {
             self.command_without_publish(command);
