@@ -1,0 +1,28 @@
+# Switchyard: the two commands a newcomer needs are `make demo` and `make test`.
+.PHONY: demo test build lint fmt bench fuzz clean
+
+CARGO ?= cargo
+
+## Run the gateway on its embedded demo config, with three local echo instances.
+demo:
+	$(CARGO) run -p switchyard -- demo
+
+## Install what the tests need (Debian), build, and run every test.
+test:
+	scripts/install-deps.sh
+	$(CARGO) build -p switchyard
+	$(CARGO) nextest run --workspace --no-fail-fast
+
+build:
+	$(CARGO) build --release -p switchyard
+
+## Formatting and lints, as CI checks them.
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean

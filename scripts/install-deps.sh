@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the build and the tests need, when they are missing:
+#   protobuf-compiler  protoc, for etcd-client's generated code
+#   etcd-server, etcd-client   real etcd for the etcd registry tests (etcd, etcdctl)
+#   bind9, bind9-dnsutils      real DNS server for the DNS registry tests (named, nsupdate)
+# Safe to run repeatedly; does nothing when everything is there.
+set -euo pipefail
+
+need=()
+command -v protoc   >/dev/null 2>&1 || need+=(protobuf-compiler)
+command -v etcd     >/dev/null 2>&1 || need+=(etcd-server)
+command -v etcdctl  >/dev/null 2>&1 || need+=(etcd-client)
+command -v named    >/dev/null 2>&1 || [ -x /usr/sbin/named ] || need+=(bind9)
+command -v nsupdate >/dev/null 2>&1 || need+=(bind9-dnsutils)
+command -v cargo-nextest >/dev/null 2>&1 || [ -x "$HOME/.cargo/bin/cargo-nextest" ] || NEXTEST_MISSING=1
+
+if [ ${#need[@]} -gt 0 ]; then
+  echo "install-deps: installing ${need[*]}"
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO="sudo"; else
+    echo "install-deps: need root (or sudo) to run: apt-get install -y ${need[*]}" >&2; exit 1; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# The packaged services must not hold the ports or files the tests use.
+for svc in etcd named bind9; do
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
+    systemctl stop "$svc" || true
+  fi
+done
+if [ "${NEXTEST_MISSING:-0}" = 1 ]; then
+  echo "install-deps: cargo-nextest missing; installing it from crates.io"
+  cargo install --locked cargo-nextest >/dev/null
+fi
+echo "install-deps: ok"
