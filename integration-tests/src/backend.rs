@@ -31,7 +31,11 @@ pub struct Seen {
 impl Seen {
     /// Values of header `name`.
     pub fn header(&self, name: &str) -> Vec<&str> {
-        self.headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect()
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 }
 
@@ -66,17 +70,24 @@ impl Backend {
             .expect("backend runtime");
         let listener = std::net::TcpListener::bind(address)
             .unwrap_or_else(|e| panic!("backend {name}: bind {address}: {e}"));
-        listener.set_nonblocking(true).expect("non-blocking listener");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
         let address = listener.local_addr().expect("local address");
         let listener = {
             let _entered = runtime.enter();
             tokio::net::TcpListener::from_std(listener).expect("tokio listener")
         };
-        let state = Arc::new(State { status: AtomicU16::new(200), ..State::default() });
+        let state = Arc::new(State {
+            status: AtomicU16::new(200),
+            ..State::default()
+        });
         let (task_state, task_name) = (state.clone(), name.to_owned());
         runtime.spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let (state, name) = (task_state.clone(), task_name.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |request: Request<Incoming>| {
@@ -89,7 +100,12 @@ impl Backend {
                 });
             }
         });
-        Backend { name: name.to_owned(), address, state, runtime: Some(runtime) }
+        Backend {
+            name: name.to_owned(),
+            address,
+            state,
+            runtime: Some(runtime),
+        }
     }
 
     /// Its name (the response body).
@@ -119,7 +135,9 @@ impl Backend {
 
     /// Waits this long before answering, from now on.
     pub fn set_delay(&self, delay: Duration) {
-        self.state.delay_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
+        self.state
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// Kills it: the listener and every connection close at once.
@@ -138,14 +156,26 @@ impl Drop for Backend {
 
 async fn answer(state: &State, name: &str, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes().to_vec())
+        .unwrap_or_default();
     state.seen.lock().unwrap().push(Seen {
         method: parts.method.to_string(),
-        path: parts.uri.path_and_query().map_or("/".into(), |p| p.to_string()),
+        path: parts
+            .uri
+            .path_and_query()
+            .map_or("/".into(), |p| p.to_string()),
         headers: parts
             .headers
             .iter()
-            .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect(),
         body,
     });
@@ -155,7 +185,10 @@ async fn answer(state: &State, name: &str, request: Request<Incoming>) -> Respon
     }
     state.hits.fetch_add(1, Ordering::SeqCst);
     let mut response = Response::new(Full::new(Bytes::from(name.to_owned())));
-    *response.status_mut() = hyper::StatusCode::from_u16(state.status.load(Ordering::SeqCst)).unwrap_or_default();
-    response.headers_mut().insert("x-backend", name.parse().expect("name is a header value"));
+    *response.status_mut() =
+        hyper::StatusCode::from_u16(state.status.load(Ordering::SeqCst)).unwrap_or_default();
+    response
+        .headers_mut()
+        .insert("x-backend", name.parse().expect("name is a header value"));
     response
 }

@@ -58,7 +58,10 @@ impl Gateway {
 
     /// Starts the gateway without waiting (for start-up failure tests).
     pub fn spawn(config: &str) -> Gateway {
-        let dir = tempfile::Builder::new().prefix("switchyard-test-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("switchyard-test-")
+            .tempdir()
+            .expect("temp dir");
         let (port, admin_port) = (free_port(), free_port());
         let mut gateway = Gateway {
             child: None,
@@ -71,8 +74,10 @@ impl Gateway {
                 .expect("client"),
         };
         gateway.write_config(config);
-        let stdout = std::fs::File::create(gateway.dir.path().join("stdout.log")).expect("stdout log");
-        let stderr = std::fs::File::create(gateway.dir.path().join("stderr.log")).expect("stderr log");
+        let stdout =
+            std::fs::File::create(gateway.dir.path().join("stdout.log")).expect("stdout log");
+        let stderr =
+            std::fs::File::create(gateway.dir.path().join("stderr.log")).expect("stderr log");
         let child = Command::new(switchyard_bin())
             .arg("--config")
             .arg(gateway.config_path())
@@ -100,7 +105,9 @@ impl Gateway {
     pub fn write_config(&self, config: &str) {
         let listen = format!("127.0.0.1:{}", self.port);
         let admin = format!("127.0.0.1:{}", self.admin_port);
-        let mut text = config.replace("{listen}", &listen).replace("{admin}", &admin);
+        let mut text = config
+            .replace("{listen}", &listen)
+            .replace("{admin}", &admin);
         if !text.contains("[server]") {
             text = format!("[server]\nlisten = \"{listen}\"\n\n{text}");
         }
@@ -136,7 +143,11 @@ impl Gateway {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let body = response.text().await.unwrap_or_default();
-        Reply { status, headers, body }
+        Reply {
+            status,
+            headers,
+            body,
+        }
     }
 
     /// GET on the admin listener, parsed as JSON.
@@ -156,7 +167,10 @@ impl Gateway {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        panic!("gateway not healthy within 10 s; stderr:\n{}", self.stderr());
+        panic!(
+            "gateway not healthy within 10 s; stderr:\n{}",
+            self.stderr()
+        );
     }
 
     /// Waits until `/readyz` says 200 (10 s).
@@ -176,14 +190,19 @@ impl Gateway {
     /// Sends a signal (`HUP`, `TERM`, `KILL`) with kill(1).
     pub fn signal(&self, signal: &str) {
         let pid = self.child.as_ref().expect("running").id();
-        let status = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().expect("kill(1)");
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill(1)");
         assert!(status.success(), "kill -{signal} {pid}");
     }
 
     /// Sends SIGTERM and waits (20 s) for the exit status.
     pub fn terminate(&mut self) -> ExitStatus {
         self.signal("TERM");
-        self.wait_exit(Duration::from_secs(20)).expect("exits after SIGTERM")
+        self.wait_exit(Duration::from_secs(20))
+            .expect("exits after SIGTERM")
     }
 
     /// Waits for the process to exit.
@@ -227,5 +246,8 @@ pub fn check(config_path: &Path) -> (i32, String) {
         .arg(config_path)
         .output()
         .expect("run switchyard check");
-    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stderr).into_owned())
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }

@@ -36,7 +36,11 @@ fn tables(value: &toml::Value, path: String, out: &mut Vec<String>) {
         toml::Value::Table(table) => {
             out.push(path.clone());
             for (key, child) in table {
-                let child_path = if path.is_empty() { key.clone() } else { format!("{path}.{key}") };
+                let child_path = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
                 tables(child, child_path, out);
             }
         }
@@ -53,7 +57,10 @@ fn insert(value: &mut toml::Value, path: &str, key: &str) {
     let mut node = value;
     for part in path.split('.').filter(|p| !p.is_empty()) {
         let (name, index) = match part.split_once('[') {
-            Some((name, rest)) => (name, Some(rest.trim_end_matches(']').parse::<usize>().unwrap())),
+            Some((name, rest)) => (
+                name,
+                Some(rest.trim_end_matches(']').parse::<usize>().unwrap()),
+            ),
             None => (part, None),
         };
         node = node.get_mut(name).unwrap();
@@ -61,7 +68,9 @@ fn insert(value: &mut toml::Value, path: &str, key: &str) {
             node = node.get_mut(i).unwrap();
         }
     }
-    node.as_table_mut().unwrap().insert(key.into(), toml::Value::Integer(1));
+    node.as_table_mut()
+        .unwrap()
+        .insert(key.into(), toml::Value::Integer(1));
 }
 
 #[test]
@@ -75,13 +84,29 @@ fn every_table_of_every_example_refuses_an_unknown_key() {
             let mut changed = doc.clone();
             insert(&mut changed, &path, "zz_unknown_key");
             // Written next to the original so relative paths (file registries) resolve alike.
-            let copy = repo().join("config").join(format!(".unknown-key-{}", file.file_name().unwrap().to_string_lossy()));
+            let copy = repo().join("config").join(format!(
+                ".unknown-key-{}",
+                file.file_name().unwrap().to_string_lossy()
+            ));
             std::fs::write(&copy, toml::to_string(&changed).unwrap()).unwrap();
             let (code, stderr) = gateway::check(&copy);
             let _ = std::fs::remove_file(&copy);
-            assert_eq!(code, 2, "{} with an unknown key in [{path}] was accepted", file.display());
-            let expected = if path.is_empty() { "zz_unknown_key".to_owned() } else { format!("{path}.zz_unknown_key") };
-            assert!(stderr.contains(&expected), "{}: [{path}]: error does not name {expected}:\n{stderr}", file.display());
+            assert_eq!(
+                code,
+                2,
+                "{} with an unknown key in [{path}] was accepted",
+                file.display()
+            );
+            let expected = if path.is_empty() {
+                "zz_unknown_key".to_owned()
+            } else {
+                format!("{path}.zz_unknown_key")
+            };
+            assert!(
+                stderr.contains(&expected),
+                "{}: [{path}]: error does not name {expected}:\n{stderr}",
+                file.display()
+            );
         }
     }
 }
@@ -90,14 +115,25 @@ fn every_table_of_every_example_refuses_an_unknown_key() {
 fn architecture_names_only_existing_crates() {
     let text = std::fs::read_to_string(repo().join("ARCHITECTURE.md")).unwrap();
     let mut named = 0;
-    for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '/' || c == '-' || c == '_')) {
-        if let Some(rest) = word.strip_prefix("crates/").or_else(|| word.strip_prefix("registries/")) {
+    for word in
+        text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '/' || c == '-' || c == '_'))
+    {
+        if let Some(rest) = word
+            .strip_prefix("crates/")
+            .or_else(|| word.strip_prefix("registries/"))
+        {
             let dir = word.split('/').take(2).collect::<Vec<_>>().join("/");
             if !rest.is_empty() {
-                assert!(repo().join(&dir).join("Cargo.toml").exists(), "ARCHITECTURE.md names {dir}, which does not exist");
+                assert!(
+                    repo().join(&dir).join("Cargo.toml").exists(),
+                    "ARCHITECTURE.md names {dir}, which does not exist"
+                );
                 named += 1;
             }
         }
     }
-    assert!(named >= 8, "ARCHITECTURE.md should map every crate ({named} named)");
+    assert!(
+        named >= 8,
+        "ARCHITECTURE.md should map every crate ({named} named)"
+    );
 }

@@ -31,7 +31,12 @@ async fn count_bodies(gw: &Gateway, path: &str, n: usize) -> HashMap<String, usi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_by_host_path_and_method() {
-    let (a, b, c, d) = (Backend::start("a"), Backend::start("b"), Backend::start("c"), Backend::start("d"));
+    let (a, b, c, d) = (
+        Backend::start("a"),
+        Backend::start("b"),
+        Backend::start("c"),
+        Backend::start("d"),
+    );
     let config = format!(
         r#"{}
 [upstreams.a]
@@ -76,7 +81,12 @@ path_prefix = "/orders"
 headers = {{ x-canary = "1" }}
 upstream = "d"
 "#,
-        static_registry(&[("a", &[(&a, 1)]), ("b", &[(&b, 1)]), ("c", &[(&c, 1)]), ("d", &[(&d, 1)])])
+        static_registry(&[
+            ("a", &[(&a, 1)]),
+            ("b", &[(&b, 1)]),
+            ("c", &[(&c, 1)]),
+            ("d", &[(&d, 1)])
+        ])
     );
     let gw = Gateway::start(&config).await;
     gw.wait_ready().await;
@@ -99,7 +109,10 @@ upstream = "d"
             request = request.header(*name, *value);
         }
         let reply = gw.send(request).await;
-        assert_eq!(reply.body, *expected, "{method} {host:?} {path} {headers:?}");
+        assert_eq!(
+            reply.body, *expected,
+            "{method} {host:?} {path} {headers:?}"
+        );
     }
     // strip_prefix: the backend saw the path without /orders.
     assert!(b.seen().iter().any(|s| s.path == "/7"), "{:?}", b.seen());
@@ -107,7 +120,11 @@ upstream = "d"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weighted_round_robin_follows_weights() {
-    let (a, b, c) = (Backend::start("a"), Backend::start("b"), Backend::start("c"));
+    let (a, b, c) = (
+        Backend::start("a"),
+        Backend::start("b"),
+        Backend::start("c"),
+    );
     let config = format!(
         "{}\n[upstreams.u]\n[[upstreams.u.sources]]\nregistry = \"local\"\nservice = \"s\"\n[[routes]]\nupstream = \"u\"\n",
         static_registry(&[("s", &[(&a, 1), (&b, 3), (&c, 6)])])
@@ -119,7 +136,10 @@ async fn weighted_round_robin_follows_weights() {
     for (name, weight) in [("a", 1.0), ("b", 3.0), ("c", 6.0)] {
         let share = *counts.get(name).unwrap_or(&0) as f64 / 1000.0;
         let expected = weight / 10.0;
-        assert!((share - expected).abs() <= 0.05 * expected.max(0.1), "{name}: {share} vs {expected}");
+        assert!(
+            (share - expected).abs() <= 0.05 * expected.max(0.1),
+            "{name}: {share} vs {expected}"
+        );
     }
 }
 
@@ -127,10 +147,16 @@ async fn weighted_round_robin_follows_weights() {
 async fn consistent_hash_is_sticky_and_moves_few_keys() {
     let backends: Vec<Backend> = (0..5).map(|i| Backend::start(&format!("b{i}"))).collect();
     let write_file = |gw: &Gateway, live: &[&Backend]| {
-        let targets: Vec<String> = live.iter().map(|b| format!("\"{}\"", b.address())).collect();
+        let targets: Vec<String> = live
+            .iter()
+            .map(|b| format!("\"{}\"", b.address()))
+            .collect();
         std::fs::write(
             gw.dir().join("services.json"),
-            format!(r#"[{{"targets":[{}],"labels":{{"__service__":"s"}}}}]"#, targets.join(",")),
+            format!(
+                r#"[{{"targets":[{}],"labels":{{"__service__":"s"}}}}]"#,
+                targets.join(",")
+            ),
         )
         .unwrap();
     };
@@ -157,26 +183,42 @@ upstream = "u"
         async move {
             let mut owners = Vec::new();
             for user in 0..200 {
-                let reply = gw_client.get(&url).header("x-user", format!("user-{user}")).send().await.unwrap();
+                let reply = gw_client
+                    .get(&url)
+                    .header("x-user", format!("user-{user}"))
+                    .send()
+                    .await
+                    .unwrap();
                 owners.push(reply.text().await.unwrap());
             }
             owners
         }
     };
     let before = owners(&gw).await;
-    assert_eq!(before, owners(&gw).await, "the same key goes to the same endpoint");
+    assert_eq!(
+        before,
+        owners(&gw).await,
+        "the same key goes to the same endpoint"
+    );
     // One of five leaves: only its keys move.
     write_file(&gw, &backends[..4].iter().collect::<Vec<_>>());
-    eventually("b4 removed from the upstream", Duration::from_secs(5), || async {
-        let v = gw.admin_json("/api/upstreams").await;
-        v[0]["endpoints"].as_array().unwrap().len() == 4
-    })
+    eventually(
+        "b4 removed from the upstream",
+        Duration::from_secs(5),
+        || async {
+            let v = gw.admin_json("/api/upstreams").await;
+            v[0]["endpoints"].as_array().unwrap().len() == 4
+        },
+    )
     .await;
     let after = owners(&gw).await;
     let moved = before.iter().zip(&after).filter(|(x, y)| x != y).count();
     let owned_by_leaver = before.iter().filter(|o| *o == "b4").count();
     println!("consistent_hash: {moved} of 200 keys moved; b4 owned {owned_by_leaver}");
-    assert_eq!(moved, owned_by_leaver, "only the leaving endpoint's keys move");
+    assert_eq!(
+        moved, owned_by_leaver,
+        "only the leaving endpoint's keys move"
+    );
     assert!(moved < 200 / 5 * 2, "about 1/5 of keys move, not {moved}");
 }
 
@@ -196,10 +238,16 @@ upstream = "u"
 "#;
     let gw = Gateway::spawn(config);
     let write = |list: &[&Backend]| {
-        let targets: Vec<String> = list.iter().map(|b| format!("\"{}\"", b.address())).collect();
+        let targets: Vec<String> = list
+            .iter()
+            .map(|b| format!("\"{}\"", b.address()))
+            .collect();
         std::fs::write(
             gw.dir().join("services.json"),
-            format!(r#"[{{"targets":[{}],"labels":{{"__service__":"echo"}}}}]"#, targets.join(",")),
+            format!(
+                r#"[{{"targets":[{}],"labels":{{"__service__":"echo"}}}}]"#,
+                targets.join(",")
+            ),
         )
         .unwrap();
     };
@@ -209,17 +257,23 @@ upstream = "u"
     assert_eq!(gw.get("/").await.body, "a");
 
     write(&[&a, &b]);
-    let took = eventually("added instance receives traffic", Duration::from_secs(5), || async {
-        gw.get("/").await.body == "b"
-    })
+    let took = eventually(
+        "added instance receives traffic",
+        Duration::from_secs(5),
+        || async { gw.get("/").await.body == "b" },
+    )
     .await;
     assert!(took < Duration::from_secs(5));
 
     write(&[&b]);
-    eventually("removed instance leaves the upstream", Duration::from_secs(5), || async {
-        let v = gw.admin_json("/api/upstreams").await;
-        v[0]["endpoints"].as_array().unwrap().len() == 1
-    })
+    eventually(
+        "removed instance leaves the upstream",
+        Duration::from_secs(5),
+        || async {
+            let v = gw.admin_json("/api/upstreams").await;
+            v[0]["endpoints"].as_array().unwrap().len() == 1
+        },
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let hits_before = a.hits();
@@ -228,13 +282,21 @@ upstream = "u"
 
     // A broken file keeps the last good set, and the registry reports the error.
     std::fs::write(gw.dir().join("services.json"), "[{ broken").unwrap();
-    eventually("registry reports the broken file", Duration::from_secs(5), || async {
-        let v = gw.admin_json("/api/registries").await;
-        v[0]["last_error"].is_string()
-    })
+    eventually(
+        "registry reports the broken file",
+        Duration::from_secs(5),
+        || async {
+            let v = gw.admin_json("/api/registries").await;
+            v[0]["last_error"].is_string()
+        },
+    )
     .await;
     let counts = count_bodies(&gw, "/", 10).await;
-    assert_eq!(counts.get("b"), Some(&10), "still served from the last good set");
+    assert_eq!(
+        counts.get("b"),
+        Some(&10),
+        "still served from the last good set"
+    );
     let v = gw.admin_json("/api/upstreams").await;
     assert_eq!(v[0]["endpoints"][0]["stale"], true);
 }
@@ -321,7 +383,10 @@ x = 1
         "extra: unknown section",
         "routes[1].timeuot: unknown field `timeuot`",
     ] {
-        assert!(stderr.contains(expected), "missing {expected:?} in:\n{stderr}");
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
     }
 }
 
@@ -348,9 +413,11 @@ async fn bad_reload_keeps_the_old_routes_and_good_reload_applies() {
 
     gw.write_config(&good(&b, "/new"));
     gw.signal("HUP");
-    eventually("SIGHUP applies the new config", Duration::from_secs(5), || async {
-        gw.get("/new").await.body == "b"
-    })
+    eventually(
+        "SIGHUP applies the new config",
+        Duration::from_secs(5),
+        || async { gw.get("/new").await.body == "b" },
+    )
     .await;
     assert_eq!(gw.get("/old").await.status, 404);
 }
@@ -374,7 +441,10 @@ async fn admin_api_shows_sources_and_forwarding_is_clean() {
     assert_eq!(endpoints[0]["weight"], 2);
     assert_eq!(endpoints[0]["serving"], true);
     assert_eq!(endpoints[1]["priority"], 1);
-    assert_eq!(endpoints[1]["serving"], false, "tier 1 waits while tier 0 is healthy");
+    assert_eq!(
+        endpoints[1]["serving"], false,
+        "tier 1 waits while tier 0 is healthy"
+    );
     let regs = gw.admin_json("/api/registries").await;
     assert_eq!(regs[0]["name"], "local");
     assert_eq!(regs[0]["state"], "ok");
@@ -393,21 +463,43 @@ async fn admin_api_shows_sources_and_forwarding_is_clean() {
         .await;
     assert_eq!(reply.headers["x-request-id"], "req-123");
     let seen = a.seen().pop().unwrap();
-    assert!(seen.header("x-private").is_empty(), "headers named in Connection are stripped");
-    assert_eq!(seen.header("x-forwarded-for"), vec!["203.0.113.9, 127.0.0.1"]);
+    assert!(
+        seen.header("x-private").is_empty(),
+        "headers named in Connection are stripped"
+    );
+    assert_eq!(
+        seen.header("x-forwarded-for"),
+        vec!["203.0.113.9, 127.0.0.1"]
+    );
     assert_eq!(seen.header("x-forwarded-proto"), vec!["http"]);
     assert_eq!(seen.header("x-request-id"), vec!["req-123"]);
     let reply = gw.get("/y").await;
     let generated = reply.headers["x-request-id"].to_str().unwrap().to_owned();
     assert_eq!(generated.len(), 16);
-    assert_eq!(a.seen().pop().unwrap().header("x-request-id"), vec![generated.as_str()]);
+    assert_eq!(
+        a.seen().pop().unwrap().header("x-request-id"),
+        vec![generated.as_str()]
+    );
 
-    let metrics = gw.send(gw.client().get(gw.admin_url("/metrics"))).await.body;
-    assert!(metrics.contains("switchyard_requests_total{route=\"r\",upstream=\"u\",code=\"200\"} 2"), "{metrics}");
-    assert!(metrics.contains("switchyard_upstream_endpoints{upstream=\"u\",state=\"healthy\"} 2"), "{metrics}");
-    assert!(metrics.contains("switchyard_registry_up{registry=\"local\"} 1"), "{metrics}");
+    let metrics = gw
+        .send(gw.client().get(gw.admin_url("/metrics")))
+        .await
+        .body;
+    assert!(
+        metrics.contains("switchyard_requests_total{route=\"r\",upstream=\"u\",code=\"200\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("switchyard_upstream_endpoints{upstream=\"u\",state=\"healthy\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("switchyard_registry_up{registry=\"local\"} 1"),
+        "{metrics}"
+    );
     let log = gw.stdout();
-    let line: serde_json::Value = serde_json::from_str(log.lines().find(|l| l.contains("req-123")).unwrap()).unwrap();
+    let line: serde_json::Value =
+        serde_json::from_str(log.lines().find(|l| l.contains("req-123")).unwrap()).unwrap();
     assert_eq!(line["route"], "r");
     assert_eq!(line["status"], 200);
     assert_eq!(line["endpoint"], a.address().to_string());
@@ -456,12 +548,20 @@ upstream = "empty"
     std::fs::write(gw.dir().join("empty.json"), "[]").unwrap();
     gw.wait_healthy().await;
     gw.wait_ready().await;
-    for (path, status) in [("/nowhere", 404), ("/empty", 503), ("/dead", 502), ("/slow", 504)] {
+    for (path, status) in [
+        ("/nowhere", 404),
+        ("/empty", 503),
+        ("/dead", 502),
+        ("/slow", 504),
+    ] {
         let reply = gw.get(path).await;
         assert_eq!(reply.status, status, "{path}: {reply:?}");
         let body: serde_json::Value = serde_json::from_str(&reply.body).expect("JSON error body");
         assert!(body["error"].is_string());
-        assert_eq!(body["request_id"], reply.headers["x-request-id"].to_str().unwrap());
+        assert_eq!(
+            body["request_id"],
+            reply.headers["x-request-id"].to_str().unwrap()
+        );
     }
 }
 
@@ -477,11 +577,20 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
     gw.wait_ready().await;
     let client = gw.client().clone();
     let url = gw.url("/");
-    let in_flight = tokio::spawn(async move { client.get(url).send().await.map(|r| r.status().as_u16()) });
+    let in_flight =
+        tokio::spawn(async move { client.get(url).send().await.map(|r| r.status().as_u16()) });
     tokio::time::sleep(Duration::from_millis(200)).await;
     let start = Instant::now();
-    let status = tokio::task::spawn_blocking(move || gw.terminate()).await.unwrap();
+    let status = tokio::task::spawn_blocking(move || gw.terminate())
+        .await
+        .unwrap();
     assert!(status.success(), "exit status {status:?}");
-    assert_eq!(in_flight.await.unwrap().expect("in-flight request completed"), 200);
+    assert_eq!(
+        in_flight
+            .await
+            .unwrap()
+            .expect("in-flight request completed"),
+        200
+    );
     println!("drained and exited after {:?}", start.elapsed());
 }

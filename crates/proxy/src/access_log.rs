@@ -107,7 +107,9 @@ impl Completion for Entry {
 
 /// RFC 3339 UTC time with milliseconds, without a date library.
 pub fn httpdate_rfc3339(time: SystemTime) -> String {
-    let since = time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let since = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
     let secs = since.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
@@ -136,7 +138,10 @@ mod tests {
     fn rfc3339_dates() {
         let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
         assert_eq!(httpdate_rfc3339(t), "2023-11-14T22:13:20.123Z");
-        assert_eq!(httpdate_rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            httpdate_rfc3339(SystemTime::UNIX_EPOCH),
+            "1970-01-01T00:00:00.000Z"
+        );
         let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         assert_eq!(&httpdate_rfc3339(leap)[..10], "2000-02-29");
     }

@@ -31,17 +31,29 @@ enum Inner {
 impl ProxyBody {
     /// A streamed body from hyper.
     pub fn stream(incoming: Incoming) -> Self {
-        ProxyBody { inner: Inner::Stream(incoming), sent: 0, completion: None }
+        ProxyBody {
+            inner: Inner::Stream(incoming),
+            sent: 0,
+            completion: None,
+        }
     }
 
     /// A body of these bytes.
     pub fn full(bytes: Bytes) -> Self {
-        ProxyBody { inner: Inner::Full(Some(bytes)), sent: 0, completion: None }
+        ProxyBody {
+            inner: Inner::Full(Some(bytes)),
+            sent: 0,
+            completion: None,
+        }
     }
 
     /// No body.
     pub fn empty() -> Self {
-        ProxyBody { inner: Inner::Full(None), sent: 0, completion: None }
+        ProxyBody {
+            inner: Inner::Full(None),
+            sent: 0,
+            completion: None,
+        }
     }
 
     /// Runs `completion` when the body ends.
@@ -68,11 +80,19 @@ impl Body for ProxyBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
         let polled = match &mut this.inner {
             Inner::Stream(incoming) => Pin::new(incoming).poll_frame(cx),
-            Inner::Full(bytes) => Poll::Ready(bytes.take().filter(|b| !b.is_empty()).map(|b| Ok(Frame::data(b)))),
+            Inner::Full(bytes) => Poll::Ready(
+                bytes
+                    .take()
+                    .filter(|b| !b.is_empty())
+                    .map(|b| Ok(Frame::data(b))),
+            ),
         };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -96,7 +116,9 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
             Inner::Stream(incoming) => incoming.size_hint(),
-            Inner::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Inner::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
         }
     }
 }

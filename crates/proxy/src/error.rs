@@ -57,7 +57,11 @@ impl ProxyError {
 }
 
 /// A short JSON error response carrying the request id.
-pub fn json_error(status: StatusCode, message: &str, request_id: &HeaderValue) -> Response<ProxyBody> {
+pub fn json_error(
+    status: StatusCode,
+    message: &str,
+    request_id: &HeaderValue,
+) -> Response<ProxyBody> {
     let body = serde_json::json!({
         "error": message,
         "request_id": request_id.to_str().unwrap_or(""),
@@ -66,7 +70,10 @@ pub fn json_error(status: StatusCode, message: &str, request_id: &HeaderValue) -
     let mut response = Response::new(ProxyBody::full(Bytes::from(body)));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     headers.insert(crate::forward::X_REQUEST_ID, request_id.clone());
     response
 }

@@ -63,7 +63,12 @@ pub fn is_ambiguous_length(headers: &HeaderMap) -> bool {
 
 /// Sets the `X-Forwarded-*` headers: appends the client to `X-Forwarded-For`, sets
 /// `X-Forwarded-Proto` and (when absent) `X-Forwarded-Host`.
-pub fn add_forwarded(headers: &mut HeaderMap, client_ip: &HeaderValue, proto: &'static str, host: Option<&HeaderValue>) {
+pub fn add_forwarded(
+    headers: &mut HeaderMap,
+    client_ip: &HeaderValue,
+    proto: &'static str,
+    host: Option<&HeaderValue>,
+) {
     match headers.get_mut(X_FORWARDED_FOR) {
         Some(existing) => {
             let mut joined = Vec::with_capacity(existing.len() + 2 + client_ip.len());
@@ -117,7 +122,10 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (n, v) in pairs {
-            map.append(HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            map.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         map
     }
@@ -140,12 +148,27 @@ mod tests {
 
     #[test]
     fn ambiguous_lengths() {
-        assert!(is_ambiguous_length(&headers(&[("content-length", "3"), ("transfer-encoding", "chunked")])));
-        assert!(is_ambiguous_length(&headers(&[("transfer-encoding", "chunked"), ("content-length", "3")])));
-        assert!(is_ambiguous_length(&headers(&[("content-length", "3"), ("content-length", "4")])));
-        assert!(!is_ambiguous_length(&headers(&[("content-length", "3"), ("content-length", "3")])));
+        assert!(is_ambiguous_length(&headers(&[
+            ("content-length", "3"),
+            ("transfer-encoding", "chunked")
+        ])));
+        assert!(is_ambiguous_length(&headers(&[
+            ("transfer-encoding", "chunked"),
+            ("content-length", "3")
+        ])));
+        assert!(is_ambiguous_length(&headers(&[
+            ("content-length", "3"),
+            ("content-length", "4")
+        ])));
+        assert!(!is_ambiguous_length(&headers(&[
+            ("content-length", "3"),
+            ("content-length", "3")
+        ])));
         assert!(!is_ambiguous_length(&headers(&[("content-length", "3")])));
-        assert!(!is_ambiguous_length(&headers(&[("transfer-encoding", "chunked")])));
+        assert!(!is_ambiguous_length(&headers(&[(
+            "transfer-encoding",
+            "chunked"
+        )])));
     }
 
     #[test]

@@ -133,8 +133,14 @@ impl RouteMetrics {
             out,
             "switchyard_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {count}"
         );
-        let _ = writeln!(out, "switchyard_request_duration_seconds_sum{{route=\"{route}\"}} {sum}");
-        let _ = writeln!(out, "switchyard_request_duration_seconds_count{{route=\"{route}\"}} {count}");
+        let _ = writeln!(
+            out,
+            "switchyard_request_duration_seconds_sum{{route=\"{route}\"}} {sum}"
+        );
+        let _ = writeln!(
+            out,
+            "switchyard_request_duration_seconds_count{{route=\"{route}\"}} {count}"
+        );
     }
 }
 
@@ -167,9 +173,22 @@ mod tests {
         let mut out = String::new();
         m.render(&mut out);
         m.render_histogram(&mut out);
-        assert!(out.contains("switchyard_requests_total{route=\"orders\",upstream=\"orders-up\",code=\"200\"} 3"), "{out}");
-        assert!(out.contains("switchyard_request_duration_seconds_bucket{route=\"orders\",le=\"0.0025\"} 3"), "{out}");
-        assert!(out.contains("switchyard_request_duration_seconds_count{route=\"orders\"} 4"), "{out}");
+        assert!(
+            out.contains(
+                "switchyard_requests_total{route=\"orders\",upstream=\"orders-up\",code=\"200\"} 3"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "switchyard_request_duration_seconds_bucket{route=\"orders\",le=\"0.0025\"} 3"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("switchyard_request_duration_seconds_count{route=\"orders\"} 4"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -89,12 +89,15 @@ impl Table {
         let routes = routes
             .into_iter()
             .map(|spec| {
-                let upstream = cache
-                    .get(&spec.upstream)
-                    .cloned()
-                    .ok_or_else(|| format!("route {}: unknown upstream {}", spec.name, spec.upstream))?;
+                let upstream = cache.get(&spec.upstream).cloned().ok_or_else(|| {
+                    format!("route {}: unknown upstream {}", spec.name, spec.upstream)
+                })?;
                 let metrics = previous
-                    .and_then(|p| p.routes.iter().find(|r| r.spec.name == spec.name && r.spec.upstream == spec.upstream))
+                    .and_then(|p| {
+                        p.routes
+                            .iter()
+                            .find(|r| r.spec.name == spec.name && r.spec.upstream == spec.upstream)
+                    })
                     .map(|r| r.metrics.clone())
                     .unwrap_or_else(|| Arc::new(RouteMetrics::new(&spec.name, &spec.upstream)));
                 Ok(Route {
@@ -128,13 +131,17 @@ impl Table {
 
     /// Appends every route's metrics to a Prometheus exposition.
     pub fn render_metrics(&self, out: &mut String) {
-        out.push_str("# HELP switchyard_requests_total Requests answered, by route, upstream and status.\n");
+        out.push_str(
+            "# HELP switchyard_requests_total Requests answered, by route, upstream and status.\n",
+        );
         out.push_str("# TYPE switchyard_requests_total counter\n");
         self.no_route.render(out);
         for route in &self.routes {
             route.metrics.render(out);
         }
-        out.push_str("# HELP switchyard_request_duration_seconds Time to the response headers, by route.\n");
+        out.push_str(
+            "# HELP switchyard_request_duration_seconds Time to the response headers, by route.\n",
+        );
         out.push_str("# TYPE switchyard_request_duration_seconds histogram\n");
         for route in &self.routes {
             route.metrics.render_histogram(out);
@@ -201,7 +208,11 @@ impl Proxy {
     }
 
     /// Handles one request from `client`.
-    pub async fn handle(&self, mut request: Request<Incoming>, client: SocketAddr) -> Response<ProxyBody> {
+    pub async fn handle(
+        &self,
+        mut request: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Response<ProxyBody> {
         let start = Instant::now();
         let request_id = forward::request_id(request.headers_mut());
         let table = self.table.load();
@@ -224,20 +235,28 @@ impl Proxy {
             request_id: request_id.clone(),
             method: request.method().clone(),
             host: request.headers().get(header::HOST).cloned(),
-            path: request.uri().path_and_query().map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+            path: request
+                .uri()
+                .path_and_query()
+                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
             status: 0,
             route: None,
             endpoint: None,
             client,
         });
         let (response, metrics, endpoint) = match found {
-            None => (ProxyError::NoRoute.response(&request_id), table.no_route.clone(), None),
+            None => (
+                ProxyError::NoRoute.response(&request_id),
+                table.no_route.clone(),
+                None,
+            ),
             Some(index) => {
                 let route = &table.routes[index];
-                let (response, endpoint) = match self.forward(route, request, client, &request_id).await {
-                    Ok((response, endpoint)) => (response, Some(endpoint)),
-                    Err((error, endpoint)) => (error.response(&request_id), endpoint),
-                };
+                let (response, endpoint) =
+                    match self.forward(route, request, client, &request_id).await {
+                        Ok((response, endpoint)) => (response, Some(endpoint)),
+                        Err((error, endpoint)) => (error.response(&request_id), endpoint),
+                    };
                 (response, route.metrics.clone(), endpoint)
             }
         };
@@ -268,16 +287,24 @@ impl Proxy {
         if forward::is_ambiguous_length(&parts.headers) {
             return Err((ProxyError::BadRequest, None));
         }
-        let hash = route.hash_on.as_ref().map_or(0, |on| request_hash(on, &parts, client));
+        let hash = route
+            .hash_on
+            .as_ref()
+            .map_or(0, |on| request_hash(on, &parts, client));
         let host = parts.headers.get(header::HOST).cloned();
         forward::strip_hop_by_hop(&mut parts.headers);
-        let client_ip = HeaderValue::from_str(&client.ip().to_string()).expect("an IP is a valid header value");
+        let client_ip =
+            HeaderValue::from_str(&client.ip().to_string()).expect("an IP is a valid header value");
         forward::add_forwarded(&mut parts.headers, &client_ip, "http", host.as_ref());
         let _ = request_id;
         let path = upstream_path(route, &parts.uri);
 
         let replayable = body.is_end_stream() && is_idempotent(&parts.method);
-        let attempts = if replayable { 1 + route.spec.retries } else { 1 };
+        let attempts = if replayable {
+            1 + route.spec.retries
+        } else {
+            1
+        };
         let mut body = Some(ProxyBody::stream(body));
         let snapshot = route.upstream.snapshot_full();
         let mut last_failed: Option<SocketAddr> = None;
@@ -301,11 +328,14 @@ impl Proxy {
             };
             let started = Instant::now();
             endpoint.stats.start();
-            let result = tokio::time::timeout(route.spec.timeout, self.client.request(upstream_request)).await;
+            let result =
+                tokio::time::timeout(route.spec.timeout, self.client.request(upstream_request))
+                    .await;
             endpoint.stats.finish(started.elapsed());
             let error = match result {
                 Ok(Ok(response)) => {
-                    let failed = response.status().is_server_error() && route.upstream.outlier().count_5xx;
+                    let failed =
+                        response.status().is_server_error() && route.upstream.outlier().count_5xx;
                     if failed {
                         self.record_failure(route, endpoint);
                     } else {
@@ -313,8 +343,13 @@ impl Proxy {
                     }
                     let (mut parts, body) = response.into_parts();
                     forward::strip_hop_by_hop(&mut parts.headers);
-                    parts.headers.insert(forward::X_REQUEST_ID, request_id.clone());
-                    return Ok((Response::from_parts(parts, ProxyBody::stream(body)), address));
+                    parts
+                        .headers
+                        .insert(forward::X_REQUEST_ID, request_id.clone());
+                    return Ok((
+                        Response::from_parts(parts, ProxyBody::stream(body)),
+                        address,
+                    ));
                 }
                 Ok(Err(error)) => {
                     tracing::debug!(upstream = route.upstream.name(), %address, "upstream request failed: {error:?}");
@@ -345,31 +380,52 @@ impl Proxy {
 }
 
 /// Picks an endpoint, avoiding the one that just failed when there is another.
-fn pick(snapshot: &Snapshot, hash: u64, attempt: u32, avoid: Option<SocketAddr>) -> Option<&ServingEndpoint> {
+fn pick(
+    snapshot: &Snapshot,
+    hash: u64,
+    attempt: u32,
+    avoid: Option<SocketAddr>,
+) -> Option<&ServingEndpoint> {
     let ctx = PickContext { hash, attempt };
     let first = snapshot.pick(&ctx)?;
     if Some(first.address()) != avoid || snapshot.serving.len() < 2 {
         return Some(first);
     }
     for extra in 1..=4 {
-        let ctx = PickContext { hash, attempt: attempt + extra };
+        let ctx = PickContext {
+            hash,
+            attempt: attempt + extra,
+        };
         if let Some(e) = snapshot.pick(&ctx).filter(|e| Some(e.address()) != avoid) {
             return Some(e);
         }
     }
-    snapshot.serving.iter().map(AsRef::as_ref).find(|e| Some(e.address()) != avoid)
+    snapshot
+        .serving
+        .iter()
+        .map(AsRef::as_ref)
+        .find(|e| Some(e.address()) != avoid)
 }
 
 fn is_idempotent(method: &Method) -> bool {
-    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
 }
 
 /// The path and query to send upstream, with the route's prefix stripped if asked.
 fn upstream_path(route: &Route, uri: &Uri) -> PathAndQuery {
-    let original = uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let original = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
     match (&route.spec.matcher.path, route.spec.strip_prefix) {
         (PathMatch::Prefix(prefix), true) if prefix != "/" => {
-            let rest = original.as_str().strip_prefix(prefix.as_str()).unwrap_or(original.as_str());
+            let rest = original
+                .as_str()
+                .strip_prefix(prefix.as_str())
+                .unwrap_or(original.as_str());
             let rest = rest.trim_start_matches('/');
             let stripped = format!("/{rest}");
             stripped.parse().unwrap_or(original)
@@ -391,7 +447,10 @@ fn upstream_uri(address: SocketAddr, path: &PathAndQuery) -> Option<Uri> {
 /// The consistent-hash key of a request.
 fn request_hash(on: &HashOn, parts: &http::request::Parts, client: SocketAddr) -> u64 {
     match on {
-        HashOn::Header(name) => parts.headers.get(name).map_or(0, |v| stable_hash(v.as_bytes())),
+        HashOn::Header(name) => parts
+            .headers
+            .get(name)
+            .map_or(0, |v| stable_hash(v.as_bytes())),
         HashOn::Path => stable_hash(parts.uri.path().as_bytes()),
         HashOn::ClientIp => match client.ip() {
             std::net::IpAddr::V4(ip) => stable_hash(&ip.octets()),

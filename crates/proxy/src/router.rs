@@ -107,7 +107,9 @@ impl Router {
                 PathMatch::Prefix(p) => bucket.prefixes.entry(p.clone()).or_default().push(index),
             }
         }
-        router.wildcards.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        router
+            .wildcards
+            .sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.len()));
         let by_specificity = |list: &mut Vec<usize>| {
             list.sort_by_key(|&i| (std::cmp::Reverse(routes[i].specificity()), i));
         };
@@ -162,7 +164,13 @@ impl Router {
 }
 
 impl Bucket {
-    fn find(&self, routes: &[RouteMatch], path: &str, method: &Method, headers: &HeaderMap) -> Option<usize> {
+    fn find(
+        &self,
+        routes: &[RouteMatch],
+        path: &str,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> Option<usize> {
         let first_match = |list: &Vec<usize>| {
             list.iter()
                 .copied()
@@ -200,7 +208,12 @@ fn strip_port(host: &str) -> &str {
 mod tests {
     use super::*;
 
-    fn route(host: Option<&str>, path: PathMatch, methods: &[&str], headers: &[(&str, Option<&str>)]) -> RouteMatch {
+    fn route(
+        host: Option<&str>,
+        path: PathMatch,
+        methods: &[&str],
+        headers: &[(&str, Option<&str>)],
+    ) -> RouteMatch {
         RouteMatch {
             host: host.map(str::to_owned),
             path,
@@ -227,11 +240,21 @@ mod tests {
     }
 
     /// Looks up (host, method, path, headers) and compares with the expected route index.
-    fn check(routes: &[RouteMatch], host: Option<&str>, method: &str, path: &str, headers: &[(&str, &str)], expected: Option<usize>) {
+    fn check(
+        routes: &[RouteMatch],
+        host: Option<&str>,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        expected: Option<usize>,
+    ) {
         let router = Router::new(routes);
         let mut map = HeaderMap::new();
         for (n, v) in headers {
-            map.append(HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            map.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         let got = router.find(routes, host, path, &method.parse().unwrap(), &map);
         assert_eq!(got, expected, "{host:?} {method} {path} {headers:?}");
@@ -240,27 +263,76 @@ mod tests {
     #[test]
     fn host_path_method_and_headers() {
         let routes = vec![
-            route(None, prefix("/"), &[], &[]),                                  // 0
-            route(None, prefix("/orders"), &[], &[]),                            // 1
-            route(None, exact("/orders/special"), &[], &[]),                     // 2
-            route(Some("api.example.com"), prefix("/orders"), &[], &[]),         // 3
-            route(Some("*.example.com"), prefix("/"), &[], &[]),                 // 4
-            route(None, prefix("/orders"), &["POST"], &[]),                      // 5
-            route(None, prefix("/orders"), &[], &[("x-canary", Some("1"))]),     // 6
-            route(Some("*.deep.example.com"), prefix("/"), &[], &[]),            // 7
+            route(None, prefix("/"), &[], &[]),                          // 0
+            route(None, prefix("/orders"), &[], &[]),                    // 1
+            route(None, exact("/orders/special"), &[], &[]),             // 2
+            route(Some("api.example.com"), prefix("/orders"), &[], &[]), // 3
+            route(Some("*.example.com"), prefix("/"), &[], &[]),         // 4
+            route(None, prefix("/orders"), &["POST"], &[]),              // 5
+            route(None, prefix("/orders"), &[], &[("x-canary", Some("1"))]), // 6
+            route(Some("*.deep.example.com"), prefix("/"), &[], &[]),    // 7
         ];
         check(&routes, None, "GET", "/", &[], Some(0));
         check(&routes, None, "GET", "/orders/1", &[], Some(1));
         check(&routes, None, "GET", "/orders/special", &[], Some(2));
-        check(&routes, Some("api.example.com"), "GET", "/orders/1", &[], Some(3));
-        check(&routes, Some("API.Example.com:8080"), "GET", "/orders", &[], Some(3));
-        check(&routes, Some("api.example.com"), "GET", "/other", &[], Some(4));
-        check(&routes, Some("www.example.com"), "GET", "/orders", &[], Some(4));
+        check(
+            &routes,
+            Some("api.example.com"),
+            "GET",
+            "/orders/1",
+            &[],
+            Some(3),
+        );
+        check(
+            &routes,
+            Some("API.Example.com:8080"),
+            "GET",
+            "/orders",
+            &[],
+            Some(3),
+        );
+        check(
+            &routes,
+            Some("api.example.com"),
+            "GET",
+            "/other",
+            &[],
+            Some(4),
+        );
+        check(
+            &routes,
+            Some("www.example.com"),
+            "GET",
+            "/orders",
+            &[],
+            Some(4),
+        );
         check(&routes, Some("example.com"), "GET", "/orders", &[], Some(1));
-        check(&routes, Some("a.deep.example.com"), "GET", "/", &[], Some(7));
+        check(
+            &routes,
+            Some("a.deep.example.com"),
+            "GET",
+            "/",
+            &[],
+            Some(7),
+        );
         check(&routes, None, "POST", "/orders", &[], Some(5));
-        check(&routes, None, "GET", "/orders", &[("x-canary", "1")], Some(6));
-        check(&routes, None, "GET", "/orders", &[("x-canary", "2")], Some(1));
+        check(
+            &routes,
+            None,
+            "GET",
+            "/orders",
+            &[("x-canary", "1")],
+            Some(6),
+        );
+        check(
+            &routes,
+            None,
+            "GET",
+            "/orders",
+            &[("x-canary", "2")],
+            Some(1),
+        );
     }
 
     #[test]
@@ -273,13 +345,23 @@ mod tests {
         check(&routes, None, "DELETE", "/api/v1", &[], None);
         check(&routes, None, "GET", "/", &[], None);
         check(&routes, Some("only.example"), "GET", "/x", &[], None);
-        check(&routes, Some("only.example"), "GET", "/x", &[("x-key", "a")], Some(1));
+        check(
+            &routes,
+            Some("only.example"),
+            "GET",
+            "/x",
+            &[("x-key", "a")],
+            Some(1),
+        );
         check(&routes, Some("[::1]:80"), "GET", "/api", &[], Some(0));
     }
 
     #[test]
     fn first_in_config_order_wins_ties() {
-        let routes = vec![route(None, prefix("/a"), &[], &[]), route(None, prefix("/a"), &[], &[])];
+        let routes = vec![
+            route(None, prefix("/a"), &[], &[]),
+            route(None, prefix("/a"), &[], &[]),
+        ];
         check(&routes, None, "GET", "/a", &[], Some(0));
     }
 

@@ -160,8 +160,8 @@ mod tests {
 
     #[test]
     fn decode_names_the_bad_key() {
-        let err = decode_settings::<Settings>(&serde_json::json!({"endpoints": ["a", 3]}))
-            .unwrap_err();
+        let err =
+            decode_settings::<Settings>(&serde_json::json!({"endpoints": ["a", 3]})).unwrap_err();
         assert_eq!(err.path, "endpoints[1]");
         let err = decode_settings::<Settings>(&serde_json::json!({"endpoints": [], "prefx": "/"}))
             .unwrap_err();

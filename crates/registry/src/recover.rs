@@ -68,7 +68,9 @@ impl Backoff {
             Some(ErrorKind::Unauthorized | ErrorKind::InvalidQuery) => self.slow_retry,
             _ => Duration::ZERO,
         };
-        let asked = error.and_then(RegistryError::retry_after).unwrap_or_default();
+        let asked = error
+            .and_then(RegistryError::retry_after)
+            .unwrap_or_default();
         jittered.max(floor).max(asked)
     }
 }
@@ -190,11 +192,19 @@ mod tests {
         });
         let mut events = recover(registry.clone(), ServiceQuery::new("svc"), fast());
         assert!(matches!(events.next().await, Some(SourceEvent::Error(_))));
-        assert!(matches!(events.next().await, Some(SourceEvent::Update(Update::Reset(v))) if v.len() == 1));
-        assert!(matches!(events.next().await, Some(SourceEvent::Update(Update::Remove(_)))));
+        assert!(
+            matches!(events.next().await, Some(SourceEvent::Update(Update::Reset(v))) if v.len() == 1)
+        );
+        assert!(matches!(
+            events.next().await,
+            Some(SourceEvent::Update(Update::Remove(_)))
+        ));
         // The stream ended: reported as an error, then a new watch whose Add is a Reset.
         assert!(matches!(events.next().await, Some(SourceEvent::Error(_))));
-        assert!(matches!(events.next().await, Some(SourceEvent::Update(Update::Reset(_)))));
+        assert!(matches!(
+            events.next().await,
+            Some(SourceEvent::Update(Update::Reset(_)))
+        ));
         assert!(registry.watches.load(Ordering::SeqCst) >= 3);
     }
 

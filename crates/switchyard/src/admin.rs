@@ -28,7 +28,9 @@ type AdminResponse = Response<Full<Bytes>>;
 pub async fn serve(listener: TcpListener, app: Arc<App>) {
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let app = app.clone();
         let builder = builder.clone();
         tokio::spawn(async move {
@@ -36,7 +38,9 @@ pub async fn serve(listener: TcpListener, app: Arc<App>) {
                 let app = app.clone();
                 async move { Ok::<_, Infallible>(handle(&app, request).await) }
             });
-            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }
@@ -54,10 +58,14 @@ async fn handle(app: &App, request: Request<Incoming>) -> AdminResponse {
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .unwrap_or("");
             if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
-                let mut response = json_response(StatusCode::UNAUTHORIZED, &json!({"error": "admin token required"}));
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+                let mut response = json_response(
+                    StatusCode::UNAUTHORIZED,
+                    &json!({"error": "admin token required"}),
+                );
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static("Bearer"),
+                );
                 return response;
             }
         }
@@ -77,15 +85,23 @@ async fn handle(app: &App, request: Request<Incoming>) -> AdminResponse {
             ),
         },
         (&Method::GET, "/") => {
-            let mut response = Response::new(Full::new(Bytes::from_static(crate::dashboard::PAGE.as_bytes())));
-            response
-                .headers_mut()
-                .insert(header::CONTENT_TYPE, http::HeaderValue::from_static("text/html; charset=utf-8"));
+            let mut response = Response::new(Full::new(Bytes::from_static(
+                crate::dashboard::PAGE.as_bytes(),
+            )));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/html; charset=utf-8"),
+            );
             response
         }
-        (_, "/healthz" | "/readyz" | "/metrics" | "/api/upstreams" | "/api/registries" | "/api/routes" | "/api/reload" | "/") => {
-            json_response(StatusCode::METHOD_NOT_ALLOWED, &json!({"error": "method not allowed"}))
-        }
+        (
+            _,
+            "/healthz" | "/readyz" | "/metrics" | "/api/upstreams" | "/api/registries"
+            | "/api/routes" | "/api/reload" | "/",
+        ) => json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({"error": "method not allowed"}),
+        ),
         _ => json_response(StatusCode::NOT_FOUND, &json!({"error": "not found"})),
     }
 }
@@ -101,18 +117,20 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 fn text(status: StatusCode, body: &'static str) -> AdminResponse {
     let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }
 
 fn json_response(status: StatusCode, value: &Value) -> AdminResponse {
     let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -123,9 +141,15 @@ fn readyz(app: &App) -> AdminResponse {
     if pending.is_empty() {
         text(StatusCode::OK, "ready\n")
     } else if app.started.elapsed() >= grace {
-        json_response(StatusCode::OK, &json!({"status": "ready", "startup_grace_expired": true, "pending": pending}))
+        json_response(
+            StatusCode::OK,
+            &json!({"status": "ready", "startup_grace_expired": true, "pending": pending}),
+        )
     } else {
-        json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"status": "starting", "pending": pending}))
+        json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"status": "starting", "pending": pending}),
+        )
     }
 }
 
@@ -249,8 +273,16 @@ fn metrics(app: &App) -> AdminResponse {
         let unhealthy = snapshot.endpoints.len() - healthy;
         let stale = snapshot.endpoints.iter().filter(|e| e.stale).count();
         let name = escape(upstream.name());
-        for (state, n) in [("healthy", healthy), ("unhealthy", unhealthy), ("stale", stale), ("serving", snapshot.serving.len())] {
-            let _ = writeln!(out, "switchyard_upstream_endpoints{{upstream=\"{name}\",state=\"{state}\"}} {n}");
+        for (state, n) in [
+            ("healthy", healthy),
+            ("unhealthy", unhealthy),
+            ("stale", stale),
+            ("serving", snapshot.serving.len()),
+        ] {
+            let _ = writeln!(
+                out,
+                "switchyard_upstream_endpoints{{upstream=\"{name}\",state=\"{state}\"}} {n}"
+            );
         }
     }
 
@@ -261,10 +293,26 @@ fn metrics(app: &App) -> AdminResponse {
             .collect::<Vec<_>>()
     });
     let families = [
-        ("switchyard_registry_updates_total", "counter", "Updates received from each registry."),
-        ("switchyard_registry_errors_total", "counter", "Errors from each registry (broken watches, malformed entries)."),
-        ("switchyard_registry_up", "gauge", "1 unless every watched service of the registry is failing."),
-        ("switchyard_registry_last_update_timestamp_seconds", "gauge", "Unix time of the newest update from the registry."),
+        (
+            "switchyard_registry_updates_total",
+            "counter",
+            "Updates received from each registry.",
+        ),
+        (
+            "switchyard_registry_errors_total",
+            "counter",
+            "Errors from each registry (broken watches, malformed entries).",
+        ),
+        (
+            "switchyard_registry_up",
+            "gauge",
+            "1 unless every watched service of the registry is failing.",
+        ),
+        (
+            "switchyard_registry_last_update_timestamp_seconds",
+            "gauge",
+            "Unix time of the newest update from the registry.",
+        ),
     ];
     for (family, kind, help) in families {
         let _ = writeln!(out, "# HELP {family} {help}\n# TYPE {family} {kind}");
@@ -273,7 +321,9 @@ fn metrics(app: &App) -> AdminResponse {
             let value = match family {
                 "switchyard_registry_updates_total" => metrics.updates() as f64,
                 "switchyard_registry_errors_total" => metrics.errors() as f64,
-                "switchyard_registry_up" => f64::from(u8::from(status.state != RegistryState::Down)),
+                "switchyard_registry_up" => {
+                    f64::from(u8::from(status.state != RegistryState::Down))
+                }
                 _ => status
                     .last_update
                     .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())

@@ -97,7 +97,10 @@ impl App {
             config_path,
             catalog,
             proxy,
-            current: Mutex::new(Current { config: plan.config, registries: plan.registries }),
+            current: Mutex::new(Current {
+                config: plan.config,
+                registries: plan.registries,
+            }),
             started: Instant::now(),
             reloads: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
@@ -127,13 +130,23 @@ impl App {
         let old_config = self.with_current(|c| c.config.clone());
         warn_restart_only(&old_config, &plan.config);
         let old_table = self.proxy.table();
-        let cache = Arc::new(UpstreamCache::start(plan.upstreams, Some(old_table.cache())));
+        let cache = Arc::new(UpstreamCache::start(
+            plan.upstreams,
+            Some(old_table.cache()),
+        ));
         let hash_on = plan.hash_on;
-        let table = Table::new(plan.routes, cache, &|name| hash_on.get(name).cloned(), Some(&old_table))
-            .expect("validated plans only name known upstreams");
+        let table = Table::new(
+            plan.routes,
+            cache,
+            &|name| hash_on.get(name).cloned(),
+            Some(&old_table),
+        )
+        .expect("validated plans only name known upstreams");
         self.proxy.set_table(table);
-        *self.current.lock().unwrap_or_else(|p| p.into_inner()) =
-            Current { config: plan.config, registries: plan.registries };
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Current {
+            config: plan.config,
+            registries: plan.registries,
+        };
         self.reloads.fetch_add(1, Ordering::Relaxed);
         tracing::info!(path = %self.config_path.display(), "config reloaded");
         Ok(())

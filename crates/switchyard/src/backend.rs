@@ -40,9 +40,16 @@ pub async fn serve(listener: TcpListener, name: String, body_size: Option<usize>
     let name_header = HeaderValue::from_str(&name).unwrap_or(HeaderValue::from_static("backend"));
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let (fixed, name, name_header, builder) = (fixed.clone(), name.clone(), name_header.clone(), builder.clone());
+        let (fixed, name, name_header, builder) = (
+            fixed.clone(),
+            name.clone(),
+            name_header.clone(),
+            builder.clone(),
+        );
         tokio::spawn(async move {
             let service = service_fn(move |request: Request<Incoming>| {
                 let body = match &fixed {
@@ -58,14 +65,22 @@ pub async fn serve(listener: TcpListener, name: String, body_size: Option<usize>
                     ),
                 };
                 let mut response = Response::new(Full::new(body));
-                response.headers_mut().insert("x-instance", name_header.clone());
+                response
+                    .headers_mut()
+                    .insert("x-instance", name_header.clone());
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,
-                    HeaderValue::from_static(if fixed.is_some() { "text/plain" } else { "application/json" }),
+                    HeaderValue::from_static(if fixed.is_some() {
+                        "text/plain"
+                    } else {
+                        "application/json"
+                    }),
                 );
                 async move { Ok::<_, Infallible>(response) }
             });
-            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }

@@ -278,13 +278,20 @@ pub fn read(path: &Path) -> Result<serde_json::Value, Vec<ConfigIssue>> {
         Some("json") => config::FileFormat::Json,
         _ => config::FileFormat::Toml,
     };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| vec![ConfigIssue::new("", format!("cannot read {}: {e}", path.display()))])?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![ConfigIssue::new(
+            "",
+            format!("cannot read {}: {e}", path.display()),
+        )]
+    })?;
     read_str(&text, format)
 }
 
 /// Reads a config from text, with environment overrides applied.
-pub fn read_str(text: &str, format: config::FileFormat) -> Result<serde_json::Value, Vec<ConfigIssue>> {
+pub fn read_str(
+    text: &str,
+    format: config::FileFormat,
+) -> Result<serde_json::Value, Vec<ConfigIssue>> {
     let built = config::Config::builder()
         .add_source(config::File::from_str(text, format))
         .add_source(
@@ -301,7 +308,14 @@ pub fn read_str(text: &str, format: config::FileFormat) -> Result<serde_json::Va
 }
 
 /// The top-level tables.
-const SECTIONS: [&str; 6] = ["server", "admin", "log", "registries", "upstreams", "routes"];
+const SECTIONS: [&str; 6] = [
+    "server",
+    "admin",
+    "log",
+    "registries",
+    "upstreams",
+    "routes",
+];
 
 /// Decodes a config value. Tables that do not decode are reported, with their key
 /// paths, and left out (or defaulted), so that later checks can still report everything
@@ -310,9 +324,16 @@ pub fn decode(value: &serde_json::Value) -> (Config, Vec<ConfigIssue>) {
     let mut issues = Vec::new();
     let mut value = value.clone();
     if let Some(table) = value.as_object_mut() {
-        let unknown: Vec<String> = table.keys().filter(|k| !SECTIONS.contains(&k.as_str())).cloned().collect();
+        let unknown: Vec<String> = table
+            .keys()
+            .filter(|k| !SECTIONS.contains(&k.as_str()))
+            .cloned()
+            .collect();
         for key in unknown {
-            issues.push(ConfigIssue::new(key.clone(), format!("unknown section (known: {})", SECTIONS.join(", "))));
+            issues.push(ConfigIssue::new(
+                key.clone(),
+                format!("unknown section (known: {})", SECTIONS.join(", ")),
+            ));
             table.remove(&key);
         }
     }
@@ -337,7 +358,10 @@ pub fn decode(value: &serde_json::Value) -> (Config, Vec<ConfigIssue>) {
                 continue;
             }
             Some(None) => {
-                issues.push(ConfigIssue::new(format!("{path}.type"), "missing (static | file | etcd | dns | consul | kubernetes)"));
+                issues.push(ConfigIssue::new(
+                    format!("{path}.type"),
+                    "missing (static | file | etcd | dns | consul | kubernetes)",
+                ));
                 continue;
             }
             Some(Some(serde_json::Value::String(kind))) => kind,
@@ -371,7 +395,15 @@ pub fn decode(value: &serde_json::Value) -> (Config, Vec<ConfigIssue>) {
         }
     }
 
-    let config = Config { server, admin, log, registries, upstreams, routes, broken_upstreams };
+    let config = Config {
+        server,
+        admin,
+        log,
+        registries,
+        upstreams,
+        routes,
+        broken_upstreams,
+    };
     (config, issues)
 }
 

@@ -117,9 +117,32 @@ fn main() -> ExitCode {
         (Some(Command::Check { config }), _) => check(&config),
         (Some(Command::Demo { listen, admin }), _) => demo::run(listen, admin),
         (Some(Command::Status { admin, token }), _) => status::run(&admin, token.as_deref()),
-        (Some(Command::Backend { listen, name, body_size, workers }), _) => backend::run(listen, name, body_size, workers),
-        (Some(Command::Register { etcd, service, address, weight, priority, ttl, prefix, id, username, password }), _) => {
-            let mut options = switchyard_etcd::register::RegisterOptions::new(String::new(), service, address);
+        (
+            Some(Command::Backend {
+                listen,
+                name,
+                body_size,
+                workers,
+            }),
+            _,
+        ) => backend::run(listen, name, body_size, workers),
+        (
+            Some(Command::Register {
+                etcd,
+                service,
+                address,
+                weight,
+                priority,
+                ttl,
+                prefix,
+                id,
+                username,
+                password,
+            }),
+            _,
+        ) => {
+            let mut options =
+                switchyard_etcd::register::RegisterOptions::new(String::new(), service, address);
             options.connect = switchyard_etcd::ConnectSettings::new(etcd);
             options.connect.username = username;
             options.connect.password = password;
@@ -132,7 +155,9 @@ fn main() -> ExitCode {
         }
         (None, Some(config)) => run(&config),
         (None, None) => {
-            eprintln!("switchyard: give --config PATH to run, or try `switchyard demo` (see --help)");
+            eprintln!(
+                "switchyard: give --config PATH to run, or try `switchyard demo` (see --help)"
+            );
             ExitCode::from(2)
         }
     }
@@ -141,8 +166,15 @@ fn main() -> ExitCode {
 /// `switchyard register`: holds the key until SIGTERM or ctrl-c.
 fn register(options: switchyard_etcd::register::RegisterOptions) -> ExitCode {
     init_tracing("info");
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    eprintln!("registering {} (ttl {:?}); SIGTERM or ctrl-c deregisters", options.key(), options.ttl);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    eprintln!(
+        "registering {} (ttl {:?}); SIGTERM or ctrl-c deregisters",
+        options.key(),
+        options.ttl
+    );
     match runtime.block_on(switchyard_etcd::register::run(options, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -193,7 +225,10 @@ fn run(path: &Path) -> ExitCode {
     if let Some(workers) = plan.config.server.workers {
         runtime.worker_threads(workers.max(1));
     }
-    let runtime = runtime.enable_all().build().expect("start the Tokio runtime");
+    let runtime = runtime
+        .enable_all()
+        .build()
+        .expect("start the Tokio runtime");
     runtime.block_on(serve(path.to_path_buf(), catalog, plan))
 }
 
@@ -243,7 +278,9 @@ async fn serve(path: PathBuf, catalog: switchyard_registry::Catalog, plan: plan:
 
 async fn reload_on_sighup(app: Arc<app::App>) {
     use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
     while hup.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading the config");
         let _ = app.reload().await;

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use http::{HeaderName, HeaderValue, Method};
 use switchyard_proxy::router::{HeaderMatch, PathMatch, RouteMatch};
 use switchyard_proxy::{BalancerKind, HashOn, RouteSpec};
-use switchyard_registry::{Catalog, ConfigIssue, Registry, RegistryContext, RegistryMetrics, ServiceQuery};
+use switchyard_registry::{
+    Catalog, ConfigIssue, Registry, RegistryContext, RegistryMetrics, ServiceQuery,
+};
 use switchyard_upstream::{OutlierSpec, SourceSpec, UpstreamSpec};
 
 use crate::config::{Config, RegistryTable, RouteConfig, UpstreamConfig};
@@ -53,14 +55,21 @@ pub fn build(
     let mut registries = BTreeMap::new();
     for (name, table) in &config.registries {
         let path = format!("registries.{name}");
-        if let Some(kept) = previous.and_then(|p| p.get(name)).filter(|r| r.table == *table) {
+        if let Some(kept) = previous
+            .and_then(|p| p.get(name))
+            .filter(|r| r.table == *table)
+        {
             registries.insert(name.clone(), kept.clone());
             continue;
         }
         let Some(factory) = catalog.get(&table.kind) else {
             issues.push(ConfigIssue::new(
                 format!("{path}.type"),
-                format!("unknown registry type {:?} (known: {})", table.kind, catalog.kinds().join(", ")),
+                format!(
+                    "unknown registry type {:?} (known: {})",
+                    table.kind,
+                    catalog.kinds().join(", ")
+                ),
             ));
             continue;
         };
@@ -77,7 +86,12 @@ pub fn build(
             Ok(registry) => {
                 registries.insert(
                     name.clone(),
-                    BuiltRegistry { kind: factory.kind(), table: table.clone(), registry, metrics },
+                    BuiltRegistry {
+                        kind: factory.kind(),
+                        table: table.clone(),
+                        registry,
+                        metrics,
+                    },
                 );
             }
             Err(errors) => issues.extend(errors.into_iter().map(|e| e.under(&path))),
@@ -118,7 +132,13 @@ pub fn build(
     }
 
     if issues.is_empty() {
-        Ok(Plan { config, registries, upstreams, hash_on, routes })
+        Ok(Plan {
+            config,
+            registries,
+            upstreams,
+            hash_on,
+            routes,
+        })
     } else {
         Err(issues)
     }
@@ -136,7 +156,11 @@ fn build_upstream(
         let known: Vec<&str> = BalancerKind::ALL.iter().map(|k| k.as_str()).collect();
         issues.push(ConfigIssue::new(
             "balancer",
-            format!("unknown balancer {:?} (known: {})", upstream.balancer, known.join(", ")),
+            format!(
+                "unknown balancer {:?} (known: {})",
+                upstream.balancer,
+                known.join(", ")
+            ),
         ));
     }
     let hash_on = match (&upstream.hash_on, balancer) {
@@ -148,7 +172,10 @@ fn build_upstream(
             }
         },
         (None, Some(BalancerKind::ConsistentHash)) => {
-            issues.push(ConfigIssue::new("hash_on", "required by consistent_hash: header:NAME | cookie:NAME | client_ip | path"));
+            issues.push(ConfigIssue::new(
+                "hash_on",
+                "required by consistent_hash: header:NAME | cookie:NAME | client_ip | path",
+            ));
             None
         }
         (None, _) => None,
@@ -165,7 +192,11 @@ fn build_upstream(
                 let known: Vec<&str> = config.registries.keys().map(String::as_str).collect();
                 issues.push(ConfigIssue::new(
                     format!("{path}.registry"),
-                    format!("unknown registry {:?} (known: {})", source.registry, known.join(", ")),
+                    format!(
+                        "unknown registry {:?} (known: {})",
+                        source.registry,
+                        known.join(", ")
+                    ),
                 ));
             }
             continue;
@@ -177,12 +208,18 @@ fn build_upstream(
             datacenter: source.datacenter.clone(),
         };
         if source.service.is_empty() {
-            issues.push(ConfigIssue::new(format!("{path}.service"), "must not be empty"));
+            issues.push(ConfigIssue::new(
+                format!("{path}.service"),
+                "must not be empty",
+            ));
         } else if let Err(errors) = built.registry.check_query(&query) {
             issues.extend(errors.into_iter().map(|e| e.under(&path)));
         }
         if source.weight == Some(0) {
-            issues.push(ConfigIssue::new(format!("{path}.weight"), "must be at least 1"));
+            issues.push(ConfigIssue::new(
+                format!("{path}.weight"),
+                "must be at least 1",
+            ));
         }
         sources.push(SourceSpec {
             registry_name: source.registry.clone(),
@@ -218,17 +255,26 @@ pub fn parse_hash_on(text: &str) -> Result<HashOn, String> {
     match text.split_once(':') {
         None if text == "client_ip" => Ok(HashOn::ClientIp),
         None if text == "path" => Ok(HashOn::Path),
-        Some(("header", name)) => HeaderName::from_bytes(name.as_bytes()).map(HashOn::Header).map_err(|_| bad()),
+        Some(("header", name)) => HeaderName::from_bytes(name.as_bytes())
+            .map(HashOn::Header)
+            .map_err(|_| bad()),
         Some(("cookie", name)) if !name.is_empty() => Ok(HashOn::Cookie(name.to_owned())),
         _ => Err(bad()),
     }
 }
 
-fn build_route(index: usize, route: &RouteConfig, config: &Config) -> Result<RouteSpec, Vec<ConfigIssue>> {
+fn build_route(
+    index: usize,
+    route: &RouteConfig,
+    config: &Config,
+) -> Result<RouteSpec, Vec<ConfigIssue>> {
     let mut issues = Vec::new();
     let path = match (&route.path, &route.path_prefix) {
         (Some(_), Some(_)) => {
-            issues.push(ConfigIssue::new("path", "give either path or path_prefix, not both"));
+            issues.push(ConfigIssue::new(
+                "path",
+                "give either path or path_prefix, not both",
+            ));
             PathMatch::Prefix("/".into())
         }
         (Some(p), None) => PathMatch::Exact(p.clone()),
@@ -237,29 +283,44 @@ fn build_route(index: usize, route: &RouteConfig, config: &Config) -> Result<Rou
     };
     let (PathMatch::Exact(p) | PathMatch::Prefix(p)) = &path;
     if !p.starts_with('/') {
-        let key = if route.path.is_some() { "path" } else { "path_prefix" };
+        let key = if route.path.is_some() {
+            "path"
+        } else {
+            "path_prefix"
+        };
         issues.push(ConfigIssue::new(key, format!("{p:?} must start with /")));
     }
     if let Some(host) = &route.host {
         let bare = host.strip_prefix("*.").unwrap_or(host);
         let valid = !bare.is_empty()
-            && bare.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+            && bare
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
             && !(host.starts_with('*') && !host.starts_with("*."));
         if !valid {
-            issues.push(ConfigIssue::new("host", format!("{host:?} is not a host name or *.suffix")));
+            issues.push(ConfigIssue::new(
+                "host",
+                format!("{host:?} is not a host name or *.suffix"),
+            ));
         }
     }
     let mut methods = Vec::new();
     for (i, method) in route.methods.iter().enumerate() {
         match Method::from_bytes(method.to_ascii_uppercase().as_bytes()) {
             Ok(m) => methods.push(m),
-            Err(_) => issues.push(ConfigIssue::new(format!("methods[{i}]"), format!("{method:?} is not a method"))),
+            Err(_) => issues.push(ConfigIssue::new(
+                format!("methods[{i}]"),
+                format!("{method:?} is not a method"),
+            )),
         }
     }
     let mut headers = Vec::new();
     for (name, value) in &route.headers {
         let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
-            issues.push(ConfigIssue::new(format!("headers.{name}"), "not a valid header name"));
+            issues.push(ConfigIssue::new(
+                format!("headers.{name}"),
+                "not a valid header name",
+            ));
             continue;
         };
         let cond = if value == "*" {
@@ -268,18 +329,27 @@ fn build_route(index: usize, route: &RouteConfig, config: &Config) -> Result<Rou
             match HeaderValue::from_str(value) {
                 Ok(v) => HeaderMatch::Exact(v),
                 Err(_) => {
-                    issues.push(ConfigIssue::new(format!("headers.{name}"), "not a valid header value"));
+                    issues.push(ConfigIssue::new(
+                        format!("headers.{name}"),
+                        "not a valid header value",
+                    ));
                     continue;
                 }
             }
         };
         headers.push((header, cond));
     }
-    if !config.upstreams.contains_key(&route.upstream) && !config.broken_upstreams.contains(&route.upstream) {
+    if !config.upstreams.contains_key(&route.upstream)
+        && !config.broken_upstreams.contains(&route.upstream)
+    {
         let known: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
         issues.push(ConfigIssue::new(
             "upstream",
-            format!("unknown upstream {:?} (known: {})", route.upstream, known.join(", ")),
+            format!(
+                "unknown upstream {:?} (known: {})",
+                route.upstream,
+                known.join(", ")
+            ),
         ));
     }
     if route.timeout.is_zero() {
@@ -292,8 +362,16 @@ fn build_route(index: usize, route: &RouteConfig, config: &Config) -> Result<Rou
         return Err(issues);
     }
     Ok(RouteSpec {
-        name: route.name.clone().unwrap_or_else(|| format!("route-{index}")),
-        matcher: RouteMatch { host: route.host.clone(), path, methods, headers },
+        name: route
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("route-{index}")),
+        matcher: RouteMatch {
+            host: route.host.clone(),
+            path,
+            methods,
+            headers,
+        },
         upstream: route.upstream.clone(),
         strip_prefix: route.strip_prefix,
         timeout: route.timeout,

@@ -144,7 +144,9 @@ impl Drop for Upstream {
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upstream").field("name", &self.name).finish()
+        f.debug_struct("Upstream")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -191,16 +193,16 @@ impl Actor {
     async fn run(mut self) {
         let mut events = SelectAll::new();
         for (index, source) in self.spec.sources.iter().enumerate() {
-            let stream = recover(source.registry.clone(), source.query.clone(), Backoff::default());
+            let stream = recover(
+                source.registry.clone(),
+                source.query.clone(),
+                Backoff::default(),
+            );
             events.push(stream.map(move |event| (index, event)).boxed());
         }
         let shared = self.shared.clone();
         loop {
-            let next_expiry = self
-                .stats
-                .values()
-                .filter_map(|s| s.ejected_until())
-                .min();
+            let next_expiry = self.stats.values().filter_map(|s| s.ejected_until()).min();
             let expiry = async {
                 match next_expiry {
                     Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -359,8 +361,10 @@ impl UpstreamCache {
             services: services.len(),
             endpoints: {
                 // A service watched by several upstreams counts once.
-                let mut per_service: Vec<(&str, usize)> =
-                    sources.iter().map(|s| (s.service.as_str(), s.endpoints)).collect();
+                let mut per_service: Vec<(&str, usize)> = sources
+                    .iter()
+                    .map(|s| (s.service.as_str(), s.endpoints))
+                    .collect();
                 per_service.sort_unstable();
                 per_service.dedup_by_key(|(service, _)| *service);
                 per_service.iter().map(|(_, n)| n).sum()

@@ -169,15 +169,24 @@ pub(crate) fn build(
     stats.retain(|address, _| seen.contains(address));
 
     // The serving tier: the lowest with a healthy endpoint; else panic on the lowest.
-    let healthy_tier = endpoints.iter().find(|(_, e)| e.healthy).map(|(_, e)| e.tier);
+    let healthy_tier = endpoints
+        .iter()
+        .find(|(_, e)| e.healthy)
+        .map(|(_, e)| e.tier);
     let (serving_tier, panic) = match healthy_tier {
         Some(tier) => (Some(tier), false),
-        None => (endpoints.first().map(|(_, e)| e.tier), !endpoints.is_empty()),
+        None => (
+            endpoints.first().map(|(_, e)| e.tier),
+            !endpoints.is_empty(),
+        ),
     };
     let in_serving = |e: &ServingEndpoint| Some(e.tier) == serving_tier && (panic || e.healthy);
 
     // Source weights split the serving tier's traffic between its sources.
-    if endpoints.iter().any(|(i, e)| in_serving(e) && sources[*i].weight.is_some()) {
+    if endpoints
+        .iter()
+        .any(|(i, e)| in_serving(e) && sources[*i].weight.is_some())
+    {
         let mut per_source: HashMap<usize, u64> = HashMap::new();
         for (index, e) in endpoints.iter().filter(|(_, e)| in_serving(e)) {
             *per_source.entry(*index).or_default() += u64::from(e.weight.max(1));
@@ -194,7 +203,11 @@ pub(crate) fn build(
 
     let endpoints: Vec<Arc<ServingEndpoint>> =
         endpoints.into_iter().map(|(_, e)| Arc::new(e)).collect();
-    let serving: Vec<_> = endpoints.iter().filter(|e| in_serving(e)).cloned().collect();
+    let serving: Vec<_> = endpoints
+        .iter()
+        .filter(|e| in_serving(e))
+        .cloned()
+        .collect();
     Snapshot {
         selector: factory.build(&serving),
         endpoints,
@@ -248,27 +261,52 @@ mod tests {
     }
 
     /// Builds a snapshot and returns (port, weight) of the serving set and the panic flag.
-    fn check(sources: Vec<Src>, stats: &mut HashMap<SocketAddr, Arc<EndpointStats>>) -> (Vec<(u16, u32)>, bool) {
+    fn check(
+        sources: Vec<Src>,
+        stats: &mut HashMap<SocketAddr, Arc<EndpointStats>>,
+    ) -> (Vec<(u16, u32)>, bool) {
         let refs: Vec<Arc<SourceRef>> = (0..sources.len())
-            .map(|i| Arc::new(SourceRef { registry: format!("r{i}"), service: "svc".into() }))
+            .map(|i| {
+                Arc::new(SourceRef {
+                    registry: format!("r{i}"),
+                    service: "svc".into(),
+                })
+            })
             .collect();
         let sets: Vec<SourceSet> = sources
             .iter()
-            .map(|s| SourceSet { endpoints: s.endpoints.iter().map(|e| (e.address, e.clone())).collect() })
+            .map(|s| SourceSet {
+                endpoints: s.endpoints.iter().map(|e| (e.address, e.clone())).collect(),
+            })
             .collect();
         let inputs: Vec<SourceInput<'_>> = sources
             .iter()
             .enumerate()
-            .map(|(i, s)| SourceInput { source: &refs[i], priority: s.priority, weight: s.weight, set: &sets[i], stale: false })
+            .map(|(i, s)| SourceInput {
+                source: &refs[i],
+                priority: s.priority,
+                weight: s.weight,
+                set: &sets[i],
+                stale: false,
+            })
             .collect();
         let snap = build(&inputs, stats, Instant::now(), &First, 1);
-        (snap.serving.iter().map(|e| (e.address().port(), e.weight)).collect(), snap.panic)
+        (
+            snap.serving
+                .iter()
+                .map(|e| (e.address().port(), e.weight))
+                .collect(),
+            snap.panic,
+        )
     }
 
     #[test]
     fn lowest_tier_with_a_healthy_endpoint_serves() {
         let mut stats = HashMap::new();
-        let (serving, panic) = check(vec![src(1, &[(3, 1)]), src(0, &[(1, 1), (2, 2)])], &mut stats);
+        let (serving, panic) = check(
+            vec![src(1, &[(3, 1)]), src(0, &[(1, 1), (2, 2)])],
+            &mut stats,
+        );
         assert_eq!(serving, vec![(1, 1), (2, 2)]);
         assert!(!panic);
         // Tier 0 empty: tier 1 serves.
@@ -306,7 +344,10 @@ mod tests {
     #[test]
     fn same_address_from_two_sources_counts_once() {
         let mut stats = HashMap::new();
-        let (serving, _) = check(vec![src(0, &[(1, 1), (2, 1)]), src(0, &[(2, 1), (3, 1)])], &mut stats);
+        let (serving, _) = check(
+            vec![src(0, &[(1, 1), (2, 1)]), src(0, &[(2, 1), (3, 1)])],
+            &mut stats,
+        );
         assert_eq!(serving, vec![(1, 1), (2, 1), (3, 1)]);
         assert_eq!(stats.len(), 3);
     }
@@ -320,7 +361,11 @@ mod tests {
         k8s.weight = Some(1);
         let (serving, _) = check(vec![consul, k8s], &mut stats);
         let total: u32 = serving.iter().map(|(_, w)| w).sum();
-        let k8s_share: u32 = serving.iter().filter(|(p, _)| *p == 4).map(|(_, w)| w).sum();
+        let k8s_share: u32 = serving
+            .iter()
+            .filter(|(p, _)| *p == 4)
+            .map(|(_, w)| w)
+            .sum();
         assert_eq!(k8s_share * 10, total, "{serving:?}");
     }
 
@@ -328,7 +373,10 @@ mod tests {
     fn ejected_endpoints_leave_the_serving_set_and_stats_are_kept() {
         let mut stats = HashMap::new();
         check(vec![src(0, &[(1, 1), (2, 1)])], &mut stats);
-        let outlier = crate::OutlierSpec { consecutive_failures: 1, ..Default::default() };
+        let outlier = crate::OutlierSpec {
+            consecutive_failures: 1,
+            ..Default::default()
+        };
         assert!(stats[&ep(1).address].record_failure(&outlier));
         let (serving, panic) = check(vec![src(0, &[(1, 1), (2, 1)])], &mut stats);
         assert_eq!(serving, vec![(2, 1)]);

@@ -81,14 +81,20 @@ mod tests {
     }
 
     fn ports(set: &SourceSet) -> Vec<(u16, u32)> {
-        set.endpoints.values().map(|e| (e.address.port(), e.weight)).collect()
+        set.endpoints
+            .values()
+            .map(|e| (e.address.port(), e.weight))
+            .collect()
     }
 
     #[test]
     fn applies_each_update_kind() {
         let mut set = SourceSet::default();
         assert!(set.apply(Update::Reset(vec![ep(1, 1), ep(2, 1)])));
-        assert!(!set.apply(Update::Reset(vec![ep(2, 1), ep(1, 1)])), "same set, other order");
+        assert!(
+            !set.apply(Update::Reset(vec![ep(2, 1), ep(1, 1)])),
+            "same set, other order"
+        );
         assert!(set.apply(Update::Add(vec![ep(2, 5), ep(3, 1)])));
         assert_eq!(ports(&set), vec![(1, 1), (2, 5), (3, 1)]);
         assert!(!set.apply(Update::Add(vec![ep(3, 1)])), "no-op add");

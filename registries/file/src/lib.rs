@@ -27,8 +27,8 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use serde::Deserialize;
 use switchyard_registry::{
-    decode_settings, ConfigIssue, Endpoint, Registry, RegistryContext, RegistryError, RegistryFactory,
-    ServiceQuery, Update, UpdateStream,
+    decode_settings, ConfigIssue, Endpoint, Registry, RegistryContext, RegistryError,
+    RegistryFactory, ServiceQuery, Update, UpdateStream,
 };
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -57,7 +57,11 @@ impl RegistryFactory for FileFactory {
         "file"
     }
 
-    fn build(&self, ctx: RegistryContext, settings: &serde_json::Value) -> Result<Arc<dyn Registry>, Vec<ConfigIssue>> {
+    fn build(
+        &self,
+        ctx: RegistryContext,
+        settings: &serde_json::Value,
+    ) -> Result<Arc<dyn Registry>, Vec<ConfigIssue>> {
         let settings: Settings = decode_settings(settings).map_err(|e| vec![e])?;
         if settings.path.is_empty() {
             return Err(vec![ConfigIssue::new("path", "must not be empty")]);
@@ -96,7 +100,12 @@ pub struct FileRegistry {
 
 impl Drop for FileRegistry {
     fn drop(&mut self) {
-        if let Some((_, task)) = self.watcher.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some((_, task)) = self
+            .watcher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             task.abort();
         }
     }
@@ -110,7 +119,12 @@ impl FileRegistry {
             return rx.clone();
         }
         let (tx, rx) = watch::channel(FileState::Pending);
-        let task = tokio::spawn(watch_file(self.path.clone(), self.poll, self.ctx.clone(), tx));
+        let task = tokio::spawn(watch_file(
+            self.path.clone(),
+            self.poll,
+            self.ctx.clone(),
+            tx,
+        ));
         *slot = Some((rx.clone(), task));
         rx
     }
@@ -160,12 +174,22 @@ fn fingerprint(path: &Path) -> Option<(SystemTime, u64)> {
 }
 
 /// Reads and parses the file whenever it may have changed, publishing each new result.
-async fn watch_file(path: PathBuf, poll: Duration, ctx: RegistryContext, tx: watch::Sender<FileState>) {
+async fn watch_file(
+    path: PathBuf,
+    poll: Duration,
+    ctx: RegistryContext,
+    tx: watch::Sender<FileState>,
+) {
     let (event_tx, mut events) = tokio::sync::mpsc::channel::<()>(1);
     let file_name = path.file_name().map(ToOwned::to_owned);
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let relevant = match &event {
-            Ok(e) => e.paths.is_empty() || e.paths.iter().any(|p| p.file_name() == file_name.as_deref()),
+            Ok(e) => {
+                e.paths.is_empty()
+                    || e.paths
+                        .iter()
+                        .any(|p| p.file_name() == file_name.as_deref())
+            }
             Err(_) => true,
         };
         if relevant {
@@ -176,7 +200,10 @@ async fn watch_file(path: PathBuf, poll: Duration, ctx: RegistryContext, tx: wat
     let _watcher = match watcher {
         Ok(mut w) => {
             use notify::Watcher;
-            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
             if let Err(error) = w.watch(dir, notify::RecursiveMode::NonRecursive) {
                 tracing::warn!(path = %path.display(), "cannot watch the directory, polling only: {error}");
             }
@@ -208,7 +235,9 @@ async fn watch_file(path: PathBuf, poll: Duration, ctx: RegistryContext, tx: wat
         }
         seen = Some(print_now);
         let state = match tokio::fs::read_to_string(&path).await {
-            Err(error) => FileState::Failed { error: format!("cannot read {}: {error}", path.display()) },
+            Err(error) => FileState::Failed {
+                error: format!("cannot read {}: {error}", path.display()),
+            },
             Ok(text) if Some(&text) == last_text.as_ref() => continue,
             Ok(text) => match parse_file_sd(&text, &ctx) {
                 Ok(services) => {
@@ -217,7 +246,9 @@ async fn watch_file(path: PathBuf, poll: Duration, ctx: RegistryContext, tx: wat
                 }
                 Err(error) => {
                     last_text = None;
-                    FileState::Failed { error: format!("{}: {error}", path.display()) }
+                    FileState::Failed {
+                        error: format!("{}: {error}", path.display()),
+                    }
                 }
             },
         };

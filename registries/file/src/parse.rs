@@ -27,19 +27,23 @@ pub fn parse_file_sd(text: &str, ctx: &RegistryContext) -> Result<Services, Stri
         let group: Group = match serde_json::from_value(group) {
             Ok(group) => group,
             Err(error) => {
-                ctx.metrics.malformed(&ctx.name, format!("group {g}: {error}"));
+                ctx.metrics
+                    .malformed(&ctx.name, format!("group {g}: {error}"));
                 continue;
             }
         };
         let label = |name: &str| group.labels.get(name).and_then(label_text);
         let Some(service) = label("__service__") else {
-            ctx.metrics.malformed(&ctx.name, format!("group {g}: no __service__ label"));
+            ctx.metrics
+                .malformed(&ctx.name, format!("group {g}: no __service__ label"));
             continue;
         };
         let number = |name: &str, default: u32| -> Result<u32, String> {
             match label(name) {
                 None => Ok(default),
-                Some(text) => text.parse().map_err(|_| format!("group {g}: {name} {text:?} is not a number")),
+                Some(text) => text
+                    .parse()
+                    .map_err(|_| format!("group {g}: {name} {text:?} is not a number")),
             }
         };
         let (weight, priority) = match (number("__weight__", 1), number("__priority__", 0)) {
@@ -68,9 +72,10 @@ pub fn parse_file_sd(text: &str, ctx: &RegistryContext) -> Result<Services, Stri
                     metadata: metadata.clone(),
                     healthy: true,
                 }),
-                None => ctx
-                    .metrics
-                    .malformed(&ctx.name, format!("service {service}: target {target} is not ip:port")),
+                None => ctx.metrics.malformed(
+                    &ctx.name,
+                    format!("service {service}: target {target} is not ip:port"),
+                ),
             }
         }
     }
@@ -89,16 +94,30 @@ fn label_text(value: &serde_json::Value) -> Option<String> {
 mod tests {
     use super::*;
 
-    /// Parses `text` and returns, per service, (port, weight, priority) and the error count.
-    fn check(text: &str, expected: &[(&str, &[(u16, u32, u32)])], errors: u64) {
+    /// Per service: (port, weight, priority) of each endpoint.
+    type Summary = Vec<(String, Vec<(u16, u32, u32)>)>;
+    /// The expected endpoints of one service.
+    type Expected<'a> = (&'a str, &'a [(u16, u32, u32)]);
+
+    /// Parses `text` and compares, per service, (port, weight, priority) and the error count.
+    fn check(text: &str, expected: &[Expected<'_>], errors: u64) {
         let ctx = RegistryContext::new("files");
         let services = parse_file_sd(text, &ctx).expect("parses");
-        let got: Vec<(String, Vec<(u16, u32, u32)>)> = services
+        let got: Summary = services
             .iter()
-            .map(|(s, eps)| (s.clone(), eps.iter().map(|e| (e.address.port(), e.weight, e.priority)).collect()))
+            .map(|(s, eps)| {
+                (
+                    s.clone(),
+                    eps.iter()
+                        .map(|e| (e.address.port(), e.weight, e.priority))
+                        .collect(),
+                )
+            })
             .collect();
-        let want: Vec<(String, Vec<(u16, u32, u32)>)> =
-            expected.iter().map(|(s, eps)| ((*s).to_owned(), eps.to_vec())).collect();
+        let want: Summary = expected
+            .iter()
+            .map(|(s, eps)| ((*s).to_owned(), eps.to_vec()))
+            .collect();
         assert_eq!(got, want, "{text}");
         assert_eq!(ctx.metrics.errors(), errors, "{text}");
     }

@@ -90,7 +90,11 @@ impl RegistryFactory for StaticFactory {
         "static"
     }
 
-    fn build(&self, ctx: RegistryContext, settings: &serde_json::Value) -> Result<Arc<dyn Registry>, Vec<ConfigIssue>> {
+    fn build(
+        &self,
+        ctx: RegistryContext,
+        settings: &serde_json::Value,
+    ) -> Result<Arc<dyn Registry>, Vec<ConfigIssue>> {
         let settings: Settings = decode_settings(settings).map_err(|e| vec![e])?;
         let mut issues = Vec::new();
         let mut services = BTreeMap::new();
@@ -130,18 +134,28 @@ impl Registry for StaticRegistry {
             let known: Vec<&str> = self.services.keys().map(String::as_str).collect();
             Err(vec![ConfigIssue::new(
                 "service",
-                format!("unknown service {:?} in static registry {:?} (known: {})", query.service, self.ctx.name, known.join(", ")),
+                format!(
+                    "unknown service {:?} in static registry {:?} (known: {})",
+                    query.service,
+                    self.ctx.name,
+                    known.join(", ")
+                ),
             )])
         }
     }
 
     async fn watch(&self, query: &ServiceQuery) -> Result<UpdateStream, RegistryError> {
         let Some(entries) = self.services.get(&query.service) else {
-            return Ok(futures::stream::iter([Ok(Update::DoesNotExist)]).chain(futures::stream::pending()).boxed());
+            return Ok(futures::stream::iter([Ok(Update::DoesNotExist)])
+                .chain(futures::stream::pending())
+                .boxed());
         };
         let mut endpoints = Vec::with_capacity(entries.len());
         for entry in entries {
-            match tokio::net::lookup_host(entry.address.as_str()).await.map(|mut a| a.next()) {
+            match tokio::net::lookup_host(entry.address.as_str())
+                .await
+                .map(|mut a| a.next())
+            {
                 Ok(Some(address)) => endpoints.push(Endpoint {
                     address,
                     weight: entry.weight,
@@ -150,10 +164,10 @@ impl Registry for StaticRegistry {
                     metadata: entry.metadata.clone(),
                     healthy: true,
                 }),
-                Ok(None) | Err(_) => self
-                    .ctx
-                    .metrics
-                    .malformed(&self.ctx.name, format!("{}: {} does not resolve", query.service, entry.address)),
+                Ok(None) | Err(_) => self.ctx.metrics.malformed(
+                    &self.ctx.name,
+                    format!("{}: {} does not resolve", query.service, entry.address),
+                ),
             }
         }
         // The set never changes until a reload: one Reset, then nothing.
@@ -176,23 +190,36 @@ mod tests {
     async fn serves_configured_endpoints() {
         let registry = build(json!({"services": {"echo": ["127.0.0.1:9001", {"address": "127.0.0.1:9002", "weight": 3, "zone": "a"}]}})).unwrap();
         let mut stream = registry.watch(&ServiceQuery::new("echo")).await.unwrap();
-        let Some(Ok(Update::Reset(endpoints))) = stream.next().await else { panic!("no reset") };
+        let Some(Ok(Update::Reset(endpoints))) = stream.next().await else {
+            panic!("no reset")
+        };
         assert_eq!(endpoints.len(), 2);
         assert_eq!(endpoints[1].weight, 3);
         assert_eq!(endpoints[1].zone.as_deref(), Some("a"));
         assert!(registry.check_query(&ServiceQuery::new("echo")).is_ok());
-        let issues = registry.check_query(&ServiceQuery::new("ecko")).err().expect("refused");
+        let issues = registry
+            .check_query(&ServiceQuery::new("ecko"))
+            .err()
+            .unwrap_or_else(|| panic!("refused"));
         assert_eq!(issues[0].path, "service");
     }
 
     #[test]
     fn bad_settings_name_their_keys() {
-        let issues = build(json!({"services": {"a": ["nope", "127.0.0.1:1"], "b": [{"address": "x:99999"}]}})).err().expect("refused");
+        let issues = build(
+            json!({"services": {"a": ["nope", "127.0.0.1:1"], "b": [{"address": "x:99999"}]}}),
+        )
+        .err()
+        .unwrap_or_else(|| panic!("refused"));
         let paths: Vec<&str> = issues.iter().map(|i| i.path.as_str()).collect();
         assert_eq!(paths, vec!["services.a[0]", "services.b[0]"]);
-        let issues = build(json!({"servces": {}})).err().expect("refused");
+        let issues = build(json!({"servces": {}}))
+            .err()
+            .unwrap_or_else(|| panic!("refused"));
         assert!(issues[0].message.contains("unknown field"), "{issues:?}");
-        let issues = build(json!({"services": {"a": [{"address": "127.0.0.1:1", "wieght": 2}]}})).err().expect("refused");
+        let issues = build(json!({"services": {"a": [{"address": "127.0.0.1:1", "wieght": 2}]}}))
+            .err()
+            .unwrap_or_else(|| panic!("refused"));
         assert!(!issues.is_empty());
     }
 }

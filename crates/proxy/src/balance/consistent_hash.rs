@@ -100,7 +100,10 @@ mod tests {
         let ring = HashRing::new(keys, weights);
         (0..n)
             .map(|k| {
-                let ctx = PickContext { hash: stable_hash(&k.to_le_bytes()), attempt: 0 };
+                let ctx = PickContext {
+                    hash: stable_hash(&k.to_le_bytes()),
+                    attempt: 0,
+                };
                 keys[ring.pick(&serving, &ctx).unwrap()].clone()
             })
             .collect()
@@ -110,7 +113,11 @@ mod tests {
     fn removing_one_of_n_moves_about_one_nth() {
         let keys: Vec<String> = (0..10).map(|i| format!("10.0.0.{i}:80")).collect();
         let before = owners(&keys, &[1; 10], 10_000);
-        let fewer: Vec<String> = keys.iter().filter(|k| *k != "10.0.0.3:80").cloned().collect();
+        let fewer: Vec<String> = keys
+            .iter()
+            .filter(|k| *k != "10.0.0.3:80")
+            .cloned()
+            .collect();
         let after = owners(&fewer, &[1; 9], 10_000);
         let moved = before.iter().zip(&after).filter(|(a, b)| a != b).count();
         let owned = before.iter().filter(|k| *k == "10.0.0.3:80").count();
@@ -123,10 +130,19 @@ mod tests {
         let keys: Vec<String> = (0..5).map(|i| format!("10.0.0.{i}:80")).collect();
         let serving = endpoints(&[1; 5]);
         let ring = HashRing::new(&keys, &[1; 5]);
-        let ctx = PickContext { hash: 42, attempt: 0 };
+        let ctx = PickContext {
+            hash: 42,
+            attempt: 0,
+        };
         let first = ring.pick(&serving, &ctx);
         assert_eq!(first, ring.pick(&serving, &ctx));
-        let retry = ring.pick(&serving, &PickContext { hash: 42, attempt: 1 });
+        let retry = ring.pick(
+            &serving,
+            &PickContext {
+                hash: 42,
+                attempt: 1,
+            },
+        );
         assert_ne!(first, retry);
     }
 

@@ -97,6 +97,9 @@ mod tests {
     #[test]
     fn single_and_empty() {
         assert_eq!(LeastRequest.pick(&[], &PickContext::default()), None);
-        assert_eq!(LeastRequest.pick(&endpoints(&[3]), &PickContext::default()), Some(0));
+        assert_eq!(
+            LeastRequest.pick(&endpoints(&[3]), &PickContext::default()),
+            Some(0)
+        );
     }
 }

@@ -125,7 +125,10 @@ pub(crate) mod testing {
 
     /// Serving endpoints on 127.0.0.1 ports 1.. with the given weights.
     pub fn endpoints(weights: &[u32]) -> Vec<Arc<ServingEndpoint>> {
-        let source = Arc::new(SourceRef { registry: "test".into(), service: "svc".into() });
+        let source = Arc::new(SourceRef {
+            registry: "test".into(),
+            service: "svc".into(),
+        });
         weights
             .iter()
             .enumerate()
@@ -152,8 +155,13 @@ pub(crate) mod testing {
     ) -> HashMap<usize, usize> {
         let mut counts = HashMap::new();
         for i in 0..n {
-            let ctx = switchyard_upstream::PickContext { hash: hash(i), attempt: 0 };
-            *counts.entry(selector.pick(serving, &ctx).unwrap()).or_default() += 1;
+            let ctx = switchyard_upstream::PickContext {
+                hash: hash(i),
+                attempt: 0,
+            };
+            *counts
+                .entry(selector.pick(serving, &ctx).unwrap())
+                .or_default() += 1;
         }
         counts
     }

@@ -54,6 +54,9 @@ mod tests {
 
     #[test]
     fn empty_is_none() {
-        assert_eq!(WeightedRandom::new(&[]).pick(&[], &PickContext::default()), None);
+        assert_eq!(
+            WeightedRandom::new(&[]).pick(&[], &PickContext::default()),
+            None
+        );
     }
 }

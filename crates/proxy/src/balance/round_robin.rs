@@ -30,7 +30,11 @@ pub struct RoundRobin {
 impl RoundRobin {
     /// Builds the schedule for `weights`.
     pub fn new(weights: &[u32]) -> Self {
-        let start = if weights.is_empty() { 0 } else { fastrand::usize(..weights.len()) };
+        let start = if weights.is_empty() {
+            0
+        } else {
+            fastrand::usize(..weights.len())
+        };
         let equal = weights.windows(2).all(|w| w[0] == w[1]);
         RoundRobin {
             next: AtomicUsize::new(start),
@@ -140,7 +144,9 @@ mod tests {
         let serving = endpoints(weights);
         let rr = RoundRobin::new(weights);
         let counts = distribution(&rr, &serving, n, |_| 0);
-        let got: Vec<usize> = (0..weights.len()).map(|i| counts.get(&i).copied().unwrap_or(0)).collect();
+        let got: Vec<usize> = (0..weights.len())
+            .map(|i| counts.get(&i).copied().unwrap_or(0))
+            .collect();
         assert_eq!(got, expected, "weights {weights:?}");
     }
 
@@ -162,9 +168,14 @@ mod tests {
     fn interleaves_smoothly() {
         let serving = endpoints(&[5, 1, 1]);
         let rr = RoundRobin::new(&[5, 1, 1]);
-        let picks: Vec<usize> = (0..7).map(|_| rr.pick(&serving, &PickContext::default()).unwrap()).collect();
+        let picks: Vec<usize> = (0..7)
+            .map(|_| rr.pick(&serving, &PickContext::default()).unwrap())
+            .collect();
         // nginx's smooth order: never three of the heavy one in a row.
-        let runs = picks.windows(3).filter(|w| w.iter().all(|&x| x == 0)).count();
+        let runs = picks
+            .windows(3)
+            .filter(|w| w.iter().all(|&x| x == 0))
+            .count();
         assert_eq!(runs, 0, "{picks:?}");
     }
 
