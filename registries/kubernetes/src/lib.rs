@@ -108,6 +108,8 @@ impl KubernetesRegistry {
             return Ok(client.clone());
         }
         let config = self.load_config().await?;
+        // Ignored when a provider is already installed (by us or by the binary).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = Client::try_from(config).map_err(|e| {
             RegistryError::unavailable(format!("building the Kubernetes client: {e}"))
         })?;
