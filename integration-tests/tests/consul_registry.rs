@@ -584,3 +584,57 @@ async fn malformed_entries_are_skipped_and_counted_once() {
     );
     assert_eq!(metrics.errors(), 2, "still malformed, not counted again");
 }
+
+#[tokio::test]
+async fn a_server_answering_at_once_cannot_make_the_watch_spin() {
+    let double = double();
+    let agent = AgentClient::new(&double.address());
+    register(&agent, "a", 9001, &[]).await;
+    let (registry, _) = registry(&double, json!({}));
+    // Driven by its own task, as the gateway drives it.
+    let mut events = recover(registry, query("web", &[], None), Backoff::default());
+    assert_eq!(
+        summary(&next_event_update(&mut events, "initial").await),
+        "Reset[9001]"
+    );
+    double.reset_requests();
+    double.set_ignore_index(true);
+    let window = Duration::from_secs(3);
+    // Same answer every time: nothing is published.
+    assert!(tokio::time::timeout(window, events.next()).await.is_err());
+    let requests = double.requests(HEALTH_WEB);
+    println!("requests in {window:?} from a server answering at once: {requests}");
+    // The token bucket: a burst of 10, then one per 100 ms (plus jitter).
+    assert!(requests <= 45, "{requests} requests in 3 s: spinning");
+    assert!(requests >= 10, "{requests} requests: the watch stopped");
+    // Changes still get through.
+    register(&agent, "b", 9002, &[]).await;
+    assert_eq!(
+        summary(&next_event_update(&mut events, "change while spinning").await),
+        "Add[9002]"
+    );
+}
+
+#[tokio::test]
+async fn a_server_without_index_headers_is_polled_slowly() {
+    let double = double();
+    double.set_omit_index_header(true);
+    let agent = AgentClient::new(&double.address());
+    register(&agent, "a", 9001, &[]).await;
+    let (registry, _) = registry(&double, json!({}));
+    let mut events = recover(registry, query("web", &[], None), Backoff::default());
+    assert_eq!(
+        summary(&next_event_update(&mut events, "initial").await),
+        "Reset[9001]"
+    );
+    register(&agent, "b", 9002, &[]).await;
+    assert_eq!(
+        summary(&next_event_update(&mut events, "polled change").await),
+        "Add[9002]"
+    );
+    double.reset_requests();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let requests = double.requests(HEALTH_WEB);
+    println!("requests in 3 s without X-Consul-Index: {requests}");
+    assert!((1..=5).contains(&requests), "{requests} requests in 3 s");
+}

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -96,6 +97,10 @@ pub struct Agent {
     pub node: String,
     pub acl: Option<AclOptions>,
     pub stats: Stats,
+    /// Knob: answer blocking queries at once, as a misbehaving server would.
+    pub ignore_index: AtomicBool,
+    /// Knob: leave `X-Consul-Index` out of answers, as a non-blocking proxy would.
+    pub omit_index: AtomicBool,
 }
 
 type Body = Full<Bytes>;
@@ -341,6 +346,7 @@ async fn block(
         let abandoned = abandon_seen.is_some_and(|seen| seen != abandon);
         abandon_seen = Some(abandon);
         if blocking.min_index == 0
+            || agent.ignore_index.load(Ordering::Relaxed)
             || result.index > blocking.min_index
             || abandoned
             || Instant::now() >= blocking.deadline
@@ -417,7 +423,7 @@ async fn health_service(
         }
     })
     .await?;
-    Ok(read_response(&read))
+    Ok(read_response(agent, &read))
 }
 
 async fn catalog_services(
@@ -444,7 +450,7 @@ async fn catalog_services(
         }
     })
     .await?;
-    Ok(read_response(&read))
+    Ok(read_response(agent, &read))
 }
 
 fn agent_self(agent: &Agent) -> Response<Body> {
@@ -472,15 +478,16 @@ fn agent_self(agent: &Agent) -> Response<Body> {
     json_response(&body, &[])
 }
 
-fn read_response(read: &Read) -> Response<Body> {
-    let index = read.index.to_string();
+fn read_response(agent: &Agent, read: &Read) -> Response<Body> {
     let mut headers: Vec<(&'static str, String)> = vec![
-        ("X-Consul-Index", index),
         ("X-Consul-Knownleader", "true".into()),
         ("X-Consul-Lastcontact", "0".into()),
         ("X-Consul-Effective-Consistency", "leader".into()),
         ("X-Consul-Query-Backend", "blocking-query".into()),
     ];
+    if !agent.omit_index.load(Ordering::Relaxed) {
+        headers.push(("X-Consul-Index", read.index.to_string()));
+    }
     if read.filtered {
         headers.push(("X-Consul-Results-Filtered-By-ACLs", "true".into()));
     }

@@ -20,6 +20,7 @@
 //! Knobs real Consul has no API for, for tests: [`ConsulDouble::stop`] (the agent dies and
 //! its connections drop) and [`ConsulDouble::resume`] (back on the same port, state kept),
 //! [`ConsulDouble::rewind_index`] (the index goes backwards, as after a snapshot restore),
+//! misbehaviour ([`ConsulDouble::set_ignore_index`], [`ConsulDouble::set_omit_index_header`]),
 //! per-path request counters and a request log. Several doubles can form one cluster with
 //! several datacenters ([`Options::join`]), so `?dc=` reaches another agent's catalog.
 //!
@@ -34,6 +35,7 @@ mod state;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener as StdListener};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -151,6 +153,8 @@ impl ConsulDouble {
             node,
             acl: options.acl,
             stats: Stats::default(),
+            ignore_index: AtomicBool::new(false),
+            omit_index: AtomicBool::new(false),
         });
         let listener = StdListener::bind(options.listen)?;
         let listen = listener.local_addr()?;
@@ -296,6 +300,19 @@ impl ConsulDouble {
                 dc.rewind(to);
             }
         });
+    }
+
+    /// Knob: when on, blocking queries answer at once whatever their `index` (a
+    /// misbehaving server, or one behind a proxy that cuts long polls). Default off.
+    pub fn set_ignore_index(&self, on: bool) {
+        self.agent.ignore_index.store(on, Ordering::Relaxed);
+        // Wake the queries blocked now, so they see the knob.
+        self.agent.shared.write(|_| ());
+    }
+
+    /// Knob: when on, answers carry no `X-Consul-Index` header. Default off.
+    pub fn set_omit_index_header(&self, on: bool) {
+        self.agent.omit_index.store(on, Ordering::Relaxed);
     }
 
     /// How many requests this agent received for `path` (without query string), e.g.

@@ -14,7 +14,8 @@
 //!   [`REFILL`], the pace consul-template settled on), with jitter on every wait, so a
 //!   server that answers at once cannot make the gateway spin.
 //!
-//! Errors end the stream with the right kind; the shared recover wrapper reconnects.
+//! A server that sends no `X-Consul-Index` cannot block: it is polled every
+//! [`NO_INDEX_POLL`] instead, with a warning. Errors end the stream with the right kind; the shared recover wrapper reconnects.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -32,6 +33,8 @@ pub const BURST: u32 = 10;
 pub const REFILL: Duration = Duration::from_millis(100);
 /// How long a hostname lookup may take before the entry counts as malformed.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a server that sends no `X-Consul-Index` (so cannot block) is polled.
+pub const NO_INDEX_POLL: Duration = Duration::from_secs(1);
 /// Extra time past `wait` (and Consul's wait/16 jitter) before a request is abandoned.
 const REQUEST_SLACK: Duration = Duration::from_secs(15);
 
@@ -141,7 +144,8 @@ pub struct Shared {
 
 /// One answer of the health endpoint.
 struct Answer {
-    index: u64,
+    /// `X-Consul-Index`; `None` when the server sent none (it cannot block).
+    index: Option<u64>,
     filtered_by_acls: bool,
     entries: Vec<serde_json::Value>,
 }
@@ -161,6 +165,9 @@ pub struct Watch {
     failed: bool,
     malformed: HashSet<String>,
     warned_filtered: bool,
+    warned_no_index: bool,
+    /// Extra delay before the next request (set while the server sends no index).
+    poll_delay: Duration,
 }
 
 impl Watch {
@@ -185,6 +192,8 @@ impl Watch {
             failed: false,
             malformed: HashSet::new(),
             warned_filtered: false,
+            warned_no_index: false,
+            poll_delay: Duration::ZERO,
         }
     }
 
@@ -196,6 +205,9 @@ impl Watch {
             }
             if self.failed {
                 return None;
+            }
+            if !self.poll_delay.is_zero() {
+                tokio::time::sleep(self.poll_delay).await;
             }
             let delay = self.bucket.take(Instant::now());
             if !delay.is_zero() {
@@ -210,13 +222,30 @@ impl Watch {
                 }
             };
             let previous = self.index;
-            self.index = next_index(previous, answer.index);
+            let Some(returned) = answer.index else {
+                // Not a blocking endpoint after all (a proxy or another implementation that
+                // drops the header): poll it, slowly, rather than fail or spin.
+                if !self.warned_no_index {
+                    self.warned_no_index = true;
+                    tracing::warn!(
+                        registry = %self.shared.name,
+                        service = %self.service,
+                        "consul answered without X-Consul-Index: cannot block, polling every {NO_INDEX_POLL:?}"
+                    );
+                }
+                self.index = 0;
+                self.poll_delay = NO_INDEX_POLL;
+                self.publish(&answer.entries).await;
+                continue;
+            };
+            self.poll_delay = Duration::ZERO;
+            self.index = next_index(previous, returned);
             if self.index == 0 {
                 tracing::info!(
                     registry = %self.shared.name,
                     service = %self.service,
                     previous,
-                    returned = answer.index,
+                    returned,
                     "X-Consul-Index went backwards; resetting the blocking query"
                 );
             }
@@ -239,15 +268,20 @@ impl Watch {
                     );
                 }
             }
-            let set = self.decode(&answer.entries).await;
-            match &self.known {
-                None => self
-                    .pending
-                    .push_back(Update::Reset(set.values().cloned().collect())),
-                Some(known) => self.pending.extend(diff(known, &set)),
-            }
-            self.known = Some(set);
+            self.publish(&answer.entries).await;
         }
+    }
+
+    /// Decodes an answer and queues what changed (everything, as a `Reset`, the first time).
+    async fn publish(&mut self, entries: &[serde_json::Value]) {
+        let set = self.decode(entries).await;
+        match &self.known {
+            None => self
+                .pending
+                .push_back(Update::Reset(set.values().cloned().collect())),
+            Some(known) => self.pending.extend(diff(known, &set)),
+        }
+        self.known = Some(set);
     }
 
     async fn fetch(&self) -> Result<Answer, RegistryError> {
@@ -283,13 +317,7 @@ impl Watch {
             .headers()
             .get("X-Consul-Index")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .ok_or_else(|| {
-                RegistryError::protocol(format!(
-                    "consul at {} answered {:?} without a valid X-Consul-Index header",
-                    self.shared.address, self.service
-                ))
-            })?;
+            .and_then(|v| v.trim().parse::<u64>().ok());
         let filtered_by_acls = response
             .headers()
             .get("X-Consul-Results-Filtered-By-ACLs")
