@@ -254,7 +254,7 @@ impl Watch {
                     self.failed = true;
                     return Some(Err(RegistryError::unauthorized(format!(
                         "consul at {} filtered every instance of {:?} by ACLs (X-Consul-Results-Filtered-By-ACLs): {} lacks service:read or node:read; set token or token_file",
-                        self.shared.address,
+                        self.address(),
                         self.service,
                         if self.token.is_some() { "the token" } else { "the anonymous token" },
                     ))));
@@ -330,7 +330,8 @@ impl Watch {
         let entries: Vec<serde_json::Value> = serde_json::from_slice(&body).map_err(|e| {
             RegistryError::protocol(format!(
                 "consul at {} answered {:?} with something other than a JSON array: {e}",
-                self.shared.address, self.service
+                self.address(),
+                self.service
             ))
         })?;
         Ok(Answer {
@@ -387,10 +388,16 @@ impl Watch {
         now.insert(what);
     }
 
+    /// The agent's address for messages, without the trailing `/`.
+    fn address(&self) -> &str {
+        self.shared.address.as_str().trim_end_matches('/')
+    }
+
     fn transport_error(&self, err: &reqwest::Error) -> RegistryError {
         let mut message = format!(
             "consul agent at {} unreachable while watching {:?}: {err}",
-            self.shared.address, self.service
+            self.address(),
+            self.service
         );
         let mut source = std::error::Error::source(err);
         while let Some(cause) = source {
@@ -412,7 +419,7 @@ impl Watch {
     ) -> RegistryError {
         let body = body.trim();
         let body: String = body.chars().take(300).collect();
-        let address = &self.shared.address;
+        let address = self.address();
         let service = &self.service;
         let error = match status {
             StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED => {
