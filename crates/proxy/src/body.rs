@@ -1,7 +1,8 @@
 //! The one body type of the proxy, both directions: a streamed hyper body passed through
-//! untouched, or bytes the gateway made itself. An enum rather than a boxed trait object,
-//! so streaming costs no allocation; an optional completion hook (the access log) runs
-//! when the body ends or is dropped, with the number of bytes that went through.
+//! untouched, bytes the gateway made itself, or (for filters that transform bodies, such as
+//! the response cache) any boxed body. An enum, so the common streaming case costs no
+//! allocation; an optional completion hook (the access log) runs when the body ends or is
+//! dropped, with the number of bytes that went through.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -16,6 +17,12 @@ pub trait Completion: Send + Sync + 'static {
     fn complete(self: Box<Self>, bytes: u64);
 }
 
+/// The error type of every body the proxy handles.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A boxed body, for filters that build their own.
+pub type BoxBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
 /// A request or response body.
 pub struct ProxyBody {
     inner: Inner,
@@ -26,6 +33,7 @@ pub struct ProxyBody {
 enum Inner {
     Stream(Incoming),
     Full(Option<Bytes>),
+    Boxed(BoxBody),
 }
 
 impl ProxyBody {
@@ -45,6 +53,20 @@ impl ProxyBody {
             sent: 0,
             completion: None,
         }
+    }
+
+    /// Any body (boxed).
+    pub fn boxed(body: BoxBody) -> Self {
+        ProxyBody {
+            inner: Inner::Boxed(body),
+            sent: 0,
+            completion: None,
+        }
+    }
+
+    /// Takes the completion hook away (a filter that replaces the body moves it over).
+    pub fn take_completion(&mut self) -> Option<Box<dyn Completion>> {
+        self.completion.take()
     }
 
     /// No body.
@@ -78,15 +100,16 @@ impl Drop for ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let polled = match &mut this.inner {
-            Inner::Stream(incoming) => Pin::new(incoming).poll_frame(cx),
+            Inner::Stream(incoming) => Pin::new(incoming).poll_frame(cx).map_err(BoxError::from),
+            Inner::Boxed(body) => Pin::new(body).poll_frame(cx),
             Inner::Full(bytes) => Poll::Ready(
                 bytes
                     .take()
@@ -109,6 +132,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             Inner::Stream(incoming) => incoming.is_end_stream(),
+            Inner::Boxed(body) => body.is_end_stream(),
             Inner::Full(bytes) => bytes.as_ref().is_none_or(Bytes::is_empty),
         }
     }
@@ -116,6 +140,7 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
             Inner::Stream(incoming) => incoming.size_hint(),
+            Inner::Boxed(body) => body.size_hint(),
             Inner::Full(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }

@@ -4,6 +4,7 @@
 //! - [`balance`]: the balancers, each a [`switchyard_upstream::SelectorFactory`].
 //! - [`proxy`]: the request path — route, pick, forward with retries and timeouts.
 //! - [`forward`]: hop-by-hop stripping, `X-Forwarded-*`, request ids.
+//! - [`filter`]: the per-route policy hook (auth, rate limits, cache, rewrites).
 //! - [`server`]: the HTTP/1.1 + h2c listener with graceful drain.
 //! - [`metrics`], [`access_log`]: lock-free counters and the JSON access log.
 //!
@@ -14,6 +15,7 @@ pub mod access_log;
 pub mod balance;
 pub mod body;
 pub mod error;
+pub mod filter;
 pub mod forward;
 pub mod metrics;
 pub mod proxy;
@@ -21,4 +23,5 @@ pub mod router;
 pub mod server;
 
 pub use balance::BalancerKind;
+pub use filter::{Filter, RequestContext};
 pub use proxy::{HashOn, Proxy, ProxySettings, RouteSpec, Table};

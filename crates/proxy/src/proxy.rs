@@ -22,6 +22,7 @@ use crate::access_log::{AccessLog, Entry};
 use crate::balance::consistent_hash::stable_hash;
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
+use crate::filter::{Filter, RequestContext};
 use crate::forward;
 use crate::metrics::RouteMetrics;
 use crate::router::{PathMatch, RouteMatch, Router};
@@ -40,7 +41,7 @@ pub enum HashOn {
 }
 
 /// One route as config describes it.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RouteSpec {
     /// The route's name.
     pub name: String,
@@ -54,6 +55,8 @@ pub struct RouteSpec {
     pub timeout: Duration,
     /// Extra attempts on another endpoint for idempotent requests without a body. Default 1.
     pub retries: u32,
+    /// Policies, in the order the route lists them.
+    pub filters: Vec<Arc<dyn Filter>>,
 }
 
 /// A route bound to its running upstream.
@@ -252,11 +255,13 @@ impl Proxy {
             ),
             Some(index) => {
                 let route = &table.routes[index];
-                let (response, endpoint) =
-                    match self.forward(route, request, client, &request_id).await {
-                        Ok((response, endpoint)) => (response, Some(endpoint)),
-                        Err((error, endpoint)) => (error.response(&request_id), endpoint),
-                    };
+                let (response, endpoint) = if route.spec.filters.is_empty() {
+                    self.forward_answer(route, request, client, &request_id)
+                        .await
+                } else {
+                    self.forward_filtered(route, request, client, &request_id, start)
+                        .await
+                };
                 (response, route.metrics.clone(), endpoint)
             }
         };
@@ -273,17 +278,73 @@ impl Proxy {
         }
     }
 
+    /// Forwards and turns a failure into the gateway's error response.
+    async fn forward_answer(
+        &self,
+        route: &Route,
+        request: Request<Incoming>,
+        client: SocketAddr,
+        request_id: &HeaderValue,
+    ) -> (Response<ProxyBody>, Option<SocketAddr>) {
+        let (parts, body) = request.into_parts();
+        match self.forward(route, parts, body, client, request_id).await {
+            Ok((response, endpoint)) => (response, Some(endpoint)),
+            Err((error, endpoint)) => (error.response(request_id), endpoint),
+        }
+    }
+
+    /// Runs the route's filters around [`Proxy::forward`].
+    async fn forward_filtered(
+        &self,
+        route: &Route,
+        request: Request<Incoming>,
+        client: SocketAddr,
+        request_id: &HeaderValue,
+        start: Instant,
+    ) -> (Response<ProxyBody>, Option<SocketAddr>) {
+        let (mut parts, body) = request.into_parts();
+        let mut ctx = RequestContext {
+            client,
+            request_id: request_id.clone(),
+            route: Arc::from(route.spec.name.as_str()),
+            consumer: None,
+            start,
+            extensions: http::Extensions::new(),
+        };
+        let filters = &route.spec.filters;
+        let mut ran = 0;
+        let mut answered = None;
+        for filter in filters {
+            ran += 1;
+            if let Err(response) = filter.on_request(&mut ctx, &mut parts).await {
+                answered = Some(response);
+                break;
+            }
+        }
+        let (mut response, endpoint) = match answered {
+            Some(response) => (response, None),
+            None => match self.forward(route, parts, body, client, request_id).await {
+                Ok((response, endpoint)) => (response, Some(endpoint)),
+                Err((error, endpoint)) => (error.response(request_id), endpoint),
+            },
+        };
+        for filter in filters[..ran].iter().rev() {
+            filter.on_response(&mut ctx, &mut response).await;
+        }
+        (response, endpoint)
+    }
+
     /// Sends `request` to an endpoint of the route's upstream, retrying idempotent
     /// body-less requests on another endpoint when the first attempt fails before any
     /// response arrived.
     async fn forward(
         &self,
         route: &Route,
-        request: Request<Incoming>,
+        mut parts: http::request::Parts,
+        body: Incoming,
         client: SocketAddr,
         request_id: &HeaderValue,
     ) -> Result<(Response<ProxyBody>, SocketAddr), (ProxyError, Option<SocketAddr>)> {
-        let (mut parts, body) = request.into_parts();
         if forward::is_ambiguous_length(&parts.headers) {
             return Err((ProxyError::BadRequest, None));
         }
@@ -296,7 +357,6 @@ impl Proxy {
         let client_ip =
             HeaderValue::from_str(&client.ip().to_string()).expect("an IP is a valid header value");
         forward::add_forwarded(&mut parts.headers, &client_ip, "http", host.as_ref());
-        let _ = request_id;
         let path = upstream_path(route, &parts.uri);
 
         let replayable = body.is_end_stream() && is_idempotent(&parts.method);

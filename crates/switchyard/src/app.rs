@@ -28,7 +28,8 @@ pub fn catalog() -> Catalog {
         .register(switchyard_file::FileFactory)
         .register(switchyard_etcd::EtcdFactory)
         .register(switchyard_dns::DnsFactory)
-        .register(switchyard_consul::ConsulFactory);
+        .register(switchyard_consul::ConsulFactory)
+        .register(switchyard_kubernetes::KubernetesFactory);
     catalog
 }
 

@@ -376,5 +376,6 @@ fn build_route(
         strip_prefix: route.strip_prefix,
         timeout: route.timeout,
         retries: route.retries,
+        filters: Vec::new(),
     })
 }
