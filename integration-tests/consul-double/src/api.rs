@@ -150,6 +150,14 @@ async fn route(
         allow(method, &[Method::GET])?;
         return catalog_services(agent, query, &caller).await;
     }
+    if path == "/v1/agent/services" {
+        allow(method, &[Method::GET])?;
+        return Ok(agent_services(agent, &caller));
+    }
+    if path == "/v1/agent/checks" {
+        allow(method, &[Method::GET])?;
+        return Ok(agent_checks(agent, &caller));
+    }
     if path == "/v1/agent/self" {
         allow(method, &[Method::GET])?;
         return Ok(agent_self(agent));
@@ -451,6 +459,55 @@ async fn catalog_services(
     })
     .await?;
     Ok(read_response(agent, &read))
+}
+
+/// `GET /v1/agent/services`: this agent's services by ID (the built-in `consul` service of
+/// servers is not an agent service).
+fn agent_services(agent: &Agent, caller: &Caller) -> Response<Body> {
+    let cluster = agent.shared.lock();
+    let mut out = serde_json::Map::new();
+    if let Some(node) = cluster
+        .dc(&agent.datacenter)
+        .and_then(|dc| dc.nodes.get(&agent.node))
+        .filter(|_| caller.can_read())
+    {
+        for service in node.services.values().filter(|s| s.id != "consul") {
+            out.insert(
+                service.id.clone(),
+                serde_json::json!({
+                    "ID": service.id,
+                    "Service": service.name,
+                    "Tags": service.tags,
+                    "Meta": service.meta,
+                    "Port": service.port,
+                    "Address": service.address,
+                    "Weights": {"Passing": service.weights.0, "Warning": service.weights.1},
+                    "EnableTagOverride": service.enable_tag_override,
+                    "Datacenter": agent.datacenter,
+                }),
+            );
+        }
+    }
+    json_response(&Value::Object(out), &[])
+}
+
+/// `GET /v1/agent/checks`: this agent's checks by ID.
+fn agent_checks(agent: &Agent, caller: &Caller) -> Response<Body> {
+    let cluster = agent.shared.lock();
+    let mut out = serde_json::Map::new();
+    if let Some(node) = cluster
+        .dc(&agent.datacenter)
+        .and_then(|dc| dc.nodes.get(&agent.node))
+        .filter(|_| caller.can_read())
+    {
+        for check in node.checks.values() {
+            out.insert(
+                check.id.clone(),
+                crate::state::check_json(&node.name, check),
+            );
+        }
+    }
+    json_response(&Value::Object(out), &[])
 }
 
 fn agent_self(agent: &Agent) -> Response<Body> {

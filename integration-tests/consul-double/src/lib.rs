@@ -11,7 +11,8 @@
 //! - `GET /v1/health/service/<name>` with `passing`, repeated `tag` (all must match), `dc`,
 //!   and blocking `index`/`wait` with `X-Consul-Index` (default wait 5 min, at most 10, plus up
 //!   to wait/16 of jitter); an unknown service is `[]` with 200;
-//! - `GET /v1/catalog/services` (blocking too), `GET /v1/agent/self`, `GET /v1/status/leader`;
+//! - `GET /v1/catalog/services` (blocking too), `GET /v1/agent/services`,
+//!   `GET /v1/agent/checks`, `GET /v1/agent/self`, `GET /v1/status/leader`;
 //! - ACL tokens from `?token=`, `X-Consul-Token` or `Authorization: Bearer`: an unknown token
 //!   is 403 `ACL not found`; without a token under a default-deny policy, reads come back
 //!   filtered (empty, with `X-Consul-Results-Filtered-By-ACLs: true`) and writes get 403
