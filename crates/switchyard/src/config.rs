@@ -215,6 +215,10 @@ pub struct RouteConfig {
     /// Extra attempts for idempotent requests without a body. Default 1.
     #[serde(default = "default_retries")]
     pub retries: u32,
+    /// Every other key of the route table: its policies, decoded by the policy layer
+    /// (which refuses the keys it does not know).
+    #[serde(skip)]
+    pub policies: serde_json::Map<String, serde_json::Value>,
 }
 
 fn default_timeout() -> Duration {
@@ -243,6 +247,8 @@ pub struct Config {
     /// Upstreams whose table did not decode (already reported): routes naming them are
     /// not reported again.
     pub broken_upstreams: std::collections::BTreeSet<String>,
+    /// `[consumers]`, `[auth]`, `[route_defaults]`: decoded by the policy layer.
+    pub policy_sections: BTreeMap<String, serde_json::Value>,
 }
 
 /// One `[registries.NAME]` table: its type and its backend-specific settings.
@@ -317,6 +323,24 @@ const SECTIONS: [&str; 6] = [
     "routes",
 ];
 
+/// Top-level sections that belong to the policies (decoded by the policy layer).
+pub const POLICY_SECTIONS: [&str; 3] = ["consumers", "auth", "route_defaults"];
+
+/// The keys of a `[[routes]]` table that the router itself reads; every other key of a
+/// route is a policy (`auth`, `rate_limit`, `cache`, ...) decoded by the policy layer.
+pub const ROUTE_KEYS: [&str; 10] = [
+    "name",
+    "host",
+    "path",
+    "path_prefix",
+    "methods",
+    "headers",
+    "upstream",
+    "strip_prefix",
+    "timeout",
+    "retries",
+];
+
 /// Decodes a config value. Tables that do not decode are reported, with their key
 /// paths, and left out (or defaulted), so that later checks can still report everything
 /// else: the caller treats any issue as fatal.
@@ -326,7 +350,7 @@ pub fn decode(value: &serde_json::Value) -> (Config, Vec<ConfigIssue>) {
     if let Some(table) = value.as_object_mut() {
         let unknown: Vec<String> = table
             .keys()
-            .filter(|k| !SECTIONS.contains(&k.as_str()))
+            .filter(|k| !SECTIONS.contains(&k.as_str()) && !POLICY_SECTIONS.contains(&k.as_str()))
             .cloned()
             .collect();
         for key in unknown {
@@ -335,6 +359,14 @@ pub fn decode(value: &serde_json::Value) -> (Config, Vec<ConfigIssue>) {
                 format!("unknown section (known: {})", SECTIONS.join(", ")),
             ));
             table.remove(&key);
+        }
+    }
+    let mut policy_sections = BTreeMap::new();
+    if let Some(table) = value.as_object_mut() {
+        for section in POLICY_SECTIONS {
+            if let Some(v) = table.remove(section) {
+                policy_sections.insert(section.to_owned(), v);
+            }
         }
     }
     let raw: RawConfig = match decode_settings(&value) {
@@ -389,13 +421,28 @@ pub fn decode(value: &serde_json::Value) -> (Config, Vec<ConfigIssue>) {
 
     let mut routes = Vec::new();
     for (i, table) in raw.routes.iter().enumerate() {
-        match decode_settings::<RouteConfig>(table) {
-            Ok(route) => routes.push(route),
+        // Router keys decode here; the rest are the route's policies.
+        let (core, policies) = match table.as_object() {
+            Some(object) => {
+                let (core, policies): (serde_json::Map<_, _>, serde_json::Map<_, _>) = object
+                    .clone()
+                    .into_iter()
+                    .partition(|(k, _)| ROUTE_KEYS.contains(&k.as_str()));
+                (serde_json::Value::Object(core), policies)
+            }
+            None => (table.clone(), serde_json::Map::new()),
+        };
+        match decode_settings::<RouteConfig>(&core) {
+            Ok(mut route) => {
+                route.policies = policies;
+                routes.push(route);
+            }
             Err(issue) => issues.push(issue.under(&format!("routes[{i}]"))),
         }
     }
 
     let config = Config {
+        policy_sections,
         server,
         admin,
         log,

@@ -11,6 +11,7 @@ mod config;
 mod dashboard;
 mod demo;
 mod plan;
+mod policy;
 mod status;
 
 use std::path::{Path, PathBuf};

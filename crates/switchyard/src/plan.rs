@@ -113,11 +113,25 @@ pub fn build(
         }
     }
 
+    let policies = crate::policy::build_policies(&config, base_dir);
+    let policies = match policies {
+        Ok(p) => Some(p),
+        Err(errors) => {
+            issues.extend(errors);
+            None
+        }
+    };
     let mut routes = Vec::new();
     let mut names: HashMap<String, usize> = HashMap::new();
     for (i, route) in config.routes.iter().enumerate() {
         let path = format!("routes[{i}]");
-        match build_route(i, route, &config) {
+        let built = build_route(i, route, &config).and_then(|mut spec| {
+            if let Some(policies) = &policies {
+                spec.filters = crate::policy::route_filters(policies, &spec.name, &route.policies)?;
+            }
+            Ok(spec)
+        });
+        match built {
             Ok(spec) => {
                 if let Some(first) = names.insert(spec.name.clone(), i) {
                     issues.push(ConfigIssue::new(
