@@ -11,7 +11,7 @@ pub type Metadata = BTreeMap<String, String>;
 ///
 /// Two endpoints of the same source are the same instance when their `address` is equal:
 /// updates add, replace and remove endpoints by address.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Endpoint {
     /// Where to connect.
     pub address: SocketAddr,
@@ -22,8 +22,10 @@ pub struct Endpoint {
     /// Default 0. The source's own `priority` in config ranks above this one.
     pub priority: u32,
     /// Locality, when the registry knows it (Kubernetes zone, etcd `metadata.zone`).
+    #[serde(default)]
     pub zone: Option<String>,
     /// Labels kept for the admin API.
+    #[serde(default)]
     pub metadata: Metadata,
     /// Health as the registry reports it. Registries that only report healthy instances
     /// (Consul `?passing`, ready EndpointSlice endpoints) always say `true`.

@@ -197,6 +197,8 @@ pub fn upstreams(app: &App) -> Value {
                     "type": s.registry_kind,
                     "service": s.service,
                     "synced": s.synced,
+                    "restored": s.restored,
+                    "guarded": s.guarded,
                     "stale": s.stale,
                     "endpoints": s.endpoints,
                     "last_update": s.last_update.map(httpdate_rfc3339),

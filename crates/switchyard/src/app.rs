@@ -15,7 +15,7 @@ use std::time::Instant;
 use switchyard_proxy::access_log::AccessLog;
 use switchyard_proxy::{Proxy, ProxySettings, Table};
 use switchyard_registry::{Catalog, ConfigIssue};
-use switchyard_upstream::UpstreamCache;
+use switchyard_upstream::{StateStore, UpstreamCache};
 
 use crate::config::{self, Config};
 use crate::plan::{self, BuiltRegistry, Plan};
@@ -41,11 +41,7 @@ pub fn load_plan(
 ) -> Result<Plan, Vec<ConfigIssue>> {
     let value = config::read(path)?;
     let (config, mut issues) = config::decode(&value);
-    let base_dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    match plan::build(config, catalog, base_dir, previous) {
+    match plan::build(config, catalog, base_dir(path), previous) {
         Ok(plan) if issues.is_empty() => Ok(plan),
         Ok(_) => Err(issues),
         Err(more) => {
@@ -53,6 +49,14 @@ pub fn load_plan(
             Err(issues)
         }
     }
+}
+
+/// The directory of the config file: relative paths in it resolve against this.
+fn base_dir(config_path: &Path) -> &Path {
+    config_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 /// What the admin API reads about the current generation.
@@ -77,12 +81,23 @@ pub struct App {
     /// Refused reloads.
     pub reload_failures: AtomicU64,
     reloading: tokio::sync::Mutex<()>,
+    state: Option<StateStore>,
 }
 
 impl App {
     /// Starts the first generation from `plan`. Must run inside the Tokio runtime.
     pub fn start(config_path: PathBuf, catalog: Catalog, plan: Plan) -> Arc<App> {
-        let cache = Arc::new(UpstreamCache::start(plan.upstreams, None));
+        let state = plan.config.state.as_ref().and_then(|s| {
+            let dir = base_dir(&config_path).join(&s.dir);
+            match StateStore::open(dir.clone(), s.max_stale_age) {
+                Ok(store) => Some(store),
+                Err(error) => {
+                    tracing::error!(dir = %dir.display(), "state directory unusable, running without snapshots: {error}");
+                    None
+                }
+            }
+        });
+        let cache = Arc::new(UpstreamCache::start(plan.upstreams, None, state.as_ref()));
         let hash_on = plan.hash_on;
         let table = Table::new(plan.routes, cache, &|name| hash_on.get(name).cloned(), None)
             .expect("validated plans only name known upstreams");
@@ -106,6 +121,7 @@ impl App {
             reloads: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
             reloading: tokio::sync::Mutex::new(()),
+            state,
         })
     }
 
@@ -134,6 +150,7 @@ impl App {
         let cache = Arc::new(UpstreamCache::start(
             plan.upstreams,
             Some(old_table.cache()),
+            self.state.as_ref(),
         ));
         let hash_on = plan.hash_on;
         let table = Table::new(
@@ -161,6 +178,7 @@ fn warn_restart_only(old: &Config, new: &Config) {
         ("server.workers", old.server.workers != new.server.workers),
         ("admin.listen", old.admin.listen != new.admin.listen),
         ("log", old.log != new.log),
+        ("state", old.state != new.state),
         ("server timeouts and pool", {
             let (a, b) = (&old.server, &new.server);
             a.connect_timeout != b.connect_timeout

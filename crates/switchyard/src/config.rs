@@ -109,6 +109,117 @@ pub struct UpstreamConfig {
     /// Passive health.
     #[serde(default)]
     pub outlier: OutlierConfig,
+    /// Active health checks. Default: none.
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
+    /// When no endpoint is healthy: `serve_all` (default) serves the lowest tier anyway;
+    /// `reject` answers 503.
+    #[serde(default)]
+    pub panic_mode: PanicModeConfig,
+    /// A source whose set suddenly shrinks below this fraction of its previous size keeps
+    /// the previous set for `shrink_grace`. Default: off.
+    #[serde(default)]
+    pub min_healthy_ratio: Option<f64>,
+    /// How long the shrink guard holds. Default 30 s.
+    #[serde(default = "default_shrink_grace", with = "humantime_serde")]
+    pub shrink_grace: Duration,
+}
+
+fn default_shrink_grace() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// `panic_mode`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PanicModeConfig {
+    /// Serve every endpoint of the lowest tier.
+    #[default]
+    ServeAll,
+    /// Answer 503.
+    Reject,
+}
+
+/// `[upstreams.NAME.health_check]`: active health checks.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// `http` (default) or `tcp`.
+    #[serde(rename = "type", default)]
+    pub kind: HealthCheckType,
+    /// Path to GET. Default `/`.
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    /// `Host` header. Default: the endpoint's address.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Healthy statuses: codes (`200`) or ranges (`"200-299"`). Default 200–399.
+    #[serde(default)]
+    pub expected_statuses: Vec<StatusRange>,
+    /// Time between checks. Default 5 s.
+    #[serde(default = "default_health_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Time allowed per check. Default 1 s.
+    #[serde(default = "default_health_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Successes in a row to become healthy. Default 1.
+    #[serde(default = "default_one")]
+    pub healthy_threshold: u32,
+    /// Failures in a row to become unhealthy. Default 2.
+    #[serde(default = "default_two")]
+    pub unhealthy_threshold: u32,
+}
+
+fn default_health_path() -> String {
+    "/".into()
+}
+fn default_health_interval() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_health_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_one() -> u32 {
+    1
+}
+fn default_two() -> u32 {
+    2
+}
+
+/// `type` of a health check.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthCheckType {
+    /// HTTP GET.
+    #[default]
+    Http,
+    /// TCP connect.
+    Tcp,
+}
+
+/// A healthy status code or an inclusive range `"200-299"`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum StatusRange {
+    /// One code.
+    Code(u16),
+    /// `"LO-HI"`.
+    Range(String),
+}
+
+/// `[state]`: last-known-good snapshots on disk.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    /// Directory for the snapshots (relative to the config file).
+    pub dir: String,
+    /// Older snapshots are not loaded. Default 24 h.
+    #[serde(default = "default_max_stale_age", with = "humantime_serde")]
+    pub max_stale_age: Duration,
+}
+
+fn default_max_stale_age() -> Duration {
+    Duration::from_secs(24 * 3600)
 }
 
 fn default_balancer() -> String {
@@ -238,6 +349,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// `[log]`.
     pub log: LogConfig,
+    /// `[state]`, when set.
+    pub state: Option<StateConfig>,
     /// `[registries.NAME]`: the `type` and the rest of the table, decoded by the backend.
     pub registries: BTreeMap<String, RegistryTable>,
     /// `[upstreams.NAME]`.
@@ -269,6 +382,8 @@ struct RawConfig {
     admin: Option<serde_json::Value>,
     #[serde(default)]
     log: Option<serde_json::Value>,
+    #[serde(default)]
+    state: Option<serde_json::Value>,
     #[serde(default)]
     registries: BTreeMap<String, serde_json::Value>,
     #[serde(default)]
@@ -314,10 +429,11 @@ pub fn read_str(
 }
 
 /// The top-level tables.
-const SECTIONS: [&str; 6] = [
+const SECTIONS: [&str; 7] = [
     "server",
     "admin",
     "log",
+    "state",
     "registries",
     "upstreams",
     "routes",
@@ -379,6 +495,15 @@ pub fn decode(value: &serde_json::Value) -> (Config, Vec<ConfigIssue>) {
     let server = decode_or_default::<ServerConfig>(raw.server, "server", &mut issues);
     let admin = decode_or_default::<AdminConfig>(raw.admin, "admin", &mut issues);
     let log = decode_or_default::<LogConfig>(raw.log, "log", &mut issues);
+    let state = raw
+        .state
+        .and_then(|value| match decode_settings::<StateConfig>(&value) {
+            Ok(state) => Some(state),
+            Err(issue) => {
+                issues.push(issue.under("state"));
+                None
+            }
+        });
 
     let mut registries = BTreeMap::new();
     for (name, table) in raw.registries {
@@ -442,6 +567,7 @@ pub fn decode(value: &serde_json::Value) -> (Config, Vec<ConfigIssue>) {
     }
 
     let config = Config {
+        state,
         policy_sections,
         server,
         admin,

@@ -12,9 +12,15 @@ use switchyard_proxy::{BalancerKind, HashOn, RouteSpec};
 use switchyard_registry::{
     Catalog, ConfigIssue, Registry, RegistryContext, RegistryMetrics, ServiceQuery,
 };
-use switchyard_upstream::{OutlierSpec, SourceSpec, UpstreamSpec};
+use switchyard_upstream::{
+    HealthCheckKind, HealthCheckSpec, OutlierSpec, PanicMode, ShrinkGuard, SourceSpec,
+    UpstreamSpec, DEFAULT_HEALTHY_STATUSES,
+};
 
-use crate::config::{Config, RegistryTable, RouteConfig, UpstreamConfig};
+use crate::config::{
+    Config, HealthCheckConfig, HealthCheckType, PanicModeConfig, RegistryTable, RouteConfig,
+    StatusRange, UpstreamConfig,
+};
 
 /// A registry built from its table.
 #[derive(Clone)]
@@ -113,6 +119,11 @@ pub fn build(
         }
     }
 
+    if let Some(state) = &config.state {
+        if state.dir.is_empty() {
+            issues.push(ConfigIssue::new("state.dir", "must not be empty"));
+        }
+    }
     let policies = crate::policy::build_policies(&config, base_dir);
     let policies = match policies {
         Ok(p) => Some(p),
@@ -245,6 +256,31 @@ fn build_upstream(
             weight: source.weight,
         });
     }
+    let health_check =
+        upstream
+            .health_check
+            .as_ref()
+            .and_then(|check| match health_check_spec(check) {
+                Ok(spec) => Some(spec),
+                Err(errors) => {
+                    issues.extend(errors.into_iter().map(|e| e.under("health_check")));
+                    None
+                }
+            });
+    let shrink_guard = match upstream.min_healthy_ratio {
+        None => None,
+        Some(ratio) if ratio > 0.0 && ratio <= 1.0 => Some(ShrinkGuard {
+            min_ratio: ratio,
+            grace: upstream.shrink_grace,
+        }),
+        Some(ratio) => {
+            issues.push(ConfigIssue::new(
+                "min_healthy_ratio",
+                format!("{ratio} must be more than 0 and at most 1"),
+            ));
+            None
+        }
+    };
     if !issues.is_empty() {
         return Err(issues);
     }
@@ -259,8 +295,82 @@ fn build_upstream(
             base_ejection: upstream.outlier.base_ejection,
             count_5xx: upstream.outlier.count_5xx,
         },
+        health_check,
+        panic_mode: match upstream.panic_mode {
+            PanicModeConfig::ServeAll => PanicMode::ServeAll,
+            PanicModeConfig::Reject => PanicMode::Reject,
+        },
+        shrink_guard,
     };
     Ok((spec, hash_on))
+}
+
+/// Checks a `[upstreams.NAME.health_check]` table.
+fn health_check_spec(check: &HealthCheckConfig) -> Result<HealthCheckSpec, Vec<ConfigIssue>> {
+    let mut issues = Vec::new();
+    if check.interval.is_zero() {
+        issues.push(ConfigIssue::new("interval", "must be more than 0"));
+    }
+    if check.timeout.is_zero() {
+        issues.push(ConfigIssue::new("timeout", "must be more than 0"));
+    }
+    for (key, value) in [
+        ("healthy_threshold", check.healthy_threshold),
+        ("unhealthy_threshold", check.unhealthy_threshold),
+    ] {
+        if value == 0 {
+            issues.push(ConfigIssue::new(key, "must be at least 1"));
+        }
+    }
+    if !check.path.starts_with('/') {
+        issues.push(ConfigIssue::new(
+            "path",
+            format!("{:?} must start with /", check.path),
+        ));
+    }
+    let mut expected = Vec::new();
+    for (i, status) in check.expected_statuses.iter().enumerate() {
+        let range = match status {
+            StatusRange::Code(code) => Some((*code, *code)),
+            StatusRange::Range(text) => text
+                .split_once('-')
+                .and_then(|(lo, hi)| Some((lo.trim().parse().ok()?, hi.trim().parse().ok()?))),
+        };
+        match range {
+            Some((lo, hi))
+                if (100..=599).contains(&lo) && (100..=599).contains(&hi) && lo <= hi =>
+            {
+                expected.push((lo, hi))
+            }
+            _ => issues.push(ConfigIssue::new(
+                format!("expected_statuses[{i}]"),
+                "a status 100-599 or a range \"LO-HI\"",
+            )),
+        }
+    }
+    if expected.is_empty() {
+        expected.push(DEFAULT_HEALTHY_STATUSES);
+    }
+    if check.kind == HealthCheckType::Tcp && check.path != "/" {
+        issues.push(ConfigIssue::new("path", "a tcp check has no path"));
+    }
+    if !issues.is_empty() {
+        return Err(issues);
+    }
+    Ok(HealthCheckSpec {
+        kind: match check.kind {
+            HealthCheckType::Http => HealthCheckKind::Http {
+                path: check.path.clone(),
+                host: check.host.clone(),
+                expected,
+            },
+            HealthCheckType::Tcp => HealthCheckKind::Tcp,
+        },
+        interval: check.interval,
+        timeout: check.timeout,
+        healthy_threshold: check.healthy_threshold,
+        unhealthy_threshold: check.unhealthy_threshold,
+    })
 }
 
 /// `header:NAME` | `cookie:NAME` | `client_ip` | `path`.
@@ -310,7 +420,7 @@ fn build_route(
             && bare
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-            && !(host.starts_with('*') && !host.starts_with("*."));
+            && (!host.starts_with('*') || host.starts_with("*."));
         if !valid {
             issues.push(ConfigIssue::new(
                 "host",

@@ -14,7 +14,10 @@ use tokio::task::JoinHandle;
 
 use crate::merge::{self, SourceInput};
 use crate::source::SourceSet;
-use crate::{EndpointStats, OutlierSpec, Snapshot, SourceRef, SourceStatus, UpstreamSpec};
+use crate::{
+    health_check, EndpointStats, OutlierSpec, Snapshot, SourceRef, SourceStatus, StateStore,
+    UpstreamSpec,
+};
 
 // === impl Upstream ===
 
@@ -28,6 +31,7 @@ pub struct Upstream {
     shared: Arc<Shared>,
     spec: UpstreamSpec,
     task: JoinHandle<()>,
+    health_task: Option<JoinHandle<()>>,
 }
 
 /// What the actor and the handles share.
@@ -92,6 +96,9 @@ impl Upstream {
             && a.balancer == spec.balancer
             && Arc::ptr_eq(&a.selector, &spec.selector)
             && a.outlier == spec.outlier
+            && a.health_check == spec.health_check
+            && a.panic_mode == spec.panic_mode
+            && a.shrink_guard == spec.shrink_guard
             && a.sources.len() == spec.sources.len()
             && a.sources.iter().zip(&spec.sources).all(|(x, y)| {
                 x.registry_name == y.registry_name
@@ -102,7 +109,7 @@ impl Upstream {
             })
     }
 
-    fn start(spec: UpstreamSpec) -> Arc<Upstream> {
+    fn start(spec: UpstreamSpec, state: Option<StateStore>) -> Arc<Upstream> {
         let statuses = spec
             .sources
             .iter()
@@ -112,6 +119,8 @@ impl Upstream {
                     registry_kind: s.registry_kind,
                     service: s.query.service.clone(),
                     synced: false,
+                    restored: false,
+                    guarded: false,
                     stale: false,
                     endpoints: 0,
                     last_update: None,
@@ -124,7 +133,23 @@ impl Upstream {
             statuses,
             health_changed: Notify::new(),
         });
-        let task = tokio::spawn(Actor::new(&spec, shared.clone()).run());
+        let task = tokio::spawn(Actor::new(&spec, shared.clone(), state).run());
+        let health_task = spec.health_check.clone().map(|check| {
+            let (reader, waker) = (shared.clone(), shared.clone());
+            tokio::spawn(health_check::run(
+                check,
+                move || {
+                    reader
+                        .snapshot
+                        .load()
+                        .endpoints
+                        .iter()
+                        .map(|e| (e.address(), e.stats.clone()))
+                        .collect()
+                },
+                move || waker.health_changed.notify_one(),
+            ))
+        });
         Arc::new(Upstream {
             name: spec.name.clone(),
             balancer: spec.balancer.clone(),
@@ -132,6 +157,7 @@ impl Upstream {
             shared,
             spec,
             task,
+            health_task,
         })
     }
 }
@@ -139,6 +165,9 @@ impl Upstream {
 impl Drop for Upstream {
     fn drop(&mut self) {
         self.task.abort();
+        if let Some(task) = &self.health_task {
+            task.abort();
+        }
     }
 }
 
@@ -159,14 +188,17 @@ struct Actor {
     refs: Vec<Arc<SourceRef>>,
     metrics: Vec<Arc<RegistryMetrics>>,
     sets: Vec<SourceSet>,
+    /// A shrunken set held back by the shrink guard, with when it applies anyway.
+    held: Vec<Option<(SourceSet, Instant)>>,
     stale: Vec<bool>,
+    state: Option<StateStore>,
     stats: HashMap<SocketAddr, Arc<EndpointStats>>,
     epoch: Instant,
     version: u64,
 }
 
 impl Actor {
-    fn new(spec: &UpstreamSpec, shared: Arc<Shared>) -> Self {
+    fn new(spec: &UpstreamSpec, shared: Arc<Shared>, state: Option<StateStore>) -> Self {
         let n = spec.sources.len();
         Actor {
             refs: spec
@@ -183,14 +215,56 @@ impl Actor {
             spec: spec.clone(),
             shared,
             sets: (0..n).map(|_| SourceSet::default()).collect(),
+            held: (0..n).map(|_| None).collect(),
             stale: vec![false; n],
+            state,
             stats: HashMap::new(),
             epoch: Instant::now(),
             version: 0,
         }
     }
 
+    /// Loads each source's last good set from the state directory, stale, before the
+    /// first sync.
+    fn restore(&mut self) {
+        let Some(state) = self.state.clone() else {
+            return;
+        };
+        let mut restored = false;
+        for index in 0..self.sets.len() {
+            let source = &self.refs[index];
+            if let Some((endpoints, saved_at)) = state.load(&source.registry, &source.service) {
+                tracing::info!(
+                    upstream = %self.spec.name,
+                    registry = %source.registry,
+                    service = %source.service,
+                    endpoints = endpoints.len(),
+                    age = ?SystemTime::now().duration_since(saved_at).unwrap_or_default(),
+                    "serving the saved last good set until the registry answers"
+                );
+                self.sets[index].apply(switchyard_registry::Update::Reset(endpoints));
+                self.stale[index] = true;
+                let mut status = self.status(index);
+                status.restored = true;
+                status.stale = true;
+                status.endpoints = self.sets[index].endpoints.len();
+                status.last_update = Some(saved_at);
+                restored = true;
+            }
+        }
+        if restored {
+            self.rebuild();
+        }
+    }
+
+    fn status(&self, index: usize) -> std::sync::MutexGuard<'_, SourceStatus> {
+        self.shared.statuses[index]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
     async fn run(mut self) {
+        self.restore();
         let mut events = SelectAll::new();
         for (index, source) in self.spec.sources.iter().enumerate() {
             let stream = recover(
@@ -202,7 +276,12 @@ impl Actor {
         }
         let shared = self.shared.clone();
         loop {
-            let next_expiry = self.stats.values().filter_map(|s| s.ejected_until()).min();
+            let next_expiry = self
+                .stats
+                .values()
+                .filter_map(|s| s.ejected_until())
+                .chain(self.held.iter().flatten().map(|(_, at)| *at))
+                .min();
             let expiry = async {
                 match next_expiry {
                     Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -212,7 +291,10 @@ impl Actor {
             tokio::select! {
                 Some((index, event)) = events.next() => self.on_event(index, event),
                 () = shared.health_changed.notified() => self.rebuild(),
-                () = expiry => self.rebuild(),
+                () = expiry => {
+                    self.release_held();
+                    self.rebuild();
+                }
                 else => return,
             }
         }
@@ -226,14 +308,21 @@ impl Actor {
         match event {
             SourceEvent::Update(update) => {
                 self.metrics[index].record_update();
-                let changed = self.sets[index].apply(update);
+                drop(status);
+                let changed = self.apply(index, update);
                 let was_stale = std::mem::replace(&mut self.stale[index], false);
+                let mut status = self.status(index);
                 status.synced = true;
+                status.restored = false;
                 status.stale = false;
                 status.last_error = None;
                 status.last_update = Some(now);
+                status.guarded = self.held[index].is_some();
                 status.endpoints = self.sets[index].endpoints.len();
                 drop(status);
+                if changed {
+                    self.save(index);
+                }
                 if changed || was_stale || self.version == 0 {
                     self.rebuild();
                 }
@@ -253,6 +342,73 @@ impl Actor {
                     self.rebuild();
                 }
             }
+        }
+    }
+
+    /// Applies an update to a source's set, through the shrink guard when one is set.
+    /// Returns whether the applied set changed.
+    fn apply(&mut self, index: usize, update: switchyard_registry::Update) -> bool {
+        let Some(guard) = self.spec.shrink_guard.clone() else {
+            return self.sets[index].apply(update);
+        };
+        // Deltas apply on top of the newest view: a held set if there is one.
+        let (mut next, deadline) = match self.held[index].take() {
+            Some((held, deadline)) => (held, Some(deadline)),
+            None => (self.sets[index].clone(), None),
+        };
+        next.apply(update);
+        let (before, after) = (self.sets[index].endpoints.len(), next.endpoints.len());
+        let partial = after > 0 && (after as f64) < guard.min_ratio * before as f64;
+        if partial {
+            if deadline.is_none() {
+                tracing::warn!(
+                    upstream = %self.spec.name,
+                    registry = %self.refs[index].registry,
+                    service = %self.refs[index].service,
+                    before,
+                    after,
+                    grace = ?guard.grace,
+                    "the registry's answer shrank below min_healthy_ratio: keeping the previous set for the grace period"
+                );
+            }
+            let deadline = deadline.unwrap_or_else(|| Instant::now() + guard.grace);
+            self.held[index] = Some((next, deadline));
+            return false;
+        }
+        let changed = next != self.sets[index];
+        self.sets[index] = next;
+        changed
+    }
+
+    /// Applies held sets whose grace ran out.
+    fn release_held(&mut self) {
+        let now = Instant::now();
+        for index in 0..self.held.len() {
+            if self.held[index].as_ref().is_some_and(|(_, at)| *at <= now) {
+                let (set, _) = self.held[index].take().expect("checked");
+                tracing::warn!(
+                    upstream = %self.spec.name,
+                    registry = %self.refs[index].registry,
+                    service = %self.refs[index].service,
+                    endpoints = set.endpoints.len(),
+                    "shrink grace over: applying the smaller set"
+                );
+                self.sets[index] = set;
+                let mut status = self.status(index);
+                status.guarded = false;
+                status.endpoints = self.sets[index].endpoints.len();
+                drop(status);
+                self.save(index);
+            }
+        }
+    }
+
+    /// Writes a source's set to the state directory, if one is configured.
+    fn save(&self, index: usize) {
+        if let Some(state) = &self.state {
+            let source = &self.refs[index];
+            let endpoints = self.sets[index].endpoints.values().cloned().collect();
+            state.save(&source.registry, &source.service, endpoints);
         }
     }
 
@@ -276,6 +432,7 @@ impl Actor {
             &mut self.stats,
             self.epoch,
             self.spec.selector.as_ref(),
+            self.spec.panic_mode,
             self.version,
         );
         tracing::debug!(upstream = %self.spec.name, ?snapshot, "new snapshot");
@@ -295,7 +452,14 @@ impl UpstreamCache {
     /// Starts watching every upstream of `specs`. Upstreams of `previous` (the config
     /// before a reload) whose spec is unchanged are kept as they are, with their sets and
     /// watches, so a reload does not resync what did not change.
-    pub fn start(specs: Vec<UpstreamSpec>, previous: Option<&UpstreamCache>) -> Self {
+    ///
+    /// With a `state` store, each source's last good set is saved on change and loaded at
+    /// start (see [`StateStore`]).
+    pub fn start(
+        specs: Vec<UpstreamSpec>,
+        previous: Option<&UpstreamCache>,
+        state: Option<&StateStore>,
+    ) -> Self {
         let upstreams = specs
             .into_iter()
             .map(|spec| {
@@ -304,7 +468,7 @@ impl UpstreamCache {
                     .filter(|u| u.same_spec(&spec));
                 let upstream = match kept {
                     Some(upstream) => upstream.clone(),
-                    None => Upstream::start(spec),
+                    None => Upstream::start(spec, state.cloned()),
                 };
                 (upstream.name.clone(), upstream)
             })
@@ -328,7 +492,7 @@ impl UpstreamCache {
             .flat_map(|u| {
                 u.sources()
                     .into_iter()
-                    .filter(|s| !s.synced)
+                    .filter(|s| !s.synced && !s.restored)
                     .map(move |s| format!("{}/{}/{}", u.name, s.registry, s.service))
             })
             .collect()

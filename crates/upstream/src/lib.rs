@@ -17,15 +17,21 @@
 //! at 100%): a wrong health signal must not take the whole upstream down.
 
 mod cache;
+mod health_check;
 mod merge;
 mod selector;
 mod source;
 mod spec;
+mod state;
 mod stats;
 
 pub use cache::{RegistryState, RegistryStatus, Upstream, UpstreamCache};
+pub use health_check::DEFAULT_EXPECTED as DEFAULT_HEALTHY_STATUSES;
 pub use merge::{ServingEndpoint, Snapshot, SourceRef, Tier};
 pub use selector::{PickContext, Selector, SelectorFactory};
 pub use source::SourceStatus;
-pub use spec::{OutlierSpec, SourceSpec, UpstreamSpec};
+pub use spec::{
+    HealthCheckKind, HealthCheckSpec, OutlierSpec, PanicMode, ShrinkGuard, SourceSpec, UpstreamSpec,
+};
+pub use state::StateStore;
 pub use stats::EndpointStats;

@@ -12,7 +12,7 @@ use std::time::Instant;
 use switchyard_registry::Endpoint;
 
 use crate::source::SourceSet;
-use crate::{EndpointStats, PickContext, Selector, SelectorFactory};
+use crate::{EndpointStats, PanicMode, PickContext, Selector, SelectorFactory};
 
 /// Identifies where an endpoint came from, for the admin API and the access log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -125,6 +125,7 @@ pub(crate) fn build(
     stats: &mut HashMap<SocketAddr, Arc<EndpointStats>>,
     epoch: Instant,
     factory: &dyn SelectorFactory,
+    panic_mode: PanicMode,
     version: u64,
 ) -> Snapshot {
     // Every endpoint with its tier, lowest tier first; ties keep source order.
@@ -180,7 +181,9 @@ pub(crate) fn build(
             !endpoints.is_empty(),
         ),
     };
-    let in_serving = |e: &ServingEndpoint| Some(e.tier) == serving_tier && (panic || e.healthy);
+    let rejecting = panic && panic_mode == PanicMode::Reject;
+    let in_serving =
+        |e: &ServingEndpoint| !rejecting && Some(e.tier) == serving_tier && (panic || e.healthy);
 
     // Source weights split the serving tier's traffic between its sources.
     if endpoints
@@ -290,7 +293,14 @@ mod tests {
                 stale: false,
             })
             .collect();
-        let snap = build(&inputs, stats, Instant::now(), &First, 1);
+        let snap = build(
+            &inputs,
+            stats,
+            Instant::now(),
+            &First,
+            PanicMode::ServeAll,
+            1,
+        );
         (
             snap.serving
                 .iter()
@@ -329,6 +339,37 @@ mod tests {
         let (serving, panic) = check(vec![sick], &mut stats);
         assert_eq!(serving, vec![(1, 1), (2, 1)]);
         assert!(panic);
+    }
+
+    #[test]
+    fn reject_panic_mode_serves_nothing_when_all_are_unhealthy() {
+        let refs = [Arc::new(SourceRef {
+            registry: "r".into(),
+            service: "s".into(),
+        })];
+        let mut e = ep(1);
+        e.healthy = false;
+        let set = SourceSet {
+            endpoints: [(e.address, e)].into_iter().collect(),
+        };
+        let inputs = [SourceInput {
+            source: &refs[0],
+            priority: 0,
+            weight: None,
+            set: &set,
+            stale: false,
+        }];
+        let snap = build(
+            &inputs,
+            &mut HashMap::new(),
+            Instant::now(),
+            &First,
+            PanicMode::Reject,
+            1,
+        );
+        assert!(snap.panic);
+        assert!(snap.serving.is_empty());
+        assert_eq!(snap.endpoints.len(), 1);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use switchyard_registry::{Endpoint, Update};
 
 /// A source's current endpoints, by address. Applying updates here is the only way the
 /// set changes; errors never touch it (the set goes stale instead).
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct SourceSet {
     pub(crate) endpoints: BTreeMap<SocketAddr, Endpoint>,
 }
@@ -62,6 +62,10 @@ pub struct SourceStatus {
     pub service: String,
     /// Whether the first complete answer has arrived.
     pub synced: bool,
+    /// Whether the set was loaded from the state directory (and no answer came yet).
+    pub restored: bool,
+    /// Whether a shrunken answer is being held back by the shrink guard.
+    pub guarded: bool,
     /// Whether the registry is failing now, so the set is the last good one.
     pub stale: bool,
     /// Endpoints in the set now.

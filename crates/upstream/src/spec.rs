@@ -20,6 +20,12 @@ pub struct UpstreamSpec {
     pub sources: Vec<SourceSpec>,
     /// Passive health (outlier ejection).
     pub outlier: OutlierSpec,
+    /// Active health checks, if configured.
+    pub health_check: Option<HealthCheckSpec>,
+    /// What to do when nothing is healthy.
+    pub panic_mode: PanicMode,
+    /// Partial-answer guard, if configured.
+    pub shrink_guard: Option<ShrinkGuard>,
 }
 
 /// One `[[upstreams.NAME.sources]]` entry.
@@ -63,4 +69,56 @@ impl Default for OutlierSpec {
             count_5xx: false,
         }
     }
+}
+
+/// What an upstream does when no endpoint is healthy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PanicMode {
+    /// Serve every endpoint of the lowest tier anyway (Envoy's panic threshold): a wrong
+    /// health signal must not take the whole upstream down. The default.
+    #[default]
+    ServeAll,
+    /// Serve nothing: requests get 503.
+    Reject,
+}
+
+/// Active health checking of an upstream's endpoints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthCheckSpec {
+    /// HTTP GET of a path, or a bare TCP connect.
+    pub kind: HealthCheckKind,
+    /// Time between two checks of one endpoint. Default 5 s.
+    pub interval: Duration,
+    /// Time allowed for one check. Default 1 s.
+    pub timeout: Duration,
+    /// Successes in a row that make an unhealthy endpoint healthy. Default 1.
+    pub healthy_threshold: u32,
+    /// Failures in a row that make a healthy endpoint unhealthy. Default 2.
+    pub unhealthy_threshold: u32,
+}
+
+/// How an active check probes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HealthCheckKind {
+    /// `GET path`; healthy when the status is in `expected` (inclusive ranges).
+    Http {
+        /// Path and query to request.
+        path: String,
+        /// `Host` header to send; default the endpoint's address.
+        host: Option<String>,
+        /// Healthy statuses, as inclusive ranges. Default 200–399.
+        expected: Vec<(u16, u16)>,
+    },
+    /// A TCP connection that opens is healthy.
+    Tcp,
+}
+
+/// Guards against a registry's partial answer: a source whose set suddenly shrinks
+/// below `min_ratio` of its previous size keeps the previous set for `grace`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ShrinkGuard {
+    /// Smallest acceptable new size, as a fraction of the previous size (0 < r ≤ 1).
+    pub min_ratio: f64,
+    /// How long the previous set is kept before the smaller one applies anyway.
+    pub grace: Duration,
 }
