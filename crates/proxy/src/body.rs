@@ -32,6 +32,7 @@ pub struct ProxyBody {
 
 enum Inner {
     Stream(Incoming),
+    Limited(crate::limits::LimitedBody),
     Full(Option<Bytes>),
     Boxed(BoxBody),
 }
@@ -50,6 +51,15 @@ impl ProxyBody {
     pub fn full(bytes: Bytes) -> Self {
         ProxyBody {
             inner: Inner::Full(Some(bytes)),
+            sent: 0,
+            completion: None,
+        }
+    }
+
+    /// A request body under size and idle limits.
+    pub fn limited(body: crate::limits::LimitedBody) -> Self {
+        ProxyBody {
+            inner: Inner::Limited(body),
             sent: 0,
             completion: None,
         }
@@ -110,6 +120,7 @@ impl Body for ProxyBody {
         let polled = match &mut this.inner {
             Inner::Stream(incoming) => Pin::new(incoming).poll_frame(cx).map_err(BoxError::from),
             Inner::Boxed(body) => Pin::new(body).poll_frame(cx),
+            Inner::Limited(body) => Pin::new(body).poll_frame(cx),
             Inner::Full(bytes) => Poll::Ready(
                 bytes
                     .take()
@@ -133,6 +144,7 @@ impl Body for ProxyBody {
         match &self.inner {
             Inner::Stream(incoming) => incoming.is_end_stream(),
             Inner::Boxed(body) => body.is_end_stream(),
+            Inner::Limited(body) => body.is_end_stream(),
             Inner::Full(bytes) => bytes.as_ref().is_none_or(Bytes::is_empty),
         }
     }
@@ -141,6 +153,7 @@ impl Body for ProxyBody {
         match &self.inner {
             Inner::Stream(incoming) => incoming.size_hint(),
             Inner::Boxed(body) => body.size_hint(),
+            Inner::Limited(body) => body.size_hint(),
             Inner::Full(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }

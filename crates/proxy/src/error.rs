@@ -22,6 +22,12 @@ pub enum ProxyError {
     BadRequest,
     /// The request body exceeded the limit: 413.
     BodyTooLarge,
+    /// The request target is longer than allowed: 414.
+    UriTooLong,
+    /// The request body stalled: 408.
+    RequestTimeout,
+    /// Too many requests in flight: 503.
+    Overloaded,
 }
 
 impl ProxyError {
@@ -34,6 +40,9 @@ impl ProxyError {
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
+            ProxyError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -47,12 +56,28 @@ impl ProxyError {
             ProxyError::Timeout => "upstream timeout",
             ProxyError::BadRequest => "bad request",
             ProxyError::BodyTooLarge => "request body too large",
+            ProxyError::UriTooLong => "request target too long",
+            ProxyError::RequestTimeout => "request body timeout",
+            ProxyError::Overloaded => "overloaded",
         }
     }
 
-    /// The response: `{"error":"...","request_id":"..."}`.
+    /// The response: `{"error":"...","request_id":"..."}`. Errors about the client's own
+    /// request also close the connection, since what follows it cannot be trusted.
     pub fn response(self, request_id: &HeaderValue) -> Response<ProxyBody> {
-        json_error(self.status(), self.message(), request_id)
+        let mut response = json_error(self.status(), self.message(), request_id);
+        if matches!(
+            self,
+            ProxyError::BadRequest
+                | ProxyError::BodyTooLarge
+                | ProxyError::RequestTimeout
+                | ProxyError::UriTooLong
+        ) {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
     }
 }
 

@@ -17,10 +17,12 @@ pub mod body;
 pub mod error;
 pub mod filter;
 pub mod forward;
+pub mod limits;
 pub mod metrics;
 pub mod proxy;
 pub mod router;
 pub mod server;
+pub mod upgrade;
 
 pub use balance::BalancerKind;
 pub use filter::{Filter, RequestContext};

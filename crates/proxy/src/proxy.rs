@@ -5,6 +5,7 @@
 //! for the upstream snapshot; nothing on the way takes a lock.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -24,6 +25,7 @@ use crate::body::ProxyBody;
 use crate::error::ProxyError;
 use crate::filter::{Filter, RequestContext};
 use crate::forward;
+use crate::limits::{BodyLimit, Cidr, LimitedBody, Tripped};
 use crate::metrics::RouteMetrics;
 use crate::router::{PathMatch, RouteMatch, Router};
 
@@ -55,6 +57,8 @@ pub struct RouteSpec {
     pub timeout: Duration,
     /// Extra attempts on another endpoint for idempotent requests without a body. Default 1.
     pub retries: u32,
+    /// Largest request body; `None` uses the server-wide limit.
+    pub max_body: Option<u64>,
     /// Policies, in the order the route lists them.
     pub filters: Vec<Arc<dyn Filter>>,
 }
@@ -161,6 +165,20 @@ pub struct ProxySettings {
     pub pool_idle_timeout: Duration,
     /// Idle connections kept per endpoint. Default 256.
     pub pool_max_idle_per_endpoint: usize,
+    /// Longest request target (path and query) in bytes; longer gets 414. Default 8 KiB.
+    pub max_uri_bytes: usize,
+    /// Largest request body for routes without their own `max_body`; larger gets 413,
+    /// also when chunked (checked as it streams). Default 10 MiB.
+    pub max_body_bytes: u64,
+    /// A request body that sends nothing for this long is cut off (408). Default 60 s.
+    pub body_idle_timeout: Duration,
+    /// Requests in flight at most; past it, 503 at once. 0 = no cap. Default 0.
+    pub max_in_flight: usize,
+    /// Peers whose `X-Forwarded-*` headers are kept (appended to). From any other peer
+    /// they are replaced. Default: none.
+    pub trusted_proxies: Vec<Cidr>,
+    /// An upgraded (WebSocket) tunnel idle this long is closed. Default 5 min.
+    pub upgrade_idle_timeout: Duration,
 }
 
 impl Default for ProxySettings {
@@ -169,6 +187,12 @@ impl Default for ProxySettings {
             connect_timeout: Duration::from_secs(2),
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_endpoint: 256,
+            max_uri_bytes: 8 * 1024,
+            max_body_bytes: 10 * 1024 * 1024,
+            body_idle_timeout: Duration::from_secs(60),
+            max_in_flight: 0,
+            trusted_proxies: Vec::new(),
+            upgrade_idle_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -178,6 +202,17 @@ pub struct Proxy {
     table: ArcSwap<Table>,
     client: Client<HttpConnector, ProxyBody>,
     access_log: Option<AccessLog>,
+    settings: ProxySettings,
+    in_flight: AtomicUsize,
+}
+
+/// Decrements the in-flight count when a request is answered.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Proxy {
@@ -197,6 +232,8 @@ impl Proxy {
             table: ArcSwap::from_pointee(table),
             client,
             access_log,
+            settings: settings.clone(),
+            in_flight: AtomicUsize::new(0),
         }
     }
 
@@ -218,19 +255,37 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         let start = Instant::now();
         let request_id = forward::request_id(request.headers_mut());
+        let in_flight = self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let _in_flight = InFlight(&self.in_flight);
         let table = self.table.load();
+        let refused =
+            if self.settings.max_in_flight != 0 && in_flight >= self.settings.max_in_flight {
+                Some(ProxyError::Overloaded)
+            } else if request
+                .uri()
+                .path_and_query()
+                .map_or(0, |p| p.as_str().len())
+                > self.settings.max_uri_bytes
+            {
+                Some(ProxyError::UriTooLong)
+            } else {
+                None
+            };
         let host = request
             .headers()
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .or_else(|| request.uri().authority().map(Authority::as_str));
-        let found = table.router.find(
-            &table.matchers,
-            host,
-            request.uri().path(),
-            request.method(),
-            request.headers(),
-        );
+        let found = match refused {
+            Some(_) => None,
+            None => table.router.find(
+                &table.matchers,
+                host,
+                request.uri().path(),
+                request.method(),
+                request.headers(),
+            ),
+        };
         let log = self.access_log.as_ref().map(|log| Entry {
             log: log.clone(),
             ts: SystemTime::now(),
@@ -249,7 +304,7 @@ impl Proxy {
         });
         let (response, metrics, endpoint) = match found {
             None => (
-                ProxyError::NoRoute.response(&request_id),
+                refused.unwrap_or(ProxyError::NoRoute).response(&request_id),
                 table.no_route.clone(),
                 None,
             ),
@@ -348,24 +403,62 @@ impl Proxy {
         if forward::is_ambiguous_length(&parts.headers) {
             return Err((ProxyError::BadRequest, None));
         }
+        let max_body = route.spec.max_body.unwrap_or(self.settings.max_body_bytes);
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max_body) {
+            return Err((ProxyError::BodyTooLarge, None));
+        }
         let hash = route
             .hash_on
             .as_ref()
             .map_or(0, |on| request_hash(on, &parts, client));
         let host = parts.headers.get(header::HOST).cloned();
+        let upgrade = crate::upgrade::requested(&parts.headers);
         forward::strip_hop_by_hop(&mut parts.headers);
         let client_ip =
             HeaderValue::from_str(&client.ip().to_string()).expect("an IP is a valid header value");
+        if !self
+            .settings
+            .trusted_proxies
+            .iter()
+            .any(|c| c.contains(client.ip()))
+        {
+            // Only trusted proxies may tell us who the client is.
+            parts.headers.remove(forward::X_FORWARDED_FOR);
+            parts.headers.remove(forward::X_FORWARDED_HOST);
+        }
         forward::add_forwarded(&mut parts.headers, &client_ip, "http", host.as_ref());
+        let client_upgrade = match upgrade {
+            Some(value) => {
+                crate::upgrade::restore(&mut parts.headers, value);
+                parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+            }
+            None => None,
+        };
         let path = upstream_path(route, &parts.uri);
 
-        let replayable = body.is_end_stream() && is_idempotent(&parts.method);
+        let replayable =
+            body.is_end_stream() && is_idempotent(&parts.method) && client_upgrade.is_none();
         let attempts = if replayable {
             1 + route.spec.retries
         } else {
             1
         };
-        let mut body = Some(ProxyBody::stream(body));
+        let tripped = Arc::new(Tripped::default());
+        let mut body = Some(if body.is_end_stream() {
+            ProxyBody::stream(body)
+        } else {
+            ProxyBody::limited(LimitedBody::new(
+                body,
+                max_body,
+                self.settings.body_idle_timeout,
+                tripped.clone(),
+            ))
+        });
         let snapshot = route.upstream.snapshot_full();
         let mut last_failed: Option<SocketAddr> = None;
         let mut last_error = ProxyError::NoHealthyEndpoint;
@@ -401,11 +494,21 @@ impl Proxy {
                     } else {
                         endpoint.stats.record_success();
                     }
+                    let switching = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
                     let (mut parts, body) = response.into_parts();
+                    let upstream_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+                    let upgraded_to = parts.headers.get(header::UPGRADE).cloned();
                     forward::strip_hop_by_hop(&mut parts.headers);
                     parts
                         .headers
                         .insert(forward::X_REQUEST_ID, request_id.clone());
+                    if let (true, Some(client_side), Some(upstream_side), Some(to)) =
+                        (switching, client_upgrade, upstream_upgrade, upgraded_to)
+                    {
+                        crate::upgrade::restore(&mut parts.headers, to);
+                        let idle = self.settings.upgrade_idle_timeout;
+                        tokio::spawn(crate::upgrade::tunnel(client_side, upstream_side, idle));
+                    }
                     return Ok((
                         Response::from_parts(parts, ProxyBody::stream(body)),
                         address,
@@ -413,6 +516,12 @@ impl Proxy {
                 }
                 Ok(Err(error)) => {
                     tracing::debug!(upstream = route.upstream.name(), %address, "upstream request failed: {error:?}");
+                    match tripped.get() {
+                        // The client's body broke a limit: not the endpoint's fault.
+                        Some(BodyLimit::TooLarge) => return Err((ProxyError::BodyTooLarge, None)),
+                        Some(BodyLimit::Idle) => return Err((ProxyError::RequestTimeout, None)),
+                        None => {}
+                    }
                     if error.is_connect() {
                         ProxyError::Connect
                     } else {

@@ -1,5 +1,12 @@
 //! The listener: accepts connections, serves HTTP/1.1 and h2c (prior knowledge) with
-//! hyper-util's auto builder, and drains gracefully on shutdown.
+//! hyper-util's auto builder, enforces the connection-level limits, and drains gracefully
+//! on shutdown.
+//!
+//! Limits (all under `[server]`, with nginx-like safe defaults): header block size
+//! (hyper answers 431), header count (431), a header read timeout against slowloris (the
+//! connection is closed), HTTP/2 concurrent streams and windows, and a global connection
+//! cap: past it, a connection gets an immediate 503 and is closed, so overload sheds fast
+//! instead of queueing.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,17 +17,34 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 
 use crate::Proxy;
 
 /// Listener settings.
 #[derive(Clone, Debug)]
 pub struct ServerSettings {
-    /// Time allowed for a request's headers to arrive (slowloris guard). Default 30 s.
+    /// Time allowed for a request's headers to arrive; a slower client is disconnected
+    /// (slowloris guard). Also bounds how long an idle keep-alive connection waits for its
+    /// next request. Default 30 s.
     pub header_read_timeout: Duration,
     /// How long shutdown waits for in-flight requests. Default 30 s.
     pub drain_timeout: Duration,
+    /// Largest request head (request line and headers) in bytes; larger gets 431.
+    /// Default 32 KiB (at least 8 KiB).
+    pub max_header_bytes: usize,
+    /// Most headers in a request; more gets 431. Default 100.
+    pub max_headers: usize,
+    /// Open client connections at most; past it, 503 and close. Default 10,000.
+    pub max_connections: usize,
+    /// HTTP/2 streams per connection. Default 100.
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2 initial stream window in bytes. Default 1 MiB.
+    pub h2_initial_stream_window: u32,
+    /// HTTP/2 initial connection window in bytes. Default 2 MiB.
+    pub h2_initial_connection_window: u32,
 }
 
 impl Default for ServerSettings {
@@ -28,9 +52,18 @@ impl Default for ServerSettings {
         ServerSettings {
             header_read_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(30),
+            max_header_bytes: 32 * 1024,
+            max_headers: 100,
+            max_connections: 10_000,
+            h2_max_concurrent_streams: 100,
+            h2_initial_stream_window: 1024 * 1024,
+            h2_initial_connection_window: 2 * 1024 * 1024,
         }
     }
 }
+
+/// The answer to a connection over the cap.
+const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 44\r\n\r\n{\"error\":\"too many connections\",\"request_id\":\"\"}";
 
 /// Serves `proxy` on `listener` until `shutdown` resolves, then stops accepting and waits
 /// up to `drain_timeout` for open requests to finish.
@@ -45,7 +78,17 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
+        .max_buf_size(settings.max_header_bytes.max(8192))
+        .max_headers(settings.max_headers)
         .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(settings.h2_max_concurrent_streams)
+        .initial_stream_window_size(settings.h2_initial_stream_window)
+        .initial_connection_window_size(settings.h2_initial_connection_window)
+        .max_header_list_size(settings.max_header_bytes.max(8192) as u32);
+    let connections = Arc::new(Semaphore::new(settings.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -53,12 +96,17 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
                     tracing::warn!("accept failed: {error}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
             () = &mut shutdown => break,
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tokio::spawn(refuse(stream, client));
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let proxy = proxy.clone();
@@ -72,6 +120,7 @@ pub async fn serve(
             if let Err(error) = connection.await {
                 tracing::debug!(%client, "connection ended: {error}");
             }
+            drop(permit);
         });
     }
     drop(listener);
@@ -81,7 +130,36 @@ pub async fn serve(
     }
 }
 
-/// Binds a listener on `address` with `SO_REUSEADDR`.
+/// Answers a connection over the cap with 503 and closes it, without reading its request.
+async fn refuse(mut stream: TcpStream, client: SocketAddr) {
+    tracing::debug!(%client, "connection cap reached: 503");
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(OVERLOADED).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+/// Binds a listener on `address`.
 pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(address).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overload_answer_is_well_formed() {
+        let text = std::str::from_utf8(OVERLOADED).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(body.len(), length);
+        serde_json::from_str::<serde_json::Value>(body).unwrap();
+    }
 }

@@ -106,6 +106,16 @@ impl App {
             connect_timeout: server.connect_timeout,
             pool_idle_timeout: server.pool_idle_timeout,
             pool_max_idle_per_endpoint: server.pool_max_idle_per_endpoint,
+            max_uri_bytes: server.max_uri_bytes.0 as usize,
+            max_body_bytes: server.max_body.0,
+            body_idle_timeout: server.body_idle_timeout,
+            max_in_flight: server.max_in_flight,
+            trusted_proxies: server
+                .trusted_proxies
+                .iter()
+                .filter_map(|c| switchyard_proxy::limits::Cidr::parse(c).ok())
+                .collect(),
+            upgrade_idle_timeout: server.upgrade_idle_timeout,
         };
         let access_log = plan.config.log.access.then(AccessLog::stdout);
         let proxy = Arc::new(Proxy::new(table, &settings, access_log));

@@ -38,6 +38,77 @@ pub struct ServerConfig {
     /// `/readyz` turns ready after this even if a source has not synced. Default 10 s.
     #[serde(with = "humantime_serde")]
     pub startup_grace: Duration,
+    /// Largest request head; larger gets 431. Default 32 KiB.
+    pub max_header_bytes: ByteSize,
+    /// Most request headers; more gets 431. Default 100.
+    pub max_headers: usize,
+    /// Longest request target (path and query); longer gets 414. Default 8 KiB.
+    pub max_uri_bytes: ByteSize,
+    /// Largest request body (routes may set their own `max_body`); larger gets 413, also
+    /// when chunked. Default 10 MiB.
+    pub max_body: ByteSize,
+    /// A request body silent this long is cut off with 408. Default 60 s.
+    #[serde(with = "humantime_serde")]
+    pub body_idle_timeout: Duration,
+    /// Open client connections at most; past it, 503 and close. Default 10,000.
+    pub max_connections: usize,
+    /// Requests in flight at most; past it, 503 at once. 0 = no cap. Default 0.
+    pub max_in_flight: usize,
+    /// CIDR blocks of proxies allowed to set `X-Forwarded-*`; from anyone else those
+    /// headers are replaced. Default: none.
+    pub trusted_proxies: Vec<String>,
+    /// Idle upgraded (WebSocket) tunnels close after this. Default 5 min.
+    #[serde(with = "humantime_serde")]
+    pub upgrade_idle_timeout: Duration,
+    /// HTTP/2 concurrent streams per connection. Default 100.
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2 initial stream window. Default 1 MiB.
+    pub h2_initial_stream_window: ByteSize,
+    /// HTTP/2 initial connection window. Default 2 MiB.
+    pub h2_initial_connection_window: ByteSize,
+}
+
+/// A size in bytes: an integer, or a string with a binary suffix (`"512k"`, `"10MiB"`,
+/// `"1m"`, `"2g"`; k, m, g are powers of 1024, as in nginx).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Number(n) => Ok(ByteSize(n)),
+            Raw::Text(text) => parse_size(&text)
+                .map(ByteSize)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Parses `"10MiB"`, `"512k"`, `"1024"`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size like 512k or 10MiB"))?;
+    let scale = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("{text:?}: unknown unit (k, m, g, KiB, MiB, GiB)")),
+    };
+    n.checked_mul(scale)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 impl Default for ServerConfig {
@@ -51,6 +122,18 @@ impl Default for ServerConfig {
             pool_idle_timeout: Duration::from_secs(90),
             pool_max_idle_per_endpoint: 256,
             startup_grace: Duration::from_secs(10),
+            max_header_bytes: ByteSize(32 * 1024),
+            max_headers: 100,
+            max_uri_bytes: ByteSize(8 * 1024),
+            max_body: ByteSize(10 * 1024 * 1024),
+            body_idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            max_in_flight: 0,
+            trusted_proxies: Vec::new(),
+            upgrade_idle_timeout: Duration::from_secs(300),
+            h2_max_concurrent_streams: 100,
+            h2_initial_stream_window: ByteSize(1024 * 1024),
+            h2_initial_connection_window: ByteSize(2 * 1024 * 1024),
         }
     }
 }
@@ -326,6 +409,9 @@ pub struct RouteConfig {
     /// Extra attempts for idempotent requests without a body. Default 1.
     #[serde(default = "default_retries")]
     pub retries: u32,
+    /// Largest request body on this route. Default: `server.max_body`.
+    #[serde(default)]
+    pub max_body: Option<ByteSize>,
     /// Every other key of the route table: its policies, decoded by the policy layer
     /// (which refuses the keys it does not know).
     #[serde(skip)]
@@ -444,7 +530,8 @@ pub const POLICY_SECTIONS: [&str; 3] = ["consumers", "auth", "route_defaults"];
 
 /// The keys of a `[[routes]]` table that the router itself reads; every other key of a
 /// route is a policy (`auth`, `rate_limit`, `cache`, ...) decoded by the policy layer.
-pub const ROUTE_KEYS: [&str; 10] = [
+pub const ROUTE_KEYS: [&str; 11] = [
+    "max_body",
     "name",
     "host",
     "path",

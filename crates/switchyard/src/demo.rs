@@ -104,7 +104,7 @@ pub fn run(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        crate::init_tracing(&plan.config.log.level);
+        crate::cli::init_tracing(&plan.config.log.level);
         eprintln!(
             "\nSwitchyard demo: 3 echo instances ({}, {}, {} with weight 2) found in a watched file,\n\
              one static fallback ({}) that serves only when they are all gone.\n\n\
@@ -122,7 +122,7 @@ pub fn run(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
             services.display(),
             config_path.display(),
         );
-        let code = crate::serve(config_path, catalog, plan).await;
+        let code = crate::cli::serve(config_path, catalog, plan).await;
         drop(dir);
         code
     })

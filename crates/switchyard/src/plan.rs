@@ -119,6 +119,14 @@ pub fn build(
         }
     }
 
+    for (i, cidr) in config.server.trusted_proxies.iter().enumerate() {
+        if let Err(message) = switchyard_proxy::limits::Cidr::parse(cidr) {
+            issues.push(ConfigIssue::new(
+                format!("server.trusted_proxies[{i}]"),
+                message,
+            ));
+        }
+    }
     if let Some(state) = &config.state {
         if state.dir.is_empty() {
             issues.push(ConfigIssue::new("state.dir", "must not be empty"));
@@ -500,6 +508,7 @@ fn build_route(
         strip_prefix: route.strip_prefix,
         timeout: route.timeout,
         retries: route.retries,
+        max_body: route.max_body.map(|b| b.0),
         filters: Vec::new(),
     })
 }
