@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod router;
 pub mod server;
+pub mod tls;
 pub mod upgrade;
 
 pub use balance::BalancerKind;

@@ -250,8 +250,19 @@ impl Proxy {
     /// Handles one request from `client`.
     pub async fn handle(
         &self,
+        request: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Response<ProxyBody> {
+        self.handle_proto(request, client, "http").await
+    }
+
+    /// Handles one request that arrived over `proto` (`http` or `https`, for
+    /// `X-Forwarded-Proto`).
+    pub async fn handle_proto(
+        &self,
         mut request: Request<Incoming>,
         client: SocketAddr,
+        proto: &'static str,
     ) -> Response<ProxyBody> {
         let start = Instant::now();
         let request_id = forward::request_id(request.headers_mut());
@@ -311,10 +322,10 @@ impl Proxy {
             Some(index) => {
                 let route = &table.routes[index];
                 let (response, endpoint) = if route.spec.filters.is_empty() {
-                    self.forward_answer(route, request, client, &request_id)
+                    self.forward_answer(route, request, client, proto, &request_id)
                         .await
                 } else {
-                    self.forward_filtered(route, request, client, &request_id, start)
+                    self.forward_filtered(route, request, client, proto, &request_id, start)
                         .await
                 };
                 (response, route.metrics.clone(), endpoint)
@@ -339,10 +350,14 @@ impl Proxy {
         route: &Route,
         request: Request<Incoming>,
         client: SocketAddr,
+        proto: &'static str,
         request_id: &HeaderValue,
     ) -> (Response<ProxyBody>, Option<SocketAddr>) {
         let (parts, body) = request.into_parts();
-        match self.forward(route, parts, body, client, request_id).await {
+        match self
+            .forward(route, parts, body, client, proto, request_id)
+            .await
+        {
             Ok((response, endpoint)) => (response, Some(endpoint)),
             Err((error, endpoint)) => (error.response(request_id), endpoint),
         }
@@ -354,6 +369,7 @@ impl Proxy {
         route: &Route,
         request: Request<Incoming>,
         client: SocketAddr,
+        proto: &'static str,
         request_id: &HeaderValue,
         start: Instant,
     ) -> (Response<ProxyBody>, Option<SocketAddr>) {
@@ -378,7 +394,10 @@ impl Proxy {
         }
         let (mut response, endpoint) = match answered {
             Some(response) => (response, None),
-            None => match self.forward(route, parts, body, client, request_id).await {
+            None => match self
+                .forward(route, parts, body, client, proto, request_id)
+                .await
+            {
                 Ok((response, endpoint)) => (response, Some(endpoint)),
                 Err((error, endpoint)) => (error.response(request_id), endpoint),
             },
@@ -398,6 +417,7 @@ impl Proxy {
         mut parts: http::request::Parts,
         body: Incoming,
         client: SocketAddr,
+        proto: &'static str,
         request_id: &HeaderValue,
     ) -> Result<(Response<ProxyBody>, SocketAddr), (ProxyError, Option<SocketAddr>)> {
         if forward::is_ambiguous_length(&parts.headers) {
@@ -431,7 +451,7 @@ impl Proxy {
             parts.headers.remove(forward::X_FORWARDED_FOR);
             parts.headers.remove(forward::X_FORWARDED_HOST);
         }
-        forward::add_forwarded(&mut parts.headers, &client_ip, "http", host.as_ref());
+        forward::add_forwarded(&mut parts.headers, &client_ip, proto, host.as_ref());
         let client_upgrade = match upgrade {
             Some(value) => {
                 crate::upgrade::restore(&mut parts.headers, value);

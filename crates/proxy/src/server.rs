@@ -21,6 +21,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+use crate::body::ProxyBody;
+use crate::tls::TlsConfig;
 use crate::Proxy;
 
 /// Listener settings.
@@ -65,12 +67,35 @@ impl Default for ServerSettings {
 /// The answer to a connection over the cap.
 const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 44\r\n\r\n{\"error\":\"too many connections\",\"request_id\":\"\"}";
 
+/// What a listener speaks.
+#[derive(Clone, Debug, Default)]
+pub enum ListenerKind {
+    /// Plain HTTP/1.1 and h2c.
+    #[default]
+    Plain,
+    /// TLS with ALPN h2 / http/1.1.
+    Tls(TlsConfig),
+    /// Plain HTTP that answers every request with a 308 to `https://` on this port.
+    RedirectToHttps(u16),
+}
+
 /// Serves `proxy` on `listener` until `shutdown` resolves, then stops accepting and waits
 /// up to `drain_timeout` for open requests to finish.
 pub async fn serve(
     listener: TcpListener,
     proxy: Arc<Proxy>,
     settings: ServerSettings,
+    shutdown: impl Future<Output = ()>,
+) {
+    serve_kind(listener, proxy, settings, ListenerKind::Plain, shutdown).await;
+}
+
+/// [`serve`] for any kind of listener.
+pub async fn serve_kind(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    settings: ServerSettings,
+    kind: ListenerKind,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -109,25 +134,109 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let proto = if matches!(kind, ListenerKind::Tls(_)) {
+            "https"
+        } else {
+            "http"
+        };
         let proxy = proxy.clone();
         let service = service_fn(move |request| {
             let proxy = proxy.clone();
-            async move { Ok::<_, std::convert::Infallible>(proxy.handle(request, client).await) }
-        });
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection.into_owned());
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%client, "connection ended: {error}");
+            async move {
+                Ok::<_, std::convert::Infallible>(proxy.handle_proto(request, client, proto).await)
             }
-            drop(permit);
         });
+        match &kind {
+            ListenerKind::Plain => {
+                let connection =
+                    builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                let connection = graceful.watch(connection.into_owned());
+                tokio::spawn(async move {
+                    if let Err(error) = connection.await {
+                        tracing::debug!(%client, "connection ended: {error}");
+                    }
+                    drop(permit);
+                });
+            }
+            ListenerKind::Tls(tls) => {
+                let acceptor = tls.acceptor();
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let handshake =
+                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+                    let stream = match handshake {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(error)) => {
+                            tracing::debug!(%client, "TLS handshake failed: {error}");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%client, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    if let Err(error) = watcher.watch(connection.into_owned()).await {
+                        tracing::debug!(%client, "connection ended: {error}");
+                    }
+                    drop(permit);
+                });
+            }
+            ListenerKind::RedirectToHttps(port) => {
+                let port = *port;
+                let redirect = service_fn(
+                    move |request: hyper::Request<hyper::body::Incoming>| async move {
+                        Ok::<_, std::convert::Infallible>(redirect_to_https(&request, port))
+                    },
+                );
+                let connection = builder.serve_connection(TokioIo::new(stream), redirect);
+                let connection = graceful.watch(connection.into_owned());
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                    drop(permit);
+                });
+            }
+        }
     }
     drop(listener);
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("drained all connections"),
         () = tokio::time::sleep(settings.drain_timeout) => tracing::warn!("drain timeout; closing remaining connections"),
     }
+}
+
+/// Time allowed for a TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `308 Permanent Redirect` to the same host and path over https on `port`.
+fn redirect_to_https(
+    request: &hyper::Request<hyper::body::Incoming>,
+    port: u16,
+) -> hyper::Response<ProxyBody> {
+    let host = request
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().host())
+        .unwrap_or("localhost");
+    let host = host
+        .rsplit_once(':')
+        .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(host, |(h, _)| h);
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = if port == 443 {
+        format!("https://{host}{path}")
+    } else {
+        format!("https://{host}:{port}{path}")
+    };
+    let mut response = hyper::Response::new(ProxyBody::empty());
+    *response.status_mut() = http::StatusCode::PERMANENT_REDIRECT;
+    if let Ok(value) = http::HeaderValue::from_str(&location) {
+        response.headers_mut().insert(http::header::LOCATION, value);
+    }
+    response
 }
 
 /// Answers a connection over the cap with 503 and closes it, without reading its request.

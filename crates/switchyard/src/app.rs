@@ -82,6 +82,8 @@ pub struct App {
     pub reload_failures: AtomicU64,
     reloading: tokio::sync::Mutex<()>,
     state: Option<StateStore>,
+    /// The TLS listener's certificates, reloaded with the config.
+    pub tls: Option<switchyard_proxy::tls::TlsConfig>,
 }
 
 impl App {
@@ -118,6 +120,12 @@ impl App {
             upgrade_idle_timeout: server.upgrade_idle_timeout,
         };
         let access_log = plan.config.log.access.then(AccessLog::stdout);
+        let tls = plan.config.server.tls.as_ref().and_then(|tls| {
+            let spec = plan::tls_spec(tls, base_dir(&config_path)).ok()?;
+            switchyard_proxy::tls::TlsConfig::load(&spec)
+                .map_err(|error| tracing::error!("TLS: {error}"))
+                .ok()
+        });
         let proxy = Arc::new(Proxy::new(table, &settings, access_log));
         Arc::new(App {
             config_path,
@@ -132,6 +140,7 @@ impl App {
             reload_failures: AtomicU64::new(0),
             reloading: tokio::sync::Mutex::new(()),
             state,
+            tls,
         })
     }
 
@@ -171,6 +180,16 @@ impl App {
         )
         .expect("validated plans only name known upstreams");
         self.proxy.set_table(table);
+        if let (Some(live), Some(tls)) = (&self.tls, &plan.config.server.tls) {
+            match plan::tls_spec(tls, base_dir(&self.config_path))
+                .and_then(|spec| live.reload(&spec))
+            {
+                Ok(()) => tracing::info!("TLS certificates reloaded"),
+                Err(error) => {
+                    tracing::error!("TLS certificates not reloaded, keeping the old ones: {error}")
+                }
+            }
+        }
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Current {
             config: plan.config,
             registries: plan.registries,
@@ -185,6 +204,10 @@ impl App {
 fn warn_restart_only(old: &Config, new: &Config) {
     let changed = [
         ("server.listen", old.server.listen != new.server.listen),
+        (
+            "server.tls_listen",
+            old.server.tls_listen != new.server.tls_listen,
+        ),
         ("server.workers", old.server.workers != new.server.workers),
         ("admin.listen", old.admin.listen != new.admin.listen),
         ("log", old.log != new.log),

@@ -280,11 +280,62 @@ pub async fn serve(
             return ExitCode::from(1);
         }
     };
+    let tls_listener = match plan.config.server.tls_listen {
+        None => None,
+        Some(address) => match TcpListener::bind(address).await {
+            Ok(l) => Some(l),
+            Err(error) => {
+                eprintln!("switchyard: cannot listen on {address} (tls): {error}");
+                return ExitCode::from(1);
+            }
+        },
+    };
+    let redirect = plan.config.server.redirect_to_https;
+    let tls_port = plan.config.server.tls_listen.map(|a| a.port());
     let app = app::App::start(path, catalog, plan);
     tracing::info!(%listen, admin = %admin_listen, "switchyard listening");
     tokio::spawn(admin::serve(admin_listener, app.clone()));
     tokio::spawn(reload_on_sighup(app.clone()));
-    server::serve(listener, app.proxy.clone(), settings, shutdown_signal()).await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let tls_task = match (tls_listener, app.tls.clone()) {
+        (Some(listener), Some(tls)) => {
+            tracing::info!(address = ?listener.local_addr().ok(), "TLS listening");
+            Some(tokio::spawn(server::serve_kind(
+                listener,
+                app.proxy.clone(),
+                settings.clone(),
+                server::ListenerKind::Tls(tls),
+                wait(stopped.clone()),
+            )))
+        }
+        _ => None,
+    };
+    let plain_kind = match (redirect, tls_port) {
+        (true, Some(port)) => server::ListenerKind::RedirectToHttps(port),
+        _ => server::ListenerKind::Plain,
+    };
+    let plain = server::serve_kind(
+        listener,
+        app.proxy.clone(),
+        settings,
+        plain_kind,
+        wait(stopped),
+    );
+    tokio::pin!(plain);
+    tokio::select! {
+        () = &mut plain => {}
+        () = shutdown_signal() => {
+            let _ = stop.send(true);
+            plain.await;
+        }
+    }
+    if let Some(task) = tls_task {
+        let _ = stop.send(true);
+        let _ = task.await;
+    }
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }

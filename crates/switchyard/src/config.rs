@@ -66,6 +66,42 @@ pub struct ServerConfig {
     pub h2_initial_stream_window: ByteSize,
     /// HTTP/2 initial connection window. Default 2 MiB.
     pub h2_initial_connection_window: ByteSize,
+    /// Address of the TLS listener (needs `[server.tls]`). Default: none.
+    pub tls_listen: Option<SocketAddr>,
+    /// TLS certificates for `tls_listen`.
+    pub tls: Option<TlsSettings>,
+    /// Make the plain listener answer every request with a redirect to https
+    /// (`tls_listen`'s port). Default false.
+    pub redirect_to_https: bool,
+}
+
+/// `[server.tls]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// Certificates: `{ cert = "a.pem", key = "a-key.pem", names = ["a.example.com"] }`.
+    /// The first is the default for clients whose SNI name matches none.
+    pub certificates: Vec<CertificateSettings>,
+    /// `"1.2"` (default) or `"1.3"`.
+    #[serde(default = "default_tls_min")]
+    pub min_version: String,
+}
+
+fn default_tls_min() -> String {
+    "1.2".into()
+}
+
+/// One certificate of `[server.tls]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateSettings {
+    /// PEM chain file (relative to the config file).
+    pub cert: String,
+    /// PEM private key file.
+    pub key: String,
+    /// SNI names served with it.
+    #[serde(default)]
+    pub names: Vec<String>,
 }
 
 /// A size in bytes: an integer, or a string with a binary suffix (`"512k"`, `"10MiB"`,
@@ -134,6 +170,9 @@ impl Default for ServerConfig {
             h2_max_concurrent_streams: 100,
             h2_initial_stream_window: ByteSize(1024 * 1024),
             h2_initial_connection_window: ByteSize(2 * 1024 * 1024),
+            tls_listen: None,
+            tls: None,
+            redirect_to_https: false,
         }
     }
 }

@@ -119,6 +119,30 @@ pub fn build(
         }
     }
 
+    match (&config.server.tls_listen, &config.server.tls) {
+        (Some(_), None) => issues.push(ConfigIssue::new(
+            "server.tls",
+            "tls_listen needs [server.tls] certificates",
+        )),
+        (None, Some(_)) => issues.push(ConfigIssue::new(
+            "server.tls_listen",
+            "[server.tls] needs tls_listen",
+        )),
+        (Some(_), Some(tls)) => {
+            if let Err(message) = tls_spec(tls, base_dir)
+                .and_then(|spec| switchyard_proxy::tls::server_config(&spec).map(|_| ()))
+            {
+                issues.push(ConfigIssue::new("server.tls", message));
+            }
+        }
+        (None, None) => {}
+    }
+    if config.server.redirect_to_https && config.server.tls_listen.is_none() {
+        issues.push(ConfigIssue::new(
+            "server.redirect_to_https",
+            "needs tls_listen",
+        ));
+    }
     for (i, cidr) in config.server.trusted_proxies.iter().enumerate() {
         if let Err(message) = switchyard_proxy::limits::Cidr::parse(cidr) {
             issues.push(ConfigIssue::new(
@@ -311,6 +335,33 @@ fn build_upstream(
         shrink_guard,
     };
     Ok((spec, hash_on))
+}
+
+/// The TLS spec of `[server.tls]`, paths resolved against the config's directory.
+pub fn tls_spec(
+    tls: &crate::config::TlsSettings,
+    base_dir: &Path,
+) -> Result<switchyard_proxy::tls::TlsSpec, String> {
+    let min_version_13 = match tls.min_version.as_str() {
+        "1.2" => false,
+        "1.3" => true,
+        other => return Err(format!("min_version {other:?}: 1.2 or 1.3")),
+    };
+    if tls.certificates.is_empty() {
+        return Err("at least one certificate is needed".into());
+    }
+    Ok(switchyard_proxy::tls::TlsSpec {
+        certificates: tls
+            .certificates
+            .iter()
+            .map(|c| switchyard_proxy::tls::CertificateSpec {
+                cert: base_dir.join(&c.cert),
+                key: base_dir.join(&c.key),
+                names: c.names.clone(),
+            })
+            .collect(),
+        min_version_13,
+    })
 }
 
 /// Checks a `[upstreams.NAME.health_check]` table.
