@@ -2,8 +2,11 @@
 # Registers the docker-compose demo's sample services with the Consul agent, through its
 # HTTP API (PUT /v1/agent/service/register), each with an HTTP check the agent runs every
 # 5 s. Instances are named by their compose host names; Switchyard resolves them.
+# SEED_CONSUL_CHECK=ttl registers passing TTL checks instead (for agents that cannot run
+# HTTP checks, such as the test double: integration-tests/tests/mixed_compose.rs).
 set -eu
 consul=${CONSUL_HTTP_ADDR:-http://consul:8500}
+check_kind=${SEED_CONSUL_CHECK:-http}
 
 tries=0
 until curl -fsS "$consul/v1/status/leader" | grep -q ':'; do
@@ -17,12 +20,17 @@ done
 
 # register ID NAME HOST PORT
 register() {
+    if [ "$check_kind" = ttl ]; then
+        check='{"TTL": "30m", "Status": "passing"}'
+    else
+        check="{\"HTTP\": \"http://$3:$4/\", \"Interval\": \"5s\", \"Timeout\": \"1s\"}"
+    fi
     curl -fsS -X PUT "$consul/v1/agent/service/register" -d "{
         \"ID\": \"$1\",
         \"Name\": \"$2\",
         \"Address\": \"$3\",
         \"Port\": $4,
-        \"Check\": {\"HTTP\": \"http://$3:$4/\", \"Interval\": \"5s\", \"Timeout\": \"1s\"}
+        \"Check\": $check
     }"
     echo "seed-consul: registered $1 ($2 at $3:$4)"
 }
