@@ -23,6 +23,9 @@
 #   RATE_CONNECTIONS [CONNECTIONS]  TARGETS ["direct switchyard nginx haproxy switchyard-default"]
 #   PIN [1: taskset when there are ≥ 2 cores]  SKIP_BUILD [0]  KEEP [0: keep the temp dir]
 #   SWITCHYARD [target/release/switchyard: the binary to measure]
+#   PROFILE [none: targets to sample with `perf record -e cpu-clock -g` during their
+#            saturation run; the report goes to target/bench/perf-<target>-<time>.txt.
+#            Sampling costs the profiled process CPU: do not quote that row's figures]
 #
 # Everything listens on 127.0.0.1 on free ports; every process started here is killed on
 # exit. Needs: cargo/rustc, wrk, nginx, haproxy, curl, ss, pgrep, taskset (installed with
@@ -40,6 +43,7 @@ RATE_CONNECTIONS=${RATE_CONNECTIONS:-$CONNECTIONS}
 RATE_DURATION=${RATE_DURATION:-$DURATION}
 TARGETS=${TARGETS:-"direct switchyard nginx haproxy switchyard-default"}
 PIN=${PIN:-1}
+PROFILE=${PROFILE:-}
 SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP=${KEEP:-0}
 OUT=${OUT:-$ROOT/target/bench}
@@ -66,6 +70,7 @@ ensure_tools() {
   command -v ss >/dev/null || missing+=(iproute2)
   command -v pgrep >/dev/null || missing+=(procps)
   command -v taskset >/dev/null || missing+=(util-linux)
+  [[ -z $PROFILE ]] || command -v perf >/dev/null || missing+=(linux-perf)
   if ((${#missing[@]})); then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
       log "installing ${missing[*]}"
@@ -327,11 +332,25 @@ saturate() {
   place_backend "$t"
   pinned "$LOAD_CPUS" wrk -t "$THREADS" -c "$CONNECTIONS" -d "$WARMUP" "$url" >/dev/null
   pids=$(tree_pids "${PID_OF[$t]}")
+  local perf_pid=""
+  if [[ " $PROFILE " == *" $t "* ]] && command -v perf >/dev/null; then
+    # cpu-clock, a software event: it samples in VMs without hardware counters too.
+    perf record -q -e cpu-clock -F 999 -g -p "$(paste -sd, <<<"$pids")" -o "$DIR/perf-$t.data" \
+      -- sleep "$DURATION_S" >/dev/null 2>&1 &
+    perf_pid=$!
+  fi
   before=$(cpu_ticks "$pids")
   line=$(timeout $((${DURATION_S%.*} + 60)) \
     taskset -c "${LOAD_CPUS:-${CPUS[*]// /,}}" wrk -t "$THREADS" -c "$CONNECTIONS" -d "$DURATION" \
     --timeout 5s -s "$ROOT/bench/wrk-report.lua" "$url" | grep '^WRK ') || die "wrk failed against $t"
   after=$(cpu_ticks "$pids")
+  if [[ -n $perf_pid ]]; then
+    wait "$perf_pid" || true
+    local report
+    report=$OUT/perf-$t-$(date -u +%Y%m%d-%H%M%S).txt
+    perf report -i "$DIR/perf-$t.data" --stdio --no-children --percent-limit 0.5 >"$report" 2>/dev/null \
+      && log "$t profile: $report"
+  fi
   requests=$(kv "$line" requests)
   dur=$(kv "$line" duration_us)
   RPS[$t]=$(awk -v r="$requests" -v d="$dur" 'BEGIN {printf "%.0f", r / (d / 1e6)}')
@@ -398,7 +417,7 @@ report() {
   for t in $TARGETS; do
     if ((${ERRS[$t]} + ${LERRS[$t]} > 0)); then echo "- WARNING: $t had errors (non-2xx or socket); its figures are suspect"; fi
     if ((${LLATE[$t]:-0} * 100 > ${LRATE[$t]%.*} * ${RATE_DURATION_S%.*})); then
-      echo "- note: $t fell behind the constant-rate schedule for ${LLATE[$t]} requests (over 1%): the rate is near its saturation"
+      echo "- note: $t fell behind the constant-rate schedule for ${LLATE[$t]} requests (over 1%): near its saturation, or the machine was busy"
     fi
   done
 }
