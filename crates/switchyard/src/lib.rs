@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod dashboard;
 pub mod demo;
+pub mod fuzzing;
 pub mod plan;
 pub mod policy;
 pub mod status;

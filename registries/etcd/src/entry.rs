@@ -6,6 +6,9 @@
 //! (`weight` defaults to 1, `priority` to 0; other SkyDNS fields such as `ttl` are ignored),
 //! or a plain `host:port` string (bare or JSON-quoted). `metadata.zone` becomes the
 //! endpoint's zone. A host name is resolved when the entry is read.
+//!
+//! [`parse_value`] and [`parse_host_port`] are the decoder's public face (for fuzzing and
+//! tools); everything else here is internal to the registry.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -51,7 +54,7 @@ fn one() -> u32 {
 
 /// A decoded value whose host may still need resolving.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Entry {
+pub struct Entry {
     /// The host as written: an IP address or a name.
     pub host: String,
     /// The port, never 0.
@@ -115,7 +118,8 @@ impl Entry {
 }
 
 /// Decodes a value: a JSON record, a JSON string `"host:port"` or a bare `host:port`.
-pub(crate) fn parse_value(value: &[u8]) -> Result<Entry, String> {
+/// Never panics; an `Ok` entry has a non-empty host and a non-zero port.
+pub fn parse_value(value: &[u8]) -> Result<Entry, String> {
     let text = std::str::from_utf8(value)
         .map_err(|_| "value is not UTF-8".to_owned())?
         .trim();
@@ -158,8 +162,8 @@ pub(crate) fn parse_value(value: &[u8]) -> Result<Entry, String> {
     parse_host_port(&address)
 }
 
-/// `10.0.0.5:8080`, `[::1]:8080` or `name:8080`.
-pub(crate) fn parse_host_port(address: &str) -> Result<Entry, String> {
+/// `10.0.0.5:8080`, `[::1]:8080` or `name:8080`. Never panics; port 0 is refused.
+pub fn parse_host_port(address: &str) -> Result<Entry, String> {
     if let Ok(socket) = address.parse::<SocketAddr>() {
         if socket.port() == 0 {
             return Err(format!("{address:?}: port 0"));

@@ -16,7 +16,7 @@
 
 mod config;
 mod connect;
-mod entry;
+pub mod entry;
 mod hub;
 pub mod register;
 

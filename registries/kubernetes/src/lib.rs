@@ -19,7 +19,7 @@
 
 mod settings;
 mod shared;
-mod slices;
+pub mod slices;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -27,7 +27,9 @@ use std::sync::{Arc, Mutex, Weak};
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+/// The k8s-openapi type that [`slices::resolve`] reads, re-exported for callers (fuzzers,
+/// tools) that decode slices themselves.
+pub use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 use switchyard_registry::{
@@ -35,8 +37,8 @@ use switchyard_registry::{
     ServiceQuery, Update, UpdateStream,
 };
 
-pub use settings::Settings;
-use settings::{parse_query, PortSpec, Target};
+use settings::{parse_query, Target};
+pub use settings::{PortSpec, Settings};
 use shared::{NamespaceState, NamespaceWatch};
 use slices::{diff, resolve, Published};
 

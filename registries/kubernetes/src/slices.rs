@@ -11,6 +11,8 @@
 //! - slices of `addressType` IPv4 and IPv6 are used; FQDN slices are skipped (no
 //!   semantics are defined for them);
 //! - the port is picked per slice, by name or number, or the slice's only port.
+//!
+//! [`resolve`] (with [`crate::PortSpec`]) is the decoder's public face, for fuzzing and tools.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -31,7 +33,8 @@ pub struct Resolved {
     pub skipped: Vec<String>,
 }
 
-/// Resolves the endpoints of one service from its slices (keyed by slice name).
+/// Resolves the endpoints of one service from its slices (keyed by slice name). Never
+/// panics, whatever the slices hold; the endpoints come sorted by address, each once.
 pub fn resolve<'a>(
     slices: impl IntoIterator<Item = &'a EndpointSlice>,
     port: &PortSpec,
