@@ -393,7 +393,7 @@ report() {
   echo "- pinning: $PIN_NOTE"
   echo "- saturation: wrk -t $THREADS -c $CONNECTIONS -d $DURATION (after a $WARMUP warm-up), GET / → ${BODY_SIZE}-byte body; proxies with $WORKERS worker(s)/thread(s)"
   echo "- constant rate: bench/loadgen (open loop, latency from the due time) at $RATE req/s over $RATE_CONNECTIONS connections for $RATE_DURATION after 1s warm-up"
-  echo "- versions: $("$SWITCHYARD" --version 2>/dev/null | head -1), $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(haproxy -v 2>/dev/null | head -1 | awk '{print "HAProxy " $3}'), $(wrk -v 2>&1 | head -1 | awk '{print "wrk " $2}')"
+  echo "- versions: $("$SWITCHYARD" --version 2>/dev/null | head -1) (tree $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)), $(nginx -v 2>&1 | sed 's/^nginx version: //'), $(haproxy -v 2>/dev/null | head -1 | awk '{print "HAProxy " $3}'), $(wrk -v 2>&1 | head -1 | awk '{print "wrk " $2}')"
   echo "- CPU s = utime+stime of the process (nginx: master + workers) during the measured window; RSS = VmHWM (nginx: summed over its processes). The direct row shows the backend's."
   echo
   echo "| target | req/s | p50 ms | p99 ms | p99.9 ms | CPU s | CPU µs/req | peak RSS MiB | errors | @${RATE}/s p50 ms | p99 ms | p99.9 ms | CPU s | errors |"
