@@ -494,13 +494,9 @@ fn replace_registry(config: &str, name: &str, table: &str) -> String {
 /// A whole tier dies at once (its Kubernetes instances killed, still registered): health
 /// checks and passive ejection move the upstream to the next tier (etcd); the revived
 /// instances take tier 0 back. Every request is counted, and none may fail: a healthy
-/// instance (tier 1) existed all along.
-///
-/// Ignored until a retry can leave the serving tier: today the requests in flight when the
-/// whole tier dies are retried only on that tier's (dead) endpoints and fail with 502 until
-/// health checks or ejection move the tier (a first run: 4 of 13 requests in that window).
+/// instance (tier 1) existed all along: a request whose serving tier is exhausted retries on
+/// the next tier before health checks have moved it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "known gap: retries stay within the serving tier (run with --run-ignored)"]
 async fn a_whole_tier_killed_at_once_fails_over_to_the_next_registry() {
     let mut k8s_apps = apps(&["k8s-a", "k8s-b"]);
     let etcd_apps = apps(&["etcd-a", "etcd-b"]);

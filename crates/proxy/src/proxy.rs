@@ -206,6 +206,31 @@ pub struct Proxy {
     in_flight: AtomicUsize,
 }
 
+/// The other end of a client connection, worked out once per connection.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    /// The client's address.
+    pub address: SocketAddr,
+    /// The client's IP as a header value, for `X-Forwarded-For`.
+    pub ip: HeaderValue,
+    /// `http` or `https`, for `X-Forwarded-Proto`.
+    pub proto: &'static str,
+}
+
+impl Peer {
+    /// The peer at `address` on a listener speaking `proto`.
+    pub fn new(address: SocketAddr, proto: &'static str) -> Peer {
+        let ip = HeaderValue::from_str(&address.ip().to_string())
+            .expect("an IP is a valid header value");
+        Peer { address, ip, proto }
+    }
+
+    /// Whether the peer is one of the trusted proxies.
+    pub fn trusted(&self, proxies: &[Cidr]) -> bool {
+        proxies.iter().any(|c| c.contains(self.address.ip()))
+    }
+}
+
 /// Decrements the in-flight count when a request is answered.
 struct InFlight<'a>(&'a AtomicUsize);
 
@@ -247,23 +272,22 @@ impl Proxy {
         self.table.store(Arc::new(table));
     }
 
-    /// Handles one request from `client`.
+    /// Handles one request from `client` on a plain HTTP listener.
     pub async fn handle(
         &self,
         request: Request<Incoming>,
         client: SocketAddr,
     ) -> Response<ProxyBody> {
-        self.handle_proto(request, client, "http").await
+        self.handle_from(request, &Peer::new(client, "http")).await
     }
 
-    /// Handles one request that arrived over `proto` (`http` or `https`, for
-    /// `X-Forwarded-Proto`).
-    pub async fn handle_proto(
+    /// Handles one request from a connection's peer.
+    pub async fn handle_from(
         &self,
         mut request: Request<Incoming>,
-        client: SocketAddr,
-        proto: &'static str,
+        peer: &Peer,
     ) -> Response<ProxyBody> {
+        let client = peer.address;
         let start = Instant::now();
         let request_id = forward::request_id(request.headers_mut());
         let in_flight = self.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -322,10 +346,9 @@ impl Proxy {
             Some(index) => {
                 let route = &table.routes[index];
                 let (response, endpoint) = if route.spec.filters.is_empty() {
-                    self.forward_answer(route, request, client, proto, &request_id)
-                        .await
+                    self.forward_answer(route, request, peer, &request_id).await
                 } else {
-                    self.forward_filtered(route, request, client, proto, &request_id, start)
+                    self.forward_filtered(route, request, peer, &request_id, start)
                         .await
                 };
                 (response, route.metrics.clone(), endpoint)
@@ -349,15 +372,11 @@ impl Proxy {
         &self,
         route: &Route,
         request: Request<Incoming>,
-        client: SocketAddr,
-        proto: &'static str,
+        peer: &Peer,
         request_id: &HeaderValue,
     ) -> (Response<ProxyBody>, Option<SocketAddr>) {
         let (parts, body) = request.into_parts();
-        match self
-            .forward(route, parts, body, client, proto, request_id)
-            .await
-        {
+        match self.forward(route, parts, body, peer, request_id).await {
             Ok((response, endpoint)) => (response, Some(endpoint)),
             Err((error, endpoint)) => (error.response(request_id), endpoint),
         }
@@ -368,14 +387,13 @@ impl Proxy {
         &self,
         route: &Route,
         request: Request<Incoming>,
-        client: SocketAddr,
-        proto: &'static str,
+        peer: &Peer,
         request_id: &HeaderValue,
         start: Instant,
     ) -> (Response<ProxyBody>, Option<SocketAddr>) {
         let (mut parts, body) = request.into_parts();
         let mut ctx = RequestContext {
-            client,
+            client: peer.address,
             request_id: request_id.clone(),
             route: Arc::from(route.spec.name.as_str()),
             consumer: None,
@@ -394,10 +412,7 @@ impl Proxy {
         }
         let (mut response, endpoint) = match answered {
             Some(response) => (response, None),
-            None => match self
-                .forward(route, parts, body, client, proto, request_id)
-                .await
-            {
+            None => match self.forward(route, parts, body, peer, request_id).await {
                 Ok((response, endpoint)) => (response, Some(endpoint)),
                 Err((error, endpoint)) => (error.response(request_id), endpoint),
             },
@@ -416,10 +431,10 @@ impl Proxy {
         route: &Route,
         mut parts: http::request::Parts,
         body: Incoming,
-        client: SocketAddr,
-        proto: &'static str,
+        peer: &Peer,
         request_id: &HeaderValue,
     ) -> Result<(Response<ProxyBody>, SocketAddr), (ProxyError, Option<SocketAddr>)> {
+        let client = peer.address;
         if forward::is_ambiguous_length(&parts.headers) {
             return Err((ProxyError::BadRequest, None));
         }
@@ -439,8 +454,6 @@ impl Proxy {
         let host = parts.headers.get(header::HOST).cloned();
         let upgrade = crate::upgrade::requested(&parts.headers);
         forward::strip_hop_by_hop(&mut parts.headers);
-        let client_ip =
-            HeaderValue::from_str(&client.ip().to_string()).expect("an IP is a valid header value");
         if !self
             .settings
             .trusted_proxies
@@ -451,7 +464,7 @@ impl Proxy {
             parts.headers.remove(forward::X_FORWARDED_FOR);
             parts.headers.remove(forward::X_FORWARDED_HOST);
         }
-        forward::add_forwarded(&mut parts.headers, &client_ip, proto, host.as_ref());
+        forward::add_forwarded(&mut parts.headers, &peer.ip, peer.proto, host.as_ref());
         let client_upgrade = match upgrade {
             Some(value) => {
                 crate::upgrade::restore(&mut parts.headers, value);
@@ -463,11 +476,9 @@ impl Proxy {
 
         let replayable =
             body.is_end_stream() && is_idempotent(&parts.method) && client_upgrade.is_none();
-        let attempts = if replayable {
-            1 + route.spec.retries
-        } else {
-            1
-        };
+        // Retries: `retries` extra attempts after failures, plus up to MAX_CONNECT_RETRIES
+        // more after connect failures (the request never left), which may also move on to
+        // the next tier when the serving one is exhausted.
         let tripped = Arc::new(Tripped::default());
         let mut body = Some(if body.is_end_stream() {
             ProxyBody::stream(body)
@@ -480,21 +491,24 @@ impl Proxy {
             ))
         });
         let snapshot = route.upstream.snapshot_full();
-        let mut last_failed: Option<SocketAddr> = None;
+        let can_retry = replayable && snapshot_has_alternatives(&snapshot);
+        let mut failed: Vec<SocketAddr> = Vec::new();
         let mut last_error = ProxyError::NoHealthyEndpoint;
-        for attempt in 0..attempts {
-            let Some(endpoint) = pick(&snapshot, hash, attempt, last_failed) else {
-                return Err((last_error, last_failed));
+        let (mut retries_left, mut connect_retries_left) =
+            (route.spec.retries, MAX_CONNECT_RETRIES);
+        for attempt in 0.. {
+            let Some(endpoint) = pick(&snapshot, hash, attempt, &failed) else {
+                return Err((last_error, failed.last().copied()));
             };
             let address = endpoint.address();
-            let uri = match upstream_uri(address, &path) {
+            let uri = match upstream_uri(endpoint, &path) {
                 Some(uri) => uri,
                 None => return Err((ProxyError::BadRequest, None)),
             };
             let mut upstream_request = Request::new(body.take().unwrap_or_else(ProxyBody::empty));
             *upstream_request.method_mut() = parts.method.clone();
             *upstream_request.uri_mut() = uri;
-            *upstream_request.headers_mut() = if attempt + 1 < attempts {
+            *upstream_request.headers_mut() = if can_retry {
                 parts.headers.clone()
             } else {
                 std::mem::take(&mut parts.headers)
@@ -554,10 +568,19 @@ impl Proxy {
                 }
             };
             self.record_failure(route, endpoint);
-            last_failed = Some(address);
+            failed.push(address);
             last_error = error;
+            let budget = if error == ProxyError::Connect && connect_retries_left > 0 {
+                &mut connect_retries_left
+            } else {
+                &mut retries_left
+            };
+            if !can_retry || *budget == 0 {
+                break;
+            }
+            *budget -= 1;
         }
-        Err((last_error, last_failed))
+        Err((last_error, failed.last().copied()))
     }
 
     fn record_failure(&self, route: &Route, endpoint: &ServingEndpoint) {
@@ -568,32 +591,49 @@ impl Proxy {
     }
 }
 
-/// Picks an endpoint, avoiding the one that just failed when there is another.
-fn pick(
-    snapshot: &Snapshot,
+/// Extra attempts allowed after connect failures, beyond the route's `retries`.
+const MAX_CONNECT_RETRIES: u32 = 3;
+
+/// Whether a retry could go anywhere else.
+fn snapshot_has_alternatives(snapshot: &Snapshot) -> bool {
+    snapshot.endpoints.len() > 1
+}
+
+/// Picks an endpoint for attempt `attempt`, avoiding the ones that already failed this
+/// request: the balancer's choice first, then any other endpoint of the serving tier,
+/// then a healthy endpoint of the next tiers (so a request fails over even before health
+/// checks have moved the tier).
+fn pick<'a>(
+    snapshot: &'a Snapshot,
     hash: u64,
     attempt: u32,
-    avoid: Option<SocketAddr>,
-) -> Option<&ServingEndpoint> {
+    failed: &[SocketAddr],
+) -> Option<&'a ServingEndpoint> {
     let ctx = PickContext { hash, attempt };
-    let first = snapshot.pick(&ctx)?;
-    if Some(first.address()) != avoid || snapshot.serving.len() < 2 {
-        return Some(first);
+    let first = snapshot.pick(&ctx);
+    if failed.is_empty() {
+        return first.map(AsRef::as_ref);
     }
-    for extra in 1..=4 {
+    let fresh = |e: &&ServingEndpoint| !failed.contains(&e.address());
+    for extra in 0..4 {
         let ctx = PickContext {
             hash,
             attempt: attempt + extra,
         };
-        if let Some(e) = snapshot.pick(&ctx).filter(|e| Some(e.address()) != avoid) {
+        if let Some(e) = snapshot.pick(&ctx).map(AsRef::as_ref).filter(fresh) {
             return Some(e);
         }
     }
+    if let Some(e) = snapshot.serving.iter().map(AsRef::as_ref).find(fresh) {
+        return Some(e);
+    }
+    let serving_tier = snapshot.serving_tier;
     snapshot
-        .serving
+        .endpoints
         .iter()
         .map(AsRef::as_ref)
-        .find(|e| Some(e.address()) != avoid)
+        .filter(|e| Some(e.tier) > serving_tier && e.healthy)
+        .find(fresh)
 }
 
 fn is_idempotent(method: &Method) -> bool {
@@ -623,14 +663,14 @@ fn upstream_path(route: &Route, uri: &Uri) -> PathAndQuery {
     }
 }
 
-fn upstream_uri(address: SocketAddr, path: &PathAndQuery) -> Option<Uri> {
-    let authority = Authority::try_from(address.to_string()).ok()?;
-    Uri::builder()
-        .scheme(Scheme::HTTP)
-        .authority(authority)
-        .path_and_query(path.clone())
-        .build()
-        .ok()
+/// `http://<endpoint>/<path>` without formatting: the endpoint's authority text is made
+/// once per snapshot and shared.
+fn upstream_uri(endpoint: &ServingEndpoint, path: &PathAndQuery) -> Option<Uri> {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(Authority::from_maybe_shared(endpoint.authority.clone()).ok()?);
+    parts.path_and_query = Some(path.clone());
+    Uri::from_parts(parts).ok()
 }
 
 /// The consistent-hash key of a request.

@@ -22,6 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::body::ProxyBody;
+use crate::proxy::Peer;
 use crate::tls::TlsConfig;
 use crate::Proxy;
 
@@ -65,7 +66,7 @@ impl Default for ServerSettings {
 }
 
 /// The answer to a connection over the cap.
-const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 44\r\n\r\n{\"error\":\"too many connections\",\"request_id\":\"\"}";
+const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 48\r\n\r\n{\"error\":\"too many connections\",\"request_id\":\"\"}";
 
 /// What a listener speaks.
 #[derive(Clone, Debug, Default)]
@@ -139,12 +140,11 @@ pub async fn serve_kind(
         } else {
             "http"
         };
+        let peer = Arc::new(Peer::new(client, proto));
         let proxy = proxy.clone();
         let service = service_fn(move |request| {
-            let proxy = proxy.clone();
-            async move {
-                Ok::<_, std::convert::Infallible>(proxy.handle_proto(request, client, proto).await)
-            }
+            let (proxy, peer) = (proxy.clone(), peer.clone());
+            async move { Ok::<_, std::convert::Infallible>(proxy.handle_from(request, &peer).await) }
         });
         match &kind {
             ListenerKind::Plain => {

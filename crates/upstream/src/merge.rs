@@ -51,6 +51,9 @@ pub struct ServingEndpoint {
     pub healthy: bool,
     /// Live counters (in-flight, latency, ejection), shared across snapshots.
     pub stats: Arc<EndpointStats>,
+    /// The address as text (`10.0.0.5:8080`, `[::1]:80`), made once per snapshot so the
+    /// request path can build URIs without formatting.
+    pub authority: bytes::Bytes,
 }
 
 impl ServingEndpoint {
@@ -164,6 +167,7 @@ pub(crate) fn build(
                 stale: input.stale,
                 healthy,
                 stats,
+                authority: bytes::Bytes::from(endpoint.address.to_string()),
             },
         ));
     }

@@ -141,6 +141,7 @@ pub(crate) mod testing {
                     stale: false,
                     healthy: true,
                     stats: Arc::new(EndpointStats::new(Instant::now())),
+                    authority: format!("127.0.0.1:{}", i + 1).into(),
                 })
             })
             .collect()
