@@ -16,6 +16,11 @@ test:
 build:
 	$(CARGO) build --release -p switchyard
 
+## Loopback comparison with nginx and HAProxy (BENCHMARKS.md), then the micro-benchmarks.
+bench:
+	bash bench/run.sh
+	$(CARGO) bench -p switchyard-proxy
+
 ## Formatting and lints, as CI checks them.
 lint:
 	$(CARGO) fmt --all -- --check

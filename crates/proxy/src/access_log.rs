@@ -4,6 +4,7 @@
 //! final) and handed to a dedicated writer thread through a channel, so the request path
 //! never waits on stdout. The writer batches lines and flushes when the channel is empty.
 
+use std::fmt::Write as _;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::mpsc;
@@ -84,29 +85,72 @@ impl Completion for Entry {
             Some(m) => (m.route.as_str(), m.upstream.as_str()),
             None => ("", ""),
         };
-        let ts = httpdate_rfc3339(self.ts);
-        let line = serde_json::json!({
-            "ts": ts,
-            "request_id": self.request_id.to_str().unwrap_or(""),
-            "client": self.client.ip().to_string(),
-            "method": self.method.as_str(),
-            "host": self.host.as_ref().and_then(|h| h.to_str().ok()),
-            "path": self.path,
-            "status": self.status,
-            "route": route,
-            "upstream": upstream,
-            "endpoint": self.endpoint.map(|e| e.to_string()),
-            "duration_ms": (self.start.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0,
-            "bytes_out": bytes,
-        });
-        let mut line = line.to_string();
-        line.push('\n');
+        // Written by hand rather than through serde_json::Value: one buffer, no map, no
+        // per-field allocation.
+        let mut line = String::with_capacity(256 + self.path.len());
+        line.push_str("{\"ts\":\"");
+        write_rfc3339(&mut line, self.ts);
+        line.push_str("\",\"request_id\":");
+        json_str(&mut line, self.request_id.to_str().unwrap_or(""));
+        line.push_str(",\"method\":");
+        json_str(&mut line, self.method.as_str());
+        line.push_str(",\"host\":");
+        match self.host.as_ref().and_then(|h| h.to_str().ok()) {
+            Some(host) => json_str(&mut line, host),
+            None => line.push_str("null"),
+        }
+        line.push_str(",\"path\":");
+        json_str(&mut line, &self.path);
+        let _ = write!(line, ",\"status\":{},\"route\":", self.status);
+        json_str(&mut line, route);
+        line.push_str(",\"upstream\":");
+        json_str(&mut line, upstream);
+        match self.endpoint {
+            Some(endpoint) => {
+                let _ = write!(line, ",\"endpoint\":\"{endpoint}\"");
+            }
+            None => line.push_str(",\"endpoint\":null"),
+        }
+        let micros = self.start.elapsed().as_micros();
+        let _ = write!(
+            line,
+            ",\"duration_ms\":{}.{:03},\"bytes_out\":{bytes},\"client\":\"{}\"}}\n",
+            micros / 1000,
+            micros % 1000,
+            self.client.ip()
+        );
         self.log.write(line);
     }
 }
 
+/// Appends `value` as a JSON string (quoted, escaped).
+fn json_str(out: &mut String, value: &str) {
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
 /// RFC 3339 UTC time with milliseconds, without a date library.
 pub fn httpdate_rfc3339(time: SystemTime) -> String {
+    let mut out = String::with_capacity(24);
+    write_rfc3339(&mut out, time);
+    out
+}
+
+/// Appends [`httpdate_rfc3339`]'s text to `out`.
+fn write_rfc3339(out: &mut String, time: SystemTime) {
     let since = time
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
@@ -123,16 +167,46 @@ pub fn httpdate_rfc3339(time: SystemTime) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
+    let _ = write!(
+        out,
         "{year:04}-{month:02}-{d:02}T{h:02}:{m:02}:{s:02}.{:03}Z",
         since.subsec_millis()
-    )
+    );
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn lines_are_valid_json_with_escapes() {
+        let (tx, rx) = mpsc::channel();
+        let entry = Entry {
+            log: AccessLog { tx },
+            ts: SystemTime::UNIX_EPOCH,
+            start: Instant::now(),
+            request_id: HeaderValue::from_static("abc"),
+            method: Method::GET,
+            host: None,
+            path: "/a\"b\\c\u{1}ü".into(),
+            status: 200,
+            route: None,
+            endpoint: Some("127.0.0.1:8080".parse().unwrap()),
+            client: "[::1]:5000".parse().unwrap(),
+        };
+        Box::new(entry).complete(42);
+        let line = rx.recv().unwrap();
+        assert!(line.ends_with('\n'));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["path"], "/a\"b\\c\u{1}ü");
+        assert_eq!(v["host"], serde_json::Value::Null);
+        assert_eq!(v["bytes_out"], 42);
+        assert_eq!(v["endpoint"], "127.0.0.1:8080");
+        assert_eq!(v["client"], "::1");
+        assert_eq!(v["ts"], "1970-01-01T00:00:00.000Z");
+        assert!(v["duration_ms"].as_f64().unwrap() >= 0.0);
+    }
 
     #[test]
     fn rfc3339_dates() {
