@@ -77,6 +77,14 @@ async fn handle(app: &App, request: Request<Incoming>) -> AdminResponse {
         (&Method::GET, "/api/upstreams") => json_response(StatusCode::OK, &upstreams(app)),
         (&Method::GET, "/api/registries") => json_response(StatusCode::OK, &registries(app)),
         (&Method::GET, "/api/routes") => json_response(StatusCode::OK, &routes(app)),
+        (&Method::GET, "/api/stats") => {
+            let (status, body) = crate::policy::stats(request.uri().query());
+            json_response(status, &body)
+        }
+        (&Method::POST, "/api/cache/purge") => {
+            let (status, body) = crate::policy::purge(request.uri().query());
+            json_response(status, &body)
+        }
         (&Method::POST, "/api/reload") => match app.reload().await {
             Ok(()) => json_response(StatusCode::OK, &json!({"status": "reloaded"})),
             Err(issues) => json_response(
@@ -97,7 +105,7 @@ async fn handle(app: &App, request: Request<Incoming>) -> AdminResponse {
         (
             _,
             "/healthz" | "/readyz" | "/metrics" | "/api/upstreams" | "/api/registries"
-            | "/api/routes" | "/api/reload" | "/",
+            | "/api/routes" | "/api/reload" | "/api/stats" | "/api/cache/purge" | "/",
         ) => json_response(
             StatusCode::METHOD_NOT_ALLOWED,
             &json!({"error": "method not allowed"}),
@@ -267,6 +275,7 @@ fn metrics(app: &App) -> AdminResponse {
     let table = app.proxy.table();
     let mut out = String::with_capacity(16 * 1024);
     table.render_metrics(&mut out);
+    crate::policy::render_metrics(&mut out);
 
     out.push_str("# HELP switchyard_upstream_endpoints Endpoints per upstream by state (stale overlaps the others).\n");
     out.push_str("# TYPE switchyard_upstream_endpoints gauge\n");

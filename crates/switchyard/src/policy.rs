@@ -1,51 +1,53 @@
-//! The bridge between config and the route policies (authentication, rate limits, cache,
-//! rewrites, analytics): top-level `[consumers]`, `[auth]`, `[route_defaults]` and every
-//! non-router key of a `[[routes]]` table become the route's filters.
+//! The bridge between config and the route policies of `switchyard-policy`
+//! (authentication, IP lists, rate limits, cache, rewrites, analytics): top-level
+//! `[consumers]`, `[auth]`, `[route_defaults]` and every non-router key of a `[[routes]]`
+//! table become the route's filters.
 //!
-//! Until the policy layer exists, any policy key is refused by name, so a config that
-//! asks for a policy never silently runs without it.
+//! The policy [`Hub`] (analytics, counters, cache stores, rate-limit buckets, Redis
+//! connections) is one per process and outlives config generations, so a reload keeps
+//! usage numbers, cached responses and buckets whose settings did not change. The admin
+//! API reaches it through [`render_metrics`], [`stats`] and [`purge`].
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
+use http::StatusCode;
+use switchyard_policy::Hub;
 use switchyard_proxy::Filter;
 use switchyard_registry::ConfigIssue;
 
 use crate::config::Config;
 
-/// The shared policy state of one config generation.
-#[derive(Debug, Default)]
-pub struct Policies;
+static HUB: LazyLock<Arc<Hub>> = LazyLock::new(Hub::new);
 
-/// Builds the shared policy state from the top-level sections.
-pub fn build_policies(config: &Config, _base_dir: &Path) -> Result<Policies, Vec<ConfigIssue>> {
-    let issues: Vec<ConfigIssue> = config
-        .policy_sections
-        .keys()
-        .map(|section| {
-            ConfigIssue::new(section.clone(), "policies are not supported by this build")
-        })
-        .collect();
-    if issues.is_empty() {
-        Ok(Policies)
-    } else {
-        Err(issues)
-    }
+/// The shared policy state of one config generation.
+pub type Policies = switchyard_policy::Policies;
+
+/// Builds the shared policy state from the top-level sections; issues carry full paths.
+pub fn build_policies(config: &Config, base_dir: &Path) -> Result<Policies, Vec<ConfigIssue>> {
+    switchyard_policy::build(&HUB, &config.policy_sections, base_dir)
 }
 
-/// The filters of one route, from its policy keys.
+/// The filters of one route, from its policy keys; issues are relative to the route.
 pub fn route_filters(
-    _policies: &Policies,
-    _route: &str,
+    policies: &Policies,
+    route: &str,
     keys: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<Vec<Arc<dyn Filter>>, Vec<ConfigIssue>> {
-    let issues: Vec<ConfigIssue> = keys
-        .keys()
-        .map(|key| ConfigIssue::new(key.clone(), format!("unknown field `{key}`")))
-        .collect();
-    if issues.is_empty() {
-        Ok(Vec::new())
-    } else {
-        Err(issues)
-    }
+    policies.route_filters(route, keys)
+}
+
+/// Appends the policy metrics (usage, access, rate limits, cache) to `/metrics`.
+pub fn render_metrics(out: &mut String) {
+    HUB.render_metrics(out);
+}
+
+/// `GET /api/stats?window=5m`.
+pub fn stats(query: Option<&str>) -> (StatusCode, serde_json::Value) {
+    switchyard_policy::admin::stats(&HUB, query)
+}
+
+/// `POST /api/cache/purge?route=&host=&path=&prefix=`.
+pub fn purge(query: Option<&str>) -> (StatusCode, serde_json::Value) {
+    switchyard_policy::admin::purge(&HUB, query)
 }
