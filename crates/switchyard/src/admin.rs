@@ -51,13 +51,22 @@ async fn handle(app: &App, request: Request<Incoming>) -> AdminResponse {
     if needs_token {
         let token = app.with_current(|c| c.config.admin.token.clone());
         if let Some(token) = token {
-            let given = request
+            let mut given = request
                 .headers()
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or("");
+                .unwrap_or("")
+                .to_owned();
+            // The dashboard page (only) also takes `?token=`, so a browser can open it;
+            // without a valid one it answers a login form.
+            if path == "/" && given.is_empty() {
+                given = crate::dashboard::query_token(request.uri().query()).unwrap_or_default();
+            }
             if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+                if path == "/" {
+                    return crate::dashboard::login_page(!given.is_empty());
+                }
                 let mut response = json_response(
                     StatusCode::UNAUTHORIZED,
                     &json!({"error": "admin token required"}),
@@ -77,6 +86,9 @@ async fn handle(app: &App, request: Request<Incoming>) -> AdminResponse {
         (&Method::GET, "/api/upstreams") => json_response(StatusCode::OK, &upstreams(app)),
         (&Method::GET, "/api/registries") => json_response(StatusCode::OK, &registries(app)),
         (&Method::GET, "/api/routes") => json_response(StatusCode::OK, &routes(app)),
+        (&Method::GET, "/api/config_source") => {
+            json_response(StatusCode::OK, &app.config_source.to_json())
+        }
         (&Method::GET, "/api/stats") => {
             let (status, body) = crate::policy::stats(request.uri().query());
             json_response(status, &body)
@@ -92,20 +104,12 @@ async fn handle(app: &App, request: Request<Incoming>) -> AdminResponse {
                 &json!({"status": "refused", "errors": issues.iter().map(ToString::to_string).collect::<Vec<_>>()}),
             ),
         },
-        (&Method::GET, "/") => {
-            let mut response = Response::new(Full::new(Bytes::from_static(
-                crate::dashboard::PAGE.as_bytes(),
-            )));
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                http::HeaderValue::from_static("text/html; charset=utf-8"),
-            );
-            response
-        }
+        (&Method::GET, "/") => crate::dashboard::page(),
         (
             _,
             "/healthz" | "/readyz" | "/metrics" | "/api/upstreams" | "/api/registries"
-            | "/api/routes" | "/api/reload" | "/api/stats" | "/api/cache/purge" | "/",
+            | "/api/routes" | "/api/config_source" | "/api/reload" | "/api/stats"
+            | "/api/cache/purge" | "/",
         ) => json_response(
             StatusCode::METHOD_NOT_ALLOWED,
             &json!({"error": "method not allowed"}),
@@ -351,6 +355,7 @@ fn metrics(app: &App) -> AdminResponse {
         app.reloads.load(Ordering::Relaxed),
         app.reload_failures.load(Ordering::Relaxed),
     );
+    app.config_source.render_metrics(&mut out);
     let _ = writeln!(
         out,
         "# HELP switchyard_uptime_seconds Seconds since the process started.\n# TYPE switchyard_uptime_seconds gauge\nswitchyard_uptime_seconds {}",

@@ -18,6 +18,7 @@ use switchyard_registry::{Catalog, ConfigIssue};
 use switchyard_upstream::{StateStore, UpstreamCache};
 
 use crate::config::{self, Config};
+use crate::config_source::{self, Origins, Snapshot};
 use crate::plan::{self, BuiltRegistry, Plan};
 
 /// The registry backends this binary knows.
@@ -39,14 +40,35 @@ pub fn load_plan(
     catalog: &Catalog,
     previous: Option<&BTreeMap<String, BuiltRegistry>>,
 ) -> Result<Plan, Vec<ConfigIssue>> {
+    load_plan_with(path, catalog, previous, None)
+}
+
+/// Like [`load_plan`], with the objects of a fleet config source (etcd) merged over the
+/// file's when the file has a `[config_source]`; issues about those objects name their
+/// etcd keys.
+pub fn load_plan_with(
+    path: &Path,
+    catalog: &Catalog,
+    previous: Option<&BTreeMap<String, BuiltRegistry>>,
+    overlay: Option<&Arc<Snapshot>>,
+) -> Result<Plan, Vec<ConfigIssue>> {
     let value = config::read(path)?;
-    let (config, mut issues) = config::decode(&value);
+    let overlay = overlay.filter(|_| value.get("config_source").is_some());
+    let (value, origins, mut issues) = match overlay {
+        Some(snapshot) => config_source::merge(&value, snapshot),
+        None => (value, Origins::default(), Vec::new()),
+    };
+    let (mut config, decoded_issues) = config::decode(&value);
+    issues.extend(decoded_issues);
+    if let Some(source) = &mut config.config_source {
+        source.snapshot = overlay.cloned();
+    }
     match plan::build(config, catalog, base_dir(path), previous) {
         Ok(plan) if issues.is_empty() => Ok(plan),
-        Ok(_) => Err(issues),
+        Ok(_) => Err(origins.translate(issues)),
         Err(more) => {
             issues.extend(more);
-            Err(issues)
+            Err(origins.translate(issues))
         }
     }
 }
@@ -82,6 +104,8 @@ pub struct App {
     pub reload_failures: AtomicU64,
     reloading: tokio::sync::Mutex<()>,
     state: Option<StateStore>,
+    /// The fleet config source's status (state "off" without `[config_source]`).
+    pub config_source: Arc<config_source::Status>,
     /// The TLS listener's certificates, reloaded with the config.
     pub tls: Option<switchyard_proxy::tls::TlsConfig>,
 }
@@ -127,7 +151,9 @@ impl App {
                 .ok()
         });
         let proxy = Arc::new(Proxy::new(table, &settings, access_log));
-        Arc::new(App {
+        let source_status = config_source::Status::new(plan.config.config_source.as_ref());
+        let app = Arc::new(App {
+            config_source: Arc::new(source_status),
             config_path,
             catalog,
             proxy,
@@ -141,7 +167,9 @@ impl App {
             reloading: tokio::sync::Mutex::new(()),
             state,
             tls,
-        })
+        });
+        config_source::spawn(app.clone(), &app.config_path);
+        app
     }
 
     /// Runs `f` on the current generation's config and registries.
@@ -149,11 +177,38 @@ impl App {
         f(&self.current.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Re-reads the config file and, if it is valid, switches to it.
+    /// Re-reads the config file and, if it is valid, switches to it (merged with the
+    /// running generation's etcd objects when it has a config source).
     pub async fn reload(&self) -> Result<(), Vec<ConfigIssue>> {
+        self.reload_with(None).await
+    }
+
+    /// The etcd objects the running generation was built with.
+    pub fn config_source_snapshot(&self) -> Option<Arc<Snapshot>> {
+        self.with_current(|c| c.config.config_source.as_ref()?.snapshot.clone())
+    }
+
+    /// Re-reads the file, merges `snapshot` (a change from the fleet config source) over
+    /// it and, if the result is valid, switches to it exactly as a reload does. When it is
+    /// refused, the running generation (with its older snapshot) stays.
+    pub async fn apply_config_source(
+        &self,
+        snapshot: Arc<Snapshot>,
+    ) -> Result<(), Vec<ConfigIssue>> {
+        self.reload_with(Some(snapshot)).await
+    }
+
+    async fn reload_with(&self, snapshot: Option<Arc<Snapshot>>) -> Result<(), Vec<ConfigIssue>> {
         let _one_at_a_time = self.reloading.lock().await;
         let previous = self.with_current(|c| c.registries.clone());
-        let plan = match load_plan(&self.config_path, &self.catalog, Some(&previous)) {
+        let overlay = snapshot.or_else(|| self.config_source_snapshot());
+        let loaded = load_plan_with(
+            &self.config_path,
+            &self.catalog,
+            Some(&previous),
+            overlay.as_ref(),
+        );
+        let plan = match loaded {
             Ok(plan) => plan,
             Err(issues) => {
                 self.reload_failures.fetch_add(1, Ordering::Relaxed);

@@ -86,6 +86,14 @@ enum Command {
         #[arg(long, env = "SWITCHYARD_ETCD_PASSWORD")]
         password: Option<String>,
     },
+    /// Fleet config in etcd: `config push` writes a file's routes, upstreams, consumers and
+    /// policies under the prefix that gateways with `[config_source]` watch; `config diff`
+    /// shows what a push would change.
+    Config {
+        /// What to do.
+        #[command(subcommand)]
+        command: crate::config_source::ConfigCommand,
+    },
     /// Run a small HTTP backend (for demos and benchmarks): answers every request.
     #[command(hide = true)]
     Backend {
@@ -111,6 +119,7 @@ pub fn main() -> ExitCode {
         (Some(Command::Check { config }), _) => check(&config),
         (Some(Command::Demo { listen, admin }), _) => demo::run(listen, admin),
         (Some(Command::Status { admin, token }), _) => status::run(&admin, token.as_deref()),
+        (Some(Command::Config { command }), _) => crate::config_source::run_command(command),
         (
             Some(Command::Backend {
                 listen,
@@ -204,8 +213,9 @@ fn check(path: &Path) -> ExitCode {
 /// Runs the gateway from a config file until SIGTERM or ctrl-c.
 fn run(path: &Path) -> ExitCode {
     let catalog = app::catalog();
-    // Validate before anything starts, so a bad file fails fast with every error.
-    let plan = match app::load_plan(path, &catalog, None) {
+    // Validate before anything starts, so a bad file fails fast with every error. With a
+    // [config_source], the fleet's objects from etcd are merged in first.
+    let plan = match crate::config_source::startup_plan(path, &catalog) {
         Ok(plan) => plan,
         Err(issues) => {
             for issue in &issues {
@@ -296,6 +306,7 @@ pub async fn serve(
     tracing::info!(%listen, admin = %admin_listen, "switchyard listening");
     tokio::spawn(admin::serve(admin_listener, app.clone()));
     tokio::spawn(reload_on_sighup(app.clone()));
+    tokio::spawn(status::report_startup_sync(app.clone()));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;

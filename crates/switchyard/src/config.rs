@@ -487,6 +487,8 @@ pub struct Config {
     pub broken_upstreams: std::collections::BTreeSet<String>,
     /// `[consumers]`, `[auth]`, `[route_defaults]`: decoded by the policy layer.
     pub policy_sections: BTreeMap<String, serde_json::Value>,
+    /// `[config_source]`: fleet config in etcd, when set (see `config_source`).
+    pub config_source: Option<crate::config_source::ConfigSource>,
 }
 
 /// One `[registries.NAME]` table: its type and its backend-specific settings.
@@ -515,6 +517,8 @@ struct RawConfig {
     upstreams: BTreeMap<String, serde_json::Value>,
     #[serde(default)]
     routes: Vec<serde_json::Value>,
+    #[serde(default)]
+    config_source: Option<serde_json::Value>,
 }
 
 /// Reads `path` (format from its extension) with environment overrides applied.
@@ -554,7 +558,7 @@ pub fn read_str(
 }
 
 /// The top-level tables.
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "server",
     "admin",
     "log",
@@ -562,6 +566,7 @@ const SECTIONS: [&str; 7] = [
     "registries",
     "upstreams",
     "routes",
+    "config_source",
 ];
 
 /// Top-level sections that belong to the policies (decoded by the policy layer).
@@ -692,7 +697,14 @@ pub fn decode(value: &serde_json::Value) -> (Config, Vec<ConfigIssue>) {
         }
     }
 
+    let config_source = raw.config_source.and_then(|value| {
+        crate::config_source::decode(&value)
+            .map_err(|more| issues.extend(more.into_iter().map(|i| i.under("config_source"))))
+            .ok()
+    });
+
     let config = Config {
+        config_source,
         state,
         policy_sections,
         server,

@@ -9,6 +9,7 @@ pub mod app;
 pub mod backend;
 pub mod cli;
 pub mod config;
+pub mod config_source;
 pub mod dashboard;
 pub mod demo;
 pub mod fuzzing;
