@@ -613,3 +613,196 @@ impl Policies {
         Ok(filters)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sections(value: Value) -> BTreeMap<String, Value> {
+        value
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    fn policies(value: Value) -> Result<Policies, Vec<String>> {
+        build(&Hub::new(), &sections(value), Path::new("."))
+            .map_err(|issues| issues.iter().map(ToString::to_string).collect())
+    }
+
+    fn base() -> Value {
+        json!({
+            "consumers": {"alice": {"keys": ["a-key"]}, "bob": {"keys": ["b-key"]}},
+            "auth": {"jwt": {"secret": "0123456789abcdef0123"}},
+        })
+    }
+
+    /// Filter names of a route, or its issues.
+    fn check(policies: &Policies, route: Value, expected: Result<&[&str], &[&str]>) {
+        let keys = route.as_object().unwrap().clone();
+        let got = policies
+            .route_filters("r", &keys)
+            .map(|filters| filters.iter().map(|f| f.name()).collect::<Vec<_>>())
+            .map_err(|issues| issues.iter().map(ToString::to_string).collect::<Vec<_>>());
+        match (&got, expected) {
+            (Ok(names), Ok(want)) => assert_eq!(names, want, "{route}"),
+            (Err(issues), Err(want)) => {
+                assert_eq!(issues.len(), want.len(), "{route}: {issues:#?}");
+                for w in want {
+                    assert!(
+                        issues.iter().any(|i| i.starts_with(w)),
+                        "{route}: {w} not in {issues:#?}"
+                    );
+                }
+            }
+            _ => panic!("{route}: got {got:?}, expected {expected:?}"),
+        }
+    }
+
+    #[test]
+    fn route_keys_become_filters_in_a_fixed_order() {
+        let p = policies(base()).unwrap();
+        check(&p, json!({}), Ok(&[]));
+        check(&p, json!({"analytics": true}), Ok(&["analytics"]));
+        check(
+            &p,
+            json!({"cache": {}, "host_rewrite": "h", "rate_limit": {"rate": 1}, "allow": ["alice"], "auth": ["key", "jwt"], "ip_deny": ["10.0.0.0/8"]}),
+            Ok(&["analytics", "ip", "auth", "rate_limit", "rewrite", "cache"]),
+        );
+        check(&p, json!({"cache": {}, "analytics": false}), Ok(&["cache"]));
+        check(&p, json!({"cache": false, "rate_limit": false}), Ok(&[]));
+    }
+
+    #[test]
+    fn every_bad_key_is_named() {
+        let p = policies(base()).unwrap();
+        check(
+            &p,
+            json!({
+                "auth": ["key", "oauth"],
+                "allow": ["alice", "mallory"],
+                "ip_allow": ["10.0.0.0/8", "nope"],
+                "rate_limit": {"rate": 0, "key": "cookie:x", "backend": "redis"},
+                "cache": {"max_ttl": "0s", "zz": 1},
+                "request_headers": {"set": {"bad name": "v"}},
+                "host_rewrite": "bad host/",
+                "rewrite": {"regex": "(", "replacement": ""},
+                "cahce": {},
+            }),
+            Err(&[
+                "auth[1]: unknown method \"oauth\"",
+                "allow[1]: unknown consumer \"mallory\" (known: alice, bob)",
+                "ip_allow[1]:",
+                "rate_limit.rate: must be at least 1",
+                "rate_limit.key:",
+                "rate_limit.redis_url: required",
+                "cache.zz: unknown field `zz`",
+                "request_headers.set.bad name: not a header name",
+                "host_rewrite:",
+                "rewrite.regex: not a valid regex",
+                "cahce: unknown field `cahce`",
+            ]),
+        );
+        check(&p, json!({"allow": ["alice"]}), Err(&["allow: needs auth"]));
+        check(&p, json!({"cache": true}), Err(&["cache: give a table"]));
+        check(
+            &p,
+            json!({"rate_limit": {"rate": 1, "redis_url": "redis://h"}}),
+            Err(&["rate_limit.redis_url: only used with backend = \"redis\""]),
+        );
+        check(
+            &p,
+            json!({"rate_limit": {"rate": 1, "backend": "redis", "redis_url": "http://h"}}),
+            Err(&["rate_limit.redis_url:"]),
+        );
+        let no_jwt = policies(json!({"consumers": {"a": {}}})).unwrap();
+        check(
+            &no_jwt,
+            json!({"auth": ["jwt"]}),
+            Err(&["auth[0]: jwt needs an [auth.jwt] table"]),
+        );
+    }
+
+    #[test]
+    fn route_defaults_apply_unless_the_route_sets_the_key() {
+        let mut config = base();
+        config["route_defaults"] =
+            json!({"rate_limit": {"rate": 5}, "response_headers": {"set": {"x-a": "b"}}});
+        let p = policies(config).unwrap();
+        check(&p, json!({}), Ok(&["analytics", "rate_limit", "rewrite"]));
+        check(
+            &p,
+            json!({"rate_limit": false}),
+            Ok(&["analytics", "rewrite"]),
+        );
+        check(
+            &p,
+            json!({"rate_limit": false, "response_headers": false}),
+            Ok(&[]),
+        );
+    }
+
+    #[test]
+    fn section_problems_carry_full_paths() {
+        let errors = policies(json!({
+            "consumers": {"alice": {"keys": [""]}},
+            "auth": {"key": {"header": "bad header"}, "jwt": {"secret": "short"}},
+            "route_defaults": {"cache": {"max_entries": 0}},
+        }))
+        .unwrap_err();
+        for want in [
+            "consumers.alice.keys[0]: must not be empty",
+            "auth.key.header: not a header name",
+            "auth.jwt.secret: must be at least 16 bytes",
+        ] {
+            assert!(
+                errors.iter().any(|e| e.starts_with(want)),
+                "{want} not in {errors:#?}"
+            );
+        }
+        let errors = policies(json!({"route_defaults": {"cache": {"max_entries": 0}, "zz": 1}}))
+            .unwrap_err();
+        assert_eq!(
+            errors,
+            [
+                "route_defaults.cache.max_entries: must be at least 1",
+                "route_defaults.zz: unknown field `zz` (route keys: name, host, path, path_prefix, methods, headers, upstream, strip_prefix, timeout, retries; policies: analytics, ip_allow, ip_deny, auth, allow, forward_credentials, rate_limit, request_headers, response_headers, rewrite, host_rewrite, cache)"
+            ]
+        );
+    }
+
+    #[test]
+    fn state_is_kept_across_generations_while_settings_match() {
+        let hub = Hub::new();
+        let build_with = |max: u64| {
+            build(&hub, &sections(json!({})), Path::new("."))
+                .unwrap()
+                .route_filters(
+                    "r",
+                    json!({"cache": {"max_entries": max}}).as_object().unwrap(),
+                )
+                .unwrap()
+        };
+        let first = build_with(10);
+        assert_eq!(hub.live_stores().len(), 1);
+        let same = build_with(10);
+        assert_eq!(
+            hub.live_stores().len(),
+            1,
+            "same limits: the store is reused"
+        );
+        let other = build_with(20);
+        assert_eq!(hub.live_stores().len(), 2);
+        drop((first, same));
+        assert_eq!(
+            hub.live_stores().len(),
+            1,
+            "the old generation's store goes with it"
+        );
+        drop(other);
+        assert!(hub.live_stores().is_empty());
+    }
+}

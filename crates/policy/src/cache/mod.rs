@@ -85,6 +85,8 @@ enum State {
 }
 
 struct Fill {
+    /// A HEAD request (revalidating a stored GET): its response is never stored.
+    head: bool,
     host: String,
     path: String,
     request_headers: HeaderMap,
@@ -299,6 +301,7 @@ impl Filter for CacheFilter {
         Self::keep(
             ctx,
             State::Fill(Box::new(Fill {
+                head,
                 host,
                 path,
                 request_headers: request.headers.clone(),
@@ -337,6 +340,7 @@ impl Filter for CacheFilter {
             State::Fill(fill) => fill,
         };
         let Fill {
+            head,
             host,
             path,
             request_headers,
@@ -375,7 +379,7 @@ impl Filter for CacheFilter {
                 must_revalidate: cc.must_revalidate,
                 variant: old.variant.clone(),
             };
-            let answer = self.answer(&refreshed, ctx, false, &conditionals, "HIT");
+            let answer = self.answer(&refreshed, ctx, head, &conditionals, "HIT");
             if !cc.no_store && !cc.private {
                 let vary = vary_names(&refreshed.headers).unwrap_or_default();
                 self.store.insert(&host, &path, vary, refreshed);
@@ -395,7 +399,7 @@ impl Filter for CacheFilter {
             }) {
                 drop(guard);
                 self.counters.cache_stale.inc();
-                *response = self.answer(old, ctx, false, &conditionals, "STALE");
+                *response = self.answer(old, ctx, head, &conditionals, "STALE");
                 return;
             }
         }
@@ -404,7 +408,7 @@ impl Filter for CacheFilter {
         response
             .headers_mut()
             .insert(X_CACHE, HeaderValue::from_static("MISS"));
-        let Some((lifetime, cc)) = self.storable(response) else {
+        let Some((lifetime, cc)) = self.storable(response).filter(|_| !head) else {
             drop(guard);
             return;
         };
