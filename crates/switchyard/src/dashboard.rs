@@ -33,7 +33,7 @@ pub const PAGE: &str = r##"<!doctype html>
  table{border-collapse:collapse;width:100%;background:var(--card);box-shadow:0 1px 2px #0001;border-radius:6px;overflow:hidden}
  th,td{padding:.35rem .5rem;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
  th{background:var(--head);font-weight:600;white-space:nowrap}
- td.num{text-align:right;font-variant-numeric:tabular-nums}
+ td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
  .ok{color:#0a7a35} .bad{color:#b42318} .warn{color:#a15c00} .muted{color:var(--muted)}
  .pill{display:inline-block;padding:0 .45rem;border-radius:1rem;font-size:12px;background:#e7f6ec;color:#0a7a35}
  .pill.bad{background:#fde8e7;color:#b42318} .pill.warn{background:#fff3e0;color:#a15c00}
@@ -74,10 +74,12 @@ function table(head, rows) {
     const attrs = cells.attrs || '';
     return '<tr' + attrs + '>' + cells.map((c, i) => {
       const cell = typeof c === 'object' && c !== null ? c : {html: c};
-      return '<td data-label="' + esc(head[i]) + '"' + (cell.cls ? ' class="' + cell.cls + '"' : '') + '>' + cell.html + '</td>';
+      return '<td data-label="' + esc(head[i]) + '"' + (cell.cls ? ' class="' + cell.cls + '"' : '') + '><span>' + cell.html + '</span></td>';
     }).join('') + '</tr>';
   }).join('') : '<tr><td colspan="' + head.length + '" class="muted">none</td></tr>';
-  return '<table><tr class="head">' + head.map(h => '<th>' + esc(h) + '</th>').join('') + '</tr>' + body + '</table>';
+  // Numeric columns (those whose first cell is) are right-aligned, heading included.
+  const numeric = i => rows.length && typeof rows[0][i] === 'object' && rows[0][i] !== null && /\bnum\b/.test(rows[0][i].cls || '');
+  return '<table><tr class="head">' + head.map((h, i) => '<th' + (numeric(i) ? ' class="num"' : '') + '>' + esc(h) + '</th>').join('') + '</tr>' + body + '</table>';
 }
 function row(cells, attrs) { cells.attrs = attrs || ''; return cells; }
 const yesno = (v, good, bad) => v === false ? '<span class="bad">' + bad + '</span>' : '<span class="ok">' + good + '</span>';

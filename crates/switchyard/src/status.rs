@@ -525,7 +525,7 @@ pub async fn report_startup_sync(app: Arc<App>) {
                 .unwrap_or_default();
             match status.state {
                 RegistryState::Ok => {
-                    eprintln!("{name}: {counts}, synced in {elapsed:.1} s");
+                    eprintln!("{name}: {counts}, synced in {elapsed:.2} s");
                     false
                 }
                 RegistryState::Degraded | RegistryState::Down => {
