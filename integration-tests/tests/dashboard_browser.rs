@@ -7,7 +7,7 @@
 //! without a reload; the page fits a phone's width. Screenshots are saved as test artifacts:
 //! `target/test-artifacts/dashboard.png` and `dashboard-phone.png`.
 //!
-//! Needs `apt-get install chromium chromium-driver` and `cargo build -p switchyard`.
+//! Needs `apt-get install chromium chromium-driver fonts-dejavu-core` and `cargo build -p switchyard`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -24,7 +24,7 @@ fn program(name: &str) -> PathBuf {
     let path = Path::new("/usr/bin").join(name);
     assert!(
         path.exists(),
-        "{} is missing: install Chromium and its WebDriver with `apt-get install -y chromium chromium-driver`",
+        "{} is missing: install Chromium, its WebDriver and a font with `apt-get install -y chromium chromium-driver fonts-dejavu-core`",
         path.display()
     );
     path

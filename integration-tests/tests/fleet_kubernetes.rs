@@ -395,7 +395,13 @@ async fn rbac_matches_the_requests_of_the_real_gateway() {
         },
     )
     .await;
-    println!("{}", std::fs::read_to_string(&stderr).unwrap_or_default());
+    // The start-up line of the registry's first sync.
+    let log = std::fs::read_to_string(&stderr).unwrap_or_default();
+    println!("{log}");
+    assert!(
+        log.contains("k8s: 2 services, 2 endpoints, synced in "),
+        "{log}"
+    );
 
     let requests = double.requests()[before..].to_vec();
     let mut used = BTreeSet::new();

@@ -490,7 +490,7 @@ pub fn startup_plan(path: &Path, catalog: &Catalog) -> Result<Plan, Vec<ConfigIs
             match app::load_plan_with(path, catalog, None, Some(&Arc::new(snapshot))) {
                 Ok(plan) => {
                     eprintln!(
-                        "config: etcd {place}: {objects} objects at revision {revision}, synced in {:.1} s",
+                        "config: etcd {place}: {objects} objects at revision {revision}, synced in {:.2} s",
                         started.elapsed().as_secs_f64()
                     );
                     Ok(plan)
