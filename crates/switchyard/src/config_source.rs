@@ -757,6 +757,8 @@ async fn offer(app: &App, snapshot: &Snapshot) {
         return;
     }
     if app.config_source.was_refused(&snapshot.objects) {
+        // Read again after a reconnect: still the refused objects, not tried twice.
+        app.config_source.still_refused(snapshot.revision);
         return;
     }
     let candidate = Arc::new(snapshot.clone());
@@ -873,6 +875,15 @@ impl Status {
                 objects: snapshot.objects.clone(),
                 errors: issues.iter().map(ToString::to_string).collect(),
             });
+        });
+    }
+
+    /// Connected again, and etcd still holds the objects last refused.
+    pub fn still_refused(&self, revision: i64) {
+        self.with(|s| {
+            s.state = "refused";
+            s.revision = Some(revision);
+            s.last_error = None;
         });
     }
 
@@ -1489,6 +1500,51 @@ mod tests {
                 "upstreams: must be a table"
             ]
         );
+    }
+
+    #[test]
+    fn status_states() {
+        let state = |status: &Status| status.to_json()["state"].as_str().unwrap().to_owned();
+        assert_eq!(state(&Status::new(None)), "off");
+        let source = decode(&json!({"type": "etcd", "endpoints": ["http://a:1"]})).unwrap();
+        let status = Status::new(Some(&source));
+        assert_eq!(state(&status), "connecting");
+        status.applied(5, 2);
+        assert_eq!(state(&status), "ok");
+        let bad = snapshot(&[("routes/x", "{")]);
+        status.refused(
+            &bad,
+            &[ConfigIssue::new(
+                "etcd:/switchyard/config/routes/x",
+                "invalid JSON",
+            )],
+        );
+        assert_eq!(state(&status), "refused");
+        assert!(status.was_refused(&bad.objects));
+        status.down("connection refused");
+        assert_eq!(state(&status), "down");
+        status.still_refused(8);
+        let json = status.to_json();
+        assert_eq!(
+            (json["state"].as_str(), json["applied_revision"].as_i64()),
+            (Some("refused"), Some(5))
+        );
+        assert_eq!(
+            json["refused"]["errors"][0],
+            "etcd:/switchyard/config/routes/x: invalid JSON"
+        );
+        let mut metrics = String::new();
+        status.render_metrics(&mut metrics);
+        for line in [
+            "switchyard_config_source_up 1",
+            "switchyard_config_source_revision 5",
+            "switchyard_config_source_changes_total{result=\"applied\"} 1",
+            "switchyard_config_source_changes_total{result=\"refused\"} 1",
+        ] {
+            assert!(metrics.contains(line), "{line} not in {metrics}");
+        }
+        status.ok(9, 2);
+        assert!(status.to_json()["refused"].is_null());
     }
 
     #[test]
