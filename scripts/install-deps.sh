@@ -3,6 +3,9 @@
 #   protobuf-compiler  protoc, for etcd-client's generated code
 #   etcd-server, etcd-client   real etcd for the etcd registry tests (etcd, etcdctl)
 #   bind9, bind9-dnsutils      real DNS server for the DNS registry tests (named, nsupdate)
+#   openssl, curl              certificates for the TLS tests; the compose seed scripts
+#   chromium, chromium-driver  the dashboard's browser test
+#   redis-server               the distributed rate limit tests
 # Safe to run repeatedly; does nothing when everything is there.
 set -euo pipefail
 
@@ -12,6 +15,12 @@ command -v etcd     >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl  >/dev/null 2>&1 || need+=(etcd-client)
 command -v named    >/dev/null 2>&1 || [ -x /usr/sbin/named ] || need+=(bind9)
 command -v nsupdate >/dev/null 2>&1 || need+=(bind9-dnsutils)
+command -v openssl  >/dev/null 2>&1 || need+=(openssl)
+command -v curl     >/dev/null 2>&1 || need+=(curl)
+# The dashboard's browser test: headless Chromium driven over WebDriver, and a font.
+command -v chromium     >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 command -v cargo-nextest >/dev/null 2>&1 || [ -x "$HOME/.cargo/bin/cargo-nextest" ] || NEXTEST_MISSING=1
 
 if [ ${#need[@]} -gt 0 ]; then
