@@ -16,6 +16,7 @@ command -v etcdctl  >/dev/null 2>&1 || need+=(etcd-client)
 command -v named    >/dev/null 2>&1 || [ -x /usr/sbin/named ] || need+=(bind9)
 command -v nsupdate >/dev/null 2>&1 || need+=(bind9-dnsutils)
 command -v openssl  >/dev/null 2>&1 || need+=(openssl)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v curl     >/dev/null 2>&1 || need+=(curl)
 # The dashboard's browser test: headless Chromium driven over WebDriver, and a font.
 command -v chromium     >/dev/null 2>&1 || need+=(chromium)
@@ -31,7 +32,7 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 # The packaged services must not hold the ports or files the tests use.
-for svc in etcd named bind9; do
+for svc in etcd named bind9 redis-server; do
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
     systemctl stop "$svc" || true
   fi
