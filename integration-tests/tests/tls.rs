@@ -13,16 +13,42 @@ fn certificate(dir: &Path, file: &str, name: &str) -> Vec<u8> {
     let cert = dir.join(format!("{file}.pem"));
     let key = dir.join(format!("{file}-key.pem"));
     let status = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+        ])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
         .arg(&cert)
-        .args(["-subj", &format!("/CN={name}"), "-addext", &format!("subjectAltName=DNS:{name}")])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE", "-addext", "extendedKeyUsage=serverAuth"])
+        .args([
+            "-subj",
+            &format!("/CN={name}"),
+            "-addext",
+            &format!("subjectAltName=DNS:{name}"),
+        ])
+        .args([
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-addext",
+            "extendedKeyUsage=serverAuth",
+        ])
         .output()
-        .unwrap_or_else(|e| panic!("openssl is needed for the TLS tests (apt-get install openssl): {e}"));
-    assert!(status.status.success(), "openssl: {}", String::from_utf8_lossy(&status.stderr));
+        .unwrap_or_else(|e| {
+            panic!("openssl is needed for the TLS tests (apt-get install openssl): {e}")
+        });
+    assert!(
+        status.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
     std::fs::read(cert).unwrap()
 }
 
@@ -76,34 +102,75 @@ upstream = "u"
 
     // Each name gets its own certificate: a client trusting only A reaches a.test, not b.test.
     let only_a = client(&a, tls_port, false);
-    let reply = only_a.get(format!("https://a.test:{tls_port}/x")).send().await.expect("a.test with A");
+    let reply = only_a
+        .get(format!("https://a.test:{tls_port}/x"))
+        .send()
+        .await
+        .expect("a.test with A");
     assert_eq!(reply.text().await.unwrap(), "b");
-    assert!(only_a.get(format!("https://b.test:{tls_port}/x")).send().await.is_err(), "b.test is not served with A");
+    assert!(
+        only_a
+            .get(format!("https://b.test:{tls_port}/x"))
+            .send()
+            .await
+            .is_err(),
+        "b.test is not served with A"
+    );
     let only_b = client(&b, tls_port, false);
-    assert!(only_b.get(format!("https://b.test:{tls_port}/x")).send().await.is_ok());
+    assert!(only_b
+        .get(format!("https://b.test:{tls_port}/x"))
+        .send()
+        .await
+        .is_ok());
     let seen = backend.seen().pop().unwrap();
     assert_eq!(seen.header("x-forwarded-proto"), vec!["https"]);
 
     // ALPN: h2 when the client offers it, HTTP/1.1 when it does not.
     let http1 = client(&a, tls_port, true);
-    let reply = http1.get(format!("https://a.test:{tls_port}/h1")).send().await.expect("http/1.1 over TLS");
+    let reply = http1
+        .get(format!("https://a.test:{tls_port}/h1"))
+        .send()
+        .await
+        .expect("http/1.1 over TLS");
     assert_eq!(reply.version(), reqwest::Version::HTTP_11);
     let h2 = client(&a, tls_port, false);
-    let reply = h2.get(format!("https://a.test:{tls_port}/h2")).send().await.expect("h2 over TLS");
+    let reply = h2
+        .get(format!("https://a.test:{tls_port}/h2"))
+        .send()
+        .await
+        .expect("h2 over TLS");
     assert_eq!(reply.version(), reqwest::Version::HTTP_2);
 
     // The plain listener redirects.
-    let reply = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
-        .get(gw.url("/some/path?q=1")).header("host", "a.test").send().await.unwrap();
+    let reply = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(gw.url("/some/path?q=1"))
+        .header("host", "a.test")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(reply.status(), 308);
-    assert_eq!(reply.headers()["location"], format!("https://a.test:{tls_port}/some/path?q=1"));
+    assert_eq!(
+        reply.headers()["location"],
+        format!("https://a.test:{tls_port}/some/path?q=1")
+    );
 
     // Replace A and reload: new connections get the new certificate.
     let a2 = certificate(dir, "a", "a.test");
     gw.signal("HUP");
     let only_a2 = client(&a2, tls_port, false);
-    eventually("the reloaded certificate is served", Duration::from_secs(5), || async {
-        only_a2.get(format!("https://a.test:{tls_port}/x")).send().await.is_ok()
-    })
+    eventually(
+        "the reloaded certificate is served",
+        Duration::from_secs(5),
+        || async {
+            only_a2
+                .get(format!("https://a.test:{tls_port}/x"))
+                .send()
+                .await
+                .is_ok()
+        },
+    )
     .await;
 }
