@@ -442,3 +442,56 @@ async fn stale_served_when_the_origin_fails() {
     let again = gw.get("/flaky").await;
     assert_eq!((x_cache(&again), again.body.as_str()), ("HIT", "flaky #4"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_cache_when_its_settings_are_unchanged() {
+    let (origin, address) = Origin::start().await;
+    let config = |cache: &str| {
+        format!(
+            r#"
+[registries.local]
+type = "static"
+services.origin = ["{address}"]
+
+[upstreams.origin]
+[[upstreams.origin.sources]]
+registry = "local"
+service = "origin"
+
+[[routes]]
+name = "cached"
+path_prefix = "/"
+upstream = "origin"
+cache = {cache}
+"#
+        )
+    };
+    let gw = Gateway::start(&config("{ max_entries = 100 }")).await;
+    gw.get("/fresh/r").await;
+    // Same cache settings, another route key changed: the store is kept.
+    gw.write_config(
+        &config("{ max_entries = 100 }").replace("[[routes]]", "[[routes]]\ntimeout = \"10s\""),
+    );
+    assert_eq!(
+        gw.send(gw.client().post(gw.admin_url("/api/reload")))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(x_cache(&gw.get("/fresh/r").await), "HIT");
+    // Other limits: a new, empty store.
+    gw.write_config(&config("{ max_entries = 200 }"));
+    assert_eq!(
+        gw.send(gw.client().post(gw.admin_url("/api/reload")))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(x_cache(&gw.get("/fresh/r").await), "MISS");
+    assert_eq!(origin.hits("/fresh/r"), 2);
+    let stats = gw.admin_json("/api/stats").await;
+    assert_eq!(
+        stats["routes"][0]["requests"], 3,
+        "usage survives reloads: {stats}"
+    );
+}
