@@ -59,6 +59,9 @@ response_headers = false
     let seen = backend.seen().pop().unwrap();
     assert_eq!(seen.path, "/new/a/b?q=1&r=2");
     assert_eq!(seen.header("host"), ["internal.example:8443"]);
+    // The client's own Host still reaches the upstream, as X-Forwarded-Host.
+    let client_host = format!("127.0.0.1:{}", gw.port);
+    assert_eq!(seen.header("x-forwarded-host"), [client_host.as_str()]);
     assert_eq!(seen.header("x-env"), ["prod"]);
     assert_eq!(seen.header("x-tag"), ["client", "gw"]);
     assert!(seen.header("x-secret").is_empty(), "{seen:?}");

@@ -376,7 +376,10 @@ impl Proxy {
         request_id: &HeaderValue,
     ) -> (Response<ProxyBody>, Option<SocketAddr>) {
         let (parts, body) = request.into_parts();
-        match self.forward(route, parts, body, peer, request_id).await {
+        match self
+            .forward(route, parts, body, peer, None, request_id)
+            .await
+        {
             Ok((response, endpoint)) => (response, Some(endpoint)),
             Err((error, endpoint)) => (error.response(request_id), endpoint),
         }
@@ -400,6 +403,8 @@ impl Proxy {
             start,
             extensions: http::Extensions::new(),
         };
+        // The client's own Host, for X-Forwarded-Host, before a filter rewrites it.
+        let original_host = parts.headers.get(header::HOST).cloned();
         let filters = &route.spec.filters;
         let mut ran = 0;
         let mut answered = None;
@@ -412,7 +417,10 @@ impl Proxy {
         }
         let (mut response, endpoint) = match answered {
             Some(response) => (response, None),
-            None => match self.forward(route, parts, body, peer, request_id).await {
+            None => match self
+                .forward(route, parts, body, peer, original_host, request_id)
+                .await
+            {
                 Ok((response, endpoint)) => (response, Some(endpoint)),
                 Err((error, endpoint)) => (error.response(request_id), endpoint),
             },
@@ -432,6 +440,7 @@ impl Proxy {
         mut parts: http::request::Parts,
         body: Incoming,
         peer: &Peer,
+        original_host: Option<HeaderValue>,
         request_id: &HeaderValue,
     ) -> Result<(Response<ProxyBody>, SocketAddr), (ProxyError, Option<SocketAddr>)> {
         let client = peer.address;
@@ -451,7 +460,7 @@ impl Proxy {
             .hash_on
             .as_ref()
             .map_or(0, |on| request_hash(on, &parts, client));
-        let host = parts.headers.get(header::HOST).cloned();
+        let host = original_host.or_else(|| parts.headers.get(header::HOST).cloned());
         let upgrade = crate::upgrade::requested(&parts.headers);
         forward::strip_hop_by_hop(&mut parts.headers);
         if !self
