@@ -395,13 +395,20 @@ async fn rbac_matches_the_requests_of_the_real_gateway() {
         },
     )
     .await;
-    // The start-up line of the registry's first sync.
+    // The start-up line of the registry's first sync (written once the sync lands, which
+    // may be a moment after the watch opened).
+    eventually(
+        "the start-up sync line is printed",
+        Duration::from_secs(10),
+        || async {
+            std::fs::read_to_string(&stderr)
+                .unwrap_or_default()
+                .contains("k8s: 2 services, 2 endpoints, synced in ")
+        },
+    )
+    .await;
     let log = std::fs::read_to_string(&stderr).unwrap_or_default();
     println!("{log}");
-    assert!(
-        log.contains("k8s: 2 services, 2 endpoints, synced in "),
-        "{log}"
-    );
 
     let requests = double.requests()[before..].to_vec();
     let mut used = BTreeSet::new();
