@@ -8,9 +8,10 @@ demo:
 	$(CARGO) run -p switchyard -- demo
 
 ## Install what the tests need (Debian), build, and run every test.
+# The workspace's test build also builds target/debug/switchyard (crates/switchyard has
+# integration tests), which the end-to-end tests start: no separate build step.
 test:
 	scripts/install-deps.sh
-	$(CARGO) build -p switchyard
 	$(CARGO) nextest run --workspace --no-fail-fast
 
 build:
