@@ -87,7 +87,8 @@ fn env_number(name: &str, default: u64) -> u64 {
 }
 
 fn fuzz_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz")
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
+    dir.canonicalize().unwrap_or(dir)
 }
 
 /// The files of `dir`, sorted by name (README files aside); none when it is missing.
@@ -113,8 +114,15 @@ fn inputs(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
         .collect()
 }
 
-/// Runs `target` on `data`; on a panic, saves the input and returns the failure text.
-fn run_one(name: &str, target: fn(&[u8]), data: &[u8], origin: &str) -> Result<(), String> {
+/// Runs `target` on `data`. On a panic returns the failure text; a mutant (`saved`
+/// false: no file holds it yet) is first written to a file named in that text.
+fn run_one(
+    name: &str,
+    target: fn(&[u8]),
+    data: &[u8],
+    origin: &str,
+    saved: bool,
+) -> Result<(), String> {
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| target(data)));
     let Err(payload) = outcome else {
         return Ok(());
@@ -124,6 +132,9 @@ fn run_one(name: &str, target: fn(&[u8]), data: &[u8], origin: &str) -> Result<(
         .cloned()
         .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
         .unwrap_or_else(|| "(non-string panic)".into());
+    if saved {
+        return Err(format!("{name} panicked on {origin}: {message}"));
+    }
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join("fuzz-crashes")
         .join(name);
@@ -213,7 +224,7 @@ fn smoke(name: &str) {
     );
     let mut failures = Vec::new();
     for (path, data) in corpus.iter().chain(&regressions) {
-        if let Err(failure) = run_one(name, target, data, &path.display().to_string()) {
+        if let Err(failure) = run_one(name, target, data, &path.display().to_string(), true) {
             failures.push(failure);
         }
     }
@@ -244,6 +255,7 @@ fn smoke(name: &str) {
             target,
             &current,
             &format!("mutant {done} (seed {seed:#x})"),
+            false,
         ) {
             failures.push(failure);
         }
