@@ -150,6 +150,35 @@ impl Gateway {
         }
     }
 
+    /// Sends `n` GETs of `path` (16 at a time) and counts the answers by body, or by status
+    /// when it is not 200: how traffic spreads over backends that answer with their names.
+    pub async fn spread(&self, path: &str, n: usize) -> std::collections::BTreeMap<String, usize> {
+        use futures::StreamExt;
+        let replies: Vec<String> = futures::stream::iter(0..n)
+            .map(|_| async {
+                let reply = self.get(path).await;
+                if reply.status == 200 {
+                    reply.body
+                } else {
+                    reply.status.to_string()
+                }
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        let mut counts = std::collections::BTreeMap::new();
+        for reply in replies {
+            *counts.entry(reply).or_default() += 1;
+        }
+        counts
+    }
+
+    /// Whether the next 20 GETs of `path` all reach one of the backends `names`.
+    pub async fn all_reach(&self, path: &str, names: &[&str]) -> bool {
+        let counts = self.spread(path, 20).await;
+        counts.keys().all(|name| names.contains(&name.as_str()))
+    }
+
     /// GET on the admin listener, parsed as JSON.
     pub async fn admin_json(&self, path: &str) -> serde_json::Value {
         let reply = self.send(self.client.get(self.admin_url(path))).await;

@@ -13,7 +13,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use serde_json::{json, Value};
 use switchyard_consul_double::client::AgentClient;
 use switchyard_consul_double::{AclOptions, ConsulDouble, Options};
@@ -75,33 +74,6 @@ async fn register_with(agent: &AgentClient, backend: &Backend, extra: Value) {
         .unwrap_or_else(|e| panic!("register {}: {e}", backend.name()));
 }
 
-/// Sends `n` GETs (16 at a time) and counts the answers by body (`"503"` etc. for errors).
-async fn spread(gateway: &Gateway, n: usize) -> BTreeMap<String, usize> {
-    let replies: Vec<String> = futures::stream::iter(0..n)
-        .map(|_| async {
-            let reply = gateway.get("/").await;
-            if reply.status == 200 {
-                reply.body
-            } else {
-                reply.status.to_string()
-            }
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
-    let mut counts = BTreeMap::new();
-    for reply in replies {
-        *counts.entry(reply).or_default() += 1;
-    }
-    counts
-}
-
-/// Whether the next 20 GETs all reach one of `names`.
-async fn all_reach(gateway: &Gateway, names: &[&str]) -> bool {
-    let counts = spread(gateway, 20).await;
-    counts.keys().all(|name| names.contains(&name.as_str()))
-}
-
 async fn registry_state(gateway: &Gateway) -> Value {
     gateway.admin_json("/api/registries").await[0].clone()
 }
@@ -113,7 +85,7 @@ async fn registered_failed_and_deregistered_instances_are_routed_and_dropped() {
     let agent = AgentClient::new(&double.address());
     register(&agent, &a, &[]).await;
     let gateway = Gateway::start(&config(&double, "", "")).await;
-    eventually("a routed", START, || all_reach(&gateway, &["a"])).await;
+    eventually("a routed", START, || gateway.all_reach("/", &["a"])).await;
 
     // A new instance whose TTL check starts critical is not routed until it passes.
     agent
@@ -122,27 +94,27 @@ async fn registered_failed_and_deregistered_instances_are_routed_and_dropped() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(all_reach(&gateway, &["a"]).await, "critical b routed");
+    assert!(gateway.all_reach("/", &["a"]).await, "critical b routed");
     agent.pass("service:b").await.unwrap();
     eventually("b passes: routed within 1 s", WITHIN_1S, || async {
-        spread(&gateway, 20).await.contains_key("b")
+        gateway.spread("/", 20).await.contains_key("b")
     })
     .await;
 
     agent.fail("service:a").await.unwrap();
     eventually("a fails: dropped within 1 s", WITHIN_1S, || {
-        all_reach(&gateway, &["b"])
+        gateway.all_reach("/", &["b"])
     })
     .await;
     agent.pass("service:a").await.unwrap();
     eventually("a passes again: routed within 1 s", WITHIN_1S, || async {
-        spread(&gateway, 20).await.contains_key("a")
+        gateway.spread("/", 20).await.contains_key("a")
     })
     .await;
 
     agent.deregister("b").await.unwrap();
     eventually("b deregistered: dropped within 1 s", WITHIN_1S, || {
-        all_reach(&gateway, &["a"])
+        gateway.all_reach("/", &["a"])
     })
     .await;
     let upstreams = gateway.admin_json("/api/upstreams").await;
@@ -179,10 +151,10 @@ async fn tags_filter_and_warning_instances_serve_at_their_warning_weight() {
     register(&agent, &c, &["v2"]).await;
     let tagged = Gateway::start(&config(&double, "", r#"tags = ["v2", "eu"]"#)).await;
     eventually("only a (v2 + eu) routed", START, || {
-        all_reach(&tagged, &["a"])
+        tagged.all_reach("/", &["a"])
     })
     .await;
-    assert_eq!(spread(&tagged, 50).await.get("a"), Some(&50));
+    assert_eq!(tagged.spread("/", 50).await.get("a"), Some(&50));
     drop(tagged);
 
     // a passing (weight 1), c warning with Weights.Warning 3: c takes three in four.
@@ -192,10 +164,10 @@ async fn tags_filter_and_warning_instances_serve_at_their_warning_weight() {
     agent.warn("service:c").await.unwrap();
     let lenient = Gateway::start(&config(&double, "only_passing = false", "")).await;
     eventually("a and c routed", START, || async {
-        spread(&lenient, 40).await.len() == 2
+        lenient.spread("/", 40).await.len() == 2
     })
     .await;
-    let counts = spread(&lenient, 400).await;
+    let counts = lenient.spread("/", 400).await;
     println!("400 requests, a passing (1), c warning (Warning 3): {counts:?}");
     let (na, nc) = (
         counts.get("a").copied().unwrap_or(0),
@@ -210,7 +182,7 @@ async fn tags_filter_and_warning_instances_serve_at_their_warning_weight() {
     // The default (only passing) leaves the warning instance out.
     let strict = Gateway::start(&config(&double, "", "")).await;
     eventually("only passing: a alone", START, || {
-        all_reach(&strict, &["a"])
+        strict.all_reach("/", &["a"])
     })
     .await;
 }
@@ -229,7 +201,10 @@ async fn datacenter_setting_and_source_override_pick_the_catalog() {
 
     // All through the dc1 agent.
     let remote = Gateway::start(&config(&dc1, r#"datacenter = "dc2""#, "")).await;
-    eventually("datacenter = dc2", START, || all_reach(&remote, &["dc2"])).await;
+    eventually("datacenter = dc2", START, || {
+        remote.all_reach("/", &["dc2"])
+    })
+    .await;
     let back = Gateway::start(&config(
         &dc1,
         r#"datacenter = "dc2""#,
@@ -237,7 +212,7 @@ async fn datacenter_setting_and_source_override_pick_the_catalog() {
     ))
     .await;
     eventually("source datacenter = dc1", START, || {
-        all_reach(&back, &["dc1"])
+        back.all_reach("/", &["dc1"])
     })
     .await;
     let unknown = Gateway::start(&config(&dc1, r#"datacenter = "dc9""#, "")).await;
@@ -263,7 +238,10 @@ async fn a_wrong_token_is_reported_and_not_retried_hot() {
     register(&agent, &a, &[]).await;
 
     let good = Gateway::start(&config(&double, r#"token = "reader-secret""#, "")).await;
-    eventually("read token: a routed", START, || all_reach(&good, &["a"])).await;
+    eventually("read token: a routed", START, || {
+        good.all_reach("/", &["a"])
+    })
+    .await;
     drop(good);
 
     double.reset_requests();
@@ -303,7 +281,7 @@ async fn an_index_going_backwards_is_reset_and_resynced() {
     }
     register(&agent, &a, &[]).await;
     let gateway = Gateway::start(&config(&double, "", "")).await;
-    eventually("a routed", START, || all_reach(&gateway, &["a"])).await;
+    eventually("a routed", START, || gateway.all_reach("/", &["a"])).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let before = double.index();
@@ -313,7 +291,7 @@ async fn an_index_going_backwards_is_reset_and_resynced() {
     eventually(
         "b routed after the rewind, within 1 s",
         WITHIN_1S,
-        || async { spread(&gateway, 20).await.contains_key("b") },
+        || async { gateway.spread("/", 20).await.contains_key("b") },
     )
     .await;
     assert!(
@@ -329,7 +307,7 @@ async fn a_stopped_agent_keeps_the_last_set_serving_and_a_resumed_one_is_picked_
     let agent = AgentClient::new(&double.address());
     register(&agent, &a, &[]).await;
     let gateway = Gateway::start(&config(&double, "", "")).await;
-    eventually("a routed", START, || all_reach(&gateway, &["a"])).await;
+    eventually("a routed", START, || gateway.all_reach("/", &["a"])).await;
 
     double.stop();
     eventually(
@@ -346,7 +324,7 @@ async fn a_stopped_agent_keeps_the_last_set_serving_and_a_resumed_one_is_picked_
     println!("/api/registries with the agent down: {registry}");
     assert!(registry["last_error"].is_string(), "{registry}");
     assert_eq!(
-        spread(&gateway, 50).await.get("a"),
+        gateway.spread("/", 50).await.get("a"),
         Some(&50),
         "last set not served"
     );
@@ -358,7 +336,7 @@ async fn a_stopped_agent_keeps_the_last_set_serving_and_a_resumed_one_is_picked_
         "agent back and changed: b routed, registry ok",
         Duration::from_secs(50),
         || async {
-            registry_state(&gateway).await["state"] == "ok" && all_reach(&gateway, &["b"]).await
+            registry_state(&gateway).await["state"] == "ok" && gateway.all_reach("/", &["b"]).await
         },
     )
     .await;
@@ -452,7 +430,7 @@ async fn propagation_latency_benchmark() {
     };
     agent.register(&moving(&backends[0])).await.unwrap();
     let gateway = Gateway::start(&config(&double, "", "")).await;
-    eventually("a routed", START, || all_reach(&gateway, &["a"])).await;
+    eventually("a routed", START, || gateway.all_reach("/", &["a"])).await;
 
     // Spaced changes (200 ms apart, slower than the watch's pacing of one re-query per
     // 100 ms) measure the propagation of an isolated change; back-to-back changes show the

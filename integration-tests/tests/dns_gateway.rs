@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use switchyard_integration_tests::bind::NamedServer;
 use switchyard_integration_tests::{eventually, gateway, Backend, Gateway};
 
@@ -52,33 +51,6 @@ upstream = "orders"
 "#
         ),
     )
-}
-
-/// Sends `n` GETs (16 at a time) and counts the answers by body (`"503"` etc. for errors).
-async fn spread(gateway: &Gateway, n: usize) -> BTreeMap<String, usize> {
-    let replies: Vec<String> = futures::stream::iter(0..n)
-        .map(|_| async {
-            let reply = gateway.get("/").await;
-            if reply.status == 200 {
-                reply.body
-            } else {
-                reply.status.to_string()
-            }
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
-    let mut counts = BTreeMap::new();
-    for reply in replies {
-        *counts.entry(reply).or_default() += 1;
-    }
-    counts
-}
-
-/// Whether the next 20 GETs all reach one of `names`.
-async fn all_reach(gateway: &Gateway, names: &[&str]) -> bool {
-    let counts = spread(gateway, 20).await;
-    counts.keys().all(|name| names.contains(&name.as_str()))
 }
 
 /// Zone records for SRV `orders` → backends `(priority, weight, backend)` and each backend's
@@ -133,7 +105,7 @@ async fn srv_weights_1_to_3_split_traffic_1_to_3() {
         ]
     );
 
-    let counts = spread(&gateway, 2000).await;
+    let counts = gateway.spread("/", 2000).await;
     println!("2000 requests, SRV weights 1:3 (+ a priority-1 backup): {counts:?}");
     let share = |name: &str| counts.get(name).copied().unwrap_or(0) as f64 / 2000.0;
     assert!(
@@ -163,7 +135,7 @@ async fn priority_1_serves_when_the_priority_0_targets_go_away() {
     let named = NamedServer::launch(ZONE, &srv_records(&[(0, 1, &a), (0, 1, &b), (1, 1, &c)]));
     let gateway = Gateway::start(&orders(&named, "_http._tcp.orders.example.test")).await;
     eventually("priority 0 serves", Duration::from_secs(25), || {
-        all_reach(&gateway, &["a", "b"])
+        gateway.all_reach("/", &["a", "b"])
     })
     .await;
 
@@ -177,7 +149,7 @@ async fn priority_1_serves_when_the_priority_0_targets_go_away() {
     eventually(
         "priority-0 targets removed from DNS: all traffic on priority 1",
         Duration::from_secs(10),
-        || all_reach(&gateway, &["c"]),
+        || gateway.all_reach("/", &["c"]),
     )
     .await;
 }
@@ -188,7 +160,7 @@ async fn record_added_by_nsupdate_is_routed_to_after_its_ttl() {
     let named = NamedServer::launch(ZONE, &srv_records(&[(0, 1, &a)]));
     let gateway = Gateway::start(&orders(&named, "_http._tcp.orders.example.test")).await;
     eventually("a serves", Duration::from_secs(25), || {
-        all_reach(&gateway, &["a"])
+        gateway.all_reach("/", &["a"])
     })
     .await;
 
@@ -200,7 +172,7 @@ async fn record_added_by_nsupdate_is_routed_to_after_its_ttl() {
     eventually(
         "SRV record added with TTL 1s: routed to",
         Duration::from_secs(10),
-        || async { spread(&gateway, 20).await.contains_key("b") },
+        || async { gateway.spread("/", 20).await.contains_key("b") },
     )
     .await;
 }
@@ -212,7 +184,7 @@ async fn host_port_source_routes_to_the_a_records() {
     let service = format!("web.example.test:{}", web.address().port());
     let gateway = Gateway::start(&orders(&named, &service)).await;
     eventually("A/AAAA source routed", Duration::from_secs(25), || {
-        all_reach(&gateway, &["web"])
+        gateway.all_reach("/", &["web"])
     })
     .await;
 }
@@ -223,7 +195,7 @@ async fn stopped_dns_server_keeps_the_last_good_set_served_and_stale() {
     let mut named = NamedServer::launch(ZONE, &srv_records(&[(0, 1, &a)]));
     let gateway = Gateway::start(&orders(&named, "_http._tcp.orders.example.test")).await;
     eventually("a serves", Duration::from_secs(25), || {
-        all_reach(&gateway, &["a"])
+        gateway.all_reach("/", &["a"])
     })
     .await;
 
@@ -242,7 +214,7 @@ async fn stopped_dns_server_keeps_the_last_good_set_served_and_stale() {
     println!("/api/registries with the DNS server down: {registries}");
     assert_ne!(registries[0]["state"], "ok", "{registries}");
     assert!(registries[0]["last_error"].is_string(), "{registries}");
-    let counts = spread(&gateway, 50).await;
+    let counts = gateway.spread("/", 50).await;
     assert_eq!(
         counts.get("a"),
         Some(&50),
@@ -279,7 +251,7 @@ async fn nxdomain_gives_503_until_the_service_exists() {
         a.address().port()
     ));
     eventually("service created: routed", Duration::from_secs(10), || {
-        all_reach(&gateway, &["a"])
+        gateway.all_reach("/", &["a"])
     })
     .await;
 }
@@ -342,7 +314,7 @@ async fn config_dns_toml_example_runs() {
     )
     .await;
     eventually("example: / served by web", Duration::from_secs(10), || {
-        all_reach(&gateway, &["web"])
+        gateway.all_reach("/", &["web"])
     })
     .await;
     println!("example config served after {:?}", start.elapsed());

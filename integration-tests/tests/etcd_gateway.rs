@@ -13,7 +13,6 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use switchyard_integration_tests::etcd::EtcdServer;
 use switchyard_integration_tests::{eventually, gateway, Backend, Gateway};
 
@@ -56,33 +55,6 @@ fn value(backend: &Backend, weight: u32) -> String {
     )
 }
 
-/// Sends `n` GETs (16 at a time) and counts the answers by body (`"503"` etc. for errors).
-async fn spread(gateway: &Gateway, n: usize) -> BTreeMap<String, usize> {
-    let replies: Vec<String> = futures::stream::iter(0..n)
-        .map(|_| async {
-            let reply = gateway.get("/").await;
-            if reply.status == 200 {
-                reply.body
-            } else {
-                reply.status.to_string()
-            }
-        })
-        .buffer_unordered(16)
-        .collect()
-        .await;
-    let mut counts = BTreeMap::new();
-    for reply in replies {
-        *counts.entry(reply).or_default() += 1;
-    }
-    counts
-}
-
-/// Whether the next 20 GETs all reach one of `names`.
-async fn all_reach(gateway: &Gateway, names: &[&str]) -> bool {
-    let counts = spread(gateway, 20).await;
-    counts.keys().all(|name| names.contains(&name.as_str()))
-}
-
 /// Runs `switchyard register ARGS...` with its output in `dir`.
 fn register(dir: &Path, args: &[&str]) -> Child {
     Command::new(gateway::switchyard_bin())
@@ -103,16 +75,16 @@ async fn keys_put_deleted_and_reweighted_are_routed_dropped_and_rebalanced() {
     etcd.etcdctl(&["put", &key("echo", "a"), &value(&a, 1)]);
     let gateway = Gateway::start(&config(&etcd)).await;
     eventually("a routed", Duration::from_secs(25), || {
-        all_reach(&gateway, &["a"])
+        gateway.all_reach("/", &["a"])
     })
     .await;
 
     etcd.etcdctl(&["put", &key("echo", "b"), &value(&b, 3)]);
     eventually("b put: routed too", Duration::from_secs(5), || async {
-        spread(&gateway, 20).await.contains_key("b")
+        gateway.spread("/", 20).await.contains_key("b")
     })
     .await;
-    let counts = spread(&gateway, 400).await;
+    let counts = gateway.spread("/", 400).await;
     println!("400 requests, weights a=1 b=3: {counts:?}");
     let (na, nb) = (
         counts.get("a").copied().unwrap_or(0),
@@ -128,14 +100,14 @@ async fn keys_put_deleted_and_reweighted_are_routed_dropped_and_rebalanced() {
     etcd.etcdctl(&["put", &key("echo", "a"), &value(&a, 3)]);
     etcd.etcdctl(&["put", &key("echo", "b"), &value(&b, 1)]);
     eventually("re-weighted 3:1", Duration::from_secs(5), || async {
-        let counts = spread(&gateway, 200).await;
+        let counts = gateway.spread("/", 200).await;
         counts.get("a").copied().unwrap_or(0) >= 2 * counts.get("b").copied().unwrap_or(0)
     })
     .await;
 
     etcd.etcdctl(&["del", &key("echo", "a")]);
     eventually("a deleted: dropped", Duration::from_secs(5), || {
-        all_reach(&gateway, &["b"])
+        gateway.all_reach("/", &["b"])
     })
     .await;
     let upstreams = gateway.admin_json("/api/upstreams").await;
@@ -162,7 +134,7 @@ async fn other_services_outside_keys_and_malformed_values_leave_the_set_alone() 
     etcd.etcdctl(&["put", &key("echo", "a"), &value(&a, 1)]);
     let gateway = Gateway::start(&config(&etcd)).await;
     eventually("a routed", Duration::from_secs(25), || {
-        all_reach(&gateway, &["a"])
+        gateway.all_reach("/", &["a"])
     })
     .await;
 
@@ -179,7 +151,7 @@ async fn other_services_outside_keys_and_malformed_values_leave_the_set_alone() 
         upstreams[0]["endpoints"][0]["weight"] == 2
     })
     .await;
-    let counts = spread(&gateway, 100).await;
+    let counts = gateway.spread("/", 100).await;
     assert_eq!(counts.get("a"), Some(&100), "{counts:?}");
     let upstreams = gateway.admin_json("/api/upstreams").await;
     assert_eq!(
@@ -216,7 +188,7 @@ async fn stopped_etcd_keeps_the_last_set_serving_and_a_restart_is_picked_up() {
     etcd.etcdctl(&["put", &key("echo", "a"), &value(&a, 1)]);
     let gateway = Gateway::start(&config(&etcd)).await;
     eventually("a routed", Duration::from_secs(25), || {
-        all_reach(&gateway, &["a"])
+        gateway.all_reach("/", &["a"])
     })
     .await;
 
@@ -234,7 +206,7 @@ async fn stopped_etcd_keeps_the_last_set_serving_and_a_restart_is_picked_up() {
     let registries = gateway.admin_json("/api/registries").await;
     println!("/api/registries with etcd down: {registries}");
     assert!(registries[0]["last_error"].is_string(), "{registries}");
-    let counts = spread(&gateway, 50).await;
+    let counts = gateway.spread("/", 50).await;
     assert_eq!(
         counts.get("a"),
         Some(&50),
@@ -249,7 +221,7 @@ async fn stopped_etcd_keeps_the_last_set_serving_and_a_restart_is_picked_up() {
         Duration::from_secs(50),
         || async {
             let registries = gateway.admin_json("/api/registries").await;
-            registries[0]["state"] == "ok" && all_reach(&gateway, &["b"]).await
+            registries[0]["state"] == "ok" && gateway.all_reach("/", &["b"]).await
         },
     )
     .await;
@@ -264,7 +236,7 @@ async fn a_registered_process_killed_with_sigkill_disappears_after_its_ttl() {
     etcd.etcdctl(&["put", &key("echo", "a"), &value(&a, 1)]);
     let gateway = Gateway::start(&config(&etcd)).await;
     eventually("a routed", Duration::from_secs(25), || {
-        all_reach(&gateway, &["a"])
+        gateway.all_reach("/", &["a"])
     })
     .await;
 
@@ -284,13 +256,13 @@ async fn a_registered_process_killed_with_sigkill_disappears_after_its_ttl() {
         ],
     );
     eventually("registered b routed", Duration::from_secs(10), || async {
-        spread(&gateway, 20).await.contains_key("b")
+        gateway.spread("/", 20).await.contains_key("b")
     })
     .await;
     // Still there after twice its TTL: the lease is kept alive.
     tokio::time::sleep(ttl * 2).await;
     assert!(
-        spread(&gateway, 20).await.contains_key("b"),
+        gateway.spread("/", 20).await.contains_key("b"),
         "lease not kept alive"
     );
 
@@ -298,7 +270,7 @@ async fn a_registered_process_killed_with_sigkill_disappears_after_its_ttl() {
     registration.wait().expect("wait");
     let killed = Instant::now();
     let took = eventually("killed: b gone after the TTL", ttl * 5, || {
-        all_reach(&gateway, &["a"])
+        gateway.all_reach("/", &["a"])
     })
     .await;
     println!(
@@ -323,7 +295,7 @@ async fn a_registered_process_killed_with_sigkill_disappears_after_its_ttl() {
     eventually(
         "registered b routed again",
         Duration::from_secs(10),
-        || async { spread(&gateway, 20).await.contains_key("b") },
+        || async { gateway.spread("/", 20).await.contains_key("b") },
     )
     .await;
     let pid = registration.id().to_string();
@@ -337,7 +309,7 @@ async fn a_registered_process_killed_with_sigkill_disappears_after_its_ttl() {
     let took = eventually(
         "SIGTERM: b gone (lease revoked)",
         Duration::from_secs(5),
-        || all_reach(&gateway, &["a"]),
+        || gateway.all_reach("/", &["a"]),
     )
     .await;
     println!("b dropped {took:?} after SIGTERM (TTL 30s)");
@@ -424,7 +396,7 @@ async fn propagation_latency_benchmark() {
         .expect("put");
     let gateway = Gateway::start(&config(&etcd)).await;
     eventually("a routed", Duration::from_secs(25), || {
-        all_reach(&gateway, &["a"])
+        gateway.all_reach("/", &["a"])
     })
     .await;
 

@@ -12,12 +12,10 @@
 //!
 //! Needs `cargo build -p switchyard`; no Debian package.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DeleteParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -173,30 +171,9 @@ upstream = "web"
     )
 }
 
-/// Sends `n` GETs to `path` (8 at a time), counting the answers by body (status if not 200).
-async fn spread(gateway: &Gateway, path: &str, n: usize) -> BTreeMap<String, usize> {
-    let replies: Vec<String> = futures::stream::iter(0..n)
-        .map(|_| async {
-            let reply = gateway.get(path).await;
-            if reply.status == 200 {
-                reply.body
-            } else {
-                reply.status.to_string()
-            }
-        })
-        .buffer_unordered(8)
-        .collect()
-        .await;
-    let mut counts = BTreeMap::new();
-    for reply in replies {
-        *counts.entry(reply).or_default() += 1;
-    }
-    counts
-}
-
 /// Whether 20 GETs on `path` reach exactly the backends `names` (each at least once).
 async fn reaches(gateway: &Gateway, path: &str, names: &[&str]) -> bool {
-    let counts = spread(gateway, path, 20).await;
+    let counts = gateway.spread(path, 20).await;
     counts.len() == names.len() && names.iter().all(|n| counts.contains_key(*n))
 }
 
@@ -319,7 +296,7 @@ upstream = "numeric"
         reaches(&gateway, "/named", &["a"])
     })
     .await;
-    let counts = spread(&gateway, "/numeric", 40).await;
+    let counts = gateway.spread("/numeric", 40).await;
     assert_eq!(counts.get("a"), Some(&40), "{counts:?}");
 }
 
