@@ -90,7 +90,9 @@ upstream = "d"
     );
     let gw = Gateway::start(&config).await;
     gw.wait_ready().await;
-    let cases: &[(&str, Option<&str>, &str, &[(&str, &str)], &str)] = &[
+    // (method, host, path, headers, expected backend)
+    type Case<'a> = (&'a str, Option<&'a str>, &'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case<'_>] = &[
         ("GET", None, "/anything", &[], "a"),
         ("GET", Some("api.example.com"), "/orders/7", &[], "b"),
         ("GET", Some("API.example.com:8080"), "/orders", &[], "b"),

@@ -212,7 +212,7 @@ async fn slowloris_does_not_starve_normal_clients() {
         s.set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
         let mut buf = [0u8; 512];
-        if matches!(s.read(&mut buf), Ok(_)) {
+        if s.read(&mut buf).is_ok() {
             closed += 1;
         }
     }
@@ -375,8 +375,5 @@ async fn admin_api_requires_the_token_when_set() {
         200
     );
     // The data plane never serves admin paths.
-    assert_ne!(
-        gw.get("/api/upstreams").await.body.contains("endpoints"),
-        true
-    );
+    assert!(!gw.get("/api/upstreams").await.body.contains("endpoints"));
 }

@@ -233,12 +233,10 @@ upstream = "u"
 
     // Without a snapshot (a fresh state dir) nothing serves and readiness names the source.
     let empty = tempfile::tempdir().unwrap();
-    let config = config
-        .replace(
-            &state.path().display().to_string(),
-            &empty.path().display().to_string(),
-        )
-        .replace("[server]", "[server]");
+    let config = config.replace(
+        &state.path().display().to_string(),
+        &empty.path().display().to_string(),
+    );
     let gw = Gateway::start(&format!(
         "[server]\nlisten = \"{{listen}}\"\nstartup_grace = \"60s\"\n{config}"
     ))

@@ -112,9 +112,9 @@ impl Completion for Entry {
             None => line.push_str(",\"endpoint\":null"),
         }
         let micros = self.start.elapsed().as_micros();
-        let _ = write!(
+        let _ = writeln!(
             line,
-            ",\"duration_ms\":{}.{:03},\"bytes_out\":{bytes},\"client\":\"{}\"}}\n",
+            ",\"duration_ms\":{}.{:03},\"bytes_out\":{bytes},\"client\":\"{}\"}}",
             micros / 1000,
             micros % 1000,
             self.client.ip()
