@@ -91,7 +91,13 @@ upstream = "d"
     let gw = Gateway::start(&config).await;
     gw.wait_ready().await;
     // (method, host, path, headers, expected backend)
-    type Case<'a> = (&'a str, Option<&'a str>, &'a str, &'a [(&'a str, &'a str)], &'a str);
+    type Case<'a> = (
+        &'a str,
+        Option<&'a str>,
+        &'a str,
+        &'a [(&'a str, &'a str)],
+        &'a str,
+    );
     let cases: &[Case<'_>] = &[
         ("GET", None, "/anything", &[], "a"),
         ("GET", Some("api.example.com"), "/orders/7", &[], "b"),
