@@ -788,7 +788,8 @@ pub struct Tally {
     pub ok: usize,
     /// Everything else: other statuses and transport errors.
     pub failed: usize,
-    /// 200 answers by body (the backend's name).
+    /// 200 answers by body (the backend's name), for requests that started and finished
+    /// within the phase (one that straddles a phase change could have been routed in either).
     pub by_body: BTreeMap<String, usize>,
     /// Failures by kind (`503`, `error: ...`).
     pub failures: BTreeMap<String, usize>,
@@ -854,6 +855,9 @@ impl Load {
                             Ok(r) => Err(r.status().as_u16().to_string()),
                             Err(e) => Err(format!("error: {}", kind_of(&e))),
                         };
+                        // A request that spans a phase change may have been routed in
+                        // either phase: it counts for failures but not for who answered.
+                        let straddled = shared.phase.lock().unwrap().0 != phase;
                         {
                             let mut phases = shared.phases.lock().unwrap();
                             let tally = &mut phases[phase].1;
@@ -861,7 +865,9 @@ impl Load {
                             match outcome {
                                 Ok(body) => {
                                     tally.ok += 1;
-                                    *tally.by_body.entry(body).or_default() += 1;
+                                    if !straddled {
+                                        *tally.by_body.entry(body).or_default() += 1;
+                                    }
                                 }
                                 Err(kind) => {
                                     tally.failed += 1;

@@ -62,7 +62,11 @@ pub fn parse_file_sd(text: &str, ctx: &RegistryContext) -> Result<Services, Stri
             .collect();
         let endpoints = services.entry(service.clone()).or_default();
         for target in &group.targets {
-            let address = target.as_str().and_then(|t| t.parse::<SocketAddr>().ok());
+            // Port 0 is nobody's listening port: such a target is malformed.
+            let address = target
+                .as_str()
+                .and_then(|t| t.parse::<SocketAddr>().ok())
+                .filter(|a| a.port() != 0);
             match address {
                 Some(address) => endpoints.push(Endpoint {
                     address,
@@ -139,6 +143,11 @@ mod tests {
         );
         // A bad target, a group without a service, a bad weight, a group that is not an object:
         // each skipped and counted; the good ones stay.
+        check(
+            r#"[{"targets":["127.0.0.1:0"],"labels":{"__service__":"a"}}]"#,
+            &[("a", &[])],
+            1,
+        );
         check(
             r#"[{"targets":["127.0.0.1:1","nope",7],"labels":{"__service__":"a"}},
                 {"targets":["127.0.0.1:2"]},

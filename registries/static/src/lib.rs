@@ -79,7 +79,7 @@ fn check_address(address: &str) -> Result<(), String> {
     let (host, port) = address
         .rsplit_once(':')
         .ok_or_else(|| format!("{address:?} is not host:port"))?;
-    if host.is_empty() || port.parse::<u16>().is_err() {
+    if host.is_empty() || port.parse::<u16>().map_or(true, |p| p == 0) {
         return Err(format!("{address:?} is not host:port"));
     }
     Ok(())
