@@ -22,6 +22,10 @@ bench:
 	bash bench/run.sh
 	$(CARGO) bench -p switchyard-proxy
 
+## Longer fuzzing with cargo-fuzz (nightly); CI runs the short stable smoke run (docs/fuzzing.md).
+fuzz:
+	fuzz/run.sh
+
 ## Formatting and lints, as CI checks them.
 lint:
 	$(CARGO) fmt --all -- --check
