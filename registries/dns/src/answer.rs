@@ -88,10 +88,11 @@ pub fn tier_weights(weights: &[u16]) -> Vec<u32> {
 ///
 /// Every address of a target gets the record's port, priority and (mapped) weight, and
 /// metadata `target`, `srv_priority`, `srv_weight`. When two records lead to the same
-/// address and port, the lower priority wins and equal priorities add their weights.
+/// address and port, the lower priority wins and equal priorities add their weights. A
+/// record on port 0 names no listening service and is left out.
 pub fn srv_endpoints(records: &[Srv], addresses: &HashMap<Name, Vec<IpAddr>>) -> Vec<Endpoint> {
     let mut by_priority: BTreeMap<u16, Vec<&Srv>> = BTreeMap::new();
-    for record in records {
+    for record in records.iter().filter(|r| r.port != 0) {
         by_priority.entry(record.priority).or_default().push(record);
     }
     let mut endpoints: BTreeMap<SocketAddr, Endpoint> = BTreeMap::new();
