@@ -179,6 +179,22 @@ impl Gateway {
         counts.keys().all(|name| names.contains(&name.as_str()))
     }
 
+    /// Polls `/` until the backend called `name` answers; returns the time since `since`
+    /// (a propagation latency). Panics after 10 s.
+    pub async fn time_until_routed(&self, name: &str, since: Instant) -> Duration {
+        let deadline = since + Duration::from_secs(10);
+        loop {
+            let reply = self.get("/").await;
+            if reply.status == 200 && reply.body == name {
+                return since.elapsed();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} not routed to within 10 s"
+            );
+        }
+    }
+
     /// GET on the admin listener, parsed as JSON.
     pub async fn admin_json(&self, path: &str) -> serde_json::Value {
         let reply = self.send(self.client.get(self.admin_url(path))).await;
