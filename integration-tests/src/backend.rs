@@ -1,5 +1,5 @@
-//! A real HTTP backend for tests: answers every request with its name, counts hits,
-//! records what it received, and can be killed (its runtime shut down, so every open
+//! A real HTTP backend for tests: answers every request with its name, counts hits and
+//! connections, records what it received, and can be killed (its runtime shut down, so every open
 //! connection closes at once, as when a process dies).
 
 use std::convert::Infallible;
@@ -42,6 +42,7 @@ impl Seen {
 #[derive(Default)]
 struct State {
     hits: AtomicUsize,
+    connections: AtomicUsize,
     status: AtomicU16,
     delay_ms: AtomicU64,
     seen: Mutex<Vec<Seen>>,
@@ -88,6 +89,7 @@ impl Backend {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                task_state.connections.fetch_add(1, Ordering::SeqCst);
                 let (state, name) = (task_state.clone(), task_name.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |request: Request<Incoming>| {
@@ -121,6 +123,11 @@ impl Backend {
     /// Requests answered so far.
     pub fn hits(&self) -> usize {
         self.state.hits.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
     }
 
     /// Every request received so far.
@@ -184,7 +191,22 @@ async fn answer(state: &State, name: &str, request: Request<Incoming>) -> Respon
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     state.hits.fetch_add(1, Ordering::SeqCst);
-    let mut response = Response::new(Full::new(Bytes::from(name.to_owned())));
+    // `/bytes/N` answers N bytes instead of the name; `/close` asks to close the connection.
+    let path = parts.uri.path();
+    let body = match path
+        .strip_prefix("/bytes/")
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        Some(n) => Bytes::from(vec![b'x'; n]),
+        None => Bytes::from(name.to_owned()),
+    };
+    let mut response = Response::new(Full::new(body));
+    if path == "/close" {
+        response.headers_mut().insert(
+            hyper::header::CONNECTION,
+            "close".parse().expect("a header value"),
+        );
+    }
     *response.status_mut() =
         hyper::StatusCode::from_u16(state.status.load(Ordering::SeqCst)).unwrap_or_default();
     response

@@ -503,6 +503,11 @@ async fn admin_api_shows_sources_and_forwarding_is_clean() {
         metrics.contains("switchyard_registry_up{registry=\"local\"} 1"),
         "{metrics}"
     );
+    // The access log writes in batches (up to 20 ms late).
+    switchyard_integration_tests::eventually("access log line", Duration::from_secs(5), || async {
+        gw.stdout().contains("req-123")
+    })
+    .await;
     let log = gw.stdout();
     let line: serde_json::Value =
         serde_json::from_str(log.lines().find(|l| l.contains("req-123")).unwrap()).unwrap();
@@ -599,4 +604,49 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
         200
     );
     println!("drained and exited after {:?}", start.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_kept_alive_and_reused() {
+    let a = Backend::start("a");
+    let config = format!(
+        "{}\n[upstreams.u]\n[[upstreams.u.sources]]\nregistry = \"local\"\nservice = \"s\"\n[[routes]]\nupstream = \"u\"\n",
+        static_registry(&[("s", &[(&a, 1)])])
+    );
+    let gw = Gateway::start(&config).await;
+    gw.wait_ready().await;
+
+    // Sequential requests share one pooled connection.
+    for _ in 0..100 {
+        assert_eq!(gw.get("/").await.body, "a");
+    }
+    let after_sequential = a.connections();
+    println!("100 sequential GETs: {after_sequential} upstream connection(s)");
+    assert!(after_sequential <= 2, "{after_sequential} connections");
+
+    // A large body streams through the connection that the response itself drives, and
+    // the connection is reused afterwards.
+    let big = gw.get("/bytes/3000000").await;
+    assert_eq!((big.status, big.body.len()), (200, 3_000_000));
+    assert_eq!(gw.get("/").await.body, "a");
+    let posted = gw
+        .send(
+            gw.client()
+                .post(gw.url("/upload"))
+                .body(vec![b'y'; 300_000]),
+        )
+        .await;
+    assert_eq!(posted.status, 200);
+    assert_eq!(a.seen().last().unwrap().body.len(), 300_000);
+    let after_bodies = a.connections();
+    println!("+ a 3 MB response and a 300 kB upload: {after_bodies} connection(s)");
+    assert_eq!(after_bodies, after_sequential);
+
+    // An endpoint that closes its side: the next request takes a new connection, no error.
+    for _ in 0..20 {
+        assert_eq!(gw.get("/close").await.status, 200);
+        assert_eq!(gw.get("/").await.status, 200);
+    }
+    println!("after 20 closes: {} connection(s)", a.connections());
+    assert!(a.connections() >= after_bodies + 20);
 }

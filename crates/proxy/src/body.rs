@@ -32,6 +32,7 @@ pub struct ProxyBody {
 
 enum Inner {
     Stream(Incoming),
+    Upstream(crate::client::UpstreamBody),
     Limited(crate::limits::LimitedBody),
     Full(Option<Bytes>),
     Boxed(BoxBody),
@@ -42,6 +43,15 @@ impl ProxyBody {
     pub fn stream(incoming: Incoming) -> Self {
         ProxyBody {
             inner: Inner::Stream(incoming),
+            sent: 0,
+            completion: None,
+        }
+    }
+
+    /// A response body from the upstream client, which drives its connection.
+    pub fn upstream(body: crate::client::UpstreamBody) -> Self {
+        ProxyBody {
+            inner: Inner::Upstream(body),
             sent: 0,
             completion: None,
         }
@@ -119,6 +129,7 @@ impl Body for ProxyBody {
         let this = &mut *self;
         let polled = match &mut this.inner {
             Inner::Stream(incoming) => Pin::new(incoming).poll_frame(cx).map_err(BoxError::from),
+            Inner::Upstream(body) => Pin::new(body).poll_frame(cx).map_err(BoxError::from),
             Inner::Boxed(body) => Pin::new(body).poll_frame(cx),
             Inner::Limited(body) => Pin::new(body).poll_frame(cx),
             Inner::Full(bytes) => Poll::Ready(
@@ -143,6 +154,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             Inner::Stream(incoming) => incoming.is_end_stream(),
+            Inner::Upstream(body) => body.is_end_stream(),
             Inner::Boxed(body) => body.is_end_stream(),
             Inner::Limited(body) => body.is_end_stream(),
             Inner::Full(bytes) => bytes.as_ref().is_none_or(Bytes::is_empty),
@@ -152,6 +164,7 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
             Inner::Stream(incoming) => incoming.size_hint(),
+            Inner::Upstream(body) => body.size_hint(),
             Inner::Boxed(body) => body.size_hint(),
             Inner::Limited(body) => body.size_hint(),
             Inner::Full(bytes) => {

@@ -3,6 +3,7 @@
 //! - [`router`]: host/path/method/header matching, compiled per config generation.
 //! - [`balance`]: the balancers, each a [`switchyard_upstream::SelectorFactory`].
 //! - [`proxy`]: the request path — route, pick, forward with retries and timeouts.
+//! - [`client`]: the upstream HTTP/1.1 client, a lock-free keep-alive pool per endpoint.
 //! - [`forward`]: hop-by-hop stripping, `X-Forwarded-*`, request ids.
 //! - [`filter`]: the per-route policy hook (auth, rate limits, cache, rewrites).
 //! - [`server`]: the HTTP/1.1 + h2c listener with graceful drain.
@@ -14,6 +15,7 @@
 pub mod access_log;
 pub mod balance;
 pub mod body;
+pub mod client;
 pub mod error;
 pub mod filter;
 pub mod forward;

@@ -1,8 +1,8 @@
 //! The request path: route, pick, forward, retry, answer.
 //!
-//! [`Proxy`] holds the route [`Table`] in an `ArcSwap` (replaced whole on reload) and one
-//! pooled keep-alive hyper client. A request costs one atomic load for the table and one
-//! for the upstream snapshot; nothing on the way takes a lock.
+//! [`Proxy`] holds the route [`Table`] in an `ArcSwap` (replaced whole on reload) and the
+//! [`UpstreamClient`] with its per-endpoint keep-alive pools. A request costs one atomic
+//! load for the table and one for the upstream snapshot; nothing on the way takes a lock.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,17 +11,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use http::header::{self, HeaderName, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::{Authority, PathAndQuery};
 use http::{Method, Request, Response, Uri};
 use hyper::body::{Body as _, Incoming};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use switchyard_upstream::{PickContext, ServingEndpoint, Snapshot, Upstream, UpstreamCache};
 
 use crate::access_log::{AccessLog, Entry};
 use crate::balance::consistent_hash::stable_hash;
 use crate::body::ProxyBody;
+use crate::client::{ClientSettings, UpstreamClient};
 use crate::error::ProxyError;
 use crate::filter::{Filter, RequestContext};
 use crate::forward;
@@ -200,7 +198,7 @@ impl Default for ProxySettings {
 /// The data plane.
 pub struct Proxy {
     table: ArcSwap<Table>,
-    client: Client<HttpConnector, ProxyBody>,
+    client: Arc<UpstreamClient>,
     access_log: Option<AccessLog>,
     settings: ProxySettings,
     in_flight: AtomicUsize,
@@ -243,16 +241,12 @@ impl Drop for InFlight<'_> {
 impl Proxy {
     /// A proxy serving `table`.
     pub fn new(table: Table, settings: &ProxySettings, access_log: Option<AccessLog>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(settings.connect_timeout));
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(settings.pool_idle_timeout)
-            .pool_max_idle_per_host(settings.pool_max_idle_per_endpoint)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
+        let client = UpstreamClient::new(ClientSettings {
+            connect_timeout: settings.connect_timeout,
+            idle_timeout: settings.pool_idle_timeout,
+            max_idle_per_endpoint: settings.pool_max_idle_per_endpoint,
+        });
+        client.start_sweeper();
         Proxy {
             table: ArcSwap::from_pointee(table),
             client,
@@ -260,6 +254,11 @@ impl Proxy {
             settings: settings.clone(),
             in_flight: AtomicUsize::new(0),
         }
+    }
+
+    /// The upstream client (its pools), for tests and diagnostics.
+    pub fn client(&self) -> &UpstreamClient {
+        &self.client
     }
 
     /// The current table.
@@ -510,23 +509,32 @@ impl Proxy {
                 return Err((last_error, failed.last().copied()));
             };
             let address = endpoint.address();
-            let uri = match upstream_uri(endpoint, &path) {
-                Some(uri) => uri,
-                None => return Err((ProxyError::BadRequest, None)),
-            };
             let mut upstream_request = Request::new(body.take().unwrap_or_else(ProxyBody::empty));
             *upstream_request.method_mut() = parts.method.clone();
-            *upstream_request.uri_mut() = uri;
+            *upstream_request.uri_mut() = Uri::from(path.clone());
             *upstream_request.headers_mut() = if can_retry {
                 parts.headers.clone()
             } else {
                 std::mem::take(&mut parts.headers)
             };
+            if !upstream_request.headers().contains_key(header::HOST) {
+                // An HTTP/1.0 client may send none; HTTP/1.1 requires one upstream.
+                if let Ok(authority) = HeaderValue::from_maybe_shared(endpoint.authority.clone()) {
+                    upstream_request
+                        .headers_mut()
+                        .insert(header::HOST, authority);
+                }
+            }
             let started = Instant::now();
             endpoint.stats.start();
-            let result =
-                tokio::time::timeout(route.spec.timeout, self.client.request(upstream_request))
-                    .await;
+            let exchange = async {
+                if client_upgrade.is_some() {
+                    self.client.send_upgrade(address, upstream_request).await
+                } else {
+                    self.client.send(address, upstream_request).await
+                }
+            };
+            let result = tokio::time::timeout(route.spec.timeout, exchange).await;
             endpoint.stats.finish(started.elapsed());
             let error = match result {
                 Ok(Ok(response)) => {
@@ -552,10 +560,7 @@ impl Proxy {
                         let idle = self.settings.upgrade_idle_timeout;
                         tokio::spawn(crate::upgrade::tunnel(client_side, upstream_side, idle));
                     }
-                    return Ok((
-                        Response::from_parts(parts, ProxyBody::stream(body)),
-                        address,
-                    ));
+                    return Ok((Response::from_parts(parts, body), address));
                 }
                 Ok(Err(error)) => {
                     tracing::debug!(upstream = route.upstream.name(), %address, "upstream request failed: {error:?}");
@@ -670,16 +675,6 @@ fn upstream_path(route: &Route, uri: &Uri) -> PathAndQuery {
         }
         _ => original,
     }
-}
-
-/// `http://<endpoint>/<path>` without formatting: the endpoint's authority text is made
-/// once per snapshot and shared.
-fn upstream_uri(endpoint: &ServingEndpoint, path: &PathAndQuery) -> Option<Uri> {
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(Scheme::HTTP);
-    parts.authority = Some(Authority::from_maybe_shared(endpoint.authority.clone()).ok()?);
-    parts.path_and_query = Some(path.clone());
-    Uri::from_parts(parts).ok()
 }
 
 /// The consistent-hash key of a request.
