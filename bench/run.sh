@@ -348,8 +348,15 @@ saturate() {
     wait "$perf_pid" || true
     local report
     report=$OUT/perf-$t-$(date -u +%Y%m%d-%H%M%S).txt
-    perf report -i "$DIR/perf-$t.data" --stdio --no-children --percent-limit 0.5 >"$report" 2>/dev/null \
-      && log "$t profile: $report"
+    {
+      echo "## by binary"
+      perf report -i "$DIR/perf-$t.data" --stdio --no-children --sort dso -g none 2>/dev/null | grep '%'
+      echo "## by symbol, flat"
+      perf report -i "$DIR/perf-$t.data" --stdio --no-children --sort dso,sym -g none --percent-limit 0.2 \
+        2>/dev/null | grep '%'
+      echo "## call graphs"
+      perf report -i "$DIR/perf-$t.data" --stdio --no-children --percent-limit 0.5 2>/dev/null
+    } >"$report" && log "$t profile: $report"
   fi
   requests=$(kv "$line" requests)
   dur=$(kv "$line" duration_us)
