@@ -174,3 +174,122 @@ upstream = "u"
     )
     .await;
 }
+
+/// A config routing `/NAME` prefixes to upstreams that all reach `endpoint`, each with its
+/// own `[upstreams.NAME.tls]` lines (or none).
+fn tls_upstreams(endpoint: std::net::SocketAddr, upstreams: &[(&str, &str)]) -> String {
+    let mut config =
+        format!("[registries.local]\ntype = \"static\"\nservices.s = [\"{endpoint}\"]\n");
+    for (name, tls) in upstreams {
+        config.push_str(&format!(
+            "[upstreams.{name}]\n[[upstreams.{name}.sources]]\nregistry = \"local\"\nservice = \"s\"\n{tls}\n"
+        ));
+    }
+    for (name, _) in upstreams {
+        config.push_str(&format!(
+            "[[routes]]\npath_prefix = \"/{name}\"\nupstream = \"{name}\"\nretries = 0\n"
+        ));
+    }
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_tls_verifies_the_endpoint_certificate() {
+    let backend = Backend::start("behind-tls");
+    let certs = tempfile::tempdir().unwrap();
+    let dir = certs.path();
+    certificate(dir, "endpoint", "backend.test");
+    certificate(dir, "other", "other.test");
+
+    // The TLS endpoint: a second gateway terminating TLS for backend.test in front of the
+    // backend (real rustls server, real certificate).
+    let tls_port = free_port();
+    let endpoint = Gateway::start(&format!(
+        r#"[server]
+listen = "{{listen}}"
+tls_listen = "127.0.0.1:{tls_port}"
+[server.tls]
+certificates = [{{ cert = "{dir}/endpoint.pem", key = "{dir}/endpoint-key.pem", names = ["backend.test"] }}]
+[registries.local]
+type = "static"
+services.s = ["{}"]
+[upstreams.u]
+[[upstreams.u.sources]]
+registry = "local"
+service = "s"
+[[routes]]
+upstream = "u"
+"#,
+        backend.address(),
+        dir = dir.display()
+    ))
+    .await;
+    endpoint.wait_ready().await;
+
+    let d = dir.display();
+    let gw = Gateway::start(&tls_upstreams(
+        ([127, 0, 0, 1], tls_port).into(),
+        &[
+            (
+                "good",
+                &format!("[upstreams.good.tls]\nca_file = \"{d}/endpoint.pem\"\nserver_name = \"backend.test\""),
+            ),
+            (
+                "wrongca",
+                &format!("[upstreams.wrongca.tls]\nca_file = \"{d}/other.pem\"\nserver_name = \"backend.test\""),
+            ),
+            (
+                "wrongname",
+                &format!("[upstreams.wrongname.tls]\nca_file = \"{d}/endpoint.pem\"\nserver_name = \"other.test\""),
+            ),
+            (
+                "noname",
+                &format!("[upstreams.noname.tls]\nca_file = \"{d}/endpoint.pem\""),
+            ),
+            ("plain", ""),
+        ],
+    ))
+    .await;
+    gw.wait_ready().await;
+
+    // Verified TLS: the request arrives, and the endpoint saw it over https.
+    for _ in 0..20 {
+        let reply = gw.get("/good/x").await;
+        assert_eq!((reply.status, reply.body.as_str()), (200, "behind-tls"));
+    }
+    let seen = backend.seen().pop().unwrap();
+    assert_eq!(seen.path, "/good/x");
+    assert_eq!(seen.header("x-forwarded-proto"), vec!["https"]);
+    let hits = backend.hits();
+
+    // An untrusted CA, a name not in the certificate, the IP (not in its SANs), and plain
+    // HTTP to a TLS port: 502, and nothing reaches the backend.
+    for path in ["/wrongca/x", "/wrongname/x", "/noname/x", "/plain/x"] {
+        let reply = gw.get(path).await;
+        println!("{path}: {} {}", reply.status, reply.body);
+        assert_eq!(reply.status, 502, "{path}: {}", reply.body);
+    }
+    assert_eq!(backend.hits(), hits);
+    let stderr = gw.stderr();
+    assert!(
+        stderr.contains("TLS handshake with the endpoint failed"),
+        "{stderr}"
+    );
+
+    // A CA file that does not exist is a config error naming the key.
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:1\"\n{}",
+            tls_upstreams(
+                ([127, 0, 0, 1], tls_port).into(),
+                &[("u", "[upstreams.u.tls]\nca_file = \"missing.pem\"")],
+            )
+        ),
+    )
+    .unwrap();
+    let (code, stderr) = switchyard_integration_tests::gateway::check(&bad);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("upstreams.u.tls.ca_file"), "{stderr}");
+}

@@ -12,9 +12,12 @@
 //! and the sweeper drops the ones idle too long.
 //!
 //! Upgrade requests (WebSocket) take a fresh connection run by its own task, as the
-//! upgraded stream outlives the request; they are never pooled.
+//! upgraded stream outlives the request; they are never pooled. Connections to an upstream
+//! with `[upstreams.NAME.tls]` run rustls ([`crate::upstream_tls`]) and are pooled apart
+//! from plain ones to the same address.
 
 use std::future::{poll_fn, Future};
+use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,9 +33,12 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, Connection, SendRequest};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 use crate::body::ProxyBody;
+use crate::upstream_tls::UpstreamTls;
 
 /// Upstream client settings.
 #[derive(Clone, Debug)]
@@ -80,7 +86,76 @@ impl std::fmt::Display for SendError {
     }
 }
 
-type Conn = Connection<TokioIo<TcpStream>, ProxyBody>;
+type Conn = Connection<TokioIo<UpstreamIo>, ProxyBody>;
+
+/// A pool: an endpoint address and the TLS config id (0 for plain TCP).
+type PoolKey = (SocketAddr, u64);
+
+/// The transport of an upstream connection.
+pub enum UpstreamIo {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS over TCP.
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for UpstreamIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            UpstreamIo::Plain(s) => s.is_write_vectored(),
+            UpstreamIo::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_flush(cx),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpstreamIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
 
 /// One keep-alive connection: hyper's request handle and the connection it drives.
 pub struct Pooled {
@@ -111,7 +186,7 @@ struct EndpointPool {
 
 /// The upstream client (one per proxy).
 pub struct UpstreamClient {
-    pools: DashMap<SocketAddr, Arc<EndpointPool>, foldhash::fast::RandomState>,
+    pools: DashMap<PoolKey, Arc<EndpointPool>, foldhash::fast::RandomState>,
     settings: ClientSettings,
     http1: http1::Builder,
     epoch: Instant,
@@ -153,13 +228,13 @@ impl UpstreamClient {
         });
     }
 
-    /// Idle connections pooled for `address` now (tests and the admin API).
+    /// Plain-TCP idle connections pooled for `address` now (tests and diagnostics).
     pub fn idle_connections(&self, address: SocketAddr) -> usize {
-        self.pools.get(&address).map_or(0, |p| p.idle.len())
+        self.pools.get(&(address, 0)).map_or(0, |p| p.idle.len())
     }
 
-    /// Sends `request` (origin-form URI, `Host` set) to `address` on a pooled connection
-    /// or a new one. A request that a reused connection closed before sending is sent again
+    /// Sends `request` (origin-form URI, `Host` set) to `address`, over TLS when `tls` is
+    /// given, on a pooled connection or a new one. A request that a reused connection closed before sending is sent again
     /// on another, since nothing reached the endpoint.
     ///
     /// # Errors
@@ -168,14 +243,15 @@ impl UpstreamClient {
     pub async fn send(
         &self,
         address: SocketAddr,
+        tls: Option<&UpstreamTls>,
         mut request: Request<ProxyBody>,
     ) -> Result<Response<ProxyBody>, SendError> {
-        let pool = self.pool(address);
+        let pool = self.pool((address, tls.map_or(0, UpstreamTls::id)));
         loop {
             let (mut pooled, reused) =
                 match poll_fn(|cx| Poll::Ready(self.checkout(&pool, cx))).await {
                     Some(pooled) => (pooled, true),
-                    None => (self.connect(address).await?, false),
+                    None => (self.connect(address, tls).await?, false),
                 };
             let sent = pooled.sender.try_send_request(request);
             let mut sent = std::pin::pin!(sent);
@@ -211,9 +287,10 @@ impl UpstreamClient {
     pub async fn send_upgrade(
         &self,
         address: SocketAddr,
+        tls: Option<&UpstreamTls>,
         request: Request<ProxyBody>,
     ) -> Result<Response<ProxyBody>, SendError> {
-        let stream = self.open(address).await?;
+        let stream = self.open(address, tls).await?;
         let (mut sender, conn) = self
             .http1
             .handshake(TokioIo::new(stream))
@@ -231,12 +308,12 @@ impl UpstreamClient {
         Ok(response.map(ProxyBody::stream))
     }
 
-    fn pool(&self, address: SocketAddr) -> Arc<EndpointPool> {
-        if let Some(pool) = self.pools.get(&address) {
+    fn pool(&self, key: PoolKey) -> Arc<EndpointPool> {
+        if let Some(pool) = self.pools.get(&key) {
             return pool.clone();
         }
         self.pools
-            .entry(address)
+            .entry(key)
             .or_insert_with(|| {
                 Arc::new(EndpointPool {
                     idle: ArrayQueue::new(self.settings.max_idle_per_endpoint.max(1)),
@@ -263,23 +340,44 @@ impl UpstreamClient {
         None
     }
 
-    async fn open(&self, address: SocketAddr) -> Result<TcpStream, SendError> {
-        let stream =
-            tokio::time::timeout(self.settings.connect_timeout, TcpStream::connect(address))
+    /// Opens a TCP connection (and runs the TLS handshake when `tls` is given), all
+    /// within the connect timeout. A failure here means nothing was sent.
+    async fn open(
+        &self,
+        address: SocketAddr,
+        tls: Option<&UpstreamTls>,
+    ) -> Result<UpstreamIo, SendError> {
+        tokio::time::timeout(self.settings.connect_timeout, async {
+            let stream = TcpStream::connect(address)
                 .await
-                .map_err(|_| {
-                    SendError::Connect(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "connect timed out",
-                    ))
-                })?
                 .map_err(SendError::Connect)?;
-        let _ = stream.set_nodelay(true);
-        Ok(stream)
+            let _ = stream.set_nodelay(true);
+            match tls {
+                None => Ok(UpstreamIo::Plain(stream)),
+                Some(tls) => match tls.connect(stream, address).await {
+                    Ok(stream) => Ok(UpstreamIo::Tls(Box::new(stream))),
+                    Err(error) => {
+                        tracing::warn!(%address, "TLS handshake with the endpoint failed: {error}");
+                        Err(SendError::Connect(error))
+                    }
+                },
+            }
+        })
+        .await
+        .map_err(|_| {
+            SendError::Connect(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connect timed out",
+            ))
+        })?
     }
 
-    async fn connect(&self, address: SocketAddr) -> Result<Box<Pooled>, SendError> {
-        let stream = self.open(address).await?;
+    async fn connect(
+        &self,
+        address: SocketAddr,
+        tls: Option<&UpstreamTls>,
+    ) -> Result<Box<Pooled>, SendError> {
+        let stream = self.open(address, tls).await?;
         let (sender, conn) = self
             .http1
             .handshake(TokioIo::new(stream))

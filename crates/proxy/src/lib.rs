@@ -7,6 +7,7 @@
 //! - [`forward`]: hop-by-hop stripping, `X-Forwarded-*`, request ids.
 //! - [`filter`]: the per-route policy hook (auth, rate limits, cache, rewrites).
 //! - [`server`]: the HTTP/1.1 + h2c listener with graceful drain.
+//! - [`tls`], [`upstream_tls`]: TLS termination on listeners; TLS to endpoints.
 //! - [`metrics`], [`access_log`]: lock-free counters and the JSON access log.
 //!
 //! Invariant: the request path takes no lock. It loads the route table and the upstream
@@ -26,7 +27,8 @@ pub mod router;
 pub mod server;
 pub mod tls;
 pub mod upgrade;
+pub mod upstream_tls;
 
 pub use balance::BalancerKind;
 pub use filter::{Filter, RequestContext};
-pub use proxy::{HashOn, Proxy, ProxySettings, RouteSpec, Table};
+pub use proxy::{HashOn, Proxy, ProxySettings, RouteSpec, Table, UpstreamOptions};

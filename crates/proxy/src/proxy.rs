@@ -26,6 +26,7 @@ use crate::forward;
 use crate::limits::{BodyLimit, Cidr, LimitedBody, Tripped};
 use crate::metrics::RouteMetrics;
 use crate::router::{PathMatch, RouteMatch, Router};
+use crate::upstream_tls::UpstreamTls;
 
 /// What a consistent-hash upstream hashes on.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,6 +39,15 @@ pub enum HashOn {
     ClientIp,
     /// The request path.
     Path,
+}
+
+/// What the proxy needs to know about an upstream besides its endpoints.
+#[derive(Clone, Debug, Default)]
+pub struct UpstreamOptions {
+    /// For consistent-hash upstreams: what to hash.
+    pub hash_on: Option<HashOn>,
+    /// TLS to the endpoints (`[upstreams.NAME.tls]`); `None` is plain HTTP.
+    pub tls: Option<Arc<UpstreamTls>>,
 }
 
 /// One route as config describes it.
@@ -66,6 +76,7 @@ pub struct Route {
     spec: RouteSpec,
     upstream: Arc<Upstream>,
     hash_on: Option<HashOn>,
+    tls: Option<Arc<UpstreamTls>>,
     metrics: Arc<RouteMetrics>,
 }
 
@@ -79,15 +90,15 @@ pub struct Table {
 }
 
 impl Table {
-    /// Binds `routes` to the upstreams of `cache`. `hash_on` gives each consistent-hash
-    /// upstream's key. Route metrics of `previous` are kept for routes of the same name.
+    /// Binds `routes` to the upstreams of `cache`. `options` gives each upstream's
+    /// [`UpstreamOptions`] by name. Route metrics of `previous` are kept for routes of the same name.
     ///
     /// # Errors
     /// A route naming an upstream that `cache` does not have (config validation prevents it).
     pub fn new(
         routes: Vec<RouteSpec>,
         cache: Arc<UpstreamCache>,
-        hash_on: &dyn Fn(&str) -> Option<HashOn>,
+        options: &dyn Fn(&str) -> UpstreamOptions,
         previous: Option<&Table>,
     ) -> Result<Self, String> {
         let matchers: Vec<RouteMatch> = routes.iter().map(|r| r.matcher.clone()).collect();
@@ -105,8 +116,10 @@ impl Table {
                     })
                     .map(|r| r.metrics.clone())
                     .unwrap_or_else(|| Arc::new(RouteMetrics::new(&spec.name, &spec.upstream)));
+                let UpstreamOptions { hash_on, tls } = options(&spec.upstream);
                 Ok(Route {
-                    hash_on: hash_on(&spec.upstream),
+                    hash_on,
+                    tls,
                     upstream,
                     metrics,
                     spec,
@@ -527,11 +540,14 @@ impl Proxy {
             }
             let started = Instant::now();
             endpoint.stats.start();
+            let tls = route.tls.as_deref();
             let exchange = async {
                 if client_upgrade.is_some() {
-                    self.client.send_upgrade(address, upstream_request).await
+                    self.client
+                        .send_upgrade(address, tls, upstream_request)
+                        .await
                 } else {
-                    self.client.send(address, upstream_request).await
+                    self.client.send(address, tls, upstream_request).await
                 }
             };
             let result = tokio::time::timeout(route.spec.timeout, exchange).await;

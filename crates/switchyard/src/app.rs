@@ -124,8 +124,13 @@ impl App {
             }
         });
         let cache = Arc::new(UpstreamCache::start(plan.upstreams, None, state.as_ref()));
-        let hash_on = plan.hash_on;
-        let table = Table::new(plan.routes, cache, &|name| hash_on.get(name).cloned(), None)
+        let options = plan.upstream_options;
+        let table = Table::new(
+            plan.routes,
+            cache,
+            &|name| options.get(name).cloned().unwrap_or_default(),
+            None,
+        )
             .expect("validated plans only name known upstreams");
         let server = &plan.config.server;
         let settings = ProxySettings {
@@ -226,11 +231,11 @@ impl App {
             Some(old_table.cache()),
             self.state.as_ref(),
         ));
-        let hash_on = plan.hash_on;
+        let options = plan.upstream_options;
         let table = Table::new(
             plan.routes,
             cache,
-            &|name| hash_on.get(name).cloned(),
+            &|name| options.get(name).cloned().unwrap_or_default(),
             Some(&old_table),
         )
         .expect("validated plans only name known upstreams");

@@ -245,6 +245,23 @@ pub struct UpstreamConfig {
     /// How long the shrink guard holds. Default 30 s.
     #[serde(default = "default_shrink_grace", with = "humantime_serde")]
     pub shrink_grace: Duration,
+    /// TLS to the endpoints. Default: none (plain HTTP).
+    #[serde(default)]
+    pub tls: Option<UpstreamTlsConfig>,
+}
+
+/// `[upstreams.NAME.tls]`: connect to the endpoints over TLS (1.2+, ALPN http/1.1).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// PEM bundle of the CAs trusted to sign endpoint certificates, relative to the config
+    /// file. Default: the Mozilla root set.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Name sent as SNI and verified in the certificate. Default: the endpoint's IP address
+    /// is verified (it must be among the certificate's IP SANs).
+    #[serde(default)]
+    pub server_name: Option<String>,
 }
 
 fn default_shrink_grace() -> Duration {

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue, Method};
 use switchyard_proxy::router::{HeaderMatch, PathMatch, RouteMatch};
-use switchyard_proxy::{BalancerKind, HashOn, RouteSpec};
+use switchyard_proxy::upstream_tls::{UpstreamTls, UpstreamTlsSpec};
+use switchyard_proxy::{BalancerKind, HashOn, RouteSpec, UpstreamOptions};
 use switchyard_registry::{
     Catalog, ConfigIssue, Registry, RegistryContext, RegistryMetrics, ServiceQuery,
 };
@@ -19,7 +20,7 @@ use switchyard_upstream::{
 
 use crate::config::{
     Config, HealthCheckConfig, HealthCheckType, PanicModeConfig, RegistryTable, RouteConfig,
-    StatusRange, UpstreamConfig,
+    StatusRange, UpstreamConfig, UpstreamTlsConfig,
 };
 
 /// A registry built from its table.
@@ -43,8 +44,8 @@ pub struct Plan {
     pub registries: BTreeMap<String, BuiltRegistry>,
     /// Upstreams to watch.
     pub upstreams: Vec<UpstreamSpec>,
-    /// Hash keys of consistent-hash upstreams.
-    pub hash_on: HashMap<String, HashOn>,
+    /// What the proxy needs of each upstream (hash key, TLS), by name.
+    pub upstream_options: HashMap<String, UpstreamOptions>,
     /// Routes, in order.
     pub routes: Vec<RouteSpec>,
 }
@@ -105,14 +106,22 @@ pub fn build(
     }
 
     let mut upstreams = Vec::new();
-    let mut hash_on = HashMap::new();
+    let mut upstream_options = HashMap::new();
     for (name, upstream) in &config.upstreams {
         let path = format!("upstreams.{name}");
-        match build_upstream(name, upstream, &config, &registries) {
-            Ok((spec, hash)) => {
-                if let Some(hash) = hash {
-                    hash_on.insert(name.clone(), hash);
+        let tls = match &upstream.tls {
+            None => None,
+            Some(tls) => match upstream_tls(tls, base_dir) {
+                Ok(tls) => Some(Arc::new(tls)),
+                Err(issue) => {
+                    issues.push(issue.under(&format!("{path}.tls")));
+                    None
                 }
+            },
+        };
+        match build_upstream(name, upstream, &config, &registries) {
+            Ok((spec, hash_on)) => {
+                upstream_options.insert(name.clone(), UpstreamOptions { hash_on, tls });
                 upstreams.push(spec);
             }
             Err(errors) => issues.extend(errors.into_iter().map(|e| e.under(&path))),
@@ -193,12 +202,28 @@ pub fn build(
             config,
             registries,
             upstreams,
-            hash_on,
+            upstream_options,
             routes,
         })
     } else {
         Err(issues)
     }
+}
+
+/// Loads `[upstreams.NAME.tls]` (the CA file relative to the config's directory).
+fn upstream_tls(tls: &UpstreamTlsConfig, base_dir: &Path) -> Result<UpstreamTls, ConfigIssue> {
+    let spec = UpstreamTlsSpec {
+        ca_file: tls.ca_file.as_ref().map(|f| base_dir.join(f)),
+        server_name: tls.server_name.clone(),
+    };
+    UpstreamTls::load(&spec).map_err(|message| {
+        let key = if message.starts_with("server_name") {
+            "server_name"
+        } else {
+            "ca_file"
+        };
+        ConfigIssue::new(key, message)
+    })
 }
 
 fn build_upstream(
