@@ -7,7 +7,9 @@
 //! request owns while it uses it. The request's own task polls the hyper `Connection` next
 //! to the response future and, through [`UpstreamBody`], while the response body streams
 //! to the client, so no other task is woken. When the body ends the box goes back to its
-//! endpoint's lock-free queue ([`crossbeam_queue::ArrayQueue`]). An idle connection is
+//! endpoint's lock-free queue ([`crossbeam_queue::ArrayQueue`]). Finding an endpoint's
+//! queue is a `DashMap` read (a shard's shared lock: one atomic increment; it is
+//! write-locked only to add a new endpoint or forget an unused one). An idle connection is
 //! polled once when it is checked out (that is when hyper notices the server closed it)
 //! and the sweeper drops the ones idle too long.
 //!
@@ -402,7 +404,14 @@ impl UpstreamClient {
         let mut cx = Context::from_waker(&waker);
         let idle_ms = u64::try_from(self.settings.idle_timeout.as_millis()).unwrap_or(u64::MAX);
         let now = self.now_ms();
-        self.pools.retain(|_, pool| {
+        // Work on a copy of the list, so that the map's shards are write-locked only for
+        // the brief removals below and requests looking up a pool never wait on the sweep.
+        let pools: Vec<(PoolKey, Arc<EndpointPool>)> = self
+            .pools
+            .iter()
+            .map(|entry| (*entry.key(), entry.value().clone()))
+            .collect();
+        for (key, pool) in pools {
             for _ in 0..pool.idle.len() {
                 let Some(mut pooled) = pool.idle.pop() else {
                     break;
@@ -415,10 +424,14 @@ impl UpstreamClient {
                     let _ = pool.idle.push(pooled);
                 }
             }
-            !pool.idle.is_empty()
-                || now.saturating_sub(pool.last_used_ms.load(Ordering::Relaxed)) < idle_ms
-                || Arc::strong_count(pool) > 1
-        });
+            drop(pool);
+            self.pools.remove_if(&key, |_, pool| {
+                pool.idle.is_empty()
+                    && now.saturating_sub(pool.last_used_ms.load(Ordering::Relaxed)) >= idle_ms
+                    // Nobody holds it (a request or a response body would).
+                    && Arc::strong_count(pool) == 1
+            });
+        }
     }
 }
 
@@ -489,6 +502,91 @@ impl Drop for UpstreamBody {
         // that never had a body (HEAD, 204, 304, length 0) is reusable.
         if self.body.is_end_stream() {
             self.release();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    /// A hyper HTTP/1.1 server on a free loopback port answering "ok"; returns its address
+    /// and a counter of accepted connections.
+    async fn server() -> (SocketAddr, Arc<AtomicU64>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicU64::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(|_request| async {
+                        Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(
+                            Bytes::from_static(b"ok"),
+                        )))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        (address, accepted)
+    }
+
+    async fn get(client: &UpstreamClient, address: SocketAddr) -> String {
+        let request = Request::builder()
+            .uri("/")
+            .header(http::header::HOST, "test")
+            .body(ProxyBody::empty())
+            .unwrap();
+        let response = client.send(address, None, request).await.unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(body.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn reuses_connections_and_sweeps_idle_ones() {
+        let (address, accepted) = server().await;
+        let client = UpstreamClient::new(ClientSettings {
+            idle_timeout: Duration::from_millis(300),
+            ..ClientSettings::default()
+        });
+        for _ in 0..10 {
+            assert_eq!(get(&client, address).await, "ok");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(client.idle_connections(address), 1);
+
+        // Within the idle timeout a sweep keeps the connection; after it, it goes, and the
+        // endpoint's pool is forgotten.
+        client.sweep();
+        assert_eq!(client.idle_connections(address), 1);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        client.sweep();
+        assert_eq!(client.idle_connections(address), 0);
+        assert!(client.pools.is_empty());
+
+        // The next request opens a new connection.
+        assert_eq!(get(&client, address).await, "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_connection_refused_is_a_connect_error() {
+        let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = unused.local_addr().unwrap();
+        drop(unused);
+        let client = UpstreamClient::new(ClientSettings::default());
+        let request = Request::builder()
+            .uri("/")
+            .body(ProxyBody::empty())
+            .unwrap();
+        match client.send(address, None, request).await {
+            Err(error) => assert!(error.is_connect(), "{error}"),
+            Ok(response) => panic!("answered: {}", response.status()),
         }
     }
 }
