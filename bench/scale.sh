@@ -31,13 +31,16 @@
 #   WORKERS [cores given to the gateway]  ADDRESSES [100]  ROUTES [10 per upstream]
 #   CHANGES [100 per second]  PROBES [20]  CHURN_ONLY [0: 1 skips the no-churn window]
 #   PIN [1]  SKIP_BUILD [0]  KEEP [0: keep the temp dir]  SWITCHYARD [target/release/switchyard]
+#   PROFILE [0: 1 samples the gateway with `perf record -e cpu-clock -g` during each churn
+#            window; the report goes to target/bench/perf-scale-<scale>-<time>.txt. Sampling
+#            costs the gateway CPU: do not quote those runs' figures]
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export PATH="$PATH:/usr/sbin:/sbin"
 
 # The command as given (only the knobs that were set), for the report.
-COMMAND="$(for v in SCALE DURATION WARMUP CONNECTIONS THREADS WORKERS ADDRESSES ROUTES CHANGES PROBES CHURN_ONLY PIN; do
+COMMAND="$(for v in SCALE DURATION WARMUP CONNECTIONS THREADS WORKERS ADDRESSES ROUTES CHANGES PROBES CHURN_ONLY PROFILE PIN; do
   if [[ -n ${!v:-} ]]; then printf '%s=%q ' "$v" "${!v}"; fi; done)bash bench/scale.sh"
 
 SCALE=${SCALE:-"full small"}
@@ -49,6 +52,7 @@ ROUTES=${ROUTES:-10}
 CHANGES=${CHANGES:-100}
 PROBES=${PROBES:-20}
 CHURN_ONLY=${CHURN_ONLY:-0}
+PROFILE=${PROFILE:-0}
 PIN=${PIN:-1}
 SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP=${KEEP:-0}
@@ -83,6 +87,7 @@ ensure_tools() {
   command -v pgrep >/dev/null || missing+=(procps)
   command -v ss >/dev/null || missing+=(iproute2)
   command -v taskset >/dev/null || missing+=(util-linux)
+  [[ $PROFILE != 1 ]] || command -v perf >/dev/null || missing+=(linux-perf)
   if ((${#missing[@]})); then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
       log "installing ${missing[*]}"
@@ -322,6 +327,12 @@ window() {
       --probe-b "$PROBE_B" --count "$PROBES" --first 1 --interval "$interval"
     probe_pid=$LAST_PID
   fi
+  local perf_pid=""
+  if ((churn)) && [[ $PROFILE == 1 ]]; then
+    perf record -q -e cpu-clock -F 999 -g -p "$GATEWAY_PID" -o "$DIR/perf-$s.data" \
+      -- sleep "$DURATION_S" >/dev/null 2>&1 &
+    perf_pid=$!
+  fi
   t0=$(now)
   line=$(pinned "$LOAD_CPUS" timeout $((${DURATION_S%.*} + 60)) wrk -t "$THREADS" -c "$CONNECTIONS" \
     -d "$DURATION" --timeout 5s -s "$ROOT/bench/scale/routes.lua" "http://$LISTEN" \
@@ -346,6 +357,19 @@ window() {
     R[$k/probe_first]=$(kv "$pl" first_poll) R[$k/probe_lower]=$(kv "$pl" lower_p50_ms)
   fi
   after=$(cpu_ticks "$GATEWAY_PID")
+  if [[ -n $perf_pid ]]; then
+    wait "$perf_pid" || true
+    local report
+    report=$OUT/perf-scale-$s-$(date -u +%Y%m%d-%H%M%S).txt
+    perf report -i "$DIR/perf-$s.data" --stdio --no-children --percent-limit 0.5 >"$report" 2>/dev/null \
+      && log "$k profile: $report"
+    R[$k/perf_report]=$report
+    # The control plane's share of the samples: everything not on the request path.
+    R[$k/cp_share]=$(perf report -i "$DIR/perf-$s.data" --stdio --no-children --sort symbol -g none \
+      --percent-limit 0 2>/dev/null | grep -E '^ +[0-9.]+%' | grep -v '::pick' \
+      | grep -E 'switchyard_upstream::|switchyard_etcd|switchyard_registry|etcd_client|tonic::|prost::|[^a-z_]h2::|SelectorFactory' \
+      | awk '{sub("%", "", $1); t += $1} END {printf "%.2f", t}')
+  fi
   R[$k/peak]=$(mib "$(status_kib "$GATEWAY_PID" VmHWM)")
   R[$k/rss_end]=$(mib "$(status_kib "$GATEWAY_PID" VmRSS)")
   R[$k/fds]=$(find "/proc/$GATEWAY_PID/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
@@ -362,6 +386,7 @@ window() {
   local requests dur
   requests=$(kv "$line" requests)
   dur=$(kv "$line" duration_us)
+  R[$k/requests]=$requests
   R[$k/rps]=$(awk -v r="$requests" -v d="$dur" 'BEGIN {printf "%.0f", r / (d / 1e6)}')
   R[$k/p50]=$(kv "$line" p50_us) R[$k/p99]=$(kv "$line" p99_us) R[$k/p999]=$(kv "$line" p999_us)
   R[$k/errors]=$(($(kv "$line" connect) + $(kv "$line" read) + $(kv "$line" write) + $(kv "$line" status) + $(kv "$line" timeout)))
@@ -509,6 +534,10 @@ report() {
         echo "  - probe ($(or_na "${R[$k/probe_mode]}")): ${R[$k/probe_n]} seen, ${R[$k/probe_timeouts]} not seen within 10 s; ms: ${R[$k/probe_samples]}; each an upper bound: taken when the first poll that saw it returned (${R[$k/probe_polls]} polls, round trip p50 ${R[$k/probe_rtt]} ms; the first poll already saw it in ${R[$k/probe_first]} of ${R[$k/probe_n]}; lower bound p50 ${R[$k/probe_lower]} ms)"
       fi
     done
+  done
+  for s in $SCALE; do
+    [[ -n ${R[$s/churn/cp_share]:-} ]] || continue
+    echo "- $s profile (PROFILE=1): control-plane symbols (etcd client/gRPC, registry hub, upstream cache and merge, selector builds; flat, allocator time not included) took ${R[$s/churn/cp_share]}% of the gateway's samples ≈ $(awk -v p="${R[$s/churn/cp_share]}" -v c="${R[$s/churn/cpu]}" -v n="${R[$s/churn/changes]}" 'BEGIN {printf "%.0f", p / 100 * c / n * 1e6}') µs of gateway CPU per change (a lower bound); report: ${R[$s/churn/perf_report]}"
   done
   if [[ -n ${R[full/steady/rps]:-} && -n ${R[full/churn/rps]:-} ]]; then
     echo "- cost of churn at full scale: req/s $(ratio "${R[full/churn/rps]}" "${R[full/steady/rps]}"), p99 $(ratio "${R[full/churn/p99]}" "${R[full/steady/p99]}"), CPU µs/req $(ratio "${R[full/churn/cpureq]}" "${R[full/steady/cpureq]}") (churn / no churn)"
