@@ -20,6 +20,7 @@ pub mod client;
 pub mod error;
 pub mod filter;
 pub mod forward;
+pub mod head_guard;
 pub mod limits;
 pub mod metrics;
 pub mod proxy;
@@ -31,4 +32,5 @@ pub mod upstream_tls;
 
 pub use balance::BalancerKind;
 pub use filter::{Filter, RequestContext};
+pub use head_guard::HeadGuard;
 pub use proxy::{HashOn, Proxy, ProxySettings, RouteSpec, Table, UpstreamOptions};

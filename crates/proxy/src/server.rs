@@ -22,6 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::body::ProxyBody;
+use crate::head_guard::HeadGuard;
 use crate::proxy::Peer;
 use crate::tls::TlsConfig;
 use crate::Proxy;
@@ -114,6 +115,8 @@ pub async fn serve_kind(
         .initial_stream_window_size(settings.h2_initial_stream_window)
         .initial_connection_window_size(settings.h2_initial_connection_window)
         .max_header_list_size(settings.max_header_bytes.max(8192) as u32);
+    // The head guard's limit is hyper's buffer limit, so that hyper answers 431 past it.
+    let max_head_bytes = settings.max_header_bytes.max(8192);
     let connections = Arc::new(Semaphore::new(settings.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -148,6 +151,8 @@ pub async fn serve_kind(
         });
         match &kind {
             ListenerKind::Plain => {
+                // Strict request framing before hyper's parser (request smuggling, issue 10).
+                let stream = HeadGuard::new(stream, max_head_bytes);
                 let connection =
                     builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                 let connection = graceful.watch(connection.into_owned());
@@ -176,6 +181,7 @@ pub async fn serve_kind(
                             return;
                         }
                     };
+                    let stream = HeadGuard::new(stream, max_head_bytes);
                     let connection =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     if let Err(error) = watcher.watch(connection.into_owned()).await {
