@@ -7,6 +7,7 @@
 //! - [`forward`]: hop-by-hop stripping, `X-Forwarded-*`, request ids.
 //! - [`filter`]: the per-route policy hook (auth, rate limits, cache, rewrites).
 //! - [`server`]: the HTTP/1.1 + h2c listener with graceful drain.
+//! - [`head_guard`]: strict HTTP/1 request framing in front of hyper (request smuggling → 400).
 //! - [`tls`], [`upstream_tls`]: TLS termination on listeners; TLS to endpoints.
 //! - [`metrics`], [`access_log`]: lock-free counters and the JSON access log.
 //!

@@ -77,6 +77,8 @@ pub enum BodyLimit {
     TooLarge,
     /// No bytes for longer than allowed: 408.
     Idle,
+    /// The client's body broke off or its framing was malformed (a bad chunk): 400.
+    Broken,
 }
 
 impl std::fmt::Display for BodyLimit {
@@ -84,6 +86,7 @@ impl std::fmt::Display for BodyLimit {
         f.write_str(match self {
             BodyLimit::TooLarge => "request body too large",
             BodyLimit::Idle => "request body idle timeout",
+            BodyLimit::Broken => "request body malformed or cut off",
         })
     }
 }
@@ -97,7 +100,11 @@ pub struct Tripped(AtomicU8);
 impl Tripped {
     fn set(&self, limit: BodyLimit) {
         self.0.store(
-            if limit == BodyLimit::TooLarge { 1 } else { 2 },
+            match limit {
+                BodyLimit::TooLarge => 1,
+                BodyLimit::Idle => 2,
+                BodyLimit::Broken => 3,
+            },
             Ordering::Relaxed,
         );
     }
@@ -107,6 +114,7 @@ impl Tripped {
         match self.0.load(Ordering::Relaxed) {
             1 => Some(BodyLimit::TooLarge),
             2 => Some(BodyLimit::Idle),
+            3 => Some(BodyLimit::Broken),
             _ => None,
         }
     }
@@ -157,7 +165,10 @@ impl Body for LimitedBody {
                 this.timer.as_mut().reset(deadline);
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(Box::new(error)))),
+            Poll::Ready(Some(Err(error))) => {
+                this.tripped.set(BodyLimit::Broken);
+                Poll::Ready(Some(Err(Box::new(error))))
+            }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => match this.timer.as_mut().poll(cx) {
                 Poll::Ready(()) => {

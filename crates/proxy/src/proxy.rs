@@ -584,6 +584,7 @@ impl Proxy {
                         // The client's body broke a limit: not the endpoint's fault.
                         Some(BodyLimit::TooLarge) => return Err((ProxyError::BodyTooLarge, None)),
                         Some(BodyLimit::Idle) => return Err((ProxyError::RequestTimeout, None)),
+                        Some(BodyLimit::Broken) => return Err((ProxyError::BadRequest, None)),
                         None => {}
                     }
                     if error.is_connect() {

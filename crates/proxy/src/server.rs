@@ -151,13 +151,22 @@ pub async fn serve_kind(
         });
         match &kind {
             ListenerKind::Plain => {
-                // Strict request framing before hyper's parser (request smuggling, issue 10).
-                let stream = HeadGuard::new(stream, max_head_bytes);
-                let connection =
-                    builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                let connection = graceful.watch(connection.into_owned());
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
+                let first_byte_timeout = settings.header_read_timeout;
                 tokio::spawn(async move {
-                    if let Err(error) = connection.await {
+                    // hyper-util reads the first bytes (to tell HTTP/1 from h2) before
+                    // hyper's header timer runs: without this, a client that sends nothing
+                    // (or half the h2 preface) would hold its connection slot forever.
+                    if !version_bytes_arrive(&stream, first_byte_timeout).await {
+                        tracing::debug!(%client, "nothing received in time: closed");
+                        return;
+                    }
+                    // Strict request framing before hyper's parser (request smuggling).
+                    let stream = HeadGuard::new(stream, max_head_bytes);
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    if let Err(error) = watcher.watch(connection.into_owned()).await {
                         tracing::debug!(%client, "connection ended: {error}");
                     }
                     drop(permit);
@@ -211,6 +220,27 @@ pub async fn serve_kind(
         () = graceful.shutdown() => tracing::info!("drained all connections"),
         () = tokio::time::sleep(settings.drain_timeout) => tracing::warn!("drain timeout; closing remaining connections"),
     }
+}
+
+/// Waits, up to `timeout`, until the connection's first bytes tell HTTP/1 from h2 (what
+/// hyper-util's version detection waits for): any byte off the h2 preface, or all of it.
+/// False when the client closed, failed or stalled.
+async fn version_bytes_arrive(stream: &TcpStream, timeout: Duration) -> bool {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    tokio::time::timeout(timeout, async {
+        let mut buf = [0u8; 24];
+        loop {
+            match stream.peek(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) if n == PREFACE.len() || buf[..n] != PREFACE[..n] => return true,
+                // Part of the preface: peek does not consume, so readiness stays set; pace
+                // the re-check (a rare path: real h2 clients send the preface at once).
+                Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    })
+    .await
+    .unwrap_or(false)
 }
 
 /// Time allowed for a TLS handshake.
