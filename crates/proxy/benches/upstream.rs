@@ -1,18 +1,29 @@
 //! The upstream cache: applying one endpoint change, and loading a snapshot on the request
 //! path (`cargo bench -p switchyard-proxy --bench upstream`).
 //!
-//! - `endpoint_change/<n>`: one weight change of one endpoint of an upstream of `n`
-//!   endpoints, timed from the `Update` leaving a fake registry to the upstream's snapshot
-//!   version changing. It is measured end to end through the public API (a real
-//!   [`UpstreamCache`] watching a channel-driven [`Registry`]), so it includes the
-//!   recover wrapper's channel hop, the actor's set update, the full snapshot rebuild
-//!   (merge, tiers, health) and the round-robin selector build. On a current-thread
-//!   runtime, so no cross-core wake-up is counted.
-//! - `endpoint_change_with_others/10000`: the same with 999 other upstreams of 100
-//!   endpoints each watched by the same cache; the figure should not move.
+//! - `endpoint_change/<balancer>/<n>`: one weight change (an `Update::Add` of an existing
+//!   address with another weight) of the middle endpoint of an upstream of `n` endpoints,
+//!   applied with [`UpstreamState::apply`] — the code the upstream's actor runs — and the
+//!   new snapshot stored in an `ArcSwap` as the actor publishes it (the previous snapshot
+//!   is dropped on the way). Balancer `round_robin` (the default) or `consistent_hash`.
+//! - `endpoint_change/remove_add/<n>`: the same endpoint removed, then added back, in
+//!   turn (one update per iteration).
+//! - `endpoint_change_actor/<n>`: one weight change timed end to end through the public
+//!   API: from the `Update` leaving a channel-driven fake [`Registry`] to the upstream's
+//!   snapshot version changing in a real [`UpstreamCache`]; so it adds the recover
+//!   wrapper's channel hop and the actor's wake-up. On a current-thread runtime, so no
+//!   cross-core wake-up is counted.
+//! - `endpoint_change_with_others/{sync,actor}/10000`: `endpoint_change/round_robin/10000`
+//!   and `endpoint_change_actor/10000` with 999 other upstreams of 100 endpoints each
+//!   alive (their states; for `actor`, watched by the same cache): the figures should not
+//!   move.
 //! - `snapshot/*`: `Upstream::snapshot()` (one atomic load and a guard),
 //!   `Upstream::snapshot_full()` (the `Arc` clone the proxy takes per request), and a load
 //!   plus a round-robin pick.
+//!
+//! `MEMORY=UxN cargo bench -p switchyard-proxy --bench upstream` prints instead what U
+//! upstreams of N endpoints cost in resident memory per endpoint (through a real cache,
+//! on a fresh heap), and runs nothing else.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -20,6 +31,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use criterion::{BenchmarkId, Criterion};
 use futures::StreamExt;
@@ -29,6 +41,7 @@ use switchyard_registry::{
 };
 use switchyard_upstream::{
     OutlierSpec, PanicMode, PickContext, SourceSpec, Upstream, UpstreamCache, UpstreamSpec,
+    UpstreamState,
 };
 use tokio::sync::mpsc;
 
@@ -83,10 +96,14 @@ fn endpoint(i: usize) -> Endpoint {
 }
 
 fn spec(registry: &Arc<ChannelRegistry>, name: &str) -> UpstreamSpec {
+    spec_with(registry, name, BalancerKind::RoundRobin)
+}
+
+fn spec_with(registry: &Arc<ChannelRegistry>, name: &str, kind: BalancerKind) -> UpstreamSpec {
     UpstreamSpec {
         name: name.to_owned(),
-        balancer: "round_robin".into(),
-        selector: BalancerKind::RoundRobin.factory(),
+        balancer: kind.as_str().into(),
+        selector: kind.factory(),
         sources: vec![SourceSpec {
             registry_name: "bench".into(),
             registry_kind: "bench",
@@ -191,9 +208,67 @@ impl Fixture {
     }
 }
 
+/// An upstream's state with `n` endpoints (one source), and where the actor would publish.
+struct Synced {
+    state: UpstreamState,
+    published: ArcSwap<switchyard_upstream::Snapshot>,
+    n: usize,
+}
+
+impl Synced {
+    fn new(n: usize, kind: BalancerKind) -> Synced {
+        let registry = Arc::new(ChannelRegistry::default());
+        let mut state = UpstreamState::new(&spec_with(&registry, "main", kind));
+        let snapshot = state.apply(0, Update::Reset((0..n).map(endpoint).collect()));
+        assert_eq!(snapshot.serving.len(), n);
+        Synced {
+            published: ArcSwap::new(snapshot),
+            state,
+            n,
+        }
+    }
+
+    /// Applies one update and publishes the result.
+    fn apply(&mut self, update: Update) {
+        let snapshot = self.state.apply(0, update);
+        self.published.store(snapshot);
+    }
+}
+
 fn endpoint_change(c: &mut Criterion) {
     let mut group = c.benchmark_group("endpoint_change");
-    group.sample_size(10).warm_up_time(Duration::from_secs(1));
+    group.warm_up_time(Duration::from_secs(1));
+    for n in [10_000, 100_000] {
+        for kind in [BalancerKind::RoundRobin, BalancerKind::ConsistentHash] {
+            let mut synced = Synced::new(n, kind);
+            let target = synced.n / 2;
+            let mut flip = false;
+            group.bench_function(BenchmarkId::new(kind.as_str(), n), |b| {
+                b.iter(|| {
+                    flip = !flip;
+                    let changed = endpoint(target).with_weight(if flip { 2 } else { 1 });
+                    synced.apply(Update::Add(vec![changed]));
+                });
+            });
+        }
+        let mut synced = Synced::new(n, BalancerKind::RoundRobin);
+        let target = endpoint(n / 2);
+        let mut present = true;
+        group.bench_function(BenchmarkId::new("remove_add", n), |b| {
+            b.iter(|| {
+                present = !present;
+                synced.apply(if present {
+                    Update::Add(vec![target.clone()])
+                } else {
+                    Update::Remove(vec![target.address])
+                });
+            });
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("endpoint_change_actor");
+    group.sample_size(20).warm_up_time(Duration::from_secs(1));
     for n in [10_000, 100_000] {
         let fixture = Fixture::new(n, 0, 0);
         let mut flip = false;
@@ -204,10 +279,26 @@ fn endpoint_change(c: &mut Criterion) {
     group.finish();
 
     let mut group = c.benchmark_group("endpoint_change_with_others");
-    group.sample_size(10).warm_up_time(Duration::from_secs(1));
+    group.sample_size(20).warm_up_time(Duration::from_secs(1));
+    {
+        let others: Vec<Synced> = (0..999)
+            .map(|_| Synced::new(100, BalancerKind::RoundRobin))
+            .collect();
+        let mut synced = Synced::new(10_000, BalancerKind::RoundRobin);
+        let target = synced.n / 2;
+        let mut flip = false;
+        group.bench_function(BenchmarkId::new("sync", 10_000), |b| {
+            b.iter(|| {
+                flip = !flip;
+                let changed = endpoint(target).with_weight(if flip { 2 } else { 1 });
+                synced.apply(Update::Add(vec![changed]));
+            });
+        });
+        drop(others);
+    }
     let fixture = Fixture::new(10_000, 999, 100);
     let mut flip = false;
-    group.bench_function(BenchmarkId::from_parameter(10_000), |b| {
+    group.bench_function(BenchmarkId::new("actor", 10_000), |b| {
         b.iter_custom(|iters| fixture.changes(iters, &mut flip));
     });
     group.finish();
@@ -236,9 +327,39 @@ fn snapshot(c: &mut Criterion) {
     group.finish();
 }
 
+/// Resident set size of this process, in bytes (Linux `/proc/self/statm`; 0 elsewhere).
+fn rss() -> usize {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<usize>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// Prints the resident memory each endpoint costs: `upstreams` upstreams of `size`
+/// endpoints, RSS after they synced minus RSS before, over the endpoint count.
+fn memory(upstreams: usize, size: usize) {
+    let before = rss();
+    let fixture = Fixture::new(size, upstreams - 1, size);
+    let after = rss();
+    let n = upstreams * size;
+    println!(
+        "memory/{upstreams}x{size}: {} bytes per endpoint ({:.1} MiB for {n} endpoints)",
+        (after.saturating_sub(before)) / n,
+        after.saturating_sub(before) as f64 / (1 << 20) as f64
+    );
+    drop(fixture);
+}
+
 fn main() {
     // What criterion_main! does, without the undocumented public function it generates.
     let mut criterion = Criterion::default().configure_from_args();
+    // `MEMORY=UxN`: only print the memory cost of U upstreams of N endpoints, on a fresh
+    // heap (one measurement per process, so that freed memory is not reused).
+    if let Ok(shape) = std::env::var("MEMORY") {
+        let (u, n) = shape.split_once('x').expect("MEMORY=UPSTREAMSxENDPOINTS");
+        memory(u.parse().expect("upstreams"), n.parse().expect("endpoints"));
+        return;
+    }
     snapshot(&mut criterion);
     endpoint_change(&mut criterion);
     criterion.final_summary();

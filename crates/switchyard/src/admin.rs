@@ -301,6 +301,7 @@ fn metrics(app: &App) -> AdminResponse {
             );
         }
     }
+    switchyard_upstream::render_apply_metrics(&mut out);
 
     let registries = app.with_current(|c| {
         c.registries

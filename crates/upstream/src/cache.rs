@@ -1,7 +1,7 @@
 //! The cache itself: one [`Upstream`] per configured upstream, each kept current by an
 //! actor task that owns its sources' sets and publishes snapshots.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
@@ -9,14 +9,13 @@ use std::time::{Instant, SystemTime};
 use arc_swap::{ArcSwap, Guard};
 use futures::stream::{SelectAll, StreamExt};
 use switchyard_registry::{recover, Backoff, RegistryMetrics, SourceEvent};
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 
-use crate::merge::{self, SourceInput};
 use crate::source::SourceSet;
 use crate::{
-    health_check, EndpointStats, OutlierSpec, Snapshot, SourceRef, SourceStatus, StateStore,
-    UpstreamSpec,
+    health_check, OutlierSpec, Snapshot, SourceRef, SourceStatus, StateStore, UpstreamSpec,
+    UpstreamState,
 };
 
 // === impl Upstream ===
@@ -133,23 +132,37 @@ impl Upstream {
             statuses,
             health_changed: Notify::new(),
         });
-        let task = tokio::spawn(Actor::new(&spec, shared.clone(), state).run());
-        let health_task = spec.health_check.clone().map(|check| {
-            let (reader, waker) = (shared.clone(), shared.clone());
-            tokio::spawn(health_check::run(
-                check,
-                move || {
-                    reader
-                        .snapshot
-                        .load()
-                        .endpoints
-                        .iter()
-                        .map(|e| (e.address(), e.stats.clone()))
-                        .collect()
-                },
-                move || waker.health_changed.notify_one(),
-            ))
-        });
+        // The channel only exists with active checks: an idle one costs a kilobyte.
+        let (flips_tx, flips) = match spec.health_check {
+            Some(_) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
+        let task = tokio::spawn(Actor::new(&spec, shared.clone(), state, flips).run());
+        let health_task = spec
+            .health_check
+            .clone()
+            .zip(flips_tx)
+            .map(|(check, flips_tx)| {
+                let reader = shared.clone();
+                tokio::spawn(health_check::run(
+                    check,
+                    move || {
+                        reader
+                            .snapshot
+                            .load()
+                            .endpoints
+                            .iter()
+                            .map(|e| (e.address(), e.stats.clone()))
+                            .collect()
+                    },
+                    move |flipped| {
+                        let _ = flips_tx.send(flipped);
+                    },
+                ))
+            });
         Arc::new(Upstream {
             name: spec.name.clone(),
             balancer: spec.balancer.clone(),
@@ -181,24 +194,28 @@ impl std::fmt::Debug for Upstream {
 
 // === impl Actor ===
 
-/// Owns an upstream's source sets; the only writer of its snapshot.
+/// Owns an upstream's [`UpstreamState`]; the only writer of its snapshot.
 struct Actor {
     spec: UpstreamSpec,
     shared: Arc<Shared>,
     refs: Vec<Arc<SourceRef>>,
     metrics: Vec<Arc<RegistryMetrics>>,
-    sets: Vec<SourceSet>,
+    upstream: UpstreamState,
     /// A shrunken set held back by the shrink guard, with when it applies anyway.
     held: Vec<Option<(SourceSet, Instant)>>,
-    stale: Vec<bool>,
     state: Option<StateStore>,
-    stats: HashMap<SocketAddr, Arc<EndpointStats>>,
-    epoch: Instant,
-    version: u64,
+    /// Addresses whose active health check flipped, from the health-check task (when
+    /// active checks are configured).
+    flips: Option<mpsc::UnboundedReceiver<Vec<SocketAddr>>>,
 }
 
 impl Actor {
-    fn new(spec: &UpstreamSpec, shared: Arc<Shared>, state: Option<StateStore>) -> Self {
+    fn new(
+        spec: &UpstreamSpec,
+        shared: Arc<Shared>,
+        state: Option<StateStore>,
+        flips: Option<mpsc::UnboundedReceiver<Vec<SocketAddr>>>,
+    ) -> Self {
         let n = spec.sources.len();
         Actor {
             refs: spec
@@ -212,15 +229,12 @@ impl Actor {
                 })
                 .collect(),
             metrics: spec.sources.iter().map(|s| s.metrics.clone()).collect(),
+            upstream: UpstreamState::new(spec),
             spec: spec.clone(),
             shared,
-            sets: (0..n).map(|_| SourceSet::default()).collect(),
             held: (0..n).map(|_| None).collect(),
-            stale: vec![false; n],
             state,
-            stats: HashMap::new(),
-            epoch: Instant::now(),
-            version: 0,
+            flips,
         }
     }
 
@@ -230,8 +244,7 @@ impl Actor {
         let Some(state) = self.state.clone() else {
             return;
         };
-        let mut restored = false;
-        for index in 0..self.sets.len() {
+        for index in 0..self.refs.len() {
             let source = &self.refs[index];
             if let Some((endpoints, saved_at)) = state.load(&source.registry, &source.service) {
                 tracing::info!(
@@ -242,25 +255,35 @@ impl Actor {
                     age = ?SystemTime::now().duration_since(saved_at).unwrap_or_default(),
                     "serving the saved last good set until the registry answers"
                 );
-                self.sets[index].apply(switchyard_registry::Update::Reset(endpoints));
-                self.stale[index] = true;
+                self.upstream.set_stale(index, true);
+                self.upstream
+                    .apply(index, switchyard_registry::Update::Reset(endpoints));
                 let mut status = self.status(index);
                 status.restored = true;
                 status.stale = true;
-                status.endpoints = self.sets[index].endpoints.len();
+                status.endpoints = self.upstream.source_len(index);
                 status.last_update = Some(saved_at);
-                restored = true;
             }
         }
-        if restored {
-            self.rebuild();
-        }
+        self.publish();
     }
 
     fn status(&self, index: usize) -> std::sync::MutexGuard<'_, SourceStatus> {
         self.shared.statuses[index]
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stores the state's snapshot for the request path if it is not the published one;
+    /// returns whether it was new.
+    fn publish(&self) -> bool {
+        let snapshot = self.upstream.snapshot();
+        if Arc::ptr_eq(&self.shared.snapshot.load(), snapshot) {
+            return false;
+        }
+        tracing::debug!(upstream = %self.spec.name, ?snapshot, "new snapshot");
+        self.shared.snapshot.store(snapshot.clone());
+        true
     }
 
     async fn run(mut self) {
@@ -277,9 +300,9 @@ impl Actor {
         let shared = self.shared.clone();
         loop {
             let next_expiry = self
-                .stats
-                .values()
-                .filter_map(|s| s.ejected_until())
+                .upstream
+                .next_ejection_expiry()
+                .into_iter()
                 .chain(self.held.iter().flatten().map(|(_, at)| *at))
                 .min();
             let expiry = async {
@@ -290,10 +313,18 @@ impl Actor {
             };
             tokio::select! {
                 Some((index, event)) = events.next() => self.on_event(index, event),
-                () = shared.health_changed.notified() => self.rebuild(),
+                () = shared.health_changed.notified() => {
+                    self.upstream.refresh_health();
+                    self.publish();
+                }
+                Some(addresses) = next_flips(&mut self.flips) => {
+                    self.upstream.refresh(&addresses);
+                    self.publish();
+                }
                 () = expiry => {
                     self.release_held();
-                    self.rebuild();
+                    self.upstream.expire_ejections();
+                    self.publish();
                 }
                 else => return,
             }
@@ -302,15 +333,22 @@ impl Actor {
 
     fn on_event(&mut self, index: usize, event: SourceEvent) {
         let now = SystemTime::now();
-        let mut status = self.shared.statuses[index]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
         match event {
             SourceEvent::Update(update) => {
+                let started = Instant::now();
                 self.metrics[index].record_update();
-                drop(status);
-                let changed = self.apply(index, update);
-                let was_stale = std::mem::replace(&mut self.stale[index], false);
+                let first = self.upstream.snapshot().version == 0;
+                let before = self.upstream.snapshot().clone();
+                let set_changes = self.upstream.set_changes(index);
+                self.apply(index, update);
+                let changed = self.upstream.set_changes(index) != set_changes;
+                self.upstream.set_stale(index, false);
+                if first && Arc::ptr_eq(self.upstream.snapshot(), &before) {
+                    self.upstream.republish();
+                }
+                if self.publish() {
+                    crate::metrics::observe_apply(started.elapsed());
+                }
                 let mut status = self.status(index);
                 status.synced = true;
                 status.restored = false;
@@ -318,13 +356,10 @@ impl Actor {
                 status.last_error = None;
                 status.last_update = Some(now);
                 status.guarded = self.held[index].is_some();
-                status.endpoints = self.sets[index].endpoints.len();
+                status.endpoints = self.upstream.source_len(index);
                 drop(status);
                 if changed {
                     self.save(index);
-                }
-                if changed || was_stale || self.version == 0 {
-                    self.rebuild();
                 }
             }
             SourceEvent::Error(error) => {
@@ -335,49 +370,51 @@ impl Actor {
                     service = %self.refs[index].service,
                     "registry error, keeping the last good set: {error}"
                 );
+                let mut status = self.status(index);
                 status.stale = true;
                 status.last_error = Some(error.message().to_owned());
                 drop(status);
-                if !std::mem::replace(&mut self.stale[index], true) {
-                    self.rebuild();
-                }
+                self.upstream.set_stale(index, true);
+                self.publish();
             }
         }
     }
 
     /// Applies an update to a source's set, through the shrink guard when one is set.
-    /// Returns whether the applied set changed.
-    fn apply(&mut self, index: usize, update: switchyard_registry::Update) -> bool {
+    fn apply(&mut self, index: usize, update: switchyard_registry::Update) {
         let Some(guard) = self.spec.shrink_guard.clone() else {
-            return self.sets[index].apply(update);
+            self.upstream.apply(index, update);
+            return;
         };
+        let before = self.upstream.source_len(index);
+        let partial = |after: usize| after > 0 && (after as f64) < guard.min_ratio * before as f64;
         // Deltas apply on top of the newest view: a held set if there is one.
-        let (mut next, deadline) = match self.held[index].take() {
-            Some((held, deadline)) => (held, Some(deadline)),
-            None => (self.sets[index].clone(), None),
-        };
-        next.apply(update);
-        let (before, after) = (self.sets[index].endpoints.len(), next.endpoints.len());
-        let partial = after > 0 && (after as f64) < guard.min_ratio * before as f64;
-        if partial {
-            if deadline.is_none() {
-                tracing::warn!(
-                    upstream = %self.spec.name,
-                    registry = %self.refs[index].registry,
-                    service = %self.refs[index].service,
-                    before,
-                    after,
-                    grace = ?guard.grace,
-                    "the registry's answer shrank below min_healthy_ratio: keeping the previous set for the grace period"
-                );
+        if let Some((mut held, deadline)) = self.held[index].take() {
+            held.apply(update);
+            if partial(held.len()) {
+                self.held[index] = Some((held, deadline));
+            } else {
+                self.upstream.replace_set(index, &held);
             }
-            let deadline = deadline.unwrap_or_else(|| Instant::now() + guard.grace);
-            self.held[index] = Some((next, deadline));
-            return false;
+            return;
         }
-        let changed = next != self.sets[index];
-        self.sets[index] = next;
-        changed
+        let after = self.upstream.source_set(index).len_after(&update);
+        if !partial(after) {
+            self.upstream.apply(index, update);
+            return;
+        }
+        tracing::warn!(
+            upstream = %self.spec.name,
+            registry = %self.refs[index].registry,
+            service = %self.refs[index].service,
+            before,
+            after,
+            grace = ?guard.grace,
+            "the registry's answer shrank below min_healthy_ratio: keeping the previous set for the grace period"
+        );
+        let mut next = self.upstream.source_set(index).clone();
+        next.apply(update);
+        self.held[index] = Some((next, Instant::now() + guard.grace));
     }
 
     /// Applies held sets whose grace ran out.
@@ -390,53 +427,37 @@ impl Actor {
                     upstream = %self.spec.name,
                     registry = %self.refs[index].registry,
                     service = %self.refs[index].service,
-                    endpoints = set.endpoints.len(),
+                    endpoints = set.len(),
                     "shrink grace over: applying the smaller set"
                 );
-                self.sets[index] = set;
+                self.upstream.replace_set(index, &set);
                 let mut status = self.status(index);
                 status.guarded = false;
-                status.endpoints = self.sets[index].endpoints.len();
+                status.endpoints = self.upstream.source_len(index);
                 drop(status);
                 self.save(index);
             }
         }
     }
 
-    /// Writes a source's set to the state directory, if one is configured.
+    /// Writes a source's set to the state directory, if one is configured (serialized
+    /// and written by the store's writer task, off this task).
     fn save(&self, index: usize) {
         if let Some(state) = &self.state {
             let source = &self.refs[index];
-            let endpoints = self.sets[index].endpoints.values().cloned().collect();
+            let endpoints = self.upstream.source_endpoints(index);
             state.save(&source.registry, &source.service, endpoints);
         }
     }
+}
 
-    fn rebuild(&mut self) {
-        self.version += 1;
-        let inputs: Vec<SourceInput<'_>> = self
-            .spec
-            .sources
-            .iter()
-            .enumerate()
-            .map(|(i, s)| SourceInput {
-                source: &self.refs[i],
-                priority: s.priority,
-                weight: s.weight,
-                set: &self.sets[i],
-                stale: self.stale[i],
-            })
-            .collect();
-        let snapshot = merge::build(
-            &inputs,
-            &mut self.stats,
-            self.epoch,
-            self.spec.selector.as_ref(),
-            self.spec.panic_mode,
-            self.version,
-        );
-        tracing::debug!(upstream = %self.spec.name, ?snapshot, "new snapshot");
-        self.shared.snapshot.store(Arc::new(snapshot));
+/// The next flips from the health-check task; never, without one.
+async fn next_flips(
+    flips: &mut Option<mpsc::UnboundedReceiver<Vec<SocketAddr>>>,
+) -> Option<Vec<SocketAddr>> {
+    match flips {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

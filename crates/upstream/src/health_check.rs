@@ -1,8 +1,8 @@
 //! Active health checks: every `interval`, probe every endpoint of the upstream (all
 //! tiers, so a failover tier is known good before it is needed) with an HTTP GET or a TCP
 //! connect, and flip the endpoint's active-health flag after `healthy_threshold` successes
-//! or `unhealthy_threshold` failures in a row. A flip wakes the upstream's actor, which
-//! rebuilds the snapshot. Probes are plain HTTP/1.1 over a fresh connection
+//! or `unhealthy_threshold` failures in a row. Flips are sent to the upstream's actor,
+//! which re-evaluates those endpoints in the snapshot. Probes are plain HTTP/1.1 over a fresh connection
 //! (`Connection: close`), so they measure what a new connection would meet.
 
 use std::collections::HashMap;
@@ -22,11 +22,12 @@ struct Streak {
 }
 
 /// Runs the checks of one upstream forever. `endpoints` returns the current endpoints with
-/// their counters; `changed` is called after any flip.
+/// their counters; `changed` is called with the addresses that flipped after a round
+/// that flipped any.
 pub(crate) async fn run(
     spec: HealthCheckSpec,
     endpoints: impl Fn() -> Vec<(SocketAddr, Arc<EndpointStats>)>,
-    changed: impl Fn(),
+    changed: impl Fn(Vec<SocketAddr>),
 ) {
     let mut streaks: HashMap<SocketAddr, Streak> = HashMap::new();
     let mut ticker = tokio::time::interval(spec.interval);
@@ -37,7 +38,7 @@ pub(crate) async fn run(
         streaks.retain(|address, _| current.iter().any(|(a, _)| a == address));
         let probes = current.iter().map(|(address, _)| probe(&spec, *address));
         let results = futures::future::join_all(probes).await;
-        let mut flipped = false;
+        let mut flipped = Vec::new();
         for ((address, stats), result) in current.iter().zip(results) {
             let streak = streaks.entry(*address).or_default();
             match result {
@@ -46,7 +47,9 @@ pub(crate) async fn run(
                     streak.failures = 0;
                     if !stats.active_healthy() && streak.successes >= spec.healthy_threshold {
                         tracing::info!(%address, "active health check: healthy again");
-                        flipped |= stats.set_active_healthy(true);
+                        if stats.set_active_healthy(true) {
+                            flipped.push(*address);
+                        }
                     }
                 }
                 Err(reason) => {
@@ -54,13 +57,15 @@ pub(crate) async fn run(
                     streak.successes = 0;
                     if stats.active_healthy() && streak.failures >= spec.unhealthy_threshold {
                         tracing::warn!(%address, "active health check: unhealthy: {reason}");
-                        flipped |= stats.set_active_healthy(false);
+                        if stats.set_active_healthy(false) {
+                            flipped.push(*address);
+                        }
                     }
                 }
             }
         }
-        if flipped {
-            changed();
+        if !flipped.is_empty() {
+            changed(flipped);
         }
     }
 }

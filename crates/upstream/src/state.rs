@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -21,12 +22,33 @@ use tokio::sync::mpsc;
 const VERSION: u32 = 1;
 
 #[derive(Serialize, Deserialize)]
-struct Saved {
+struct Saved<E> {
     version: u32,
     saved_at_unix_ms: u64,
     registry: String,
     service: String,
-    endpoints: Vec<Endpoint>,
+    endpoints: Vec<E>,
+}
+
+/// One save, as the actor hands it to the writer task.
+struct Save {
+    saved_at_unix_ms: u64,
+    registry: String,
+    service: String,
+    endpoints: Vec<Arc<Endpoint>>,
+}
+
+impl Save {
+    fn to_bytes(&self) -> serde_json::Result<Vec<u8>> {
+        let saved = Saved {
+            version: VERSION,
+            saved_at_unix_ms: self.saved_at_unix_ms,
+            registry: self.registry.clone(),
+            service: self.service.clone(),
+            endpoints: self.endpoints.iter().map(|e| &**e).collect(),
+        };
+        serde_json::to_vec_pretty(&saved)
+    }
 }
 
 /// Where and for how long snapshots are kept.
@@ -34,7 +56,7 @@ struct Saved {
 pub struct StateStore {
     dir: PathBuf,
     max_age: Duration,
-    writer: mpsc::UnboundedSender<(PathBuf, Vec<u8>)>,
+    writer: mpsc::UnboundedSender<(PathBuf, Save)>,
 }
 
 impl StateStore {
@@ -42,16 +64,20 @@ impl StateStore {
     /// Must be called inside a Tokio runtime (it starts the writer task).
     pub fn open(dir: PathBuf, max_age: Duration) -> std::io::Result<StateStore> {
         std::fs::create_dir_all(&dir)?;
-        let (writer, mut rx) = mpsc::unbounded_channel::<(PathBuf, Vec<u8>)>();
+        let (writer, mut rx) = mpsc::unbounded_channel::<(PathBuf, Save)>();
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
-                let mut batch: HashMap<PathBuf, Vec<u8>> = HashMap::from([first]);
-                while let Ok((path, bytes)) = rx.try_recv() {
-                    batch.insert(path, bytes);
+                let mut batch: HashMap<PathBuf, Save> = HashMap::from([first]);
+                while let Ok((path, save)) = rx.try_recv() {
+                    batch.insert(path, save);
                 }
                 let result = tokio::task::spawn_blocking(move || {
-                    for (path, bytes) in batch {
-                        if let Err(error) = write_atomically(&path, &bytes) {
+                    for (path, save) in batch {
+                        let written = save
+                            .to_bytes()
+                            .map_err(std::io::Error::other)
+                            .and_then(|bytes| write_atomically(&path, &bytes));
+                        if let Err(error) = written {
                             tracing::warn!(path = %path.display(), "cannot save the last good set: {error}");
                         }
                     }
@@ -75,10 +101,10 @@ impl StateStore {
             .join(format!("{}.json", safe(service)))
     }
 
-    /// Saves a source's current set (asynchronously).
-    pub fn save(&self, registry: &str, service: &str, endpoints: Vec<Endpoint>) {
-        let saved = Saved {
-            version: VERSION,
+    /// Saves a source's current set (asynchronously: the writer task serializes and
+    /// writes it, and a burst of saves of one source writes the last).
+    pub fn save(&self, registry: &str, service: &str, endpoints: Vec<Arc<Endpoint>>) {
+        let save = Save {
             saved_at_unix_ms: SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .unwrap_or_default()
@@ -87,9 +113,7 @@ impl StateStore {
             service: service.to_owned(),
             endpoints,
         };
-        if let Ok(bytes) = serde_json::to_vec_pretty(&saved) {
-            let _ = self.writer.send((self.path(registry, service), bytes));
-        }
+        let _ = self.writer.send((self.path(registry, service), save));
     }
 
     /// Loads a source's saved set, if there is one of this format, younger than the
@@ -97,7 +121,7 @@ impl StateStore {
     pub fn load(&self, registry: &str, service: &str) -> Option<(Vec<Endpoint>, SystemTime)> {
         let path = self.path(registry, service);
         let bytes = std::fs::read(&path).ok()?;
-        let saved: Saved = match serde_json::from_slice(&bytes) {
+        let saved: Saved<Endpoint> = match serde_json::from_slice(&bytes) {
             Ok(saved) => saved,
             Err(error) => {
                 tracing::warn!(path = %path.display(), "ignoring an unreadable snapshot: {error}");
@@ -159,7 +183,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::open(dir.path().to_path_buf(), Duration::from_secs(60)).unwrap();
         let endpoints = vec![Endpoint::new("127.0.0.1:9".parse().unwrap()).with_weight(3)];
-        store.save("k8s", "shop/orders", endpoints.clone());
+        store.save(
+            "k8s",
+            "shop/orders",
+            endpoints.iter().cloned().map(Arc::new).collect(),
+        );
         let mut loaded = None;
         for _ in 0..100 {
             loaded = store.load("k8s", "shop/orders");

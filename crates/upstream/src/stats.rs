@@ -4,36 +4,46 @@
 //! Everything is an atomic: the request path updates them without a lock. An endpoint
 //! keeps the same `EndpointStats` across snapshots for as long as it stays in its upstream.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::OutlierSpec;
 
-/// Live counters of one endpoint of one upstream.
+/// The instant ejection deadlines count from: the first use in the process. One for
+/// everything, so that counters need not carry their own (32 bytes a piece with the
+/// `Arc`, the largest part of them).
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Live counters of one endpoint of one upstream: 24 bytes, a 48-byte allocation with
+/// its `Arc` (one per endpoint).
 #[derive(Debug)]
 pub struct EndpointStats {
-    epoch: Instant,
     in_flight: AtomicU32,
     consecutive_failures: AtomicU32,
-    ejections: AtomicU32,
-    /// Milliseconds since `epoch` until which the endpoint is ejected; 0 = not ejected.
+    /// Ejections in a row, counted up to 10 (what the ejection time grows with).
+    ejections: AtomicU8,
+    /// Milliseconds since [`epoch`] until which the endpoint is ejected; 0 = not ejected.
     ejected_until_ms: AtomicU64,
-    /// Exponentially weighted moving average of response latency, in microseconds.
-    ewma_us: AtomicU64,
+    /// Exponentially weighted moving average of response latency, in microseconds
+    /// (samples above `u32::MAX` µs, 71 minutes, count as that).
+    ewma_us: AtomicU32,
     /// Result of the active health check; true until a check says otherwise.
     active_healthy: AtomicBool,
 }
 
 impl EndpointStats {
     /// Fresh counters: healthy, idle, not ejected.
-    pub fn new(epoch: Instant) -> Self {
+    pub fn new() -> Self {
         EndpointStats {
-            epoch,
             in_flight: AtomicU32::new(0),
             consecutive_failures: AtomicU32::new(0),
-            ejections: AtomicU32::new(0),
+            ejections: AtomicU8::new(0),
             ejected_until_ms: AtomicU64::new(0),
-            ewma_us: AtomicU64::new(0),
+            ewma_us: AtomicU32::new(0),
             active_healthy: AtomicBool::new(true),
         }
     }
@@ -52,7 +62,7 @@ impl EndpointStats {
     /// new sample).
     pub fn finish(&self, latency: Duration) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        let sample = latency.as_micros().min(u128::from(u64::MAX)) as u64;
+        let sample = latency.as_micros().min(u128::from(u32::MAX)) as u32;
         let old = self.ewma_us.load(Ordering::Relaxed);
         let new = if old == 0 {
             sample
@@ -64,7 +74,7 @@ impl EndpointStats {
 
     /// Latency EWMA in microseconds (0 before the first sample).
     pub fn ewma_us(&self) -> u64 {
-        self.ewma_us.load(Ordering::Relaxed)
+        u64::from(self.ewma_us.load(Ordering::Relaxed))
     }
 
     /// Records a success: clears the failure streak.
@@ -85,7 +95,13 @@ impl EndpointStats {
             return false;
         }
         self.consecutive_failures.store(0, Ordering::Relaxed);
-        let n = self.ejections.fetch_add(1, Ordering::Relaxed).min(9) + 1;
+        let previous = self
+            .ejections
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < 10).then_some(n + 1)
+            })
+            .unwrap_or_else(|n| n);
+        let n = previous.min(9) + 1;
         let until = self.now_ms() + outlier.base_ejection.as_millis() as u64 * u64::from(n);
         self.ejected_until_ms.store(until.max(1), Ordering::Relaxed);
         true
@@ -100,7 +116,7 @@ impl EndpointStats {
     /// When the current ejection ends, if ejected.
     pub fn ejected_until(&self) -> Option<Instant> {
         let until = self.ejected_until_ms.load(Ordering::Relaxed);
-        (until != 0 && self.now_ms() < until).then(|| self.epoch + Duration::from_millis(until))
+        (until != 0 && self.now_ms() < until).then(|| epoch() + Duration::from_millis(until))
     }
 
     /// Ends an ejection that ran out; a success after it resets the ejection count.
@@ -121,7 +137,13 @@ impl EndpointStats {
     }
 
     fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        epoch().elapsed().as_millis() as u64
+    }
+}
+
+impl Default for EndpointStats {
+    fn default() -> Self {
+        EndpointStats::new()
     }
 }
 
@@ -131,7 +153,7 @@ mod tests {
 
     #[test]
     fn ejects_after_consecutive_failures_only() {
-        let stats = EndpointStats::new(Instant::now());
+        let stats = EndpointStats::new();
         let outlier = OutlierSpec {
             consecutive_failures: 3,
             ..OutlierSpec::default()
@@ -148,7 +170,7 @@ mod tests {
 
     #[test]
     fn ejection_expires() {
-        let stats = EndpointStats::new(Instant::now());
+        let stats = EndpointStats::new();
         let outlier = OutlierSpec {
             consecutive_failures: 1,
             base_ejection: Duration::from_millis(20),
@@ -162,8 +184,15 @@ mod tests {
     }
 
     #[test]
+    fn layout_stays_small() {
+        // One per endpoint: 24 bytes, 40 with the `Arc` counts (a 48-byte allocation).
+        assert_eq!(std::mem::size_of::<EndpointStats>(), 24);
+        assert_eq!(std::mem::size_of::<crate::ServingEndpoint>(), 72);
+    }
+
+    #[test]
     fn zero_threshold_disables_ejection() {
-        let stats = EndpointStats::new(Instant::now());
+        let stats = EndpointStats::new();
         let outlier = OutlierSpec {
             consecutive_failures: 0,
             ..OutlierSpec::default()

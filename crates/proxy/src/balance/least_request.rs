@@ -8,9 +8,7 @@
 
 use std::sync::Arc;
 
-use switchyard_upstream::{PickContext, Selector, ServingEndpoint};
-
-use super::effective_weight;
+use switchyard_upstream::{EndpointList, PickContext, Selector, ServingEndpoint};
 
 /// `least_request`: fewest in-flight requests per unit of weight.
 #[derive(Debug)]
@@ -21,36 +19,44 @@ pub struct LeastRequest;
 pub struct Ewma;
 
 fn two_choices(
-    serving: &[Arc<ServingEndpoint>],
+    serving: &EndpointList,
     cost: impl Fn(&ServingEndpoint) -> u128,
-) -> Option<usize> {
+) -> Option<&Arc<ServingEndpoint>> {
     match serving.len() {
         0 => None,
-        1 => Some(0),
+        1 => serving.get(0),
         n => {
             let a = fastrand::usize(..n);
             let mut b = fastrand::usize(..n - 1);
             if b >= a {
                 b += 1;
             }
-            let load = |i: usize| {
-                let e = &serving[i];
-                // Cross-multiplied so that weights compare without division.
-                cost(e) * u128::from(effective_weight(serving[if i == a { b } else { a }].weight))
-            };
-            Some(if load(a) <= load(b) { a } else { b })
+            let (a, b) = (serving.get(a)?, serving.get(b)?);
+            // cost(a) / weight(a) <= cost(b) / weight(b), cross-multiplied so that
+            // weights compare without division.
+            let load_a = cost(a) * u128::from(b.effective_weight());
+            let load_b = cost(b) * u128::from(a.effective_weight());
+            Some(if load_a <= load_b { a } else { b })
         }
     }
 }
 
 impl Selector for LeastRequest {
-    fn pick(&self, serving: &[Arc<ServingEndpoint>], _ctx: &PickContext) -> Option<usize> {
+    fn pick<'a>(
+        &'a self,
+        serving: &'a EndpointList,
+        _ctx: &PickContext,
+    ) -> Option<&'a Arc<ServingEndpoint>> {
         two_choices(serving, |e| u128::from(e.stats.in_flight()))
     }
 }
 
 impl Selector for Ewma {
-    fn pick(&self, serving: &[Arc<ServingEndpoint>], _ctx: &PickContext) -> Option<usize> {
+    fn pick<'a>(
+        &'a self,
+        serving: &'a EndpointList,
+        _ctx: &PickContext,
+    ) -> Option<&'a Arc<ServingEndpoint>> {
         two_choices(serving, |e| {
             u128::from(e.stats.ewma_us().max(1)) * u128::from(e.stats.in_flight() + 1)
         })
@@ -67,7 +73,7 @@ mod tests {
     fn least_request_avoids_the_busy_endpoint() {
         let serving = endpoints(&[1, 1]);
         for _ in 0..10 {
-            serving[0].stats.start();
+            serving.get(0).unwrap().stats.start();
         }
         let counts = distribution(&LeastRequest, &serving, 100, |_| 0);
         assert_eq!(counts.get(&1), Some(&100));
@@ -86,20 +92,21 @@ mod tests {
     #[test]
     fn ewma_prefers_the_fast_endpoint() {
         let serving = endpoints(&[1, 1]);
-        serving[0].stats.start();
-        serving[0].stats.finish(Duration::from_millis(100));
-        serving[1].stats.start();
-        serving[1].stats.finish(Duration::from_millis(1));
+        let (slow, fast) = (serving.get(0).unwrap(), serving.get(1).unwrap());
+        slow.stats.start();
+        slow.stats.finish(Duration::from_millis(100));
+        fast.stats.start();
+        fast.stats.finish(Duration::from_millis(1));
         let counts = distribution(&Ewma, &serving, 100, |_| 0);
         assert_eq!(counts.get(&1), Some(&100));
     }
 
     #[test]
     fn single_and_empty() {
-        assert_eq!(LeastRequest.pick(&[], &PickContext::default()), None);
-        assert_eq!(
-            LeastRequest.pick(&endpoints(&[3]), &PickContext::default()),
-            Some(0)
-        );
+        let empty = endpoints(&[]);
+        assert!(LeastRequest.pick(&empty, &PickContext::default()).is_none());
+        let one = endpoints(&[3]);
+        let picked = LeastRequest.pick(&one, &PickContext::default());
+        assert_eq!(picked.map(|e| e.address().port()), Some(1));
     }
 }

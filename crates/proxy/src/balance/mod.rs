@@ -2,13 +2,16 @@
 //!
 //! | config name       | algorithm                                                        |
 //! |-------------------|------------------------------------------------------------------|
-//! | `round_robin`     | nginx's smooth weighted round robin, one cycle precomputed per snapshot and read with one atomic counter (EDF with mid-slot deadlines for very large tables) |
+//! | `round_robin`     | a counter; with unequal weights nginx's smooth weighted round robin precomputed for small tables, a golden-ratio stride over the cumulative weights for large ones |
 //! | `least_request`   | power of two choices over in-flight requests divided by weight (Mitzenmacher, "The Power of Two Choices in Randomized Load Balancing", 2001) |
 //! | `ewma`            | power of two choices over latency EWMA × (in-flight + 1) (Finagle/linkerd "peak EWMA") |
 //! | `random`          | weighted random                                                  |
 //! | `consistent_hash` | a hash ring with weight-proportional virtual nodes (Karger et al., 1997) |
 //!
-//! Every selector is built once per snapshot and picks without a lock.
+//! Every selector is built once per snapshot (or derived from the previous snapshot's in
+//! O(changes), see [`switchyard_upstream::Selector::update`]) and picks without a lock.
+//! Weighted picks walk the serving list's cumulative-weight index
+//! ([`switchyard_upstream::EndpointList::find_weight`]), so no per-snapshot table is built.
 
 pub mod consistent_hash;
 mod least_request;
@@ -17,7 +20,7 @@ mod round_robin;
 
 use std::sync::Arc;
 
-use switchyard_upstream::{Selector, SelectorFactory, ServingEndpoint};
+use switchyard_upstream::{EndpointList, Selector, SelectorFactory};
 
 pub use consistent_hash::HashRing;
 pub use least_request::{Ewma, LeastRequest};
@@ -86,82 +89,78 @@ impl BalancerKind {
 struct Factory(BalancerKind);
 
 impl SelectorFactory for Factory {
-    fn build(&self, serving: &[Arc<ServingEndpoint>]) -> Box<dyn Selector> {
-        let weights: Vec<u32> = serving.iter().map(|e| e.weight).collect();
+    fn build(&self, serving: &EndpointList) -> Box<dyn Selector> {
         match self.0 {
-            BalancerKind::RoundRobin => Box::new(RoundRobin::new(&weights)),
+            BalancerKind::RoundRobin => Box::new(RoundRobin::new(serving)),
             BalancerKind::LeastRequest => Box::new(LeastRequest),
             BalancerKind::Ewma => Box::new(Ewma),
-            BalancerKind::Random => Box::new(WeightedRandom::new(&weights)),
-            BalancerKind::ConsistentHash => {
-                let keys: Vec<String> = serving.iter().map(|e| e.address().to_string()).collect();
-                Box::new(HashRing::new(&keys, &weights))
-            }
+            BalancerKind::Random => Box::new(WeightedRandom),
+            BalancerKind::ConsistentHash => Box::new(HashRing::new(serving)),
         }
     }
 }
 
-/// RFC 2782 weight 0 ("very small chance"): counted as this fraction of weight 1 when
-/// other endpoints have weight. Balancers scale weights so that 0 still maps to a share.
-pub(crate) fn effective_weight(weight: u32) -> u64 {
-    if weight == 0 {
-        1
+/// Greatest common divisor.
+pub(crate) fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
     } else {
-        u64::from(weight) * ZERO_WEIGHT_DIVISOR
+        gcd(b, a % b)
     }
 }
-
-/// Weight 1 is worth this many weight-0 endpoints.
-pub(crate) const ZERO_WEIGHT_DIVISOR: u64 = 100;
 
 #[cfg(test)]
 pub(crate) mod testing {
     use std::collections::HashMap;
     use std::sync::Arc;
-    use std::time::Instant;
 
     use switchyard_registry::Endpoint;
-    use switchyard_upstream::{EndpointStats, ServingEndpoint, SourceRef, Tier};
+    use switchyard_upstream::{EndpointList, PickContext, Selector, ServingEndpoint, SourceRef};
 
     /// Serving endpoints on 127.0.0.1 ports 1.. with the given weights.
-    pub fn endpoints(weights: &[u32]) -> Vec<Arc<ServingEndpoint>> {
+    pub fn endpoints(weights: &[u32]) -> EndpointList {
+        EndpointList::new(
+            weights
+                .iter()
+                .enumerate()
+                .map(|(i, &w)| endpoint(i, w))
+                .collect(),
+        )
+    }
+
+    /// Endpoint `i` (127.0.0.1, port i + 1) of weight `weight`.
+    pub fn endpoint(i: usize, weight: u32) -> Arc<ServingEndpoint> {
         let source = Arc::new(SourceRef {
             registry: "test".into(),
             service: "svc".into(),
         });
-        weights
-            .iter()
-            .enumerate()
-            .map(|(i, &w)| {
-                Arc::new(ServingEndpoint {
-                    endpoint: Endpoint::new(([127, 0, 0, 1], i as u16 + 1).into()).with_weight(w),
-                    source: source.clone(),
-                    tier: Tier::default(),
-                    weight: w,
-                    stale: false,
-                    healthy: true,
-                    stats: Arc::new(EndpointStats::new(Instant::now())),
-                    authority: format!("127.0.0.1:{}", i + 1).into(),
-                })
-            })
-            .collect()
+        let address = ([127, 0, 0, 1], i as u16 + 1).into();
+        Arc::new(ServingEndpoint::new(
+            Endpoint::new(address).with_weight(weight),
+            source,
+        ))
+    }
+
+    /// The index (port - 1) of an endpoint made by [`endpoints`].
+    pub fn index(e: &ServingEndpoint) -> usize {
+        usize::from(e.address().port()) - 1
     }
 
     /// How many of `n` picks went to each index.
     pub fn distribution(
-        selector: &dyn switchyard_upstream::Selector,
-        serving: &[Arc<ServingEndpoint>],
+        selector: &dyn Selector,
+        serving: &EndpointList,
         n: usize,
         hash: impl Fn(usize) -> u64,
     ) -> HashMap<usize, usize> {
         let mut counts = HashMap::new();
         for i in 0..n {
-            let ctx = switchyard_upstream::PickContext {
+            let ctx = PickContext {
                 hash: hash(i),
                 attempt: 0,
             };
             *counts
-                .entry(selector.pick(serving, &ctx).unwrap())
+                .entry(index(selector.pick(serving, &ctx).unwrap()))
                 .or_default() += 1;
         }
         counts

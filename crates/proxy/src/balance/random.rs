@@ -1,41 +1,25 @@
-//! Weighted random: a cumulative weight table and a binary search per pick.
+//! Weighted random: a uniform draw on the serving list's cumulative-weight line, found
+//! with the list's weight index (two binary searches); nothing is built per snapshot.
 
 use std::sync::Arc;
 
-use switchyard_upstream::{PickContext, Selector, ServingEndpoint};
+use switchyard_upstream::{EndpointList, PickContext, Selector, ServingEndpoint};
 
-use super::effective_weight;
-
-/// The `random` selector of one snapshot.
+/// The `random` selector.
 #[derive(Debug)]
-pub struct WeightedRandom {
-    /// Running sums of effective weights; the last is the total.
-    cumulative: Vec<u64>,
-}
-
-impl WeightedRandom {
-    /// Builds the table for `weights`.
-    pub fn new(weights: &[u32]) -> Self {
-        let mut sum = 0;
-        let cumulative = weights
-            .iter()
-            .map(|&w| {
-                sum += effective_weight(w);
-                sum
-            })
-            .collect();
-        WeightedRandom { cumulative }
-    }
-}
+pub struct WeightedRandom;
 
 impl Selector for WeightedRandom {
-    fn pick(&self, serving: &[Arc<ServingEndpoint>], _ctx: &PickContext) -> Option<usize> {
-        let total = *self.cumulative.last()?;
-        if serving.len() != self.cumulative.len() {
+    fn pick<'a>(
+        &'a self,
+        serving: &'a EndpointList,
+        _ctx: &PickContext,
+    ) -> Option<&'a Arc<ServingEndpoint>> {
+        let total = serving.total_weight();
+        if total == 0 {
             return None;
         }
-        let x = fastrand::u64(..total);
-        Some(self.cumulative.partition_point(|&c| c <= x))
+        serving.find_weight(fastrand::u64(..total))
     }
 }
 
@@ -47,16 +31,23 @@ mod tests {
     #[test]
     fn follows_weights() {
         let serving = endpoints(&[1, 3]);
-        let counts = distribution(&WeightedRandom::new(&[1, 3]), &serving, 20_000, |_| 0);
+        let counts = distribution(&WeightedRandom, &serving, 20_000, |_| 0);
         let share = counts[&1] as f64 / 20_000.0;
         assert!((0.72..0.78).contains(&share), "{counts:?}");
     }
 
     #[test]
+    fn zero_weight_gets_a_hundredth() {
+        let serving = endpoints(&[0, 1]);
+        let counts = distribution(&WeightedRandom, &serving, 50_500, |_| 0);
+        let zero = counts.get(&0).copied().unwrap_or(0);
+        assert!((200..900).contains(&zero), "{counts:?}");
+    }
+
+    #[test]
     fn empty_is_none() {
-        assert_eq!(
-            WeightedRandom::new(&[]).pick(&[], &PickContext::default()),
-            None
-        );
+        assert!(WeightedRandom
+            .pick(&endpoints(&[]), &PickContext::default())
+            .is_none());
     }
 }

@@ -1,84 +1,141 @@
-//! Smooth weighted round robin.
+//! Weighted round robin, driven by one atomic counter.
 //!
-//! With equal weights this is a plain counter modulo n. With different weights the
-//! selector precomputes one full cycle of nginx's smooth weighted round robin (a,a,b,a,c,a,a
-//! for weights 5,1,1 rather than a,a,a,a,a,b,c), which gives every endpoint exactly its
-//! weight's share over a cycle. A pick is one atomic increment and one array read, so the
-//! request path needs no lock for the algorithm's running state.
+//! - Equal weights: the counter modulo n.
+//! - Unequal weights, small tables (n × cycle ≤ [`SMOOTH_BUDGET`], the cycle being the sum
+//!   of the weights over their greatest common divisor): one precomputed cycle of nginx's
+//!   smooth weighted round robin (a,a,b,a,c,a,a for weights 5,1,1 rather than
+//!   a,a,a,a,a,b,c).
+//! - Unequal weights, large tables: pick k takes the endpoint covering point
+//!   `(k × step) mod cycle` of the serving list's cumulative-weight line (found with its
+//!   weight index in two binary searches), `step` being the integer nearest to
+//!   cycle / golden ratio that is coprime with the cycle. Every cycle visits each point
+//!   once, so each endpoint gets exactly its weight's share per cycle, and the golden
+//!   ratio spreads consecutive picks over the whole line (the low-discrepancy sequence of
+//!   Fibonacci hashing, Knuth TAOCP 6.4), so an endpoint's turns come at near-even
+//!   intervals. Nothing proportional to the table is built.
+//!
+//! The selector keeps a count of serving endpoints per weight, so that the next
+//! snapshot's selector is derived from the changes in O(distinct weights) and the
+//! counter carries on where it was.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use switchyard_upstream::{PickContext, Selector, ServingEndpoint};
+use switchyard_upstream::{Changes, EndpointList, PickContext, Selector, ServingEndpoint};
 
-use super::effective_weight;
+use super::gcd;
 
-/// Longest schedule kept; larger weight sums are scaled down to fit.
-const MAX_CYCLE: u64 = 1 << 16;
+/// Work allowed for precomputing the exact nginx cycle (n × cycle length).
+pub const SMOOTH_BUDGET: u64 = 1 << 16;
 
 /// The round-robin selector of one snapshot.
 #[derive(Debug)]
 pub struct RoundRobin {
-    next: AtomicUsize,
-    /// One cycle of indexes; empty when all weights are equal.
-    schedule: Vec<u32>,
-    len: usize,
+    next: AtomicU64,
+    plan: Plan,
+    /// Serving endpoints per effective weight, by weight.
+    weights: Vec<(u64, u32)>,
+}
+
+/// Counts one more (`delta` 1) or one fewer (`delta` -1) endpoint of weight `w`.
+fn count(weights: &mut Vec<(u64, u32)>, w: u64, delta: i32) -> Option<()> {
+    match weights.binary_search_by_key(&w, |(weight, _)| *weight) {
+        Ok(at) => {
+            let n = weights[at].1.checked_add_signed(delta)?;
+            if n == 0 {
+                weights.remove(at);
+            } else {
+                weights[at].1 = n;
+            }
+        }
+        Err(at) if delta > 0 => weights.insert(at, (w, 1)),
+        Err(_) => return None,
+    }
+    Some(())
+}
+
+#[derive(Debug)]
+enum Plan {
+    Empty,
+    /// All weights equal: the counter modulo n.
+    Uniform,
+    /// One cycle of smooth weighted round robin, as indexes into the serving list.
+    Schedule(Vec<u32>),
+    /// Pick k covers weight point ((k × step) mod cycle) × unit.
+    Stride {
+        cycle: u64,
+        step: u64,
+        unit: u64,
+    },
 }
 
 impl RoundRobin {
-    /// Builds the schedule for `weights`.
-    pub fn new(weights: &[u32]) -> Self {
-        let start = if weights.is_empty() {
-            0
-        } else {
-            fastrand::usize(..weights.len())
-        };
-        let equal = weights.windows(2).all(|w| w[0] == w[1]);
+    /// The selector for `serving`, starting at a random place of its cycle.
+    pub fn new(serving: &EndpointList) -> Self {
+        let mut all: Vec<u64> = serving.iter().map(|e| e.effective_weight()).collect();
+        all.sort_unstable();
+        let mut weights: Vec<(u64, u32)> = Vec::new();
+        for w in all {
+            match weights.last_mut() {
+                Some((last, n)) if *last == w => *n += 1,
+                _ => weights.push((w, 1)),
+            }
+        }
         RoundRobin {
-            next: AtomicUsize::new(start),
-            schedule: if equal { Vec::new() } else { schedule(weights) },
-            len: weights.len(),
+            next: AtomicU64::new(fastrand::u64(..)),
+            plan: plan(serving, &weights),
+            weights,
         }
     }
 }
 
-fn gcd(a: u64, b: u64) -> u64 {
-    if b == 0 {
-        a
-    } else {
-        gcd(b, a % b)
+/// How to walk `serving`, whose weights are counted in `weights`.
+fn plan(serving: &EndpointList, weights: &[(u64, u32)]) -> Plan {
+    let n = serving.len() as u64;
+    if n == 0 {
+        return Plan::Empty;
+    }
+    if weights.len() <= 1 {
+        return Plan::Uniform;
+    }
+    let unit = weights.iter().map(|(w, _)| *w).fold(0, gcd).max(1);
+    let cycle = serving.total_weight() / unit;
+    if n.saturating_mul(cycle) <= SMOOTH_BUDGET {
+        let w: Vec<u64> = serving
+            .iter()
+            .map(|e| e.effective_weight() / unit)
+            .collect();
+        return Plan::Schedule(smooth(&w, cycle));
+    }
+    Plan::Stride {
+        cycle,
+        step: golden_step(cycle),
+        unit,
     }
 }
 
-/// One cycle for `weights`, scaled so its length stays under [`MAX_CYCLE`].
-///
-/// Small tables run nginx's smooth weighted round robin itself (each step adds every
-/// weight to its current value, picks the largest, and subtracts the total from it);
-/// large ones, where that costs O(n) per step, use an earliest-deadline-first schedule
-/// with deadlines at the middle of each slot ((k + 1/2) / w), which interleaves almost as
-/// well in O(log n) per step.
-fn schedule(weights: &[u32]) -> Vec<u32> {
-    let mut w: Vec<u64> = weights.iter().map(|&w| effective_weight(w)).collect();
-    let g = w.iter().copied().fold(0, gcd).max(1);
-    w.iter_mut().for_each(|x| *x /= g);
-    let total: u64 = w.iter().sum();
-    if total > MAX_CYCLE {
-        w.iter_mut()
-            .for_each(|x| *x = (*x * MAX_CYCLE / total).max(1));
+/// The integer nearest to `cycle / φ` (at least 1) that is coprime with `cycle`.
+fn golden_step(cycle: u64) -> u64 {
+    let mut step = ((cycle as f64) * 0.618_033_988_749_894_9).round() as u64;
+    step = step.clamp(1, cycle.max(1));
+    while gcd(step, cycle) != 1 {
+        step += 1;
     }
-    let total: u64 = w.iter().sum();
-    if (w.len() as u64).saturating_mul(total) <= SMOOTH_BUDGET {
-        smooth(&w, total)
+    step
+}
+
+/// `a × b mod m`, without overflow.
+fn mul_mod(a: u64, b: u64, m: u64) -> u64 {
+    if m <= u64::from(u32::MAX) {
+        (a % m) * (b % m) % m
     } else {
-        earliest_deadline_first(&w, total)
+        (u128::from(a) * u128::from(b) % u128::from(m)) as u64
     }
 }
 
-/// Work allowed for the exact nginx algorithm (n × cycle length).
-const SMOOTH_BUDGET: u64 = 1 << 22;
-
+/// One cycle of nginx's smooth weighted round robin for weights `w` summing to `total`:
+/// each step adds every weight to its current value, picks the largest, and subtracts
+/// the total from it.
 fn smooth(w: &[u64], total: u64) -> Vec<u32> {
     let total = total as i64;
     let mut current = vec![0i64; w.len()];
@@ -99,50 +156,58 @@ fn smooth(w: &[u64], total: u64) -> Vec<u32> {
         .collect()
 }
 
-fn earliest_deadline_first(w: &[u64], total: u64) -> Vec<u32> {
-    // Deadline of pick k of endpoint i: (2k + 1) / (2 w_i), compared exactly by scaling
-    // with 2 × the cycle length (every deadline falls inside one cycle).
-    let scale = u128::from(total) * 2;
-    let due = |k: u64, wi: u64| u128::from(2 * k + 1) * scale / u128::from(2 * wi);
-    let mut heap: BinaryHeap<Reverse<(u128, u32)>> = w
-        .iter()
-        .enumerate()
-        .map(|(i, &wi)| Reverse((due(0, wi), i as u32)))
-        .collect();
-    let mut picks = vec![0u64; w.len()];
-    let mut out = Vec::with_capacity(total as usize);
-    while (out.len() as u64) < total {
-        let Reverse((_, i)) = heap.pop().expect("non-empty");
-        out.push(i);
-        let idx = i as usize;
-        picks[idx] += 1;
-        heap.push(Reverse((due(picks[idx], w[idx]), i)));
+impl Selector for RoundRobin {
+    #[inline]
+    fn pick<'a>(
+        &'a self,
+        serving: &'a EndpointList,
+        _ctx: &PickContext,
+    ) -> Option<&'a Arc<ServingEndpoint>> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        match &self.plan {
+            Plan::Empty => None,
+            Plan::Uniform => serving.get((n % serving.len() as u64) as usize),
+            Plan::Schedule(schedule) => {
+                serving.get(schedule[(n % schedule.len() as u64) as usize] as usize)
+            }
+            Plan::Stride { cycle, step, unit } => {
+                serving.find_weight(mul_mod(n, *step, *cycle) * unit)
+            }
+        }
     }
-    out
+
+    fn update(&self, serving: &EndpointList, changes: &Changes<'_>) -> Option<Box<dyn Selector>> {
+        self.derive(serving, changes)
+            .map(|next| Box::new(next) as Box<dyn Selector>)
+    }
 }
 
-impl Selector for RoundRobin {
-    fn pick(&self, serving: &[Arc<ServingEndpoint>], _ctx: &PickContext) -> Option<usize> {
-        if serving.is_empty() || self.len != serving.len() {
-            return None;
+impl RoundRobin {
+    /// The selector for the next snapshot (see [`Selector::update`]).
+    fn derive(&self, serving: &EndpointList, changes: &Changes<'_>) -> Option<RoundRobin> {
+        let mut weights = self.weights.clone();
+        for e in changes.removed {
+            count(&mut weights, e.effective_weight(), -1)?;
         }
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        if self.schedule.is_empty() {
-            Some(n % self.len)
-        } else {
-            Some(self.schedule[n % self.schedule.len()] as usize)
+        for e in changes.added {
+            count(&mut weights, e.effective_weight(), 1)?;
         }
+        Some(RoundRobin {
+            next: AtomicU64::new(self.next.load(Ordering::Relaxed)),
+            plan: plan(serving, &weights),
+            weights,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::testing::{distribution, endpoints};
+    use crate::balance::testing::{distribution, endpoint, endpoints, index};
 
     fn check(weights: &[u32], n: usize, expected: &[usize]) {
         let serving = endpoints(weights);
-        let rr = RoundRobin::new(weights);
+        let rr = RoundRobin::new(&serving);
         let counts = distribution(&rr, &serving, n, |_| 0);
         let got: Vec<usize> = (0..weights.len())
             .map(|i| counts.get(&i).copied().unwrap_or(0))
@@ -167,31 +232,107 @@ mod tests {
     #[test]
     fn interleaves_smoothly() {
         // nginx's smooth weighted round robin order for 5, 1, 1.
-        assert_eq!(schedule(&[5, 1, 1]), vec![0, 0, 1, 0, 2, 0, 0]);
-        assert_eq!(schedule(&[2, 1]), vec![0, 1, 0]);
+        assert_eq!(smooth(&[5, 1, 1], 7), vec![0, 0, 1, 0, 2, 0, 0]);
+        assert_eq!(smooth(&[2, 1], 3), vec![0, 1, 0]);
+        let serving = endpoints(&[5, 1, 1]);
+        let rr = RoundRobin::new(&serving);
+        assert!(matches!(rr.plan, Plan::Schedule(_)), "{:?}", rr.plan);
+    }
+
+    /// The weights of a large table: 1, 2, 3, 1, 2, 3, ...
+    fn large(n: usize) -> Vec<u32> {
+        (0..n).map(|i| 1 + (i % 3) as u32).collect()
     }
 
     #[test]
-    fn large_tables_use_edf_with_exact_shares() {
-        let w: Vec<u64> = (0..5000).map(|i| 1 + (i % 3)).collect();
-        let total: u64 = w.iter().sum();
-        let sched = earliest_deadline_first(&w, total);
-        let mut counts = vec![0u64; w.len()];
-        sched.iter().for_each(|&i| counts[i as usize] += 1);
-        assert_eq!(counts, w);
+    fn large_tables_stride_with_exact_shares_per_cycle() {
+        let weights = large(5000);
+        let serving = endpoints(&weights);
+        let rr = RoundRobin::new(&serving);
+        let Plan::Stride { cycle, .. } = rr.plan else {
+            panic!("{:?}", rr.plan);
+        };
+        let sum: u32 = weights.iter().sum();
+        assert_eq!(
+            cycle,
+            u64::from(sum),
+            "effective weights over their gcd, 100"
+        );
+        let counts = distribution(&rr, &serving, cycle as usize, |_| 0);
+        for (i, w) in weights.iter().enumerate() {
+            assert_eq!(counts.get(&i).copied(), Some(*w as usize), "endpoint {i}");
+        }
     }
 
     #[test]
-    fn huge_weights_are_scaled() {
-        let weights = [u32::MAX, 1, 1_000_000];
-        let sched = schedule(&weights);
-        assert!(sched.len() as u64 <= MAX_CYCLE + 3);
-        assert!(sched.contains(&1) && sched.contains(&2));
+    fn stride_spreads_an_endpoint_s_turns() {
+        // 2000 endpoints of weight 1 and one of weight 100 (about 5% of the cycle): its
+        // turns come about every 21 picks, never in a long burst or a long gap.
+        let mut weights = vec![1; 2000];
+        weights.push(100);
+        let serving = endpoints(&weights);
+        let rr = RoundRobin::new(&serving);
+        let picks: Vec<usize> = (0..2100)
+            .map(|_| index(rr.pick(&serving, &PickContext::default()).unwrap()))
+            .collect();
+        let turns: Vec<usize> = (0..picks.len()).filter(|&k| picks[k] == 2000).collect();
+        assert_eq!(turns.len(), 100);
+        let gaps: Vec<usize> = turns.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.iter().all(|&g| (8..=40).contains(&g)), "{gaps:?}");
+    }
+
+    #[test]
+    fn stride_is_a_permutation_of_the_cycle() {
+        for cycle in [1u64, 2, 3, 10, 97, 100, 1024, 3000] {
+            let step = golden_step(cycle);
+            let mut seen = vec![false; cycle as usize];
+            for k in 0..cycle {
+                seen[mul_mod(k, step, cycle) as usize] = true;
+            }
+            assert!(seen.iter().all(|&s| s), "cycle {cycle} step {step}");
+        }
+        assert_eq!(mul_mod(u64::MAX, u64::MAX - 1, u64::MAX - 2), 2);
+    }
+
+    #[test]
+    fn huge_weights_keep_their_shares() {
+        let serving = endpoints(&[u32::MAX, 1, 1_000_000]);
+        let rr = RoundRobin::new(&serving);
+        assert!(matches!(rr.plan, Plan::Stride { .. }), "{:?}", rr.plan);
+        // Every pick lands on an endpoint; the small ones only rarely.
+        let counts = distribution(&rr, &serving, 10_000, |_| 0);
+        assert!(counts[&0] > 9_990, "{counts:?}");
+    }
+
+    #[test]
+    fn update_follows_changes_and_keeps_the_counter() {
+        let serving = endpoints(&large(3000));
+        let rr = RoundRobin::new(&serving);
+        rr.next.store(12345, Ordering::Relaxed);
+        // Endpoint 0 leaves, endpoint 3000 (weight 4) joins.
+        let mut list = serving.to_vec();
+        let removed = vec![list.remove(0)];
+        let added = vec![endpoint(3000, 4)];
+        list.push(added[0].clone());
+        let next_serving = EndpointList::new(list);
+        let changes = Changes {
+            removed: &removed,
+            added: &added,
+        };
+        let next = rr.derive(&next_serving, &changes).expect("derived");
+        assert_eq!(next.next.load(Ordering::Relaxed), 12345);
+        assert_eq!(next.weights, RoundRobin::new(&next_serving).weights);
+        let picks = distribution(&next, &next_serving, 10_000, |_| 0);
+        assert!(
+            picks.contains_key(&3000) && !picks.contains_key(&0),
+            "{picks:?}"
+        );
     }
 
     #[test]
     fn empty_serves_nothing() {
-        let rr = RoundRobin::new(&[]);
-        assert_eq!(rr.pick(&[], &PickContext::default()), None);
+        let serving = endpoints(&[]);
+        let rr = RoundRobin::new(&serving);
+        assert!(rr.pick(&serving, &PickContext::default()).is_none());
     }
 }
