@@ -242,9 +242,10 @@ def cmd_churn(args):
             time.sleep(due_at - now)
             now = time.monotonic()
         worst_late = max(worst_late, now - due_at)
-        # Every change due by now, in one transaction (distinct keys only).
-        ops, touched = [], set()
-        while due_index < total and start + due_index / args.rate <= now:
+        # Every change due by now, in one transaction (distinct keys only, at most
+        # --max-ops: etcd's --max-txn-ops, 128 by default; the rest goes in the next).
+        ops, touched, kinds = [], set(), {"weight": 0, "delete": 0, "readd": 0}
+        while due_index < total and start + due_index / args.rate <= now and len(ops) < args.max_ops:
             due_index += 1
             if deleted and now - deleted[0][0] >= args.readd_after and deleted[0][1:] not in touched:
                 _, s, a = deleted.pop(0)
@@ -253,7 +254,7 @@ def cmd_churn(args):
                 weights.pop((s, a), None)
                 ops.append(("put", endpoint_key(args.prefix, service_name(s), instance_name(a)),
                             value(host_of(a), args.port)))
-                counts["readd"] += 1
+                kinds["readd"] += 1
                 continue
             item = pick_live()
             if item is None or item in touched:
@@ -266,17 +267,19 @@ def cmd_churn(args):
                 new = rng.choice([w for w in range(1, 21) if w != old])
                 weights[item] = new
                 ops.append(("put", key, value(host_of(a), args.port, weight=new)))
-                counts["weight"] += 1
+                kinds["weight"] += 1
             else:
                 deleted.append((now, s, a))
                 deleted_set.add(item)
                 ops.append(("del", key, None))
-                counts["delete"] += 1
+                kinds["delete"] += 1
         if not ops:
             continue
         try:
             etcd.txn(ops)
             txns += 1
+            for kind, n in kinds.items():
+                counts[kind] += n
         except Exception as error:  # noqa: BLE001 - counted and printed
             errors += 1
             print(f"churn: {error}", file=sys.stderr)
@@ -488,6 +491,7 @@ def main():
     p.add_argument("--rate", type=float, default=100)
     p.add_argument("--duration", type=float, required=True)
     p.add_argument("--readd-after", type=float, default=1.0)
+    p.add_argument("--max-ops", type=int, default=128)
     p.add_argument("--seed", type=int, default=1)
 
     p = sub.add_parser("probe")
