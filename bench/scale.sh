@@ -528,7 +528,7 @@ report() {
     for row in steady churn; do
       k=$s/$row
       [[ -n ${R[$k/rps]:-} ]] || continue
-      echo "  - $row: errors: ${R[$k/error_detail]}; gateway file descriptors open at the end (client + upstream connections): ${R[$k/fds]}"
+      echo "  - $row: errors: ${R[$k/error_detail]}; gateway file descriptors open at the end (client + upstream connections): ${R[$k/fds]}; $(awk -v c="${R[$k/cpu]}" -v d="$DURATION_S" -v w="$WORKERS" 'BEGIN {u = c / (d * w) * 100; printf "gateway busy %.0f%% of its %d core(s)", u, w; if (u < 90) printf " — not saturated: requests/s was limited by the load side (wrk, backends, etcd, churn on their cores, or other jobs), so compare CPU µs/req"}')"
       if [[ $row == churn ]]; then
         echo "  - churn: ${R[$k/change_detail]}; apply samples in the histogram: $(or_na "${R[$k/apply_n]:-}")$( [[ -n ${R[$k/apply_le1ms]:-} ]] && echo " (${R[$k/apply_le1ms]}% ≤ 1 ms)")"
         echo "  - probe ($(or_na "${R[$k/probe_mode]}")): ${R[$k/probe_n]} seen, ${R[$k/probe_timeouts]} not seen within 10 s; ms: ${R[$k/probe_samples]}; each an upper bound: taken when the first poll that saw it returned (${R[$k/probe_polls]} polls, round trip p50 ${R[$k/probe_rtt]} ms; the first poll already saw it in ${R[$k/probe_first]} of ${R[$k/probe_n]}; lower bound p50 ${R[$k/probe_lower]} ms)"
