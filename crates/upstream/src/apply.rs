@@ -482,13 +482,10 @@ impl UpstreamState {
         debug_assert!(index.is_some(), "no entry for {address} in {tier:?}");
         let e = Arc::make_mut(&mut self.all).remove(index?);
         self.tiers.remove(e.tier, e.healthy);
-        // An entry made by this same operation never reached a snapshot.
-        match delta.added.iter().position(|a| Arc::ptr_eq(a, &e)) {
-            Some(i) => {
-                delta.added.swap_remove(i);
-            }
-            None => delta.removed.push(e.clone()),
-        }
+        // Every operation touches an address once, so what it removes comes from the
+        // previous snapshot, never from itself.
+        debug_assert!(!delta.added.iter().any(|a| Arc::ptr_eq(a, &e)));
+        delta.removed.push(e.clone());
         delta.changed = true;
         Some(e)
     }

@@ -9,9 +9,12 @@
 //! number of leaves), about O(√n), instead of O(n), and the two snapshots share every
 //! other leaf.
 //!
-//! Items that implement [`Weighed`] with `WEIGHTED = true` get a running-sum index too:
+//! Items that implement [`Item`] with `WEIGHTED = true` get a running-sum index too:
 //! [`Chunked::find_weight`] finds the item covering a point of the cumulative weight line
 //! with two binary searches (weighted round robin and weighted random pick that way).
+//! Items with `HINTED = true`, kept sorted by their `hint`, get the first hint of each leaf
+//! in one dense array, so [`Chunked::seek_hint`] searches without visiting the leaves
+//! (the consistent-hash ring, sorted by hash).
 
 use std::sync::Arc;
 
@@ -22,14 +25,23 @@ const MIN_LEAF: usize = MAX_LEAF / 8;
 /// Leaf size when a sequence is built from a vector.
 const BUILD_LEAF: usize = MAX_LEAF / 2;
 
-/// An item's weight, for the running-sum index of [`Chunked`].
-pub trait Weighed {
+/// What [`Chunked`] indexes about its items.
+pub trait Item {
     /// Whether the items carry weights worth indexing. Default false: no weight index is
     /// kept (and [`Chunked::find_weight`] finds nothing).
     const WEIGHTED: bool = false;
 
     /// The item's weight. Default 0.
     fn weight(&self) -> u64 {
+        0
+    }
+
+    /// Whether the items are sorted by a `u64` hint worth indexing per leaf. Default
+    /// false (and [`Chunked::seek_hint`] must not be used).
+    const HINTED: bool = false;
+
+    /// The item's sort hint. Default 0.
+    fn hint(&self) -> u64 {
         0
     }
 }
@@ -42,7 +54,7 @@ struct Leaf<T> {
     cum: Vec<u64>,
 }
 
-impl<T: Weighed> Leaf<T> {
+impl<T: Item> Leaf<T> {
     fn new(items: Vec<T>) -> Self {
         let mut leaf = Leaf {
             items,
@@ -79,6 +91,8 @@ pub struct Chunked<T> {
     starts: Vec<usize>,
     /// Weight before each leaf, laid out like `starts` (all 0 for unweighted items).
     weights: Vec<u64>,
+    /// The first item's hint of each leaf (empty for unhinted items).
+    firsts: Vec<u64>,
 }
 
 impl<T> Clone for Chunked<T> {
@@ -87,6 +101,7 @@ impl<T> Clone for Chunked<T> {
             leaves: self.leaves.clone(),
             starts: self.starts.clone(),
             weights: self.weights.clone(),
+            firsts: self.firsts.clone(),
         }
     }
 }
@@ -97,11 +112,12 @@ impl<T> Default for Chunked<T> {
             leaves: Vec::new(),
             starts: vec![0],
             weights: vec![0],
+            firsts: Vec::new(),
         }
     }
 }
 
-impl<T: Clone + Weighed> Chunked<T> {
+impl<T: Clone + Item> Chunked<T> {
     /// An empty sequence.
     pub fn new() -> Self {
         Self::default()
@@ -202,18 +218,42 @@ impl<T: Clone + Weighed> Chunked<T> {
         self.weights[leaf] + inside
     }
 
-    /// The index of the item whose slice of the cumulative weight line holds `x`: the
-    /// first item whose running weight (itself included) exceeds `x`. `None` when
+    /// The item whose slice of the cumulative weight line holds `x` (the first item
+    /// whose running weight, itself included, exceeds `x`), with its index. `None` when
     /// `x ≥` [`Chunked::total_weight`] or the items are not weighted.
-    pub fn find_weight(&self, x: u64) -> Option<usize> {
+    #[inline]
+    pub fn find_weight(&self, x: u64) -> Option<(usize, &T)> {
         if !T::WEIGHTED || x >= self.total_weight() {
             return None;
         }
         let n = self.leaves.len();
         let leaf = self.weights[1..n].partition_point(|&w| w <= x);
         let rest = x - self.weights[leaf];
-        let offset = self.leaves[leaf].cum.partition_point(|&c| c <= rest);
-        (offset < self.leaves[leaf].items.len()).then(|| self.starts[leaf] + offset)
+        let node = &self.leaves[leaf];
+        let offset = node.cum.partition_point(|&c| c <= rest);
+        Some((self.starts[leaf] + offset, node.items.get(offset)?))
+    }
+
+    /// The first item whose hint is at least `h`, with its index; wraps around to the
+    /// first item when there is none (a ring). `None` when empty. For hinted items kept
+    /// sorted by hint.
+    #[inline]
+    pub fn seek_hint(&self, h: u64) -> Option<(usize, &T)> {
+        debug_assert!(T::HINTED);
+        let before = self.firsts.partition_point(|&f| f < h);
+        let Some(leaf) = before.checked_sub(1) else {
+            return Some((0, self.leaves.first()?.items.first()?));
+        };
+        let items = &self.leaves[leaf].items;
+        let offset = items.partition_point(|item| item.hint() < h);
+        match items.get(offset) {
+            Some(item) => Some((self.starts[leaf] + offset, item)),
+            // Past this leaf: the next leaf's first item, or the ring's first.
+            None => match self.leaves.get(leaf + 1) {
+                Some(next) => Some((self.starts[leaf + 1], &next.items[0])),
+                None => Some((0, &self.leaves[0].items[0])),
+            },
+        }
     }
 
     /// Inserts `item` at `index` (≤ len), shifting the rest.
@@ -234,6 +274,9 @@ impl<T: Clone + Weighed> Chunked<T> {
         let node = Arc::make_mut(&mut self.leaves[leaf]);
         node.items.insert(offset, item);
         node.reweigh(offset);
+        if T::HINTED && offset == 0 {
+            self.firsts[leaf] = node.items[0].hint();
+        }
         if node.items.len() > MAX_LEAF {
             let tail = node.items.split_off(node.items.len() / 2);
             node.reweigh(node.items.len());
@@ -275,6 +318,9 @@ impl<T: Clone + Weighed> Chunked<T> {
             }
             self.fix_from(left);
         } else {
+            if T::HINTED && offset == 0 {
+                self.firsts[leaf] = self.leaves[leaf].items[0].hint();
+            }
             self.shift_from(leaf, usize::MAX, weight.wrapping_neg());
         }
         item
@@ -287,6 +333,9 @@ impl<T: Clone + Weighed> Chunked<T> {
         let node = Arc::make_mut(&mut self.leaves[leaf]);
         let old = std::mem::replace(&mut node.items[offset], item);
         node.reweigh(offset);
+        if T::HINTED && offset == 0 {
+            self.firsts[leaf] = node.items[0].hint();
+        }
         self.shift_from(leaf, 0, weight.wrapping_sub(old.weight()));
         old
     }
@@ -313,6 +362,7 @@ impl<T: Clone + Weighed> Chunked<T> {
             first.get_or_insert(index);
         }
         if let Some(leaf) = first {
+            // Hints must not change order; the first ones may change value.
             self.fix_from(leaf);
         }
     }
@@ -342,6 +392,12 @@ impl<T: Clone + Weighed> Chunked<T> {
         for i in leaf..n {
             self.starts[i + 1] = self.starts[i] + self.leaves[i].items.len();
             self.weights[i + 1] = self.weights[i].wrapping_add(self.leaves[i].weight());
+        }
+        if T::HINTED {
+            self.firsts.resize(n, 0);
+            for i in leaf..n {
+                self.firsts[i] = self.leaves[i].items[0].hint();
+            }
         }
     }
 
@@ -394,9 +450,19 @@ mod tests {
 
     #[derive(Clone, Debug, PartialEq)]
     struct W(u64);
-    impl Weighed for W {
+    impl Item for W {
         const WEIGHTED: bool = true;
         fn weight(&self) -> u64 {
+            self.0
+        }
+    }
+
+    /// Sorted by value, hinted by it.
+    #[derive(Clone, Debug, PartialEq)]
+    struct H(u64);
+    impl Item for H {
+        const HINTED: bool = true;
+        fn hint(&self) -> u64 {
             self.0
         }
     }
@@ -417,8 +483,8 @@ mod tests {
         for (i, w) in model.iter().enumerate() {
             assert_eq!(seq.weight_before(i), before);
             if *w > 0 {
-                assert_eq!(seq.find_weight(before), Some(i));
-                assert_eq!(seq.find_weight(before + w - 1), Some(i));
+                assert_eq!(seq.find_weight(before), Some((i, &W(*w))));
+                assert_eq!(seq.find_weight(before + w - 1), Some((i, &W(*w))));
             }
             before += w;
         }
@@ -471,6 +537,36 @@ mod tests {
             seq.insert(seq.len(), W(i % 3));
         }
         check(&seq, &model);
+    }
+
+    #[test]
+    fn seek_hint_on_a_ring_under_edits() {
+        let mut rng = fastrand::Rng::with_seed(11);
+        let mut model: Vec<u64> = (0..3000).map(|_| rng.u64(..1_000_000)).collect();
+        model.sort_unstable();
+        let mut seq = Chunked::from_vec(model.iter().map(|&h| H(h)).collect());
+        for step in 0..4000 {
+            if rng.bool() || model.is_empty() {
+                let h = rng.u64(..1_000_000);
+                let at = model.partition_point(|&x| x < h);
+                model.insert(at, h);
+                seq.insert(seq.partition_point(|x| x.0 < h), H(h));
+            } else {
+                let at = rng.usize(..model.len());
+                model.remove(at);
+                seq.remove(at);
+            }
+            if step % 100 == 0 {
+                for _ in 0..50 {
+                    let h = rng.u64(..1_000_001);
+                    let at = model.partition_point(|&x| x < h);
+                    let want = if at == model.len() { 0 } else { at };
+                    assert_eq!(seq.seek_hint(h), Some((want, &H(model[want]))), "{h}");
+                }
+                assert_eq!(seq.leaf_sizes().len(), seq.firsts.len());
+            }
+        }
+        assert_eq!(Chunked::<H>::new().seek_hint(5), None);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use switchyard_registry::Endpoint;
 
-use crate::chunked::{self, Chunked, Weighed};
+use crate::chunked::{self, Chunked, Item};
 use crate::{EndpointStats, PickContext, Selector, SelectorFactory};
 
 /// Identifies where an endpoint came from, for the admin API and the access log.
@@ -104,7 +104,7 @@ impl ServingEndpoint {
     }
 }
 
-impl Weighed for Arc<ServingEndpoint> {
+impl Item for Arc<ServingEndpoint> {
     const WEIGHTED: bool = true;
 
     #[inline]
@@ -255,8 +255,7 @@ impl EndpointList {
         if x >= self.weight {
             return None;
         }
-        let index = self.all.find_weight(self.base + x)?;
-        self.all.get(index)
+        self.all.find_weight(self.base + x).map(|(_, e)| e)
     }
 }
 

@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use switchyard_upstream::{
-    Changes, Chunked, EndpointList, PickContext, Selector, ServingEndpoint, Weighed,
+    Changes, Chunked, EndpointList, Item, PickContext, Selector, ServingEndpoint,
 };
 
 use super::gcd;
@@ -68,7 +68,14 @@ struct Node {
     endpoint: Arc<ServingEndpoint>,
 }
 
-impl Weighed for Node {}
+impl Item for Node {
+    const HINTED: bool = true;
+
+    #[inline]
+    fn hint(&self) -> u64 {
+        self.hash
+    }
+}
 
 impl Node {
     /// Ring order: by hash, then (for the rare equal hashes) by address.
@@ -205,17 +212,14 @@ impl Selector for HashRing {
         _serving: &'a EndpointList,
         ctx: &PickContext,
     ) -> Option<&'a Arc<ServingEndpoint>> {
-        let len = self.ring.len();
-        if len == 0 {
-            return None;
-        }
-        let start = self.ring.partition_point(|n| n.hash < ctx.hash) % len;
-        let first = &self.ring.get(start)?.endpoint;
+        let (start, node) = self.ring.seek_hint(ctx.hash)?;
+        let first = &node.endpoint;
         if ctx.attempt == 0 || self.endpoints == 1 {
             return Some(first);
         }
         // A retry: the attempt-th distinct endpoint after the owner on the ring.
         let mut seen: Vec<&Arc<ServingEndpoint>> = vec![first];
+        let len = self.ring.len();
         let around = self
             .ring
             .range(start + 1, len)

@@ -6,7 +6,7 @@
 //!   smooth weighted round robin (a,a,b,a,c,a,a for weights 5,1,1 rather than
 //!   a,a,a,a,a,b,c).
 //! - Unequal weights, large tables: pick k takes the endpoint covering point
-//!   `(k × step) mod cycle` of the serving list's cumulative-weight line (found with its
+//!   `(start + k × step) mod cycle` of the serving list's cumulative-weight line (found with its
 //!   weight index in two binary searches), `step` being the integer nearest to
 //!   cycle / golden ratio that is coprime with the cycle. Every cycle visits each point
 //!   once, so each endpoint gets exactly its weight's share per cycle, and the golden
@@ -61,7 +61,8 @@ enum Plan {
     Uniform,
     /// One cycle of smooth weighted round robin, as indexes into the serving list.
     Schedule(Vec<u32>),
-    /// Pick k covers weight point ((k × step) mod cycle) × unit.
+    /// Pick k covers weight point ((start + k × step) mod cycle) × unit: the counter
+    /// advances by `step`.
     Stride {
         cycle: u64,
         step: u64,
@@ -124,15 +125,6 @@ fn golden_step(cycle: u64) -> u64 {
     step
 }
 
-/// `a × b mod m`, without overflow.
-fn mul_mod(a: u64, b: u64, m: u64) -> u64 {
-    if m <= u64::from(u32::MAX) {
-        (a % m) * (b % m) % m
-    } else {
-        (u128::from(a) * u128::from(b) % u128::from(m)) as u64
-    }
-}
-
 /// One cycle of nginx's smooth weighted round robin for weights `w` summing to `total`:
 /// each step adds every weight to its current value, picks the largest, and subtracts
 /// the total from it.
@@ -163,15 +155,20 @@ impl Selector for RoundRobin {
         serving: &'a EndpointList,
         _ctx: &PickContext,
     ) -> Option<&'a Arc<ServingEndpoint>> {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
         match &self.plan {
             Plan::Empty => None,
-            Plan::Uniform => serving.get((n % serving.len() as u64) as usize),
+            Plan::Uniform => {
+                let n = self.next.fetch_add(1, Ordering::Relaxed);
+                serving.get((n % serving.len() as u64) as usize)
+            }
             Plan::Schedule(schedule) => {
+                let n = self.next.fetch_add(1, Ordering::Relaxed);
                 serving.get(schedule[(n % schedule.len() as u64) as usize] as usize)
             }
             Plan::Stride { cycle, step, unit } => {
-                serving.find_weight(mul_mod(n, *step, *cycle) * unit)
+                // The counter advances by the step, so a pick is one division.
+                let n = self.next.fetch_add(*step, Ordering::Relaxed);
+                serving.find_weight(n % cycle * unit)
             }
         }
     }
@@ -286,12 +283,14 @@ mod tests {
         for cycle in [1u64, 2, 3, 10, 97, 100, 1024, 3000] {
             let step = golden_step(cycle);
             let mut seen = vec![false; cycle as usize];
-            for k in 0..cycle {
-                seen[mul_mod(k, step, cycle) as usize] = true;
+            // The counter as the selector advances it, from an arbitrary start.
+            let mut n = 12_345u64;
+            for _ in 0..cycle {
+                seen[(n % cycle) as usize] = true;
+                n += step;
             }
             assert!(seen.iter().all(|&s| s), "cycle {cycle} step {step}");
         }
-        assert_eq!(mul_mod(u64::MAX, u64::MAX - 1, u64::MAX - 2), 2);
     }
 
     #[test]
