@@ -305,8 +305,26 @@ start_etcd() {
 
 declare -A R # results, keyed "scale/row/field"
 
-scrape() { # scrape FILE — the gateway's /metrics into FILE; prints its size in KiB
-  curl -s --max-time 30 -o "$1" "http://$ADMIN/metrics" || die "cannot scrape /metrics"
+scrape() { # scrape FILE — the gateway's /metrics into FILE (3 tries, 30 s each)
+  local try
+  for try in 1 2 3; do
+    curl -s --max-time 30 -o "$1" "http://$ADMIN/metrics" && return
+    log "scraping /metrics failed (try $try)"
+  done
+  gateway_diagnostics
+  die "cannot scrape /metrics"
+}
+
+# What the gateway looks like when it stopped answering.
+gateway_diagnostics() {
+  if kill -0 "$GATEWAY_PID" 2>/dev/null; then
+    log "gateway $GATEWAY_PID is alive: $(awk '/^State|^Threads|^VmRSS/ {printf "%s ", $0}' "/proc/$GATEWAY_PID/status")"
+    log "readyz: $(curl -s --max-time 5 -w ' (%{http_code})' "http://$ADMIN/readyz" || echo 'no answer')"
+  else
+    log "gateway $GATEWAY_PID is gone"
+  fi
+  log "gateway log tail:"
+  tail -20 "$DIR/gateway-$CURRENT_SCALE.log" >&2 || true
 }
 
 # window SCALE ROW CHURN(0|1)
@@ -343,12 +361,15 @@ window() {
     local i
     for i in $(seq 600); do kill -0 "$churn_pid" 2>/dev/null || break; sleep 0.1; done
     for i in $(seq 600); do kill -0 "$probe_pid" 2>/dev/null || break; sleep 0.1; done
-    wait "$churn_pid" || log "churn exited with an error (see below)"
-    wait "$probe_pid" || log "probe exited with an error"
+    local rc=0
+    wait "$churn_pid" || rc=$?
+    ((rc == 0)) || { log "churn exited with status $rc; its log:"; tail -5 "$DIR/churn-$s.log" >&2; }
+    rc=0
+    wait "$probe_pid" || rc=$?
+    ((rc == 0)) || { log "probe exited with status $rc; its log:"; tail -5 "$DIR/probe-$s.log" >&2; }
     local cl pl
     cl=$(grep '^CHURN ' "$DIR/churn-$s.log" || true)
     pl=$(grep '^PROBE ' "$DIR/probe-$s.log" || true)
-    grep -v '^CHURN \|^PROBE ' "$DIR/churn-$s.log" "$DIR/probe-$s.log" | head -5 >&2 || true
     R[$k/changes]=$(kv "$cl" changes) R[$k/change_rate]=$(kv "$cl" rate)
     R[$k/change_detail]="weight $(kv "$cl" weight), delete $(kv "$cl" delete), re-add $(kv "$cl" readd) in $(kv "$cl" txns) txns over $(kv "$cl" seconds) s, late max $(kv "$cl" late_max_ms) ms, etcd errors $(kv "$cl" errors)"
     R[$k/probe_mode]=$(kv "$pl" mode) R[$k/probe_n]=$(kv "$pl" n) R[$k/probe_timeouts]=$(kv "$pl" timeouts)
@@ -373,7 +394,7 @@ window() {
   R[$k/peak]=$(mib "$(status_kib "$GATEWAY_PID" VmHWM)")
   R[$k/rss_end]=$(mib "$(status_kib "$GATEWAY_PID" VmRSS)")
   R[$k/fds]=$(find "/proc/$GATEWAY_PID/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
-  kill -0 "$GATEWAY_PID" 2>/dev/null || die "the gateway exited during $k"
+  kill -0 "$GATEWAY_PID" 2>/dev/null || { gateway_diagnostics; die "the gateway exited during $k"; }
   scrape "$DIR/metrics-$s-$row-after.txt"
   local hl
   hl=$(python3 "$TOOL" hist --name "$APPLY_METRIC" "$DIR/metrics-$s-$row-before.txt" "$DIR/metrics-$s-$row-after.txt")
@@ -404,6 +425,7 @@ run_scale() {
     *) die "unknown SCALE $s (known: full small)" ;;
   esac
   PREFIX=/switchyard/scale-$s
+  CURRENT_SCALE=$s
   R[$s/upstreams]=$UPSTREAMS
   R[$s/endpoints]=$((UPSTREAMS * ADDRESSES))
   R[$s/routes]=$((UPSTREAMS * ROUTES))
