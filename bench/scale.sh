@@ -305,11 +305,16 @@ start_etcd() {
 
 declare -A R # results, keyed "scale/row/field"
 
-scrape() { # scrape FILE — the gateway's /metrics into FILE (3 tries, 30 s each)
+# scrape FILE — the apply histogram's lines of the gateway's /metrics into FILE (3 tries,
+# 30 s each). Only those lines are kept: at full scale /metrics is ~13 MB.
+scrape() {
   local try
   for try in 1 2 3; do
-    curl -s --max-time 30 -o "$1" "http://$ADMIN/metrics" && return
-    log "scraping /metrics failed (try $try)"
+    # pipefail: the pipeline fails when curl does (the grep group never does).
+    if curl -sf --max-time 30 "http://$ADMIN/metrics" | { grep "^$APPLY_METRIC" || true; } >"$1"; then
+      return 0
+    fi
+    log "scraping /metrics failed (try $try; free space in $DIR: $(df -h --output=avail "$DIR" | tail -1))"
   done
   gateway_diagnostics
   die "cannot scrape /metrics"
