@@ -31,8 +31,8 @@
 #   WORKERS [cores given to the gateway]  ADDRESSES [100]  ROUTES [10 per upstream]
 #   CHANGES [100 per second]  PROBES [20]  CHURN_ONLY [0: 1 skips the no-churn window]
 #   PIN [1]  SKIP_BUILD [0]  KEEP [0: keep the temp dir]  SWITCHYARD [target/release/switchyard]
-#   PROFILE [0: 1 samples the gateway with `perf record -e cpu-clock -g` during each churn
-#            window; the report goes to target/bench/perf-scale-<scale>-<time>.txt. Sampling
+#   PROFILE [0: 1 samples the gateway with `perf record -e cpu-clock -g` during each window;
+#            the reports go to target/bench/perf-scale-<scale>-<row>-<time>.txt. Sampling
 #            costs the gateway CPU: do not quote those runs' figures]
 set -euo pipefail
 
@@ -351,8 +351,8 @@ window() {
     probe_pid=$LAST_PID
   fi
   local perf_pid=""
-  if ((churn)) && [[ $PROFILE == 1 ]]; then
-    perf record -q -e cpu-clock -F 999 -g -p "$GATEWAY_PID" -o "$DIR/perf-$s.data" \
+  if [[ $PROFILE == 1 ]]; then
+    perf record -q -e cpu-clock -F 999 -g -p "$GATEWAY_PID" -o "$DIR/perf-$s-$row.data" \
       -- sleep "$DURATION_S" >/dev/null 2>&1 &
     perf_pid=$!
   fi
@@ -386,12 +386,12 @@ window() {
   if [[ -n $perf_pid ]]; then
     wait "$perf_pid" || true
     local report
-    report=$OUT/perf-scale-$s-$(date -u +%Y%m%d-%H%M%S).txt
-    perf report -i "$DIR/perf-$s.data" --stdio --no-children --percent-limit 0.5 >"$report" 2>/dev/null \
+    report=$OUT/perf-scale-$s-$row-$(date -u +%Y%m%d-%H%M%S).txt
+    perf report -i "$DIR/perf-$s-$row.data" --stdio --no-children --percent-limit 0.5 >"$report" 2>/dev/null \
       && log "$k profile: $report"
     R[$k/perf_report]=$report
     # The control plane's share of the samples: everything not on the request path.
-    R[$k/cp_share]=$(perf report -i "$DIR/perf-$s.data" --stdio --no-children --sort symbol -g none \
+    R[$k/cp_share]=$(perf report -i "$DIR/perf-$s-$row.data" --stdio --no-children --sort symbol -g none \
       --percent-limit 0 2>/dev/null | grep -E '^ +[0-9.]+%' | grep -v '::pick' \
       | grep -E 'switchyard_upstream::|switchyard_etcd|switchyard_registry|etcd_client|tonic::|prost::|[^a-z_]h2::|SelectorFactory' \
       | awk '{sub("%", "", $1); t += $1} END {printf "%.2f", t}')
@@ -564,7 +564,7 @@ report() {
   done
   for s in $SCALE; do
     [[ -n ${R[$s/churn/cp_share]:-} ]] || continue
-    echo "- $s profile (PROFILE=1): control-plane symbols (etcd client/gRPC, registry hub, upstream cache and merge, selector builds; flat, allocator time not included) took ${R[$s/churn/cp_share]}% of the gateway's samples ≈ $(awk -v p="${R[$s/churn/cp_share]}" -v c="${R[$s/churn/cpu]}" -v n="${R[$s/churn/changes]}" 'BEGIN {printf "%.0f", p / 100 * c / n * 1e6}') µs of gateway CPU per change (a lower bound); report: ${R[$s/churn/perf_report]}"
+    echo "- $s profile (PROFILE=1): control-plane symbols (etcd client/gRPC, registry hub, upstream cache and merge, selector builds; flat, allocator time not included) took ${R[$s/churn/cp_share]}% of the gateway's samples in the churn window ($(or_na "${R[$s/steady/cp_share]:-}")% without churn) ≈ $(awk -v p="${R[$s/churn/cp_share]}" -v c="${R[$s/churn/cpu]}" -v n="${R[$s/churn/changes]}" 'BEGIN {printf "%.0f", p / 100 * c / n * 1e6}') µs of gateway CPU per change (a lower bound); reports: $(or_na "${R[$s/steady/perf_report]:-}") ${R[$s/churn/perf_report]}"
   done
   if [[ -n ${R[full/steady/rps]:-} && -n ${R[full/churn/rps]:-} ]]; then
     echo "- cost of churn at full scale: req/s $(ratio "${R[full/churn/rps]}" "${R[full/steady/rps]}"), p99 $(ratio "${R[full/churn/p99]}" "${R[full/steady/p99]}"), CPU µs/req $(ratio "${R[full/churn/cpureq]}" "${R[full/steady/cpureq]}") (churn / no churn)"
