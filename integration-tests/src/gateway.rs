@@ -246,8 +246,18 @@ impl Gateway {
     /// Sends SIGTERM and waits (20 s) for the exit status.
     pub fn terminate(&mut self) -> ExitStatus {
         self.signal("TERM");
-        self.wait_exit(Duration::from_secs(20))
-            .expect("exits after SIGTERM")
+        match self.wait_exit(Duration::from_secs(20)) {
+            Some(status) => status,
+            None => {
+                let stderr = self.stderr();
+                let tail: Vec<&str> = stderr.lines().rev().take(40).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                panic!(
+                    "no exit within 20 s of SIGTERM; the gateway's last log lines:\n{}",
+                    tail.join("\n")
+                )
+            }
+        }
     }
 
     /// Waits for the process to exit.

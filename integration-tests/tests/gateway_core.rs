@@ -453,6 +453,12 @@ async fn admin_api_shows_sources_and_forwarding_is_clean() {
         endpoints[1]["serving"], false,
         "tier 1 waits while tier 0 is healthy"
     );
+    // One upstream by name: the same object as its entry in the list; unknown names 404.
+    assert_eq!(gw.admin_json("/api/upstreams/u").await, v[0]);
+    let missing = gw
+        .send(gw.client().get(gw.admin_url("/api/upstreams/nope")))
+        .await;
+    assert_eq!(missing.status, 404, "{}", missing.body);
     let regs = gw.admin_json("/api/registries").await;
     assert_eq!(regs[0]["name"], "local");
     assert_eq!(regs[0]["state"], "ok");
@@ -590,6 +596,11 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
     let url = gw.url("/");
     let in_flight =
         tokio::spawn(async move { client.get(url).send().await.map(|r| r.status().as_u16()) });
+    // A connection that never sends a byte (a client pool's spare, a browser's
+    // preconnect) holds no request: the drain closes it instead of waiting for it
+    // (header_read_timeout and drain_timeout are both 30 s, terminate() waits 20 s).
+    let silent_address = gw.url("").trim_start_matches("http://").to_owned();
+    let silent = std::net::TcpStream::connect(silent_address).expect("silent connection");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let start = Instant::now();
     let status = tokio::task::spawn_blocking(move || gw.terminate())
@@ -604,6 +615,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
         200
     );
     println!("drained and exited after {:?}", start.elapsed());
+    drop(silent);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -119,6 +119,10 @@ pub async fn serve_kind(
     let max_head_bytes = settings.max_header_bytes.max(8192);
     let connections = Arc::new(Semaphore::new(settings.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
+    // Connections that have not started HTTP yet (no byte received, TLS handshake under
+    // way) hold no request: on drain they are closed at once instead of being waited for.
+    // Clients do open such connections: a pool's spare connection, a browser's preconnect.
+    let (drain, draining) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let (stream, client) = tokio::select! {
@@ -154,12 +158,17 @@ pub async fn serve_kind(
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
                 let first_byte_timeout = settings.header_read_timeout;
+                let mut draining = draining.clone();
                 tokio::spawn(async move {
                     // hyper-util reads the first bytes (to tell HTTP/1 from h2) before
                     // hyper's header timer runs: without this, a client that sends nothing
                     // (or half the h2 preface) would hold its connection slot forever.
-                    if !version_bytes_arrive(&stream, first_byte_timeout).await {
-                        tracing::debug!(%client, "nothing received in time: closed");
+                    let arrived = tokio::select! {
+                        arrived = version_bytes_arrive(&stream, first_byte_timeout) => arrived,
+                        _ = draining.wait_for(|d| *d) => false,
+                    };
+                    if !arrived {
+                        tracing::debug!(%client, "nothing received in time (or draining): closed");
                         return;
                     }
                     // Strict request framing before hyper's parser (request smuggling).
@@ -176,9 +185,15 @@ pub async fn serve_kind(
                 let acceptor = tls.acceptor();
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
+                let mut draining = draining.clone();
                 tokio::spawn(async move {
-                    let handshake =
-                        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+                    let handshake = tokio::select! {
+                        handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => handshake,
+                        _ = draining.wait_for(|d| *d) => {
+                            tracing::debug!(%client, "draining: TLS handshake abandoned");
+                            return;
+                        }
+                    };
                     let stream = match handshake {
                         Ok(Ok(stream)) => stream,
                         Ok(Err(error)) => {
@@ -216,9 +231,27 @@ pub async fn serve_kind(
         }
     }
     drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => tracing::info!("drained all connections"),
-        () = tokio::time::sleep(settings.drain_timeout) => tracing::warn!("drain timeout; closing remaining connections"),
+    let _ = drain.send(true);
+    let open = || settings.max_connections.max(1) - connections.available_permits();
+    tracing::info!(connections = open(), "draining");
+    let drained = graceful.shutdown();
+    tokio::pin!(drained);
+    let deadline = tokio::time::sleep(settings.drain_timeout);
+    tokio::pin!(deadline);
+    let mut progress = tokio::time::interval(Duration::from_secs(1));
+    progress.tick().await;
+    loop {
+        tokio::select! {
+            () = &mut drained => {
+                tracing::info!("drained all connections");
+                break;
+            }
+            () = &mut deadline => {
+                tracing::warn!(connections = open(), "drain timeout; closing remaining connections");
+                break;
+            }
+            _ = progress.tick() => tracing::info!(connections = open(), "draining"),
+        }
     }
 }
 
