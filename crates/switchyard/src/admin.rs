@@ -105,12 +105,22 @@ async fn handle(app: &App, request: Request<Incoming>) -> AdminResponse {
             ),
         },
         (&Method::GET, "/") => crate::dashboard::page(),
+        (&Method::GET, p) if p.starts_with("/api/upstreams/") => {
+            match upstream(app, &p["/api/upstreams/".len()..]) {
+                Some(body) => json_response(StatusCode::OK, &body),
+                None => json_response(StatusCode::NOT_FOUND, &json!({"error": "no such upstream"})),
+            }
+        }
         (
             _,
             "/healthz" | "/readyz" | "/metrics" | "/api/upstreams" | "/api/registries"
             | "/api/routes" | "/api/config_source" | "/api/reload" | "/api/stats"
             | "/api/cache/purge" | "/",
         ) => json_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &json!({"error": "method not allowed"}),
+        ),
+        (_, p) if p.starts_with("/api/upstreams/") => json_response(
             StatusCode::METHOD_NOT_ALLOWED,
             &json!({"error": "method not allowed"}),
         ),
@@ -165,62 +175,67 @@ fn readyz(app: &App) -> AdminResponse {
     }
 }
 
-/// `GET /api/upstreams`.
+/// `GET /api/upstreams`: every upstream, as [`upstream_json`] describes it.
 pub fn upstreams(app: &App) -> Value {
     let table = app.proxy.table();
-    let list: Vec<Value> = table
-        .cache()
+    Value::Array(table.cache().iter().map(|u| upstream_json(u)).collect())
+}
+
+/// `GET /api/upstreams/<name>`: one upstream, or `None` when no upstream has that name.
+/// At scale (100,000 endpoints) the whole list is megabytes; this answers in proportion to
+/// the one upstream asked about.
+pub fn upstream(app: &App, name: &str) -> Option<Value> {
+    let table = app.proxy.table();
+    table.cache().get(name).map(|u| upstream_json(u))
+}
+
+/// One upstream: its endpoints with their state, and its sources' sync status.
+fn upstream_json(upstream: &switchyard_upstream::Upstream) -> Value {
+    let snapshot = upstream.snapshot();
+    let endpoints: Vec<Value> = snapshot
+        .endpoints
         .iter()
-        .map(|upstream| {
-            let snapshot = upstream.snapshot();
-            let endpoints: Vec<Value> = snapshot
-                .endpoints
-                .iter()
-                .map(|e| {
-                    let serving = snapshot.serving.iter().any(|s| std::ptr::eq(s.as_ref(), e.as_ref()));
-                    json!({
-                        "address": e.address().to_string(),
-                        "weight": e.endpoint.weight,
-                        "effective_weight": e.weight,
-                        "priority": e.tier.source,
-                        "endpoint_priority": e.tier.endpoint,
-                        "healthy": e.healthy,
-                        "serving": serving,
-                        "stale": e.stale,
-                        "source": {"registry": e.source.registry, "service": e.source.service},
-                        "zone": e.endpoint.zone,
-                        "metadata": e.endpoint.metadata,
-                        "health": {
-                            "registry": e.endpoint.healthy,
-                            "active": e.stats.active_healthy(),
-                            "ejected": e.stats.is_ejected(),
-                        },
-                        "in_flight": e.stats.in_flight(),
-                    })
-                })
-                .collect();
+        .map(|e| {
             json!({
-                "name": upstream.name(),
-                "balancer": upstream.balancer(),
-                "serving_tier": snapshot.serving_tier.map(|t| json!({"priority": t.source, "endpoint_priority": t.endpoint})),
-                "panic": snapshot.panic,
-                "endpoints": endpoints,
-                "sources": upstream.sources().iter().map(|s| json!({
-                    "registry": s.registry,
-                    "type": s.registry_kind,
-                    "service": s.service,
-                    "synced": s.synced,
-                    "restored": s.restored,
-                    "guarded": s.guarded,
-                    "stale": s.stale,
-                    "endpoints": s.endpoints,
-                    "last_update": s.last_update.map(httpdate_rfc3339),
-                    "last_error": s.last_error,
-                })).collect::<Vec<_>>(),
+                "address": e.address().to_string(),
+                "weight": e.endpoint.weight,
+                "effective_weight": e.weight,
+                "priority": e.tier.source,
+                "endpoint_priority": e.tier.endpoint,
+                "healthy": e.healthy,
+                "serving": snapshot.is_serving(e),
+                "stale": e.stale,
+                "source": {"registry": e.source.registry, "service": e.source.service},
+                "zone": e.endpoint.zone,
+                "metadata": e.endpoint.metadata,
+                "health": {
+                    "registry": e.endpoint.healthy,
+                    "active": e.stats.active_healthy(),
+                    "ejected": e.stats.is_ejected(),
+                },
+                "in_flight": e.stats.in_flight(),
             })
         })
         .collect();
-    Value::Array(list)
+    json!({
+        "name": upstream.name(),
+        "balancer": upstream.balancer(),
+        "serving_tier": snapshot.serving_tier.map(|t| json!({"priority": t.source, "endpoint_priority": t.endpoint})),
+        "panic": snapshot.panic,
+        "endpoints": endpoints,
+        "sources": upstream.sources().iter().map(|s| json!({
+            "registry": s.registry,
+            "type": s.registry_kind,
+            "service": s.service,
+            "synced": s.synced,
+            "restored": s.restored,
+            "guarded": s.guarded,
+            "stale": s.stale,
+            "endpoints": s.endpoints,
+            "last_update": s.last_update.map(httpdate_rfc3339),
+            "last_error": s.last_error,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 /// `GET /api/registries`.

@@ -131,7 +131,7 @@ impl App {
             &|name| options.get(name).cloned().unwrap_or_default(),
             None,
         )
-            .expect("validated plans only name known upstreams");
+        .expect("validated plans only name known upstreams");
         let server = &plan.config.server;
         let settings = ProxySettings {
             connect_timeout: server.connect_timeout,
