@@ -4,6 +4,7 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_integration_tests::{eventually, free_port, Backend, Gateway};
@@ -292,4 +293,103 @@ upstream = "u"
     let (code, stderr) = switchyard_integration_tests::gateway::check(&bad);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("upstreams.u.tls.ca_file"), "{stderr}");
+}
+
+/// A TLS client that trusts `trusted` and connects to `name` on `port`; the handshake is done.
+async fn tls_connect(
+    trusted: &[u8],
+    name: &str,
+    port: u16,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(trusted) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(
+            rustls_pki_types::ServerName::try_from(name.to_owned()).unwrap(),
+            tcp,
+        )
+        .await
+        .expect("TLS handshake")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_connections_silent_after_the_handshake_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = Backend::start("b");
+    let tls_port = free_port();
+    let certs = tempfile::tempdir().unwrap();
+    let dir = certs.path();
+    let a = certificate(dir, "a", "a.test");
+    let gw = Gateway::start(&format!(
+        r#"[server]
+listen = "{{listen}}"
+tls_listen = "127.0.0.1:{tls_port}"
+header_read_timeout = "1s"
+[server.tls]
+certificates = [{{ cert = "{dir}/a.pem", key = "{dir}/a-key.pem", names = ["a.test"] }}]
+[registries.local]
+type = "static"
+services.s = ["{}"]
+[upstreams.u]
+[[upstreams.u.sources]]
+registry = "local"
+service = "s"
+[[routes]]
+upstream = "u"
+"#,
+        backend.address(),
+        dir = dir.display()
+    ))
+    .await;
+    gw.wait_ready().await;
+
+    // Handshake done, then nothing (or half the h2 preface): hyper-util would wait for the
+    // version bytes forever; the first-bytes deadline (header_read_timeout) closes them.
+    let mut silent = Vec::new();
+    for i in 0..20 {
+        let mut stream = tls_connect(&a, "a.test", tls_port).await;
+        if i % 2 == 1 {
+            stream.write_all(b"PRI * HTTP/2").await.unwrap();
+            stream.flush().await.unwrap();
+        }
+        silent.push(stream);
+    }
+    let start = std::time::Instant::now();
+    let mut closed = 0;
+    for stream in &mut silent {
+        let mut buf = [0u8; 64];
+        let left = Duration::from_secs(10).saturating_sub(start.elapsed());
+        let read = tokio::time::timeout(left, stream.read(&mut buf)).await;
+        if matches!(read, Ok(Ok(0) | Err(_))) {
+            closed += 1;
+        }
+    }
+    println!(
+        "{closed} of 20 TLS connections silent after the handshake closed; the last after {:?}",
+        start.elapsed()
+    );
+    assert_eq!(closed, 20);
+
+    // A client that speaks in time is served, over HTTP/1.1 and h2.
+    for http1_only in [true, false] {
+        let reply = client(&a, tls_port, http1_only)
+            .get(format!("https://a.test:{tls_port}/x"))
+            .send()
+            .await
+            .expect("served");
+        assert_eq!(reply.status(), 200);
+    }
 }

@@ -20,6 +20,7 @@ pub mod body;
 pub mod client;
 pub mod error;
 pub mod filter;
+pub mod first_bytes;
 pub mod forward;
 pub mod head_guard;
 pub mod limits;

@@ -22,6 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::body::ProxyBody;
+use crate::first_bytes::FirstBytes;
 use crate::head_guard::HeadGuard;
 use crate::proxy::Peer;
 use crate::tls::TlsConfig;
@@ -184,6 +185,7 @@ pub async fn serve_kind(
             ListenerKind::Tls(tls) => {
                 let acceptor = tls.acceptor();
                 let builder = builder.clone();
+                let first_byte_timeout = settings.header_read_timeout;
                 let watcher = graceful.watcher();
                 let mut draining = draining.clone();
                 tokio::spawn(async move {
@@ -205,6 +207,8 @@ pub async fn serve_kind(
                             return;
                         }
                     };
+                    // No peeking into TLS: the first bytes are timed as they are read.
+                    let stream = FirstBytes::new(stream, first_byte_timeout);
                     let stream = HeadGuard::new(stream, max_head_bytes);
                     let connection =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
