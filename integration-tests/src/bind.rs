@@ -15,7 +15,7 @@
 
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -94,7 +94,7 @@ impl NamedBuilder {
                 .prefix("switchyard-named-")
                 .tempdir()
                 .expect("create temp dir for named");
-            let port = free_udp_tcp_port();
+            let port = crate::free_port();
             let mut server = NamedServer {
                 named: named.clone(),
                 dir,
@@ -366,18 +366,6 @@ fn find_binary(name: &str) -> PathBuf {
         .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file())
         .unwrap_or_else(|| panic!("`{name}` not found: install it with `{INSTALL}`"))
-}
-
-/// A loopback port free for both UDP and TCP.
-fn free_udp_tcp_port() -> u16 {
-    for _ in 0..100 {
-        let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a UDP port");
-        let port = udp.local_addr().expect("UDP local addr").port();
-        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no loopback port free for both UDP and TCP");
 }
 
 /// Whether `addr` answers a non-recursive SOA query for `zone` with NOERROR (so the zone is

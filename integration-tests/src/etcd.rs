@@ -10,10 +10,12 @@
 //! separate plain-HTTP metrics port in both modes.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::free_port;
 
 /// How long etcd may take to become healthy.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -40,14 +42,6 @@ pub struct TlsFiles {
     pub key: PathBuf,
     server_cert: PathBuf,
     server_key: PathBuf,
-}
-
-/// A free TCP port on 127.0.0.1 (bound and released; the caller binds it soon after).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("no free loopback port")
 }
 
 /// The path of a program, or a panic naming the package that installs it.

@@ -2,7 +2,7 @@
 //! binary, and launchers for the real registry servers (etcd, bind9) used by the tests in
 //! `integration-tests/tests/`.
 //!
-//! Everything binds 127.0.0.1 only, on ports the kernel hands out, and everything it
+//! Everything binds 127.0.0.1 only, on free ports ([`free_port`]), and everything it
 //! starts is stopped when its handle is dropped, so tests run in parallel and leave nothing
 //! behind.
 
@@ -19,12 +19,62 @@ use std::future::Future;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-/// A TCP port on 127.0.0.1 that was free a moment ago.
+/// A port on 127.0.0.1, free for TCP and UDP a moment ago, below the kernel's ephemeral
+/// range when there is room there.
+///
+/// Servers that the chaos tests stop and start again on the same port (bind9, etcd, the
+/// doubles) must find it free on restart. A port from the ephemeral range (what binding
+/// port 0 hands out) can meanwhile become the local end of any outgoing connection on the
+/// machine, and the restart then fails with "address in use"; ports below the range are
+/// only ever taken by an explicit bind.
 pub fn free_port() -> u16 {
+    let (ephemeral_low, _) = ephemeral_range();
+    if ephemeral_low > 11_000 {
+        let span = u64::from(ephemeral_low - 10_000);
+        for _ in 0..1_000 {
+            let port = 10_000 + (next_random() % span) as u16;
+            let tcp = TcpListener::bind(("127.0.0.1", port));
+            let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
+            if tcp.is_ok() && udp.is_ok() {
+                return port;
+            }
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("bind an ephemeral port")
         .port()
+}
+
+/// The kernel's ephemeral port range (Linux), or the IANA default.
+fn ephemeral_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut parts = text.split_whitespace().map(|p| p.parse::<u16>());
+            Some((parts.next()?.ok()?, parts.next()?.ok()?))
+        })
+        .unwrap_or((49_152, 65_535))
+}
+
+/// A xorshift sequence seeded per process (time and pid), so that parallel test processes
+/// pick different ports.
+fn next_random() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static STATE: AtomicU64 = AtomicU64::new(0);
+    let mut x = STATE.load(Ordering::Relaxed);
+    if x == 0 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        x = nanos ^ (u64::from(std::process::id()) << 32) | 1;
+    }
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    STATE.store(x, Ordering::Relaxed);
+    x
 }
 
 /// Polls `check` every 20 ms until it returns true or `deadline` passes. Returns how long

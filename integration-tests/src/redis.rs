@@ -9,7 +9,7 @@
 //! A missing binary fails the test with the command that installs it.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -44,10 +44,7 @@ impl RedisServer {
             .prefix("switchyard-redis-")
             .tempdir()
             .expect("create temp dir for redis");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("bind a free port")
-            .port();
+        let port = crate::free_port();
         let mut server = RedisServer {
             child: None,
             dir,
