@@ -250,8 +250,8 @@ impl Gateway {
             Some(status) => status,
             None => {
                 let stderr = self.stderr();
-                let tail: Vec<&str> = stderr.lines().rev().take(40).collect();
-                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                let lines: Vec<&str> = stderr.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(40)..];
                 panic!(
                     "no exit within 20 s of SIGTERM; the gateway's last log lines:\n{}",
                     tail.join("\n")

@@ -53,6 +53,46 @@ fn certificate(dir: &Path, file: &str, name: &str) -> Vec<u8> {
     std::fs::read(cert).unwrap()
 }
 
+/// A gateway config with a TLS listener on `tls_port` that routes everything to `backend`:
+/// `server_extra` is added to `[server]`, and each `(file, name)` of `certificates` serves
+/// `name` with `dir/<file>.pem` and `dir/<file>-key.pem`.
+fn tls_listener_config(
+    backend: std::net::SocketAddr,
+    tls_port: u16,
+    server_extra: &str,
+    dir: &Path,
+    certificates: &[(&str, &str)],
+) -> String {
+    let dir = dir.display();
+    let certificates: Vec<String> = certificates
+        .iter()
+        .map(|(file, name)| {
+            format!(
+                r#"{{ cert = "{dir}/{file}.pem", key = "{dir}/{file}-key.pem", names = ["{name}"] }}"#
+            )
+        })
+        .collect();
+    format!(
+        r#"[server]
+listen = "{{listen}}"
+tls_listen = "127.0.0.1:{tls_port}"
+{server_extra}
+[server.tls]
+certificates = [{}]
+[registries.local]
+type = "static"
+services.s = ["{backend}"]
+[upstreams.u]
+[[upstreams.u.sources]]
+registry = "local"
+service = "s"
+[[routes]]
+upstream = "u"
+"#,
+        certificates.join(", ")
+    )
+}
+
 fn client(trusted: &[u8], port: u16, http1_only: bool) -> reqwest::Client {
     let mut builder = reqwest::Client::builder()
         .tls_built_in_root_certs(false)
@@ -75,28 +115,12 @@ async fn sni_certificates_alpn_reload_and_redirect() {
     let dir = certs.path();
     let a = certificate(dir, "a", "a.test");
     let b = certificate(dir, "b", "b.test");
-    let gw = Gateway::start(&format!(
-        r#"[server]
-listen = "{{listen}}"
-tls_listen = "127.0.0.1:{tls_port}"
-redirect_to_https = true
-[server.tls]
-certificates = [
-  {{ cert = "{dir}/a.pem", key = "{dir}/a-key.pem", names = ["a.test"] }},
-  {{ cert = "{dir}/b.pem", key = "{dir}/b-key.pem", names = ["b.test"] }},
-]
-[registries.local]
-type = "static"
-services.s = ["{}"]
-[upstreams.u]
-[[upstreams.u.sources]]
-registry = "local"
-service = "s"
-[[routes]]
-upstream = "u"
-"#,
+    let gw = Gateway::start(&tls_listener_config(
         backend.address(),
-        dir = dir.display()
+        tls_port,
+        "redirect_to_https = true",
+        dir,
+        &[("a", "a.test"), ("b", "b.test")],
     ))
     .await;
     gw.wait_ready().await;
@@ -205,24 +229,12 @@ async fn upstream_tls_verifies_the_endpoint_certificate() {
     // The TLS endpoint: a second gateway terminating TLS for backend.test in front of the
     // backend (real rustls server, real certificate).
     let tls_port = free_port();
-    let endpoint = Gateway::start(&format!(
-        r#"[server]
-listen = "{{listen}}"
-tls_listen = "127.0.0.1:{tls_port}"
-[server.tls]
-certificates = [{{ cert = "{dir}/endpoint.pem", key = "{dir}/endpoint-key.pem", names = ["backend.test"] }}]
-[registries.local]
-type = "static"
-services.s = ["{}"]
-[upstreams.u]
-[[upstreams.u.sources]]
-registry = "local"
-service = "s"
-[[routes]]
-upstream = "u"
-"#,
+    let endpoint = Gateway::start(&tls_listener_config(
         backend.address(),
-        dir = dir.display()
+        tls_port,
+        "",
+        dir,
+        &[("endpoint", "backend.test")],
     ))
     .await;
     endpoint.wait_ready().await;
@@ -333,25 +345,12 @@ async fn tls_connections_silent_after_the_handshake_are_closed() {
     let certs = tempfile::tempdir().unwrap();
     let dir = certs.path();
     let a = certificate(dir, "a", "a.test");
-    let gw = Gateway::start(&format!(
-        r#"[server]
-listen = "{{listen}}"
-tls_listen = "127.0.0.1:{tls_port}"
-header_read_timeout = "1s"
-[server.tls]
-certificates = [{{ cert = "{dir}/a.pem", key = "{dir}/a-key.pem", names = ["a.test"] }}]
-[registries.local]
-type = "static"
-services.s = ["{}"]
-[upstreams.u]
-[[upstreams.u.sources]]
-registry = "local"
-service = "s"
-[[routes]]
-upstream = "u"
-"#,
+    let gw = Gateway::start(&tls_listener_config(
         backend.address(),
-        dir = dir.display()
+        tls_port,
+        "header_read_timeout = \"1s\"",
+        dir,
+        &[("a", "a.test")],
     ))
     .await;
     gw.wait_ready().await;
