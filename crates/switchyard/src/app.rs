@@ -255,6 +255,8 @@ impl App {
             registries: plan.registries,
         };
         self.reloads.fetch_add(1, Ordering::Relaxed);
+        // The parse and the replaced generation are garbage now; give their pages back.
+        switchyard_heap::release_free_memory();
         tracing::info!(path = %self.config_path.display(), "config reloaded");
         Ok(())
     }

@@ -494,7 +494,8 @@ fn render(
 
 /// Prints one line per registry on stderr as it finishes its first sync
 /// (`k8s: 12 services, 48 endpoints, synced in 0.3 s`), or when it fails or is still
-/// syncing when `server.startup_grace` runs out.
+/// syncing when `server.startup_grace` runs out; then releases the sync's garbage
+/// ([`switchyard_heap::release_free_memory`]).
 pub async fn report_startup_sync(app: Arc<App>) {
     let (registries, grace) = app.with_current(|c| {
         let registries: Vec<(String, &'static str)> = c
@@ -544,6 +545,11 @@ pub async fn report_startup_sync(app: Arc<App>) {
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // A first sync is a burst of parsing garbage (the etcd backend's initial range, the
+    // Kubernetes list, the first snapshots): once the upstreams have applied it, give the
+    // free pages back rather than carry them for the life of the process.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    switchyard_heap::release_free_memory();
 }
 
 #[cfg(test)]
