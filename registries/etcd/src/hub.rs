@@ -161,9 +161,11 @@ struct Subscriber {
 struct Service {
     subscribers: Vec<Subscriber>,
     /// Instance id → (mod revision it was parsed at, endpoint or `None` when malformed).
-    parsed: BTreeMap<String, (i64, Option<Endpoint>)>,
+    /// The endpoint is shared with `published` (one copy per instance, not two: at 100,000
+    /// endpoints the inline copies cost ~100 bytes each).
+    parsed: BTreeMap<String, (i64, Option<Arc<Endpoint>>)>,
     /// The set last sent, by address; `None` before the first send.
-    published: Option<BTreeMap<SocketAddr, Endpoint>>,
+    published: Option<BTreeMap<SocketAddr, Arc<Endpoint>>>,
 }
 
 struct Hub {
@@ -479,7 +481,7 @@ impl Hub {
                 }
             };
             let endpoint = match parsed {
-                Ok(endpoint) => Some(endpoint),
+                Ok(endpoint) => Some(Arc::new(endpoint)),
                 Err(err) => {
                     let key = format!("{}{service}/{instance}", self.shared.key_prefix);
                     self.shared
@@ -507,16 +509,16 @@ impl Hub {
                 // Two keys with the same address: the first instance id wins.
                 current
                     .entry(endpoint.address)
-                    .or_insert_with(|| endpoint.clone());
+                    .or_insert_with(|| Arc::clone(endpoint));
             }
         }
         let changes = match &state.published {
             Some(published) if *published == current => Vec::new(),
-            Some(_) if replace => vec![Update::Reset(current.values().cloned().collect())],
+            Some(_) if replace => vec![Update::Reset(owned(&current))],
             Some(published) => diff(published, &current),
             None => Vec::new(),
         };
-        let reset = Update::Reset(current.values().cloned().collect());
+        let reset = Update::Reset(owned(&current));
         let mut gone = Vec::new();
         for subscriber in &mut state.subscribers {
             let updates = if subscriber.started {
@@ -539,13 +541,23 @@ impl Hub {
     }
 }
 
+/// The endpoints of a set, as the owned values an `Update` carries.
+fn owned(set: &BTreeMap<SocketAddr, Arc<Endpoint>>) -> Vec<Endpoint> {
+    set.values()
+        .map(|endpoint| Endpoint::clone(endpoint))
+        .collect()
+}
+
 /// The updates that turn `old` into `new`: changed and new endpoints first (so the set
 /// never dips while an instance moves), then the removed addresses.
-fn diff(old: &BTreeMap<SocketAddr, Endpoint>, new: &BTreeMap<SocketAddr, Endpoint>) -> Vec<Update> {
+fn diff(
+    old: &BTreeMap<SocketAddr, Arc<Endpoint>>,
+    new: &BTreeMap<SocketAddr, Arc<Endpoint>>,
+) -> Vec<Update> {
     let added: Vec<Endpoint> = new
         .iter()
         .filter(|(address, endpoint)| old.get(address) != Some(endpoint))
-        .map(|(_, endpoint)| endpoint.clone())
+        .map(|(_, endpoint)| Endpoint::clone(endpoint))
         .collect();
     let removed: Vec<SocketAddr> = old
         .keys()
@@ -576,12 +588,12 @@ fn prefix_end(key_prefix: &str) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    fn set(items: &[(&str, u32)]) -> BTreeMap<SocketAddr, Endpoint> {
+    fn set(items: &[(&str, u32)]) -> BTreeMap<SocketAddr, Arc<Endpoint>> {
         items
             .iter()
             .map(|(address, weight)| {
                 let endpoint = Endpoint::new(address.parse().unwrap()).with_weight(*weight);
-                (endpoint.address, endpoint)
+                (endpoint.address, Arc::new(endpoint))
             })
             .collect()
     }
