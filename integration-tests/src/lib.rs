@@ -30,9 +30,9 @@ use std::time::{Duration, Instant};
 pub fn free_port() -> u16 {
     let (ephemeral_low, _) = ephemeral_range();
     if ephemeral_low > 11_000 {
-        let span = u64::from(ephemeral_low - 10_000);
         for _ in 0..1_000 {
-            let port = 10_000 + (next_random() % span) as u16;
+            // fastrand seeds each thread randomly, so parallel test processes differ.
+            let port = fastrand::u16(10_000..ephemeral_low);
             let tcp = TcpListener::bind(("127.0.0.1", port));
             let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
             if tcp.is_ok() && udp.is_ok() {
@@ -55,26 +55,6 @@ fn ephemeral_range() -> (u16, u16) {
             Some((parts.next()?.ok()?, parts.next()?.ok()?))
         })
         .unwrap_or((49_152, 65_535))
-}
-
-/// A xorshift sequence seeded per process (time and pid), so that parallel test processes
-/// pick different ports.
-fn next_random() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static STATE: AtomicU64 = AtomicU64::new(0);
-    let mut x = STATE.load(Ordering::Relaxed);
-    if x == 0 {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1);
-        x = nanos ^ (u64::from(std::process::id()) << 32) | 1;
-    }
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    STATE.store(x, Ordering::Relaxed);
-    x
 }
 
 /// Polls `check` every 20 ms until it returns true or `deadline` passes. Returns how long
