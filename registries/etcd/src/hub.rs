@@ -518,13 +518,16 @@ impl Hub {
             Some(published) => diff(published, &current),
             None => Vec::new(),
         };
-        let reset = Update::Reset(owned(&current));
+        // Only a subscriber that has not started needs the whole set.
+        let mut reset = None;
         let mut gone = Vec::new();
         for subscriber in &mut state.subscribers {
             let updates = if subscriber.started {
                 changes.clone()
             } else {
-                vec![reset.clone()]
+                vec![reset
+                    .get_or_insert_with(|| Update::Reset(owned(&current)))
+                    .clone()]
             };
             subscriber.started = true;
             for update in updates {
