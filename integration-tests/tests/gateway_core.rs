@@ -619,6 +619,44 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_writes_every_pending_access_log_line_before_exit() {
+    let a = Backend::start("a");
+    let config = format!(
+        "{}\n[upstreams.u]\n[[upstreams.u.sources]]\nregistry = \"local\"\nservice = \"s\"\n[[routes]]\nupstream = \"u\"\n",
+        static_registry(&[("s", &[(&a, 1)])])
+    );
+    let mut gw = Gateway::start(&config).await;
+    gw.wait_ready().await;
+    let ids: Vec<String> = (0..200).map(|i| format!("exit-{i}")).collect();
+    let sends = ids.iter().map(|id| {
+        gw.send(
+            gw.client()
+                .get(gw.url("/"))
+                .header("x-request-id", id.as_str()),
+        )
+    });
+    for reply in futures::future::join_all(sends).await {
+        assert_eq!(reply.status, 200);
+    }
+    // At once: lines wait up to 20 ms for their batch, and the exit must not lose them.
+    let status = tokio::task::spawn_blocking(move || (gw.terminate(), gw))
+        .await
+        .unwrap();
+    let (status, gw) = status;
+    assert!(status.success(), "exit status {status:?}");
+    let log = gw.stdout();
+    let logged: std::collections::HashSet<String> = log
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+            v["request_id"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect();
+    let missing: Vec<&String> = ids.iter().filter(|id| !logged.contains(*id)).collect();
+    assert!(missing.is_empty(), "not logged: {missing:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_connections_are_kept_alive_and_reused() {
     let a = Backend::start("a");
     let config = format!(

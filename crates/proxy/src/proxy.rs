@@ -274,6 +274,13 @@ impl Proxy {
         &self.client
     }
 
+    /// Writes the access log's pending lines and stops it (after the drain, at shutdown).
+    pub fn close_access_log(&self) {
+        if let Some(log) = &self.access_log {
+            log.close();
+        }
+    }
+
     /// The current table.
     pub fn table(&self) -> Arc<Table> {
         self.table.load_full()
@@ -299,7 +306,6 @@ impl Proxy {
         mut request: Request<Incoming>,
         peer: &Peer,
     ) -> Response<ProxyBody> {
-        let client = peer.address;
         let start = Instant::now();
         let request_id = forward::request_id(request.headers_mut());
         let in_flight = self.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -343,11 +349,12 @@ impl Proxy {
             path: request
                 .uri()
                 .path_and_query()
-                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
             status: 0,
             route: None,
             endpoint: None,
-            client,
+            client_ip: peer.ip.clone(),
         });
         let (response, metrics, endpoint) = match found {
             None => (

@@ -350,6 +350,7 @@ pub async fn serve(
         let _ = stop.send(true);
         let _ = task.await;
     }
+    app.proxy.close_access_log();
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }
