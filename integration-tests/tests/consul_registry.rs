@@ -45,7 +45,7 @@ fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
 
-fn ports(endpoints: &[Endpoint]) -> Vec<u16> {
+fn ports(endpoints: &[std::sync::Arc<Endpoint>]) -> Vec<u16> {
     let mut ports: Vec<u16> = endpoints.iter().map(|e| e.address.port()).collect();
     ports.sort_unstable();
     ports
@@ -113,7 +113,7 @@ async fn register_fail_deregister_reach_the_stream_quickly() {
     let mut stream = registry.watch(&query("web", &[], None)).await.unwrap();
 
     // An unknown service is an authoritative empty set.
-    assert_eq!(next(&mut stream, "initial").await, Update::Reset(vec![]));
+    assert_eq!(next(&mut stream, "initial").await, Update::reset(vec![]));
 
     // A TTL check starts critical: registered but not yet serving.
     agent
@@ -171,7 +171,7 @@ async fn register_fail_deregister_reach_the_stream_quickly() {
     agent.deregister("web-2").await.unwrap();
     assert_eq!(
         next(&mut stream, "deregister web-2").await,
-        Update::Reset(vec![])
+        Update::reset(vec![])
     );
 
     // Pushed, not polled: one blocking request per answer, not a request loop.
@@ -280,7 +280,7 @@ async fn warning_instances_serve_at_warning_weight_when_not_only_passing() {
     assert_eq!((changed[0].address.port(), changed[0].weight), (9001, 3));
     assert_eq!(
         next(&mut strict, "a warns (strict)").await,
-        Update::Reset(vec![])
+        Update::reset(vec![])
     );
 
     agent.fail("service:b").await.unwrap();

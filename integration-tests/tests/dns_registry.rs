@@ -83,11 +83,14 @@ impl View {
         match update {
             Update::Reset(endpoints) => {
                 self.exists = true;
-                self.endpoints = endpoints.into_iter().map(|e| (e.address, e)).collect();
+                self.endpoints = endpoints
+                    .into_iter()
+                    .map(|e| (e.address, (*e).clone()))
+                    .collect();
             }
             Update::Add(endpoints) => {
                 self.endpoints
-                    .extend(endpoints.into_iter().map(|e| (e.address, e)));
+                    .extend(endpoints.into_iter().map(|e| (e.address, (*e).clone())));
             }
             Update::Remove(addresses) => {
                 for address in addresses {
@@ -351,10 +354,10 @@ async fn nxdomain_nodata_and_dot_target_are_authoritative_empties() {
     let mut nodata = watch(&registry, "_http._tcp.nodata.example.test").await;
     assert_eq!(
         next(&mut nodata, limit).await.unwrap(),
-        Update::Reset(vec![])
+        Update::reset(vec![])
     );
     let mut down = watch(&registry, "_http._tcp.down.example.test").await;
-    assert_eq!(next(&mut down, limit).await.unwrap(), Update::Reset(vec![]));
+    assert_eq!(next(&mut down, limit).await.unwrap(), Update::reset(vec![]));
     let mut host = watch(&registry, "nohost.example.test:80").await;
     assert_eq!(next(&mut host, limit).await.unwrap(), Update::DoesNotExist);
 
@@ -369,7 +372,7 @@ async fn nxdomain_nodata_and_dot_target_are_authoritative_empties() {
     );
     assert_eq!(
         update,
-        Update::Reset(vec![endpoint_with_meta(
+        Update::reset(vec![endpoint_with_meta(
             "127.0.0.11:80",
             "a.orders.example.test",
             0,
@@ -528,6 +531,6 @@ async fn tsig_signed_updates_are_seen() {
     let update = next(&mut web, Duration::from_secs(10)).await.unwrap();
     assert_eq!(
         update,
-        Update::Reset(vec![Endpoint::new("127.0.0.31:80".parse().unwrap())])
+        Update::reset(vec![Endpoint::new("127.0.0.31:80".parse().unwrap())])
     );
 }

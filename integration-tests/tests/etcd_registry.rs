@@ -56,7 +56,7 @@ fn json(port: u16, weight: u32) -> String {
 
 /// An update in a short, comparable form: `Reset 127.0.0.1:9001w1`, `Remove 127.0.0.1:9002`.
 fn show(update: &Update) -> String {
-    let endpoints = |endpoints: &[Endpoint]| {
+    let endpoints = |endpoints: &[std::sync::Arc<Endpoint>]| {
         endpoints
             .iter()
             .map(|e| format!(" {}w{}", e.address, e.weight))
@@ -88,9 +88,11 @@ fn apply(set: &mut BTreeMap<SocketAddr, Endpoint>, update: &Update) {
     match update {
         Update::Reset(endpoints) => {
             set.clear();
-            set.extend(endpoints.iter().map(|e| (e.address, e.clone())));
+            set.extend(endpoints.iter().map(|e| (e.address, Endpoint::clone(e))));
         }
-        Update::Add(endpoints) => set.extend(endpoints.iter().map(|e| (e.address, e.clone()))),
+        Update::Add(endpoints) => {
+            set.extend(endpoints.iter().map(|e| (e.address, Endpoint::clone(e))))
+        }
         Update::Remove(addresses) => addresses.iter().for_each(|a| drop(set.remove(a))),
         Update::DoesNotExist => set.clear(),
     }

@@ -201,11 +201,14 @@ fn watch(registry: &Arc<dyn Registry>, service: &str, port: Option<&str>) -> Wat
                     match update {
                         Update::Reset(endpoints) => {
                             seen.exists = Some(true);
-                            seen.set = endpoints.into_iter().map(|e| (e.address, e)).collect();
+                            seen.set = endpoints
+                                .into_iter()
+                                .map(|e| (e.address, (*e).clone()))
+                                .collect();
                         }
                         Update::Add(endpoints) => {
                             seen.set
-                                .extend(endpoints.into_iter().map(|e| (e.address, e)));
+                                .extend(endpoints.into_iter().map(|e| (e.address, (*e).clone())));
                         }
                         Update::Remove(addresses) => {
                             for address in addresses {

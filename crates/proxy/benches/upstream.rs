@@ -139,14 +139,14 @@ impl Fixture {
             .expect("runtime");
         let registry = Arc::new(ChannelRegistry::default());
         let main = registry.service("main");
-        main.send(Update::Reset((0..n).map(endpoint).collect()))
+        main.send(Update::reset((0..n).map(endpoint)))
             .expect("open");
         let mut specs = vec![spec(&registry, "main")];
         let mut senders = Vec::with_capacity(others);
         for o in 0..others {
             let name = format!("other{o}");
             let tx = registry.service(&name);
-            tx.send(Update::Reset((0..other_size).map(endpoint).collect()))
+            tx.send(Update::reset((0..other_size).map(endpoint)))
                 .expect("open");
             senders.push(tx);
             specs.push(spec(&registry, &name));
@@ -195,7 +195,7 @@ impl Fixture {
                 let changed = endpoint(target).with_weight(if *flip { 2 } else { 1 });
                 let before = upstream.snapshot().version;
                 let start = Instant::now();
-                self.main.send(Update::Add(vec![changed])).expect("open");
+                self.main.send(Update::add(vec![changed])).expect("open");
                 let deadline = start + Duration::from_secs(30);
                 while upstream.snapshot().version == before {
                     assert!(Instant::now() < deadline, "no new snapshot within 30 s");
@@ -219,7 +219,7 @@ impl Synced {
     fn new(n: usize, kind: BalancerKind) -> Synced {
         let registry = Arc::new(ChannelRegistry::default());
         let mut state = UpstreamState::new(&spec_with(&registry, "main", kind));
-        let snapshot = state.apply(0, Update::Reset((0..n).map(endpoint).collect()));
+        let snapshot = state.apply(0, Update::reset((0..n).map(endpoint)));
         assert_eq!(snapshot.serving.len(), n);
         Synced {
             published: ArcSwap::new(snapshot),
@@ -247,7 +247,7 @@ fn endpoint_change(c: &mut Criterion) {
                 b.iter(|| {
                     flip = !flip;
                     let changed = endpoint(target).with_weight(if flip { 2 } else { 1 });
-                    synced.apply(Update::Add(vec![changed]));
+                    synced.apply(Update::add(vec![changed]));
                 });
             });
         }
@@ -258,7 +258,7 @@ fn endpoint_change(c: &mut Criterion) {
             b.iter(|| {
                 present = !present;
                 synced.apply(if present {
-                    Update::Add(vec![target.clone()])
+                    Update::add(vec![target.clone()])
                 } else {
                     Update::Remove(vec![target.address])
                 });
@@ -291,7 +291,7 @@ fn endpoint_change(c: &mut Criterion) {
             b.iter(|| {
                 flip = !flip;
                 let changed = endpoint(target).with_weight(if flip { 2 } else { 1 });
-                synced.apply(Update::Add(vec![changed]));
+                synced.apply(Update::add(vec![changed]));
             });
         });
         drop(others);

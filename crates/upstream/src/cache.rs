@@ -256,8 +256,12 @@ impl Actor {
                     "serving the saved last good set until the registry answers"
                 );
                 self.upstream.set_stale(index, true);
-                self.upstream
-                    .apply(index, switchyard_registry::Update::Reset(endpoints));
+                self.upstream.apply(
+                    index,
+                    switchyard_registry::Update::Reset(
+                        endpoints.into_iter().map(Arc::new).collect(),
+                    ),
+                );
                 let mut status = self.status(index);
                 status.restored = true;
                 status.stale = true;

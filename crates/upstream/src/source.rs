@@ -78,15 +78,18 @@ impl SourceSet {
     /// address once.
     pub(crate) fn apply(&mut self, update: Update) -> Vec<Change> {
         match update {
-            Update::Reset(endpoints) => self.replace(endpoints.into_iter().map(Arc::new).collect()),
+            Update::Reset(endpoints) => self.replace(endpoints),
             Update::Add(endpoints) => {
                 let mut changes = Vec::new();
                 for endpoint in endpoints {
-                    if self.get(&endpoint.address).is_some_and(|e| **e == endpoint) {
+                    if self
+                        .get(&endpoint.address)
+                        .is_some_and(|e| **e == *endpoint)
+                    {
                         continue;
                     }
                     let address = endpoint.address;
-                    let old = self.endpoints.replace(ByAddress(Arc::new(endpoint)));
+                    let old = self.endpoints.replace(ByAddress(endpoint));
                     changes.push((address, old.map(|e| e.0)));
                 }
                 if changes.len() > 1 {
@@ -220,12 +223,12 @@ mod tests {
     #[test]
     fn applies_each_update_kind() {
         let mut set = SourceSet::default();
-        let reset = Update::Reset(vec![ep(1, 1), ep(2, 1)]);
+        let reset = Update::reset(vec![ep(1, 1), ep(2, 1)]);
         assert_eq!(set.len_after(&reset), 2);
         assert_eq!(changed(set.apply(reset)), vec![(1, None), (2, None)]);
         let kept = set.get(&ep(1, 1).address).unwrap().clone();
         assert!(
-            set.apply(Update::Reset(vec![ep(2, 1), ep(1, 1)]))
+            set.apply(Update::reset(vec![ep(2, 1), ep(1, 1)]))
                 .is_empty(),
             "same set, other order"
         );
@@ -233,12 +236,12 @@ mod tests {
             Arc::ptr_eq(&kept, set.get(&ep(1, 1).address).unwrap()),
             "an unchanged endpoint keeps its allocation"
         );
-        let add = Update::Add(vec![ep(2, 5), ep(3, 1), ep(3, 2)]);
+        let add = Update::add(vec![ep(2, 5), ep(3, 1), ep(3, 2)]);
         assert_eq!(set.len_after(&add), 3);
         assert_eq!(changed(set.apply(add)), vec![(2, Some(1)), (3, None)]);
         assert_eq!(ports(&set), vec![(1, 1), (2, 5), (3, 2)]);
         assert!(
-            set.apply(Update::Add(vec![ep(3, 2)])).is_empty(),
+            set.apply(Update::add(vec![ep(3, 2)])).is_empty(),
             "no-op add"
         );
         let remove = Update::Remove(vec![ep(1, 1).address, ep(1, 1).address, ep(9, 1).address]);
@@ -247,7 +250,7 @@ mod tests {
         assert!(set.apply(Update::Remove(vec![ep(9, 1).address])).is_empty());
         assert_eq!(ports(&set), vec![(2, 5), (3, 2)]);
         assert_eq!(
-            changed(set.apply(Update::Reset(vec![ep(3, 2), ep(4, 1), ep(4, 7)]))),
+            changed(set.apply(Update::reset(vec![ep(3, 2), ep(4, 1), ep(4, 7)]))),
             vec![(2, Some(5)), (4, None)]
         );
         assert_eq!(ports(&set), vec![(3, 2), (4, 7)]);
@@ -257,17 +260,17 @@ mod tests {
             vec![(3, Some(2)), (4, Some(7))]
         );
         assert_eq!(set.len(), 0);
-        assert!(set.apply(Update::Reset(vec![])).is_empty());
+        assert!(set.apply(Update::reset(vec![])).is_empty());
     }
 
     #[test]
     fn equality_is_by_content() {
         let mut a = SourceSet::default();
         let mut b = SourceSet::default();
-        a.apply(Update::Reset(vec![ep(1, 1), ep(2, 1)]));
-        b.apply(Update::Reset(vec![ep(2, 1), ep(1, 1)]));
+        a.apply(Update::reset(vec![ep(1, 1), ep(2, 1)]));
+        b.apply(Update::reset(vec![ep(2, 1), ep(1, 1)]));
         assert_eq!(a, b);
-        b.apply(Update::Add(vec![ep(2, 3)]));
+        b.apply(Update::add(vec![ep(2, 3)]));
         assert_ne!(a, b);
     }
 }

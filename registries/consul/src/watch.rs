@@ -103,10 +103,10 @@ pub fn diff(
             vec![Update::Reset(Vec::new())]
         };
     }
-    let added: Vec<Endpoint> = new
+    let added: Vec<Arc<Endpoint>> = new
         .iter()
         .filter(|(addr, ep)| old.get(addr) != Some(ep))
-        .map(|(_, ep)| ep.clone())
+        .map(|(_, ep)| Arc::new(ep.clone()))
         .collect();
     let removed: Vec<SocketAddr> = old
         .keys()
@@ -278,7 +278,7 @@ impl Watch {
         match &self.known {
             None => self
                 .pending
-                .push_back(Update::Reset(set.values().cloned().collect())),
+                .push_back(Update::Reset(set.values().cloned().map(Arc::new).collect())),
             Some(known) => self.pending.extend(diff(known, &set)),
         }
         self.known = Some(set);
@@ -565,20 +565,20 @@ mod tests {
         check(
             &[ep(1, 1)],
             &[ep(1, 1), ep(2, 1)],
-            vec![Update::Add(vec![ep(2, 1)])],
+            vec![Update::add(vec![ep(2, 1)])],
         );
         check(
             &[ep(1, 1), ep(2, 1)],
             &[ep(1, 1)],
             vec![Update::Remove(vec![ep(2, 1).address])],
         );
-        check(&[ep(1, 1)], &[ep(1, 5)], vec![Update::Add(vec![ep(1, 5)])]);
-        check(&[ep(1, 1)], &[], vec![Update::Reset(vec![])]);
+        check(&[ep(1, 1)], &[ep(1, 5)], vec![Update::add(vec![ep(1, 5)])]);
+        check(&[ep(1, 1)], &[], vec![Update::reset(vec![])]);
         check(
             &[ep(1, 1)],
             &[ep(2, 1)],
             vec![
-                Update::Add(vec![ep(2, 1)]),
+                Update::add(vec![ep(2, 1)]),
                 Update::Remove(vec![ep(1, 1).address]),
             ],
         );

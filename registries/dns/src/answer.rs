@@ -146,7 +146,9 @@ pub fn refresh_delay(ttl: Duration, min_ttl: Duration, max_ttl: Duration, random
 /// `Reset` of the new set, so a consumer never sees a half-applied change. An empty set is
 /// an empty `Reset`; NXDOMAIN is `DoesNotExist`.
 pub fn diff(previous: Option<&State>, next: &State) -> Option<Update> {
-    let endpoints = |set: &BTreeMap<SocketAddr, Endpoint>| set.values().cloned().collect();
+    let endpoints = |set: &BTreeMap<SocketAddr, Endpoint>| {
+        set.values().cloned().map(std::sync::Arc::new).collect()
+    };
     match (previous, next) {
         (Some(previous), next) if previous == next => None,
         (_, State::Missing) => Some(Update::DoesNotExist),
@@ -162,10 +164,11 @@ pub fn diff(previous: Option<&State>, next: &State) -> Option<Update> {
                 .filter(|address| !next.contains_key(address))
                 .copied()
                 .collect();
-            let changed: Vec<Endpoint> = next
+            let changed: Vec<std::sync::Arc<Endpoint>> = next
                 .values()
                 .filter(|endpoint| previous.get(&endpoint.address) != Some(endpoint))
                 .cloned()
+                .map(std::sync::Arc::new)
                 .collect();
             Some(match (removed.is_empty(), changed.is_empty()) {
                 (true, _) => Update::Add(changed),
@@ -325,8 +328,8 @@ mod tests {
                 "{previous:?} -> {next:?}"
             );
         }
-        check(None, set(&[&a]), Some(Update::Reset(vec![a.clone()])));
-        check(None, State::empty(), Some(Update::Reset(vec![])));
+        check(None, set(&[&a]), Some(Update::reset(vec![a.clone()])));
+        check(None, State::empty(), Some(Update::reset(vec![])));
         check(None, State::Missing, Some(Update::DoesNotExist));
         check(Some(set(&[&a])), set(&[&a]), None);
         check(Some(State::Missing), State::Missing, None);
@@ -334,12 +337,12 @@ mod tests {
         check(
             Some(set(&[&a])),
             set(&[&a, &b]),
-            Some(Update::Add(vec![b.clone()])),
+            Some(Update::add(vec![b.clone()])),
         );
         check(
             Some(set(&[&a, &b])),
             set(&[&a, &b3]),
-            Some(Update::Add(vec![b3.clone()])),
+            Some(Update::add(vec![b3.clone()])),
         );
         check(
             Some(set(&[&a, &b])),
@@ -349,23 +352,23 @@ mod tests {
         check(
             Some(set(&[&a])),
             set(&[&b]),
-            Some(Update::Reset(vec![b.clone()])),
+            Some(Update::reset(vec![b.clone()])),
         );
         check(
             Some(set(&[&a])),
             State::empty(),
-            Some(Update::Reset(vec![])),
+            Some(Update::reset(vec![])),
         );
         check(Some(set(&[&a])), State::Missing, Some(Update::DoesNotExist));
         check(
             Some(State::Missing),
             set(&[&a]),
-            Some(Update::Reset(vec![a.clone()])),
+            Some(Update::reset(vec![a.clone()])),
         );
         check(
             Some(State::Missing),
             State::empty(),
-            Some(Update::Reset(vec![])),
+            Some(Update::reset(vec![])),
         );
         check(
             Some(State::empty()),

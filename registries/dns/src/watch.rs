@@ -57,11 +57,9 @@ pub fn watch(
 ) -> UpdateStream {
     if let Target::Fixed(address) = target {
         // Nothing to look up: one endpoint, forever.
-        return stream::once(future::ready(Ok(Update::Reset(vec![Endpoint::new(
-            address,
-        )]))))
-        .chain(stream::pending())
-        .boxed();
+        return stream::once(future::ready(Ok(Update::reset([Endpoint::new(address)]))))
+            .chain(stream::pending())
+            .boxed();
     }
     let watch = Watch {
         client,

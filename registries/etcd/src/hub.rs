@@ -544,11 +544,9 @@ impl Hub {
     }
 }
 
-/// The endpoints of a set, as the owned values an `Update` carries.
-fn owned(set: &BTreeMap<SocketAddr, Arc<Endpoint>>) -> Vec<Endpoint> {
-    set.values()
-        .map(|endpoint| Endpoint::clone(endpoint))
-        .collect()
+/// The endpoints of a set, as an `Update` carries them: the same allocations, shared.
+fn owned(set: &BTreeMap<SocketAddr, Arc<Endpoint>>) -> Vec<Arc<Endpoint>> {
+    set.values().cloned().collect()
 }
 
 /// The updates that turn `old` into `new`: changed and new endpoints first (so the set
@@ -557,10 +555,10 @@ fn diff(
     old: &BTreeMap<SocketAddr, Arc<Endpoint>>,
     new: &BTreeMap<SocketAddr, Arc<Endpoint>>,
 ) -> Vec<Update> {
-    let added: Vec<Endpoint> = new
+    let added: Vec<Arc<Endpoint>> = new
         .iter()
         .filter(|(address, endpoint)| old.get(address) != Some(endpoint))
-        .map(|(_, endpoint)| Endpoint::clone(endpoint))
+        .map(|(_, endpoint)| Arc::clone(endpoint))
         .collect();
     let removed: Vec<SocketAddr> = old
         .keys()

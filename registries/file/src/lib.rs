@@ -145,7 +145,9 @@ impl Registry for FileRegistry {
                     FileState::Pending => None,
                     FileState::Failed { error } => Some(Err(RegistryError::unavailable(error))),
                     FileState::Loaded(services) => Some(Ok(match services.get(&service) {
-                        Some(endpoints) => Update::Reset(endpoints.clone()),
+                        Some(endpoints) => {
+                            Update::Reset(endpoints.iter().cloned().map(Arc::new).collect())
+                        }
                         None => Update::DoesNotExist,
                     })),
                 };

@@ -291,7 +291,7 @@ impl ServiceStream {
                         resolved.skipped.join("; ")
                     );
                 }
-                Published::Set(resolved.endpoints)
+                Published::set(self.published.as_ref(), resolved.endpoints)
             }
         };
         let updates = diff(self.published.as_ref(), &now, relisted);

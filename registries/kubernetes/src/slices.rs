@@ -16,6 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use switchyard_registry::{Endpoint, Update};
@@ -215,8 +216,33 @@ fn missing_port(slice: &EndpointSlice, spec: &PortSpec) -> String {
 pub enum Published {
     /// No EndpointSlice carries the service's label.
     Missing,
-    /// The endpoint set, sorted by address.
-    Set(Vec<Endpoint>),
+    /// The endpoint set, sorted by address. Shared with the updates sent (and so with the
+    /// upstream cache): see [`Published::set`].
+    Set(Vec<Arc<Endpoint>>),
+}
+
+impl Published {
+    /// A set of freshly resolved endpoints (sorted by address) that keeps `before`'s
+    /// allocation for every endpoint that did not change, so that the copy held here and the
+    /// one the cache holds stay the same one.
+    pub fn set(before: Option<&Published>, now: Vec<Endpoint>) -> Published {
+        let old: &[Arc<Endpoint>] = match before {
+            Some(Published::Set(old)) => old,
+            _ => &[],
+        };
+        let mut old = old.iter().peekable();
+        let shared = now
+            .into_iter()
+            .map(|endpoint| {
+                while old.next_if(|o| o.address < endpoint.address).is_some() {}
+                match old.next_if(|o| o.address == endpoint.address) {
+                    Some(o) if **o == endpoint => Arc::clone(o),
+                    _ => Arc::new(endpoint),
+                }
+            })
+            .collect();
+        Published::Set(shared)
+    }
 }
 
 /// The updates that take a consumer from `before` (nothing yet: `None`) to `now`; empty
@@ -232,11 +258,11 @@ pub fn diff(before: Option<&Published>, now: &Published, relisted: bool) -> Vec<
             vec![Update::Reset(set.clone())]
         }
         (Some(Published::Set(old)), Published::Set(set)) => {
-            let old_by_addr: BTreeMap<SocketAddr, &Endpoint> =
+            let old_by_addr: BTreeMap<SocketAddr, &Arc<Endpoint>> =
                 old.iter().map(|e| (e.address, e)).collect();
             let new_addrs: std::collections::BTreeSet<SocketAddr> =
                 set.iter().map(|e| e.address).collect();
-            let added: Vec<Endpoint> = set
+            let added: Vec<Arc<Endpoint>> = set
                 .iter()
                 .filter(|e| old_by_addr.get(&e.address) != Some(e))
                 .cloned()
@@ -440,12 +466,43 @@ mod tests {
     }
 
     fn set(addrs: &[&str]) -> Published {
-        Published::Set(
+        Published::set(
+            None,
             addrs
                 .iter()
                 .map(|a| Endpoint::new(a.parse().unwrap()))
                 .collect(),
         )
+    }
+
+    #[test]
+    fn a_new_set_keeps_the_allocation_of_every_unchanged_endpoint() {
+        let ep = |a: &str| Endpoint::new(a.parse().unwrap());
+        let before = set(&["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"]);
+        let now = Published::set(
+            Some(&before),
+            vec![
+                ep("10.0.0.0:80"),
+                ep("10.0.0.1:80"),
+                ep("10.0.0.2:80").with_weight(5),
+                ep("10.0.0.3:80"),
+            ],
+        );
+        let (Published::Set(old), Published::Set(new)) = (&before, &now) else {
+            panic!("sets")
+        };
+        assert_eq!(new.len(), 4);
+        assert!(Arc::ptr_eq(&new[1], &old[0]), "unchanged: shared");
+        assert!(!Arc::ptr_eq(&new[2], &old[1]), "changed weight: a new one");
+        assert_eq!(new[2].weight, 5);
+        assert!(Arc::ptr_eq(&new[3], &old[2]), "unchanged: shared");
+        // And the update sent for the change carries the new set's own allocation.
+        let updates = diff(Some(&before), &now, false);
+        let [Update::Add(added)] = updates.as_slice() else {
+            panic!("{updates:?}")
+        };
+        assert_eq!(added.len(), 2);
+        assert!(added.iter().any(|a| Arc::ptr_eq(a, &new[2])));
     }
 
     #[test]
@@ -482,7 +539,7 @@ mod tests {
         // A changed zone on the same address is an Add (replace in place).
         let mut zoned = a.clone();
         if let Published::Set(v) = &mut zoned {
-            v[0].zone = Some("z".into());
+            Arc::make_mut(&mut v[0]).zone = Some("z".into());
         }
         assert!(matches!(
             diff(Some(&a), &zoned, false).as_slice(),

@@ -156,14 +156,14 @@ impl Registry for StaticRegistry {
                 .await
                 .map(|mut a| a.next())
             {
-                Ok(Some(address)) => endpoints.push(Endpoint {
+                Ok(Some(address)) => endpoints.push(Arc::new(Endpoint {
                     address,
                     weight: entry.weight,
                     priority: entry.priority,
                     zone: entry.zone.clone(),
                     metadata: entry.metadata.clone(),
                     healthy: true,
-                }),
+                })),
                 Ok(None) | Err(_) => self.ctx.metrics.malformed(
                     &self.ctx.name,
                     format!("{}: {} does not resolve", query.service, entry.address),

@@ -94,8 +94,8 @@ fn serving(snapshot: &Snapshot) -> Vec<(u16, u32)> {
 #[test]
 fn lowest_tier_with_a_healthy_endpoint_serves() {
     let mut state = upstream(&[(1, None), (0, None)], PanicMode::ServeAll);
-    state.apply(0, Update::Reset(eps(&[(3, 1)])));
-    let snap = state.apply(1, Update::Reset(eps(&[(1, 1), (2, 2)])));
+    state.apply(0, Update::reset(eps(&[(3, 1)])));
+    let snap = state.apply(1, Update::reset(eps(&[(1, 1), (2, 2)])));
     assert_eq!(serving(&snap), vec![(1, 1), (2, 2)]);
     assert!(!snap.panic);
     assert_eq!(snap.endpoints.len(), 3);
@@ -116,13 +116,13 @@ fn unhealthy_tier_fails_over_and_all_unhealthy_panics() {
     let mut state = upstream(&[(0, None), (1, None)], PanicMode::ServeAll);
     let mut sick = ep(1);
     sick.healthy = false;
-    state.apply(0, Update::Reset(vec![sick]));
-    let snap = state.apply(1, Update::Reset(eps(&[(2, 1)])));
+    state.apply(0, Update::reset(vec![sick]));
+    let snap = state.apply(1, Update::reset(eps(&[(2, 1)])));
     assert_eq!(serving(&snap), vec![(2, 1)]);
     assert!(!snap.panic);
     let mut sick2 = ep(2);
     sick2.healthy = false;
-    let snap = state.apply(1, Update::Add(vec![sick2]));
+    let snap = state.apply(1, Update::add(vec![sick2]));
     assert!(snap.panic);
     assert_eq!(
         serving(&snap),
@@ -131,7 +131,7 @@ fn unhealthy_tier_fails_over_and_all_unhealthy_panics() {
     );
     let mut sick3 = ep(3);
     sick3.healthy = false;
-    let snap = state.apply(0, Update::Add(vec![sick3]));
+    let snap = state.apply(0, Update::add(vec![sick3]));
     assert_eq!(serving(&snap), vec![(1, 1), (3, 1)]);
 }
 
@@ -140,7 +140,7 @@ fn reject_panic_mode_serves_nothing_when_all_are_unhealthy() {
     let mut state = upstream(&[(0, None)], PanicMode::Reject);
     let mut e = ep(1);
     e.healthy = false;
-    let snap = state.apply(0, Update::Reset(vec![e]));
+    let snap = state.apply(0, Update::reset(vec![e]));
     assert!(snap.panic);
     assert!(snap.serving.is_empty());
     assert_eq!(snap.endpoints.len(), 1);
@@ -154,15 +154,15 @@ fn endpoint_priority_ranks_within_a_source() {
     a.priority = 10;
     let mut b = ep(2);
     b.priority = 20;
-    let snap = state.apply(0, Update::Reset(vec![b, a]));
+    let snap = state.apply(0, Update::reset(vec![b, a]));
     assert_eq!(serving(&snap), vec![(1, 1)]);
 }
 
 #[test]
 fn same_address_from_two_sources_counts_once_at_its_best_tier() {
     let mut state = upstream(&[(1, None), (0, None)], PanicMode::ServeAll);
-    state.apply(0, Update::Reset(eps(&[(1, 1), (2, 1)])));
-    let snap = state.apply(1, Update::Reset(eps(&[(2, 5), (3, 1)])));
+    state.apply(0, Update::reset(eps(&[(1, 1), (2, 1)])));
+    let snap = state.apply(1, Update::reset(eps(&[(2, 5), (3, 1)])));
     let all: Vec<(u16, u32, &str)> = snap
         .endpoints
         .iter()
@@ -184,8 +184,8 @@ fn same_address_from_two_sources_counts_once_at_its_best_tier() {
 #[test]
 fn source_weights_split_a_tier_regardless_of_instance_counts() {
     let mut state = upstream(&[(0, Some(9)), (0, Some(1))], PanicMode::ServeAll);
-    state.apply(0, Update::Reset(eps(&[(1, 1), (2, 1), (3, 1)])));
-    let snap = state.apply(1, Update::Reset(eps(&[(4, 1)])));
+    state.apply(0, Update::reset(eps(&[(1, 1), (2, 1), (3, 1)])));
+    let snap = state.apply(1, Update::reset(eps(&[(4, 1)])));
     let weights = serving(&snap);
     let total: u32 = weights.iter().map(|(_, w)| w).sum();
     let k8s: u32 = weights
@@ -195,7 +195,7 @@ fn source_weights_split_a_tier_regardless_of_instance_counts() {
         .sum();
     assert_eq!(k8s * 10, total, "{weights:?}");
     // A fifth endpoint in the first source: its share stays 9/10.
-    let snap = state.apply(0, Update::Add(eps(&[(5, 1)])));
+    let snap = state.apply(0, Update::add(eps(&[(5, 1)])));
     let weights = serving(&snap);
     let total: u32 = weights.iter().map(|(_, w)| w).sum();
     let k8s: u32 = weights
@@ -209,7 +209,7 @@ fn source_weights_split_a_tier_regardless_of_instance_counts() {
 #[test]
 fn ejected_endpoints_leave_the_serving_set_until_the_ejection_ends() {
     let mut state = upstream(&[(0, None)], PanicMode::ServeAll);
-    let snap = state.apply(0, Update::Reset(eps(&[(1, 1), (2, 1)])));
+    let snap = state.apply(0, Update::reset(eps(&[(1, 1), (2, 1)])));
     assert_eq!(state.next_ejection_expiry(), None);
     let outlier = OutlierSpec {
         consecutive_failures: 1,
@@ -244,7 +244,7 @@ fn ejected_endpoints_leave_the_serving_set_until_the_ejection_ends() {
 #[test]
 fn an_ejection_renewed_before_its_expiry_was_seen_is_still_scheduled() {
     let mut state = upstream(&[(0, None)], PanicMode::ServeAll);
-    let snap = state.apply(0, Update::Reset(eps(&[(1, 1), (2, 1)])));
+    let snap = state.apply(0, Update::reset(eps(&[(1, 1), (2, 1)])));
     let one = snap.serving.get(0).unwrap().clone();
     let short = OutlierSpec {
         consecutive_failures: 1,
@@ -281,7 +281,7 @@ fn an_ejection_renewed_before_its_expiry_was_seen_is_still_scheduled() {
 #[test]
 fn active_health_flips_by_address() {
     let mut state = upstream(&[(0, None)], PanicMode::ServeAll);
-    let snap = state.apply(0, Update::Reset(eps(&[(1, 1), (2, 1), (3, 1)])));
+    let snap = state.apply(0, Update::reset(eps(&[(1, 1), (2, 1), (3, 1)])));
     let two = snap.serving.get(1).unwrap().clone();
     two.stats.set_active_healthy(false);
     let snap = state.refresh(&[two.address(), two.address()]);
@@ -302,8 +302,8 @@ fn active_health_flips_by_address() {
 fn one_change_shares_everything_else_with_the_previous_snapshot() {
     let mut state = upstream(&[(0, None)], PanicMode::ServeAll);
     let all: Vec<Endpoint> = (1..=2000).map(|p| ep(p).with_weight(1)).collect();
-    let before = state.apply(0, Update::Reset(all));
-    let after = state.apply(0, Update::Add(vec![ep(1000).with_weight(7)]));
+    let before = state.apply(0, Update::reset(all));
+    let after = state.apply(0, Update::add(vec![ep(1000).with_weight(7)]));
     assert_eq!(after.version, before.version + 1);
     let shared = before
         .endpoints
@@ -322,15 +322,15 @@ fn one_change_shares_everything_else_with_the_previous_snapshot() {
     assert_eq!(old.authority, new.authority);
     assert_eq!(after.serving.total_weight(), 1999 * 100 + 700);
     // No-op updates publish nothing.
-    let same = state.apply(0, Update::Add(vec![ep(1000).with_weight(7)]));
+    let same = state.apply(0, Update::add(vec![ep(1000).with_weight(7)]));
     assert!(Arc::ptr_eq(&same, &after));
 }
 
 #[test]
 fn stale_sources_mark_their_endpoints() {
     let mut state = upstream(&[(0, None), (0, None)], PanicMode::ServeAll);
-    state.apply(0, Update::Reset(eps(&[(1, 1)])));
-    state.apply(1, Update::Reset(eps(&[(2, 1)])));
+    state.apply(0, Update::reset(eps(&[(1, 1)])));
+    state.apply(1, Update::reset(eps(&[(2, 1)])));
     let snap = state.set_stale(1, true);
     let stale: Vec<(u16, bool)> = snap
         .endpoints
@@ -523,7 +523,7 @@ fn random_sequence(seed: u64, pool: u16, steps: usize) {
         let what = match rng.u8(0..12) {
             0 | 1 => {
                 let add = (0..rng.usize(1..4))
-                    .map(|_| random_endpoint(&mut rng, pool))
+                    .map(|_| Arc::new(random_endpoint(&mut rng, pool)))
                     .collect();
                 state.apply(source, Update::Add(add));
                 "add"
@@ -537,7 +537,9 @@ fn random_sequence(seed: u64, pool: u16, steps: usize) {
             }
             4 => {
                 let size = rng.usize(..=usize::from(pool));
-                let reset = (0..size).map(|_| random_endpoint(&mut rng, pool)).collect();
+                let reset = (0..size)
+                    .map(|_| Arc::new(random_endpoint(&mut rng, pool)))
+                    .collect();
                 state.apply(source, Update::Reset(reset));
                 "reset"
             }
@@ -549,7 +551,7 @@ fn random_sequence(seed: u64, pool: u16, steps: usize) {
                 }
                 let e = &current[rng.usize(..current.len())];
                 let changed = (**e).clone().with_weight(e.weight + 1);
-                state.apply(source, Update::Add(vec![changed]));
+                state.apply(source, Update::add(vec![changed]));
                 "weight change"
             }
             6 => {
@@ -558,7 +560,7 @@ fn random_sequence(seed: u64, pool: u16, steps: usize) {
                     "does not exist"
                 } else {
                     let mut set = state.source_set(source).clone();
-                    set.apply(Update::Add(vec![random_endpoint(&mut rng, pool)]));
+                    set.apply(Update::add(vec![random_endpoint(&mut rng, pool)]));
                     set.apply(Update::Remove(vec![ep(rng.u16(1..=pool)).address]));
                     state.replace_set(source, &set);
                     "replace set"
