@@ -145,6 +145,41 @@ async fn puts_deletes_and_changes_are_streamed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_watched_again_starts_from_its_current_set() {
+    let server = EtcdServer::start();
+    let mut etcd = client(&server).await;
+    put(&mut etcd, &key("echo", "a"), &json(9001, 1)).await;
+    put(&mut etcd, &key("echo", "b"), &json(9002, 1)).await;
+    put(&mut etcd, &key("keep", "a"), &json(9100, 1)).await;
+    let (registry, _) = build(&[server.client_url()]);
+    // `keep` holds the one watch open while `echo` has no subscriber.
+    let mut keep = registry.watch(&ServiceQuery::new("keep")).await.unwrap();
+    assert_eq!(next(&mut keep).await, "Reset 127.0.0.1:9100w1");
+    let mut echo = registry.watch(&ServiceQuery::new("echo")).await.unwrap();
+    assert_eq!(
+        next(&mut echo).await,
+        "Reset 127.0.0.1:9001w1 127.0.0.1:9002w1"
+    );
+    drop(echo);
+
+    // Changes while nobody watches `echo`: a re-weight, a delete, a new key.
+    put(&mut etcd, &key("echo", "a"), &json(9001, 7)).await;
+    server.etcdctl(&["del", &key("echo", "b")]);
+    put(&mut etcd, &key("echo", "c"), &json(9003, 1)).await;
+    // Events arrive in revision order: once `keep` sees this one, the hub has applied the above.
+    put(&mut etcd, &key("keep", "b"), &json(9101, 1)).await;
+    assert_eq!(next(&mut keep).await, "Add 127.0.0.1:9101w1");
+
+    let mut echo = registry.watch(&ServiceQuery::new("echo")).await.unwrap();
+    assert_eq!(
+        next(&mut echo).await,
+        "Reset 127.0.0.1:9001w7 127.0.0.1:9003w1"
+    );
+    put(&mut etcd, &key("echo", "d"), &json(9004, 1)).await;
+    assert_eq!(next(&mut echo).await, "Add 127.0.0.1:9004w1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_of_other_services_or_outside_the_prefix_change_nothing() {
     let server = EtcdServer::start();
     let mut etcd = client(&server).await;

@@ -156,13 +156,14 @@ struct Subscriber {
     started: bool,
 }
 
-/// A service somebody watches.
+/// A service somebody watches or has watched during this hub's life.
 #[derive(Default)]
 struct Service {
     subscribers: Vec<Subscriber>,
     /// Instance id → (mod revision it was parsed at, endpoint or `None` when malformed).
-    /// The endpoint is shared with `published` (one copy per instance, not two: at 100,000
-    /// endpoints the inline copies cost ~100 bytes each).
+    /// The only copy of the service's keys: values are parsed as they arrive and not kept
+    /// (at 100,000 endpoints the raw JSON cost ~8 MiB). The endpoint is shared with
+    /// `published` and with the updates sent.
     parsed: BTreeMap<String, (i64, Option<Arc<Endpoint>>)>,
     /// The set last sent, by address; `None` before the first send.
     published: Option<BTreeMap<SocketAddr, Arc<Endpoint>>>,
@@ -170,9 +171,11 @@ struct Service {
 
 struct Hub {
     shared: Arc<Shared>,
-    /// Every key under the prefix: service → instance id → value.
+    /// The keys of services not watched so far: service → instance id → value. A
+    /// service's keys move to `services` (parsed) at its first subscription.
     raw: HashMap<String, BTreeMap<String, Raw>>,
-    /// Watched services only.
+    /// Services watched so far. One stays (and is kept up to date) after its last
+    /// subscriber leaves, as its raw values are gone; all go when the hub stops.
     services: HashMap<String, Service>,
     /// Subscriber id → service.
     owners: HashMap<u64, String>,
@@ -223,8 +226,12 @@ impl Hub {
         let mut progress_asked: Option<Instant> = None;
         loop {
             // The last subscriber left (or its stream was found dropped while publishing).
-            if self.owners.is_empty() && self.idle(commands) {
-                return Ok(());
+            if self.owners.is_empty() {
+                if self.idle(commands) {
+                    return Ok(());
+                }
+                // Somebody subscribed meanwhile: their first update now.
+                self.publish_to_new_subscribers().await;
             }
             tokio::select! {
                 command = commands.recv() => {
@@ -320,11 +327,23 @@ impl Hub {
         let Some(service) = self.owners.remove(&id) else {
             return;
         };
+        // The service itself stays: its keys live only in `parsed` now.
         if let Some(state) = self.services.get_mut(&service) {
             state.subscribers.retain(|s| s.id != id);
-            if state.subscribers.is_empty() {
-                self.services.remove(&service);
-            }
+        }
+    }
+
+    /// Sends the first update to every subscriber still waiting for one.
+    async fn publish_to_new_subscribers(&mut self) {
+        let waiting: Vec<String> = self
+            .services
+            .iter()
+            .filter(|(_, state)| state.subscribers.iter().any(|s| !s.started))
+            .map(|(service, _)| service.clone())
+            .collect();
+        for service in waiting {
+            self.refresh(&service).await;
+            self.publish(&service, false).await;
         }
     }
 
@@ -390,10 +409,14 @@ impl Hub {
                 _ => break,
             }
         }
+        // Watched services take their keys out of the read; the rest stay raw.
+        for (service, state) in &mut self.services {
+            let fresh = raw.remove(service).unwrap_or_default();
+            reparse(&self.shared, service, state, fresh).await;
+        }
         self.raw = raw;
         let services: Vec<String> = self.services.keys().cloned().collect();
         for service in services {
-            self.refresh(&service).await;
             self.publish(&service, true).await;
         }
         Ok(revision)
@@ -428,17 +451,31 @@ impl Hub {
             let Some((service, instance)) = split_key(&self.shared.key_prefix, kv.key()) else {
                 continue;
             };
-            match event.event_type() {
-                EventType::Put => {
+            let revision = kv.mod_revision();
+            match (event.event_type(), self.services.get_mut(service)) {
+                (EventType::Put, Some(state)) => {
+                    if !matches!(state.parsed.get(instance), Some((rev, _)) if *rev == revision) {
+                        let endpoint = parse(&self.shared, service, instance, kv.value()).await;
+                        state
+                            .parsed
+                            .insert(instance.to_owned(), (revision, endpoint));
+                    }
+                    touched.insert(service.to_owned());
+                }
+                (EventType::Delete, Some(state)) => {
+                    state.parsed.remove(instance);
+                    touched.insert(service.to_owned());
+                }
+                (EventType::Put, None) => {
                     self.raw.entry(service.to_owned()).or_default().insert(
                         instance.to_owned(),
                         Raw {
                             value: kv.value().to_vec(),
-                            mod_revision: kv.mod_revision(),
+                            mod_revision: revision,
                         },
                     );
                 }
-                EventType::Delete => {
+                (EventType::Delete, None) => {
                     if let Some(instances) = self.raw.get_mut(service) {
                         instances.remove(instance);
                         if instances.is_empty() {
@@ -447,53 +484,20 @@ impl Hub {
                     }
                 }
             }
-            if self.services.contains_key(service) {
-                touched.insert(service.to_owned());
-            }
         }
         for service in touched {
-            self.refresh(&service).await;
             self.publish(&service, false).await;
         }
     }
 
-    /// Brings a watched service's parsed entries in line with the raw values: entries gone
-    /// are dropped; new or changed ones are parsed (and counted when malformed).
+    /// Moves a newly watched service's raw values into its parsed entries (parsing each,
+    /// counting the malformed). A service watched before has no raw values left: nothing to do.
     async fn refresh(&mut self, service: &str) {
         let Some(state) = self.services.get_mut(service) else {
             return;
         };
-        let empty = BTreeMap::new();
-        let raw = self.raw.get(service).unwrap_or(&empty);
-        state
-            .parsed
-            .retain(|instance, _| raw.contains_key(instance));
-        for (instance, value) in raw {
-            if matches!(state.parsed.get(instance), Some((rev, _)) if *rev == value.mod_revision) {
-                continue;
-            }
-            let parsed = if instance.is_empty() {
-                Err("the key has no instance id (expected <prefix>/<service>/<instance-id>)".into())
-            } else {
-                match parse_value(&value.value) {
-                    Ok(entry) => entry.resolve().await,
-                    Err(err) => Err(err),
-                }
-            };
-            let endpoint = match parsed {
-                Ok(endpoint) => Some(Arc::new(endpoint)),
-                Err(err) => {
-                    let key = format!("{}{service}/{instance}", self.shared.key_prefix);
-                    self.shared
-                        .ctx
-                        .metrics
-                        .malformed(&self.shared.ctx.name, format!("{key}: {err}"));
-                    None
-                }
-            };
-            state
-                .parsed
-                .insert(instance.clone(), (value.mod_revision, endpoint));
+        if let Some(fresh) = self.raw.remove(service) {
+            reparse(&self.shared, service, state, fresh).await;
         }
     }
 
@@ -540,6 +544,56 @@ impl Hub {
         state.published = Some(current);
         for id in gone {
             self.remove_subscriber(id);
+        }
+    }
+}
+
+/// Brings `state`'s parsed entries in line with `fresh` (the service's keys as just read):
+/// entries gone are dropped; new or changed ones are parsed.
+async fn reparse(
+    shared: &Shared,
+    service: &str,
+    state: &mut Service,
+    fresh: BTreeMap<String, Raw>,
+) {
+    state
+        .parsed
+        .retain(|instance, _| fresh.contains_key(instance));
+    for (instance, value) in fresh {
+        if matches!(state.parsed.get(&instance), Some((rev, _)) if *rev == value.mod_revision) {
+            continue;
+        }
+        let endpoint = parse(shared, service, &instance, &value.value).await;
+        state
+            .parsed
+            .insert(instance, (value.mod_revision, endpoint));
+    }
+}
+
+/// Parses one instance's value; a malformed one is counted (and logged once) and `None`.
+async fn parse(
+    shared: &Shared,
+    service: &str,
+    instance: &str,
+    value: &[u8],
+) -> Option<Arc<Endpoint>> {
+    let parsed = if instance.is_empty() {
+        Err("the key has no instance id (expected <prefix>/<service>/<instance-id>)".into())
+    } else {
+        match parse_value(value) {
+            Ok(entry) => entry.resolve().await,
+            Err(err) => Err(err),
+        }
+    };
+    match parsed {
+        Ok(endpoint) => Some(Arc::new(endpoint)),
+        Err(err) => {
+            let key = format!("{}{service}/{instance}", shared.key_prefix);
+            shared
+                .ctx
+                .metrics
+                .malformed(&shared.ctx.name, format!("{key}: {err}"));
+            None
         }
     }
 }
