@@ -212,6 +212,8 @@ fn check(path: &Path) -> ExitCode {
 
 /// Runs the gateway from a config file until SIGTERM or ctrl-c.
 fn run(path: &Path) -> ExitCode {
+    // Before anything allocates much: fixed mmap and trim thresholds (crates/heap).
+    switchyard_heap::tune_allocator();
     let catalog = app::catalog();
     // Validate before anything starts, so a bad file fails fast with every error. With a
     // [config_source], the fleet's objects from etcd are merged in first.
