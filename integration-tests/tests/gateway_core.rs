@@ -431,6 +431,43 @@ async fn bad_reload_keeps_the_old_routes_and_good_reload_applies() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_counters_of_routes_it_keeps() {
+    let a = Backend::start("a");
+    let config = |extra: &str| {
+        format!(
+            "[registries.local]\ntype = \"static\"\nservices.s = [\"{}\"]\n[upstreams.u]\n[[upstreams.u.sources]]\nregistry = \"local\"\nservice = \"s\"\n[[routes]]\nname = \"kept\"\npath_prefix = \"/kept\"\nupstream = \"u\"\n{extra}",
+            a.address()
+        )
+    };
+    let gw = Gateway::start(&config("")).await;
+    gw.wait_ready().await;
+    for _ in 0..3 {
+        assert_eq!(gw.get("/kept").await.body, "a");
+    }
+    gw.write_config(&config(
+        "[[routes]]\nname = \"added\"\npath_prefix = \"/added\"\nupstream = \"u\"\n",
+    ));
+    gw.signal("HUP");
+    eventually("SIGHUP adds the route", Duration::from_secs(5), || async {
+        gw.get("/added").await.body == "a"
+    })
+    .await;
+    assert_eq!(gw.get("/kept").await.body, "a");
+    let metrics = gw
+        .send(gw.client().get(gw.admin_url("/metrics")))
+        .await
+        .body;
+    assert!(
+        metrics.contains("switchyard_requests_total{route=\"kept\",upstream=\"u\",code=\"200\"} 4"),
+        "the kept route counts on from 3:\n{metrics}"
+    );
+    assert!(
+        metrics.contains("switchyard_requests_total{route=\"added\",upstream=\"u\",code=\"200\"}"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_api_shows_sources_and_forwarding_is_clean() {
     let a = Backend::start("a");
     let fallback = Backend::start("fallback");

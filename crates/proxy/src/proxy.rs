@@ -4,6 +4,7 @@
 //! [`UpstreamClient`] with its per-endpoint keep-alive pools. A request costs one atomic
 //! load for the table and one for the upstream snapshot; nothing on the way takes a lock.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -80,10 +81,16 @@ pub struct Route {
     metrics: Arc<RouteMetrics>,
 }
 
+impl AsRef<RouteMatch> for Route {
+    fn as_ref(&self) -> &RouteMatch {
+        &self.spec.matcher
+    }
+}
+
 /// The routing table of one config generation.
 pub struct Table {
+    /// Routes in config order; the router's indexes point here.
     routes: Vec<Route>,
-    matchers: Vec<RouteMatch>,
     router: Router,
     cache: Arc<UpstreamCache>,
     no_route: Arc<RouteMetrics>,
@@ -101,35 +108,37 @@ impl Table {
         options: &dyn Fn(&str) -> UpstreamOptions,
         previous: Option<&Table>,
     ) -> Result<Self, String> {
-        let matchers: Vec<RouteMatch> = routes.iter().map(|r| r.matcher.clone()).collect();
-        let routes = routes
-            .into_iter()
-            .map(|spec| {
-                let upstream = cache.get(&spec.upstream).cloned().ok_or_else(|| {
-                    format!("route {}: unknown upstream {}", spec.name, spec.upstream)
-                })?;
-                let metrics = previous
-                    .and_then(|p| {
-                        p.routes
-                            .iter()
-                            .find(|r| r.spec.name == spec.name && r.spec.upstream == spec.upstream)
-                    })
-                    .map(|r| r.metrics.clone())
-                    .unwrap_or_else(|| Arc::new(RouteMetrics::new(&spec.name, &spec.upstream)));
-                let UpstreamOptions { hash_on, tls } = options(&spec.upstream);
-                Ok(Route {
-                    hash_on,
-                    tls,
-                    upstream,
-                    metrics,
-                    spec,
-                })
+        // The previous generation's counters by (route, upstream): a map, as a scan per
+        // route would make a reload quadratic in the number of routes.
+        let kept: HashMap<(&str, &str), &Arc<RouteMetrics>> = previous
+            .map(|p| {
+                p.routes
+                    .iter()
+                    .map(|r| ((r.spec.name.as_str(), r.spec.upstream.as_str()), &r.metrics))
+                    .collect()
             })
-            .collect::<Result<Vec<_>, String>>()?;
+            .unwrap_or_default();
+        let mut bound = Vec::with_capacity(routes.len());
+        for spec in routes {
+            let upstream = cache.get(&spec.upstream).cloned().ok_or_else(|| {
+                format!("route {}: unknown upstream {}", spec.name, spec.upstream)
+            })?;
+            let metrics = match kept.get(&(spec.name.as_str(), spec.upstream.as_str())) {
+                Some(metrics) => Arc::clone(metrics),
+                None => Arc::new(RouteMetrics::new(&spec.name, &spec.upstream)),
+            };
+            let UpstreamOptions { hash_on, tls } = options(&spec.upstream);
+            bound.push(Route {
+                hash_on,
+                tls,
+                upstream,
+                metrics,
+                spec,
+            });
+        }
         Ok(Table {
-            router: Router::new(&matchers),
-            matchers,
-            routes,
+            router: Router::new(&bound),
+            routes: bound,
             cache,
             no_route: previous
                 .map(|p| p.no_route.clone())
@@ -332,7 +341,7 @@ impl Proxy {
         let found = match refused {
             Some(_) => None,
             None => table.router.find(
-                &table.matchers,
+                &table.routes,
                 host,
                 request.uri().path(),
                 request.method(),

@@ -47,6 +47,12 @@ pub struct RouteMatch {
     pub headers: Vec<(HeaderName, HeaderMatch)>,
 }
 
+impl AsRef<RouteMatch> for RouteMatch {
+    fn as_ref(&self) -> &RouteMatch {
+        self
+    }
+}
+
 impl RouteMatch {
     fn specificity(&self) -> usize {
         usize::from(!self.methods.is_empty()) + self.headers.len()
@@ -81,9 +87,9 @@ pub struct Router {
 
 impl Router {
     /// Compiles `routes`.
-    pub fn new(routes: &[RouteMatch]) -> Self {
+    pub fn new<R: AsRef<RouteMatch>>(routes: &[R]) -> Self {
         let mut router = Router::default();
-        for (index, route) in routes.iter().enumerate() {
+        for (index, route) in routes.iter().map(AsRef::as_ref).enumerate() {
             let bucket = match &route.host {
                 None => &mut router.any_host,
                 Some(host) => {
@@ -111,7 +117,7 @@ impl Router {
             .wildcards
             .sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.len()));
         let by_specificity = |list: &mut Vec<usize>| {
-            list.sort_by_key(|&i| (std::cmp::Reverse(routes[i].specificity()), i));
+            list.sort_by_key(|&i| (std::cmp::Reverse(routes[i].as_ref().specificity()), i));
         };
         let buckets = router
             .hosts
@@ -131,9 +137,9 @@ impl Router {
 
     /// The index of the route for a request, if any. `host` is the `Host` header (or the
     /// URI authority) as sent, port included.
-    pub fn find(
+    pub fn find<R: AsRef<RouteMatch>>(
         &self,
-        routes: &[RouteMatch],
+        routes: &[R],
         host: Option<&str>,
         path: &str,
         method: &Method,
@@ -164,9 +170,9 @@ impl Router {
 }
 
 impl Bucket {
-    fn find(
+    fn find<R: AsRef<RouteMatch>>(
         &self,
-        routes: &[RouteMatch],
+        routes: &[R],
         path: &str,
         method: &Method,
         headers: &HeaderMap,
@@ -174,7 +180,7 @@ impl Bucket {
         let first_match = |list: &Vec<usize>| {
             list.iter()
                 .copied()
-                .find(|&i| routes[i].matches_rest(method, headers))
+                .find(|&i| routes[i].as_ref().matches_rest(method, headers))
         };
         if let Some(found) = self.exact.get(path).and_then(first_match) {
             return Some(found);

@@ -692,7 +692,7 @@ pub fn decode(value: &serde_json::Value) -> (Config, Vec<ConfigIssue>) {
         }
     }
 
-    let mut routes = Vec::new();
+    let mut routes = Vec::with_capacity(raw.routes.len());
     for (i, table) in raw.routes.iter().enumerate() {
         // Router keys decode here; the rest are the route's policies.
         let (core, policies) = match table.as_object() {
