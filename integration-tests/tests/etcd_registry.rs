@@ -180,6 +180,26 @@ async fn a_service_watched_again_starts_from_its_current_set() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_keys_for_one_address_count_once_and_the_first_instance_id_wins() {
+    let server = EtcdServer::start();
+    let mut etcd = client(&server).await;
+    put(&mut etcd, &key("echo", "a"), &json(9001, 2)).await;
+    put(&mut etcd, &key("echo", "b"), &json(9001, 7)).await;
+    put(&mut etcd, &key("echo", "c"), &json(9000, 1)).await;
+    let (registry, _) = build(&[server.client_url()]);
+    let mut echo = registry.watch(&ServiceQuery::new("echo")).await.unwrap();
+    assert_eq!(
+        next(&mut echo).await,
+        "Reset 127.0.0.1:9000w1 127.0.0.1:9001w2"
+    );
+    // With `a` gone, `b` is what remains at that address.
+    server.etcdctl(&["del", &key("echo", "a")]);
+    assert_eq!(next(&mut echo).await, "Add 127.0.0.1:9001w7");
+    server.etcdctl(&["del", &key("echo", "b")]);
+    assert_eq!(next(&mut echo).await, "Remove 127.0.0.1:9001");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_of_other_services_or_outside_the_prefix_change_nothing() {
     let server = EtcdServer::start();
     let mut etcd = client(&server).await;
