@@ -28,7 +28,7 @@ pub use factory::{decode_settings, Catalog, ConfigIssue, RegistryContext, Regist
 pub use metrics::RegistryMetrics;
 pub use query::ServiceQuery;
 pub use recover::{recover, Backoff, SourceEvent};
-pub use update::{Update, UpdateStream};
+pub use update::{diff_sorted, Update, UpdateStream};
 
 use async_trait::async_trait;
 

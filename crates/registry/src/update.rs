@@ -43,8 +43,121 @@ impl Update {
     }
 }
 
+/// The updates that take a consumer from set `old` to set `new`, both sorted by address
+/// with each address once: `Add` (new or changed endpoints, `new`'s own allocations) before
+/// `Remove`, so the set never dips while an instance moves; nothing when they are equal.
+/// A merge walk: O(old + new), no map built.
+pub fn diff_sorted(old: &[Arc<Endpoint>], new: &[Arc<Endpoint>]) -> Vec<Update> {
+    let mut added = Vec::new();
+    let mut removed = Vec::new();
+    let (mut old, mut new) = (old.iter().peekable(), new.iter().peekable());
+    loop {
+        match (old.peek(), new.peek()) {
+            (Some(o), Some(n)) if o.address == n.address => {
+                if o != n {
+                    added.push(Arc::clone(n));
+                }
+                old.next();
+                new.next();
+            }
+            (Some(o), Some(n)) if o.address < n.address => {
+                removed.push(o.address);
+                old.next();
+            }
+            (Some(o), None) => {
+                removed.push(o.address);
+                old.next();
+            }
+            (_, Some(n)) => {
+                added.push(Arc::clone(n));
+                new.next();
+            }
+            (None, None) => break,
+        }
+    }
+    let mut updates = Vec::new();
+    if !added.is_empty() {
+        updates.push(Update::Add(added));
+    }
+    if !removed.is_empty() {
+        updates.push(Update::Remove(removed));
+    }
+    updates
+}
+
 /// The stream [`crate::Registry::watch`] returns.
 ///
 /// An `Err` item means the stream is broken; the consumer stops reading it and watches
 /// again after a backoff (see [`crate::recover`]).
 pub type UpdateStream = BoxStream<'static, Result<Update, RegistryError>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(items: &[(&str, u32)]) -> Vec<Arc<Endpoint>> {
+        let mut set: Vec<Arc<Endpoint>> = items
+            .iter()
+            .map(|(address, weight)| {
+                Arc::new(Endpoint::new(address.parse().unwrap()).with_weight(*weight))
+            })
+            .collect();
+        set.sort_by_key(|e| e.address);
+        set
+    }
+
+    /// Diffs `old` into `new` and compares with updates written as `+addr/weight` and `-addr`.
+    fn check(old: &[(&str, u32)], new: &[(&str, u32)], expected: &[&str]) {
+        let updates = diff_sorted(&set(old), &set(new));
+        let mut seen = Vec::new();
+        for update in updates {
+            match update {
+                Update::Add(endpoints) => {
+                    seen.extend(
+                        endpoints
+                            .iter()
+                            .map(|e| format!("+{}/{}", e.address, e.weight)),
+                    );
+                }
+                Update::Remove(addresses) => seen.extend(addresses.iter().map(|a| format!("-{a}"))),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(seen, expected, "{old:?} -> {new:?}");
+    }
+
+    #[test]
+    fn diffs() {
+        check(&[], &[], &[]);
+        check(&[("10.0.0.1:80", 1)], &[("10.0.0.1:80", 1)], &[]);
+        check(&[], &[("10.0.0.1:80", 1)], &["+10.0.0.1:80/1"]);
+        check(&[("10.0.0.1:80", 1)], &[], &["-10.0.0.1:80"]);
+        check(
+            &[("10.0.0.1:80", 1)],
+            &[("10.0.0.1:80", 5)],
+            &["+10.0.0.1:80/5"],
+        );
+        check(
+            &[("10.0.0.1:80", 1), ("10.0.0.2:80", 1)],
+            &[("10.0.0.2:80", 1), ("10.0.0.3:80", 2)],
+            &["+10.0.0.3:80/2", "-10.0.0.1:80"],
+        );
+        check(
+            &[("10.0.0.1:80", 1), ("10.0.0.3:80", 1), ("10.0.0.5:80", 1)],
+            &[
+                ("10.0.0.0:80", 1),
+                ("10.0.0.3:80", 4),
+                ("10.0.0.4:80", 1),
+                ("10.0.0.9:80", 1),
+            ],
+            &[
+                "+10.0.0.0:80/1",
+                "+10.0.0.3:80/4",
+                "+10.0.0.4:80/1",
+                "+10.0.0.9:80/1",
+                "-10.0.0.1:80",
+                "-10.0.0.5:80",
+            ],
+        );
+    }
+}

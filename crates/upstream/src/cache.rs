@@ -256,12 +256,8 @@ impl Actor {
                     "serving the saved last good set until the registry answers"
                 );
                 self.upstream.set_stale(index, true);
-                self.upstream.apply(
-                    index,
-                    switchyard_registry::Update::Reset(
-                        endpoints.into_iter().map(Arc::new).collect(),
-                    ),
-                );
+                self.upstream
+                    .apply(index, switchyard_registry::Update::reset(endpoints));
                 let mut status = self.status(index);
                 status.restored = true;
                 status.stale = true;

@@ -276,9 +276,7 @@ impl Watch {
     async fn publish(&mut self, entries: &[serde_json::Value]) {
         let set = self.decode(entries).await;
         match &self.known {
-            None => self
-                .pending
-                .push_back(Update::Reset(set.values().cloned().map(Arc::new).collect())),
+            None => self.pending.push_back(Update::reset(set.values().cloned())),
             Some(known) => self.pending.extend(diff(known, &set)),
         }
         self.known = Some(set);

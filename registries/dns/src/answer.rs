@@ -146,15 +146,11 @@ pub fn refresh_delay(ttl: Duration, min_ttl: Duration, max_ttl: Duration, random
 /// `Reset` of the new set, so a consumer never sees a half-applied change. An empty set is
 /// an empty `Reset`; NXDOMAIN is `DoesNotExist`.
 pub fn diff(previous: Option<&State>, next: &State) -> Option<Update> {
-    let endpoints = |set: &BTreeMap<SocketAddr, Endpoint>| {
-        set.values().cloned().map(std::sync::Arc::new).collect()
-    };
+    let reset = |set: &BTreeMap<SocketAddr, Endpoint>| Update::reset(set.values().cloned());
     match (previous, next) {
         (Some(previous), next) if previous == next => None,
         (_, State::Missing) => Some(Update::DoesNotExist),
-        (None | Some(State::Missing), State::Endpoints(next)) => {
-            Some(Update::Reset(endpoints(next)))
-        }
+        (None | Some(State::Missing), State::Endpoints(next)) => Some(reset(next)),
         (Some(State::Endpoints(_)), State::Endpoints(next)) if next.is_empty() => {
             Some(Update::Reset(Vec::new()))
         }
@@ -164,16 +160,15 @@ pub fn diff(previous: Option<&State>, next: &State) -> Option<Update> {
                 .filter(|address| !next.contains_key(address))
                 .copied()
                 .collect();
-            let changed: Vec<std::sync::Arc<Endpoint>> = next
+            let changed: Vec<Endpoint> = next
                 .values()
                 .filter(|endpoint| previous.get(&endpoint.address) != Some(endpoint))
                 .cloned()
-                .map(std::sync::Arc::new)
                 .collect();
             Some(match (removed.is_empty(), changed.is_empty()) {
-                (true, _) => Update::Add(changed),
+                (true, _) => Update::add(changed),
                 (false, true) => Update::Remove(removed),
-                (false, false) => Update::Reset(endpoints(next)),
+                (false, false) => reset(next),
             })
         }
     }

@@ -22,7 +22,9 @@ use std::time::Duration;
 
 use etcd_client::{Client, EventType, GetOptions, WatchOptions, WatchStream};
 use futures::StreamExt;
-use switchyard_registry::{Endpoint, RegistryContext, RegistryError, Update, UpdateStream};
+use switchyard_registry::{
+    diff_sorted, Endpoint, RegistryContext, RegistryError, Update, UpdateStream,
+};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
@@ -520,7 +522,7 @@ impl Hub {
         let changes = match &state.published {
             Some(published) if *published == current => Vec::new(),
             Some(_) if replace => vec![Update::Reset(current.clone())],
-            Some(published) => diff(published, &current),
+            Some(published) => diff_sorted(published, &current),
             None => Vec::new(),
         };
         // Only a subscriber that has not started needs the whole set.
@@ -599,47 +601,6 @@ async fn parse(
     }
 }
 
-/// The updates that turn `old` into `new` (both sorted by address, each address once):
-/// changed and new endpoints first (so the set never dips while an instance moves), then
-/// the removed addresses. The endpoints sent are `new`'s own allocations.
-fn diff(old: &[Arc<Endpoint>], new: &[Arc<Endpoint>]) -> Vec<Update> {
-    let mut added = Vec::new();
-    let mut removed = Vec::new();
-    let (mut old, mut new) = (old.iter().peekable(), new.iter().peekable());
-    loop {
-        match (old.peek(), new.peek()) {
-            (Some(o), Some(n)) if o.address == n.address => {
-                if o != n {
-                    added.push(Arc::clone(n));
-                }
-                old.next();
-                new.next();
-            }
-            (Some(o), Some(n)) if o.address < n.address => {
-                removed.push(o.address);
-                old.next();
-            }
-            (Some(o), None) => {
-                removed.push(o.address);
-                old.next();
-            }
-            (_, Some(n)) => {
-                added.push(Arc::clone(n));
-                new.next();
-            }
-            (None, None) => break,
-        }
-    }
-    let mut updates = Vec::new();
-    if !added.is_empty() {
-        updates.push(Update::Add(added));
-    }
-    if !removed.is_empty() {
-        updates.push(Update::Remove(removed));
-    }
-    updates
-}
-
 /// The end of the key range of a prefix ending in `/`: the same bytes with the last one
 /// incremented (`/a/` → `/a0`).
 fn prefix_end(key_prefix: &str) -> Vec<u8> {
@@ -653,72 +614,6 @@ fn prefix_end(key_prefix: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn set(items: &[(&str, u32)]) -> Vec<Arc<Endpoint>> {
-        let mut set: Vec<Arc<Endpoint>> = items
-            .iter()
-            .map(|(address, weight)| {
-                Arc::new(Endpoint::new(address.parse().unwrap()).with_weight(*weight))
-            })
-            .collect();
-        set.sort_by_key(|e| e.address);
-        set
-    }
-
-    /// Diffs `old` into `new` and compares with updates written as `+addr/weight` and `-addr`.
-    fn check(old: &[(&str, u32)], new: &[(&str, u32)], expected: &[&str]) {
-        let updates = diff(&set(old), &set(new));
-        let mut seen = Vec::new();
-        for update in updates {
-            match update {
-                Update::Add(endpoints) => {
-                    seen.extend(
-                        endpoints
-                            .iter()
-                            .map(|e| format!("+{}/{}", e.address, e.weight)),
-                    );
-                }
-                Update::Remove(addresses) => seen.extend(addresses.iter().map(|a| format!("-{a}"))),
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-        assert_eq!(seen, expected, "{old:?} -> {new:?}");
-    }
-
-    #[test]
-    fn diffs() {
-        check(&[], &[], &[]);
-        check(&[("10.0.0.1:80", 1)], &[("10.0.0.1:80", 1)], &[]);
-        check(&[], &[("10.0.0.1:80", 1)], &["+10.0.0.1:80/1"]);
-        check(&[("10.0.0.1:80", 1)], &[], &["-10.0.0.1:80"]);
-        check(
-            &[("10.0.0.1:80", 1)],
-            &[("10.0.0.1:80", 5)],
-            &["+10.0.0.1:80/5"],
-        );
-        check(
-            &[("10.0.0.1:80", 1), ("10.0.0.2:80", 1)],
-            &[("10.0.0.2:80", 1), ("10.0.0.3:80", 2)],
-            &["+10.0.0.3:80/2", "-10.0.0.1:80"],
-        );
-        check(
-            &[("10.0.0.1:80", 1), ("10.0.0.3:80", 1), ("10.0.0.5:80", 1)],
-            &[
-                ("10.0.0.0:80", 1),
-                ("10.0.0.3:80", 4),
-                ("10.0.0.4:80", 1),
-                ("10.0.0.9:80", 1),
-            ],
-            &[
-                "+10.0.0.0:80/1",
-                "+10.0.0.3:80/4",
-                "+10.0.0.4:80/1",
-                "+10.0.0.9:80/1",
-                "-10.0.0.1:80",
-                "-10.0.0.5:80",
-            ],
-        );
-    }
 
     #[test]
     fn prefix_ends() {

@@ -145,9 +145,7 @@ impl Registry for FileRegistry {
                     FileState::Pending => None,
                     FileState::Failed { error } => Some(Err(RegistryError::unavailable(error))),
                     FileState::Loaded(services) => Some(Ok(match services.get(&service) {
-                        Some(endpoints) => {
-                            Update::Reset(endpoints.iter().cloned().map(Arc::new).collect())
-                        }
+                        Some(endpoints) => Update::reset(endpoints.iter().cloned()),
                         None => Update::DoesNotExist,
                     })),
                 };

@@ -19,7 +19,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use switchyard_registry::{Endpoint, Update};
+use switchyard_registry::{diff_sorted, Endpoint, Update};
 
 use crate::settings::PortSpec;
 
@@ -257,30 +257,7 @@ pub fn diff(before: Option<&Published>, now: &Published, relisted: bool) -> Vec<
         (Some(Published::Set(_)), Published::Set(set)) if relisted => {
             vec![Update::Reset(set.clone())]
         }
-        (Some(Published::Set(old)), Published::Set(set)) => {
-            let old_by_addr: BTreeMap<SocketAddr, &Arc<Endpoint>> =
-                old.iter().map(|e| (e.address, e)).collect();
-            let new_addrs: std::collections::BTreeSet<SocketAddr> =
-                set.iter().map(|e| e.address).collect();
-            let added: Vec<Arc<Endpoint>> = set
-                .iter()
-                .filter(|e| old_by_addr.get(&e.address) != Some(e))
-                .cloned()
-                .collect();
-            let removed: Vec<SocketAddr> = old
-                .iter()
-                .map(|e| e.address)
-                .filter(|a| !new_addrs.contains(a))
-                .collect();
-            let mut updates = Vec::new();
-            if !added.is_empty() {
-                updates.push(Update::Add(added));
-            }
-            if !removed.is_empty() {
-                updates.push(Update::Remove(removed));
-            }
-            updates
-        }
+        (Some(Published::Set(old)), Published::Set(set)) => diff_sorted(old, set),
     }
 }
 

@@ -522,10 +522,10 @@ fn random_sequence(seed: u64, pool: u16, steps: usize) {
         let source = rng.usize(..sources.len());
         let what = match rng.u8(0..12) {
             0 | 1 => {
-                let add = (0..rng.usize(1..4))
-                    .map(|_| Arc::new(random_endpoint(&mut rng, pool)))
+                let add: Vec<Endpoint> = (0..rng.usize(1..4))
+                    .map(|_| random_endpoint(&mut rng, pool))
                     .collect();
-                state.apply(source, Update::Add(add));
+                state.apply(source, Update::add(add));
                 "add"
             }
             2 | 3 => {
@@ -537,10 +537,9 @@ fn random_sequence(seed: u64, pool: u16, steps: usize) {
             }
             4 => {
                 let size = rng.usize(..=usize::from(pool));
-                let reset = (0..size)
-                    .map(|_| Arc::new(random_endpoint(&mut rng, pool)))
-                    .collect();
-                state.apply(source, Update::Reset(reset));
+                let reset: Vec<Endpoint> =
+                    (0..size).map(|_| random_endpoint(&mut rng, pool)).collect();
+                state.apply(source, Update::reset(reset));
                 "reset"
             }
             5 => {
