@@ -51,36 +51,3 @@ pub fn tune_allocator() {
         libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD as libc::c_int);
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::release_free_memory;
-
-    /// Resident memory in KiB, from /proc/self/statm (pages × 4 KiB).
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    fn resident_kib() -> u64 {
-        let statm = std::fs::read_to_string("/proc/self/statm").expect("statm");
-        let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-        pages * 4
-    }
-
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    #[test]
-    fn freed_garbage_below_a_live_allocation_is_given_back() {
-        // 64 MiB of small allocations (below the mmap threshold, so they come from the
-        // heap), then one small live allocation above them, then the garbage freed: glibc
-        // cannot shrink the heap past the live one, so the pages stay resident until trimmed.
-        let garbage: Vec<Vec<u8>> = (0..16_384).map(|i| vec![i as u8; 4096]).collect();
-        let keep = std::hint::black_box(Box::new([1u8; 64]));
-        drop(garbage);
-        let before = resident_kib();
-        release_free_memory();
-        let after = resident_kib();
-        println!("resident before trim {before} KiB, after {after} KiB");
-        assert_eq!(keep[0], 1);
-        assert!(
-            before.saturating_sub(after) > 32 * 1024,
-            "expected over 32 MiB back, got {before} -> {after} KiB"
-        );
-    }
-}

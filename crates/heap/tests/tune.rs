@@ -1,16 +1,12 @@
 //! `tune_allocator` in a process of its own (mallopt settings are process-wide).
 
-/// Resident memory in KiB, from /proc/self/statm (pages × 4 KiB).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn resident_kib() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").expect("statm");
-    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * 4
-}
+mod common;
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[test]
 fn buffers_freed_after_a_big_free_go_back_to_the_kernel() {
+    use common::resident_kib;
     switchyard_heap::tune_allocator();
     // A big buffer freed, as a /metrics page is after each scrape. Untuned, glibc would
     // now serve allocations up to 16 MiB from the heap and keep up to 32 MiB of it.

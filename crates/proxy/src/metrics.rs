@@ -1,10 +1,10 @@
 //! Lock-free request metrics and their Prometheus text rendering.
 //!
 //! Per route: `switchyard_requests_total{route,upstream,code}` in a small open-addressed
-//! table of atomics, each holding a status and its count in one word, and `switchyard_request_duration_seconds{route}` as a
-//! fixed-bucket histogram of atomics. Recording is a few relaxed atomic operations, never a
-//! lock or an allocation. Route metrics live as long as a route of that name exists, so a
-//! reload keeps the counts.
+//! table of atomics, each holding a status and its count in one word, and
+//! `switchyard_request_duration_seconds{route}` as a fixed-bucket histogram of atomics.
+//! Recording is a few relaxed atomic operations, never a lock or an allocation. Route
+//! metrics live as long as a route of that name exists, so a reload keeps the counts.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
