@@ -1,24 +1,33 @@
 //! The upstream HTTP/1.1 client: a lock-free keep-alive pool per endpoint, each
-//! connection driven inline by the request that holds it.
+//! connection driven inline by the request that holds it, through a purpose-built HTTP/1.1
+//! codec.
 //!
-//! hyper-util's pooled `Client` hands every request to a separate connection task over a
-//! channel and gets the answer back over a oneshot, with its pool behind one mutex: a task
-//! hop each way and a lock per request. Here a connection lives in a [`Pooled`] box that a
-//! request owns while it uses it. The request's own task polls the hyper `Connection` next
-//! to the response future and, through [`UpstreamBody`], while the response body streams
-//! to the client, so no other task is woken. When the body ends the box goes back to its
-//! endpoint's lock-free queue ([`crossbeam_queue::ArrayQueue`]). Finding an endpoint's
-//! queue is a `DashMap` read (a shard's shared lock: one atomic increment; it is
-//! write-locked only to add a new endpoint or forget an unused one). An idle connection is
-//! polled once when it is checked out (that is when hyper notices the server closed it)
-//! and the sweeper drops the ones idle too long.
+//! A connection ([`connection::Connection`]) is owned by one request at a time: the
+//! request's own task writes the head and body and reads the response head
+//! ([`connection::exchange`]), and the response body ([`UpstreamBody`]) reads the rest
+//! from the same socket as the client side asks for it. No other task is woken and no
+//! channel is crossed (hyper's client connection hands every request to its connection
+//! through one, and every body chunk back through another). When the body ends the
+//! connection goes back to its endpoint's lock-free queue
+//! ([`crossbeam_queue::ArrayQueue`]). Finding an endpoint's queue is a `DashMap` read (a
+//! shard's shared lock: one atomic increment; it is write-locked only to add a new
+//! endpoint or forget an unused one). An idle connection is checked when it is taken out
+//! (a closed one is skipped, costing no system call unless the socket reported an event),
+//! and the sweeper drops the ones idle too long. A request that a reused connection lost
+//! before any answer came goes once more on a fresh connection when it has no body
+//! (the endpoint closing an idle connection as the request went out).
 //!
-//! Upgrade requests (WebSocket) take a fresh connection run by its own task, as the
-//! upgraded stream outlives the request; they are never pooled. Connections to an upstream
-//! with `[upstreams.NAME.tls]` run rustls ([`crate::upstream_tls`]) and are pooled apart
-//! from plain ones to the same address.
+//! Wire format in [`codec`]. Upgrade requests (WebSocket) go through hyper's client on a
+//! fresh connection run by its own task, as the upgraded stream outlives the request; they
+//! are never pooled. Connections to an upstream with `[upstreams.NAME.tls]` run rustls
+//! ([`crate::upstream_tls`]) and are pooled apart from plain ones to the same address.
 
-use std::future::{poll_fn, Future};
+pub mod codec;
+mod connection;
+
+pub use connection::{ExchangeError, UpstreamBody};
+
+use std::future::poll_fn;
 use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -27,13 +36,10 @@ use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use crossbeam_queue::ArrayQueue;
 use dashmap::DashMap;
-use http::{Request, Response};
-use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, Connection, SendRequest};
+use http::{Method, Request, Response};
+use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -41,6 +47,7 @@ use tokio_rustls::client::TlsStream;
 
 use crate::body::ProxyBody;
 use crate::upstream_tls::UpstreamTls;
+use connection::Connection;
 
 /// Upstream client settings.
 #[derive(Clone, Debug)]
@@ -69,7 +76,9 @@ pub enum SendError {
     /// The TCP connection could not be opened (or not in time): nothing was sent.
     Connect(std::io::Error),
     /// The connection failed during the exchange.
-    Upstream(hyper::Error),
+    Upstream(ExchangeError),
+    /// The upgrade exchange (hyper's client) failed.
+    Upgrade(hyper::Error),
 }
 
 impl SendError {
@@ -84,11 +93,10 @@ impl std::fmt::Display for SendError {
         match self {
             SendError::Connect(e) => write!(f, "connect: {e}"),
             SendError::Upstream(e) => write!(f, "upstream: {e}"),
+            SendError::Upgrade(e) => write!(f, "upstream upgrade: {e}"),
         }
     }
 }
-
-type Conn = Connection<TokioIo<UpstreamIo>, ProxyBody>;
 
 /// A pool: an endpoint address and the TLS config id (0 for plain TCP).
 type PoolKey = (SocketAddr, u64);
@@ -159,27 +167,9 @@ impl AsyncWrite for UpstreamIo {
     }
 }
 
-/// One keep-alive connection: hyper's request handle and the connection it drives.
-pub struct Pooled {
-    sender: SendRequest<ProxyBody>,
-    conn: Conn,
-    /// The connection finished (closed by either side); it cannot be reused.
-    done: bool,
-    idle_since: Instant,
-}
-
-impl Pooled {
-    /// Polls the connection once, noting when it finishes.
-    fn drive(&mut self, cx: &mut Context<'_>) {
-        if !self.done && Pin::new(&mut self.conn).poll(cx).is_ready() {
-            self.done = true;
-        }
-    }
-}
-
 /// The idle connections of one endpoint.
-struct EndpointPool {
-    idle: ArrayQueue<Box<Pooled>>,
+pub struct EndpointPool {
+    idle: ArrayQueue<Box<Connection>>,
     /// The client's epoch, which `last_used_ms` counts from.
     epoch: Instant,
     /// Milliseconds since `epoch` when a connection was last returned.
@@ -236,8 +226,9 @@ impl UpstreamClient {
     }
 
     /// Sends `request` (origin-form URI, `Host` set) to `address`, over TLS when `tls` is
-    /// given, on a pooled connection or a new one. A request that a reused connection closed before sending is sent again
-    /// on another, since nothing reached the endpoint.
+    /// given, on a pooled connection or a new one. An idempotent request without a body
+    /// that a reused connection lost before any answer came is sent once more on a fresh
+    /// connection: the endpoint most likely closed that connection as it sat idle.
     ///
     /// # Errors
     /// [`SendError::Connect`] when no connection could be opened, [`SendError::Upstream`]
@@ -249,34 +240,25 @@ impl UpstreamClient {
         mut request: Request<ProxyBody>,
     ) -> Result<Response<ProxyBody>, SendError> {
         let pool = self.pool((address, tls.map_or(0, UpstreamTls::id)));
+        let mut may_reuse = true;
         loop {
-            let (mut pooled, reused) =
-                match poll_fn(|cx| Poll::Ready(self.checkout(&pool, cx))).await {
-                    Some(pooled) => (pooled, true),
-                    None => (self.connect(address, tls).await?, false),
-                };
-            let sent = pooled.sender.try_send_request(request);
-            let mut sent = std::pin::pin!(sent);
-            let result = poll_fn(|cx| {
-                pooled.drive(cx);
-                sent.as_mut().poll(cx)
-            })
-            .await;
-            match result {
-                Ok(response) => {
-                    return Ok(response.map(|body| {
-                        ProxyBody::upstream(UpstreamBody {
-                            body,
-                            connection: Some(pooled),
-                            pool,
-                        })
-                    }))
+            let idle = if may_reuse {
+                poll_fn(|cx| Poll::Ready(self.checkout(&pool, cx))).await
+            } else {
+                None
+            };
+            let reused = idle.is_some();
+            let conn = match idle {
+                Some(conn) => conn,
+                None => Connection::new(self.open(address, tls).await?),
+            };
+            match connection::exchange(conn, &mut request, pool.clone()).await {
+                Ok(response) => return Ok(response),
+                Err(failed) if reused && failed.may_resend && is_idempotent(request.method()) => {
+                    tracing::debug!(%address, "reused connection lost ({}); sending again on a new one", failed.error);
+                    may_reuse = false;
                 }
-                Err(mut error) => match error.take_message() {
-                    // Never written: safe to send again, on a fresh connection if need be.
-                    Some(unsent) if reused => request = unsent,
-                    _ => return Err(SendError::Upstream(error.into_error())),
-                },
+                Err(failed) => return Err(SendError::Upstream(failed.error)),
             }
         }
     }
@@ -297,7 +279,7 @@ impl UpstreamClient {
             .http1
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(SendError::Upstream)?;
+            .map_err(SendError::Upgrade)?;
         tokio::spawn(async move {
             if let Err(error) = conn.with_upgrades().await {
                 tracing::debug!(%address, "upgraded upstream connection ended: {error}");
@@ -306,7 +288,7 @@ impl UpstreamClient {
         let response = sender
             .send_request(request)
             .await
-            .map_err(SendError::Upstream)?;
+            .map_err(SendError::Upgrade)?;
         Ok(response.map(ProxyBody::stream))
     }
 
@@ -327,16 +309,10 @@ impl UpstreamClient {
     }
 
     /// A live idle connection of `pool`, if any. Dead and expired ones are dropped.
-    fn checkout(&self, pool: &EndpointPool, cx: &mut Context<'_>) -> Option<Box<Pooled>> {
-        while let Some(mut pooled) = pool.idle.pop() {
-            if pooled.idle_since.elapsed() >= self.settings.idle_timeout {
-                continue;
-            }
-            // Lets hyper see a FIN or stray bytes from the server, and ready itself for the
-            // next request.
-            pooled.drive(cx);
-            if !pooled.done && pooled.sender.is_ready() {
-                return Some(pooled);
+    fn checkout(&self, pool: &EndpointPool, cx: &mut Context<'_>) -> Option<Box<Connection>> {
+        while let Some(mut conn) = pool.idle.pop() {
+            if conn.idle_since.elapsed() < self.settings.idle_timeout && conn.poll_idle_usable(cx) {
+                return Some(conn);
             }
         }
         None
@@ -374,25 +350,6 @@ impl UpstreamClient {
         })?
     }
 
-    async fn connect(
-        &self,
-        address: SocketAddr,
-        tls: Option<&UpstreamTls>,
-    ) -> Result<Box<Pooled>, SendError> {
-        let stream = self.open(address, tls).await?;
-        let (sender, conn) = self
-            .http1
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(SendError::Upstream)?;
-        Ok(Box::new(Pooled {
-            sender,
-            conn,
-            done: false,
-            idle_since: Instant::now(),
-        }))
-    }
-
     fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
@@ -413,15 +370,13 @@ impl UpstreamClient {
             .collect();
         for (key, pool) in pools {
             for _ in 0..pool.idle.len() {
-                let Some(mut pooled) = pool.idle.pop() else {
+                let Some(mut conn) = pool.idle.pop() else {
                     break;
                 };
-                if pooled.idle_since.elapsed() >= self.settings.idle_timeout {
-                    continue;
-                }
-                pooled.drive(&mut cx);
-                if !pooled.done {
-                    let _ = pool.idle.push(pooled);
+                if conn.idle_since.elapsed() < self.settings.idle_timeout
+                    && conn.poll_idle_usable(&mut cx)
+                {
+                    let _ = pool.idle.push(conn);
                 }
             }
             drop(pool);
@@ -435,158 +390,12 @@ impl UpstreamClient {
     }
 }
 
-/// A response body from an endpoint, which keeps driving its connection and returns it to
-/// the pool when the body has been read to the end.
-pub struct UpstreamBody {
-    body: Incoming,
-    connection: Option<Box<Pooled>>,
-    pool: Arc<EndpointPool>,
-}
-
-impl UpstreamBody {
-    /// Hands the connection back to the pool if it can serve another request.
-    fn release(&mut self) {
-        if let Some(mut pooled) = self.connection.take() {
-            if !pooled.done {
-                let now = Instant::now();
-                pooled.idle_since = now;
-                let since_epoch = now.duration_since(self.pool.epoch).as_millis();
-                self.pool
-                    .last_used_ms
-                    .store(u64::try_from(since_epoch).unwrap_or(0), Ordering::Relaxed);
-                // A full pool closes the connection (the box is dropped).
-                let _ = self.pool.idle.push(pooled);
-            }
-        }
-    }
-}
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = &mut *self;
-        let mut polled = Pin::new(&mut this.body).poll_frame(cx);
-        if polled.is_pending() {
-            if let Some(pooled) = this.connection.as_mut() {
-                // The connection reads the next chunk only when driven, and only this task
-                // drives it.
-                pooled.drive(cx);
-                polled = Pin::new(&mut this.body).poll_frame(cx);
-            }
-        }
-        match &polled {
-            Poll::Ready(None) => this.release(),
-            Poll::Ready(Some(Err(_))) => this.connection = None,
-            _ => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
-impl Drop for UpstreamBody {
-    fn drop(&mut self) {
-        // A body dropped before its end leaves the connection mid-message: it closes. One
-        // that never had a body (HEAD, 204, 304, length 0) is reusable.
-        if self.body.is_end_stream() {
-            self.release();
-        }
-    }
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use http_body_util::BodyExt;
-
-    /// A hyper HTTP/1.1 server on a free loopback port answering "ok"; returns its address
-    /// and a counter of accepted connections.
-    async fn server() -> (SocketAddr, Arc<AtomicU64>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicU64::new(0));
-        let counter = accepted.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(|_request| async {
-                        Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(
-                            Bytes::from_static(b"ok"),
-                        )))
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        (address, accepted)
-    }
-
-    async fn get(client: &UpstreamClient, address: SocketAddr) -> String {
-        let request = Request::builder()
-            .uri("/")
-            .header(http::header::HOST, "test")
-            .body(ProxyBody::empty())
-            .unwrap();
-        let response = client.send(address, None, request).await.unwrap();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        String::from_utf8(body.to_vec()).unwrap()
-    }
-
-    #[tokio::test]
-    async fn reuses_connections_and_sweeps_idle_ones() {
-        let (address, accepted) = server().await;
-        let client = UpstreamClient::new(ClientSettings {
-            idle_timeout: Duration::from_millis(300),
-            ..ClientSettings::default()
-        });
-        for _ in 0..10 {
-            assert_eq!(get(&client, address).await, "ok");
-        }
-        assert_eq!(accepted.load(Ordering::SeqCst), 1);
-        assert_eq!(client.idle_connections(address), 1);
-
-        // Within the idle timeout a sweep keeps the connection; after it, it goes, and the
-        // endpoint's pool is forgotten.
-        client.sweep();
-        assert_eq!(client.idle_connections(address), 1);
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        client.sweep();
-        assert_eq!(client.idle_connections(address), 0);
-        assert!(client.pools.is_empty());
-
-        // The next request opens a new connection.
-        assert_eq!(get(&client, address).await, "ok");
-        assert_eq!(accepted.load(Ordering::SeqCst), 2);
-    }
-
-    #[tokio::test]
-    async fn a_connection_refused_is_a_connect_error() {
-        let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = unused.local_addr().unwrap();
-        drop(unused);
-        let client = UpstreamClient::new(ClientSettings::default());
-        let request = Request::builder()
-            .uri("/")
-            .body(ProxyBody::empty())
-            .unwrap();
-        match client.send(address, None, request).await {
-            Err(error) => assert!(error.is_connect(), "{error}"),
-            Ok(response) => panic!("answered: {}", response.status()),
-        }
-    }
-}
+mod tests;

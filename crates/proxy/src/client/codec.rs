@@ -1,0 +1,476 @@
+//! The HTTP/1.1 wire format of the upstream side (RFC 9112), with no I/O: request heads
+//! written into a byte buffer, response heads parsed out of one, and a response body's
+//! framing decoded (length, chunked, or until the connection closes).
+//!
+//! Response heads are parsed with `httparse` and header values are slices of the received
+//! buffer (`Bytes`), not copies. What is refused (the exchange fails, the client answers
+//! 502): a head over [`MAX_HEAD_BYTES`] or with more than [`MAX_HEADERS`] headers, a
+//! `Content-Length` that is not one decimal number (several equal values are taken, as
+//! RFC 9112 §6.3 allows), and a chunked body whose framing is broken.
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Uri, Version};
+
+/// Largest response head accepted (nginx's default is 4–8 KiB and fails beyond it).
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Most headers in a response head (hyper's default too).
+pub const MAX_HEADERS: usize = 100;
+/// Largest trailer section of a chunked body.
+const MAX_TRAILER_BYTES: usize = 16 * 1024;
+/// Most trailer fields.
+const MAX_TRAILERS: usize = 32;
+
+/// Why a response could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProtocolError {
+    /// The head is not HTTP/1.x.
+    BadHead,
+    /// The head is larger than [`MAX_HEAD_BYTES`] or has too many headers.
+    HeadTooLarge,
+    /// `Content-Length` is not one decimal number.
+    BadContentLength,
+    /// The chunked framing is broken.
+    BadChunk,
+    /// The trailer section is malformed or too large.
+    BadTrailers,
+    /// `101 Switching Protocols` to a request that asked for no upgrade.
+    UnexpectedUpgrade,
+}
+
+impl std::fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ProtocolError::BadHead => "malformed response head",
+            ProtocolError::HeadTooLarge => "response head too large",
+            ProtocolError::BadContentLength => "invalid content-length",
+            ProtocolError::BadChunk => "invalid chunked framing",
+            ProtocolError::BadTrailers => "invalid trailers",
+            ProtocolError::UnexpectedUpgrade => "unexpected 101 switching protocols",
+        })
+    }
+}
+
+/// How a request body is framed on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestFraming {
+    /// No body.
+    Empty,
+    /// `Content-Length: n` and exactly `n` bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+impl RequestFraming {
+    /// The framing for a body whose exact size is `exact` (when known): known sizes are
+    /// sent with `Content-Length` (0 only for methods that carry a body), others chunked.
+    pub fn for_body(method: &Method, exact: Option<u64>) -> Self {
+        match exact {
+            Some(0) if !matches!(*method, Method::POST | Method::PUT | Method::PATCH) => {
+                RequestFraming::Empty
+            }
+            Some(n) => RequestFraming::Length(n),
+            None => RequestFraming::Chunked,
+        }
+    }
+}
+
+/// Writes a request head: the request line (origin form), every header but the framing
+/// ones, then the framing header `framing` calls for, and the blank line.
+pub fn encode_request_head(
+    out: &mut Vec<u8>,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    framing: RequestFraming,
+) {
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        RequestFraming::Empty => {}
+        RequestFraming::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            push_decimal(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        RequestFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes the size line that starts a chunk of `len` bytes.
+pub fn encode_chunk_size(out: &mut Vec<u8>, len: usize) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digits = (usize::BITS - len.leading_zeros()).div_ceil(4).max(1);
+    for shift in (0..digits).rev() {
+        out.push(HEX[(len >> (shift * 4)) & 0xf]);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes a chunked body's end: the last chunk, `trailers`, and the blank line.
+pub fn encode_chunked_end(out: &mut Vec<u8>, trailers: Option<&HeaderMap>) {
+    out.extend_from_slice(b"0\r\n");
+    for (name, value) in trailers.into_iter().flatten() {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+/// How a response body is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// No body: a `HEAD` request, or `1xx`/`204`/`304`.
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+    /// Everything until the connection closes.
+    UntilClose,
+}
+
+/// A parsed response head.
+#[derive(Debug)]
+pub struct ResponseHead {
+    /// The status code.
+    pub status: StatusCode,
+    /// HTTP/1.0 or HTTP/1.1.
+    pub version: Version,
+    /// The header fields, values sharing the received bytes.
+    pub headers: HeaderMap,
+    /// How the body is delimited.
+    pub framing: BodyFraming,
+    /// Whether the connection may carry another request after this response.
+    pub keep_alive: bool,
+}
+
+/// Parses one response head from the front of `buf`, removing it from `buf` when complete.
+/// `Ok(None)`: the head is not complete yet. `head_request`: the request was `HEAD`
+/// (the response then has no body whatever it declares).
+///
+/// # Errors
+/// A malformed or oversized head, or an invalid `Content-Length`.
+pub fn parse_response_head(
+    buf: &mut BytesMut,
+    head_request: bool,
+) -> Result<Option<ResponseHead>, ProtocolError> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut slots);
+    let head_len = match response.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
+            return Err(ProtocolError::HeadTooLarge)
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(ProtocolError::HeadTooLarge),
+        Err(_) => return Err(ProtocolError::BadHead),
+    };
+    if head_len > MAX_HEAD_BYTES {
+        return Err(ProtocolError::HeadTooLarge);
+    }
+    let status = response
+        .code
+        .and_then(|code| StatusCode::from_u16(code).ok())
+        .ok_or(ProtocolError::BadHead)?;
+    let version = match response.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    // Where each name and value sits in `buf`, so the values can share its bytes once the
+    // head is split off.
+    let base = buf.as_ptr() as usize;
+    let mut fields = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    let count = response.headers.len();
+    for (field, slot) in fields.iter_mut().zip(response.headers.iter()) {
+        *field = (
+            slot.name.as_ptr() as usize - base,
+            slot.name.len(),
+            slot.value.as_ptr() as usize - base,
+            slot.value.len(),
+        );
+    }
+    let head = buf.split_to(head_len).freeze();
+    let mut headers = HeaderMap::with_capacity(count);
+    for &(name, name_len, value, value_len) in &fields[..count] {
+        let name = HeaderName::from_bytes(&head[name..name + name_len])
+            .map_err(|_| ProtocolError::BadHead)?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len))
+            .map_err(|_| ProtocolError::BadHead)?;
+        headers.append(name, value);
+    }
+    let framing = body_framing(status, head_request, &headers)?;
+    let keep_alive = keep_alive(version, &headers) && framing != BodyFraming::UntilClose;
+    Ok(Some(ResponseHead {
+        status,
+        version,
+        headers,
+        framing,
+        keep_alive,
+    }))
+}
+
+/// RFC 9112 §6.3, for a response.
+fn body_framing(
+    status: StatusCode,
+    head_request: bool,
+    headers: &HeaderMap,
+) -> Result<BodyFraming, ProtocolError> {
+    if head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok(BodyFraming::Empty);
+    }
+    if let Some(codings) = headers.get(header::TRANSFER_ENCODING) {
+        // Only a final `chunked` delimits the body; any other coding runs to the close.
+        let last = headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .next_back()
+            .unwrap_or(codings);
+        let chunked = last
+            .as_bytes()
+            .rsplit(|&b| b == b',')
+            .next()
+            .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        return Ok(if chunked {
+            BodyFraming::Chunked
+        } else {
+            BodyFraming::UntilClose
+        });
+    }
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for part in value.as_bytes().split(|&b| b == b',') {
+            let n = parse_decimal(part.trim_ascii()).ok_or(ProtocolError::BadContentLength)?;
+            if length.is_some_and(|seen| seen != n) {
+                return Err(ProtocolError::BadContentLength);
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        Some(0) => BodyFraming::Empty,
+        Some(n) => BodyFraming::Length(n),
+        None => BodyFraming::UntilClose,
+    })
+}
+
+/// Whether the connection persists after this message (RFC 9112 §9.3).
+fn keep_alive(version: Version, headers: &HeaderMap) -> bool {
+    let mut close = false;
+    let mut keep = false;
+    for value in headers.get_all(header::CONNECTION) {
+        for option in value.as_bytes().split(|&b| b == b',') {
+            let option = option.trim_ascii();
+            close |= option.eq_ignore_ascii_case(b"close");
+            keep |= option.eq_ignore_ascii_case(b"keep-alive");
+        }
+    }
+    !close && (version == Version::HTTP_11 || keep)
+}
+
+fn parse_decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
+    })
+}
+
+/// What the chunked decoder produced.
+#[derive(Debug, PartialEq)]
+pub enum Decoded {
+    /// Body bytes.
+    Data(Bytes),
+    /// The trailer fields, at the end of the body (only when there are any).
+    Trailers(HeaderMap),
+    /// The body ended.
+    End,
+    /// More bytes are needed.
+    NeedMore,
+}
+
+/// Where the chunked decoder is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// Reading a size line; `digits` hex digits so far, `extension` after a `;` or space.
+    Size {
+        size: u64,
+        digits: u8,
+        extension: bool,
+    },
+    /// The LF of a size line.
+    SizeLf { size: u64 },
+    /// Inside a chunk's data, this many bytes to go.
+    Data(u64),
+    /// The CR after a chunk's data.
+    DataCr,
+    /// The LF after a chunk's data.
+    DataLf,
+    /// The trailer section after the last chunk.
+    Trailers,
+    /// Done.
+    End,
+}
+
+/// Decodes a chunked body (RFC 9112 §7.1) from a buffer that fills as bytes arrive.
+#[derive(Debug)]
+pub struct ChunkedDecoder {
+    state: Chunk,
+}
+
+impl Default for ChunkedDecoder {
+    fn default() -> Self {
+        ChunkedDecoder {
+            state: Chunk::Size {
+                size: 0,
+                digits: 0,
+                extension: false,
+            },
+        }
+    }
+}
+
+impl ChunkedDecoder {
+    /// Whether the last chunk and the trailers have been read.
+    pub fn is_end(&self) -> bool {
+        self.state == Chunk::End
+    }
+
+    /// Decodes what it can from the front of `buf`, removing what it used.
+    ///
+    /// # Errors
+    /// Broken framing or trailers.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, ProtocolError> {
+        loop {
+            match self.state {
+                Chunk::End => return Ok(Decoded::End),
+                Chunk::Data(left) => {
+                    if buf.is_empty() {
+                        return Ok(Decoded::NeedMore);
+                    }
+                    let take = usize::try_from(left).map_or(buf.len(), |l| l.min(buf.len()));
+                    self.state = if take as u64 == left {
+                        Chunk::DataCr
+                    } else {
+                        Chunk::Data(left - take as u64)
+                    };
+                    return Ok(Decoded::Data(buf.split_to(take).freeze()));
+                }
+                Chunk::Trailers => return self.trailers(buf),
+                _ => {}
+            }
+            let Some(&byte) = buf.first() else {
+                return Ok(Decoded::NeedMore);
+            };
+            buf.advance(1);
+            self.state = match (self.state, byte) {
+                (
+                    Chunk::Size {
+                        size,
+                        digits,
+                        extension: false,
+                    },
+                    _,
+                ) if byte.is_ascii_hexdigit() => {
+                    if digits >= 16 {
+                        return Err(ProtocolError::BadChunk);
+                    }
+                    let digit = (byte as char).to_digit(16).unwrap_or(0);
+                    Chunk::Size {
+                        size: size << 4 | u64::from(digit),
+                        digits: digits + 1,
+                        extension: false,
+                    }
+                }
+                (Chunk::Size { size, digits, .. }, b';' | b' ' | b'\t') if digits > 0 => {
+                    Chunk::Size {
+                        size,
+                        digits,
+                        extension: true,
+                    }
+                }
+                (Chunk::Size { size, digits, .. }, b'\r') if digits > 0 => Chunk::SizeLf { size },
+                (
+                    Chunk::Size {
+                        extension: true, ..
+                    },
+                    _,
+                ) if byte != b'\n' && byte != 0 => self.state,
+                (Chunk::SizeLf { size: 0 }, b'\n') => Chunk::Trailers,
+                (Chunk::SizeLf { size }, b'\n') => Chunk::Data(size),
+                (Chunk::DataCr, b'\r') => Chunk::DataLf,
+                (Chunk::DataLf, b'\n') => Chunk::Size {
+                    size: 0,
+                    digits: 0,
+                    extension: false,
+                },
+                _ => return Err(ProtocolError::BadChunk),
+            };
+        }
+    }
+
+    fn trailers(&mut self, buf: &mut BytesMut) -> Result<Decoded, ProtocolError> {
+        if buf.len() >= 2 && &buf[..2] == b"\r\n" {
+            buf.advance(2);
+            self.state = Chunk::End;
+            return Ok(Decoded::End);
+        }
+        let mut slots = [httparse::EMPTY_HEADER; MAX_TRAILERS];
+        match httparse::parse_headers(buf, &mut slots) {
+            Ok(httparse::Status::Complete((len, fields))) => {
+                let mut trailers = HeaderMap::with_capacity(fields.len());
+                for field in fields.iter() {
+                    let name = HeaderName::from_bytes(field.name.as_bytes())
+                        .map_err(|_| ProtocolError::BadTrailers)?;
+                    let value = HeaderValue::from_bytes(field.value)
+                        .map_err(|_| ProtocolError::BadTrailers)?;
+                    trailers.append(name, value);
+                }
+                buf.advance(len);
+                self.state = Chunk::End;
+                Ok(Decoded::Trailers(trailers))
+            }
+            Ok(httparse::Status::Partial) if buf.len() <= MAX_TRAILER_BYTES => {
+                Ok(Decoded::NeedMore)
+            }
+            _ => Err(ProtocolError::BadTrailers),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
