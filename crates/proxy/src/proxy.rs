@@ -559,9 +559,8 @@ impl Proxy {
             let tls = route.tls.as_deref();
             let exchange = async {
                 if client_upgrade.is_some() {
-                    self.client
-                        .send_upgrade(address, tls, upstream_request)
-                        .await
+                    // Boxed, as rare and large (see UpstreamClient::send).
+                    Box::pin(self.client.send_upgrade(address, tls, upstream_request)).await
                 } else {
                     self.client.send(address, tls, upstream_request).await
                 }

@@ -8,9 +8,9 @@
 //! response. `1xx` interim responses (`100 Continue`) are skipped.
 //!
 //! Buffers: a connection owns its head-writing buffer (a few hundred bytes, kept) and a
-//! read buffer that is only allocated while a response is being read. Body frames are
-//! slices of that buffer, handed on without copying; a connection back in the pool holds
-//! no read buffer.
+//! read buffer only while a response is being read (between exchanges the buffer waits in
+//! a small per-thread spare list, [`spare`]). Body frames are slices of that buffer, handed
+//! on without copying; a connection back in the pool holds no read buffer.
 
 use std::future::poll_fn;
 use std::io::IoSlice;
@@ -118,6 +118,9 @@ impl Connection {
 
     /// Reads more bytes into the read buffer. `Ok(0)`: end of stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        if self.read.capacity() == 0 {
+            self.read = spare::take();
+        }
         if self.read.capacity() - self.read.len() < self.read_size / 2 {
             self.read.reserve(self.read_size);
         }
@@ -140,12 +143,52 @@ impl Connection {
         if !self.read.is_empty() {
             return false;
         }
-        self.read = BytesMut::new();
+        spare::give(std::mem::take(&mut self.read));
         self.read_size = FIRST_READ;
         if self.write.capacity() > KEEP_WRITE_BUFFER {
             self.write = Vec::new();
         }
         true
+    }
+}
+
+/// Read buffers between exchanges, per thread: a connection going back to the pool leaves
+/// its buffer here rather than keeping it idle, and the next exchange on this thread takes
+/// it. The body frames cut from a buffer may still be on their way to the client when it
+/// comes back; once they are gone, `BytesMut::reserve` reuses its memory in place, so the
+/// steady state allocates no read buffer per response.
+mod spare {
+    use std::cell::RefCell;
+
+    use bytes::BytesMut;
+
+    /// Buffers kept per thread.
+    const KEPT: usize = 32;
+    /// A buffer grown larger than this (a large body's reads) is not kept.
+    const KEEP_CAPACITY: usize = 2 * super::FIRST_READ;
+
+    thread_local! {
+        static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// A spare buffer, or an empty one (no allocation).
+    pub(super) fn take() -> BytesMut {
+        SPARE
+            .with(|spare| spare.borrow_mut().pop())
+            .unwrap_or_default()
+    }
+
+    /// Keeps `buffer` (empty) for the next exchange on this thread, if there is room.
+    pub(super) fn give(buffer: BytesMut) {
+        if buffer.capacity() == 0 || buffer.capacity() > KEEP_CAPACITY {
+            return;
+        }
+        SPARE.with(|spare| {
+            let mut spare = spare.borrow_mut();
+            if spare.len() < KEPT {
+                spare.push(buffer);
+            }
+        });
     }
 }
 

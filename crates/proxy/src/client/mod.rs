@@ -250,7 +250,10 @@ impl UpstreamClient {
             let reused = idle.is_some();
             let conn = match idle {
                 Some(conn) => conn,
-                None => Connection::new(self.open(address, tls).await?),
+                // Boxed: the connect and TLS handshake futures are large, and kept inline
+                // they would make every request's future (moved into place per request)
+                // that much larger.
+                None => Connection::new(Box::pin(self.open(address, tls)).await?),
             };
             match connection::exchange(conn, &mut request, pool.clone()).await {
                 Ok(response) => return Ok(response),
