@@ -548,7 +548,7 @@ impl Proxy {
             };
             if !upstream_request.headers().contains_key(header::HOST) {
                 // An HTTP/1.0 client may send none; HTTP/1.1 requires one upstream.
-                if let Ok(authority) = HeaderValue::from_maybe_shared(endpoint.authority.clone()) {
+                if let Ok(authority) = HeaderValue::from_maybe_shared(endpoint.authority()) {
                     upstream_request
                         .headers_mut()
                         .insert(header::HOST, authority);

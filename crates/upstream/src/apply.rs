@@ -35,7 +35,6 @@ use std::time::Instant;
 use switchyard_registry::{Endpoint, Update};
 
 use crate::chunked::Chunked;
-use crate::snapshot::authority;
 use crate::source::{Change, SourceSet};
 use crate::{
     Changes, EndpointList, EndpointStats, PanicMode, SelectorFactory, ServingEndpoint, Snapshot,
@@ -512,7 +511,6 @@ impl UpstreamState {
         }
         let source = &self.sources[winner.source];
         Arc::new(ServingEndpoint {
-            authority: previous.map_or_else(|| authority(address), |p| p.authority.clone()),
             weight: winner.endpoint.weight,
             endpoint: winner.endpoint,
             source: source.source.clone(),

@@ -37,7 +37,8 @@ pub use health_check::DEFAULT_EXPECTED as DEFAULT_HEALTHY_STATUSES;
 pub use metrics::{applied_updates, render_apply_metrics, APPLY_BUCKETS};
 pub use selector::{Changes, PickContext, Selector, SelectorFactory};
 pub use snapshot::{
-    effective_weight, EndpointList, ServingEndpoint, Snapshot, SourceRef, Tier, ZERO_WEIGHT_DIVISOR,
+    address_text, effective_weight, AddressText, EndpointList, ServingEndpoint, Snapshot,
+    SourceRef, Tier, ZERO_WEIGHT_DIVISOR,
 };
 pub use source::SourceStatus;
 pub use spec::{

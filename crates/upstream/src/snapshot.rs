@@ -44,7 +44,8 @@ pub struct ServingEndpoint {
     /// weight when the tier splits traffic by source.
     pub weight: u32,
     /// The index of its source in the upstream's config (ranks sources within a tier).
-    /// 16 bits keep the struct at 72 bytes (a 96-byte allocation with the `Arc`).
+    /// 16 bits keep the struct at 40 bytes (a 56-byte allocation with the `Arc`): at
+    /// 100,000 endpoints every field counts.
     pub(crate) source_index: u16,
     /// Whether its source is failing, so this is a last known good endpoint.
     pub stale: bool,
@@ -53,9 +54,6 @@ pub struct ServingEndpoint {
     pub healthy: bool,
     /// Live counters (in-flight, latency, ejection), shared across snapshots.
     pub stats: Arc<EndpointStats>,
-    /// The address as text (`10.0.0.5:8080`, `[::1]:80`), made once per endpoint so the
-    /// request path can build URIs without formatting. Cloning it is a reference count.
-    pub authority: Bytes,
 }
 
 impl ServingEndpoint {
@@ -63,7 +61,6 @@ impl ServingEndpoint {
     /// priority), weighted by the endpoint's own weight, not stale. For tests and
     /// benchmarks; the cache builds its own.
     pub fn new(endpoint: Endpoint, source: Arc<SourceRef>) -> Self {
-        let authority = authority(endpoint.address);
         ServingEndpoint {
             tier: Tier {
                 source: 0,
@@ -74,7 +71,6 @@ impl ServingEndpoint {
             stale: false,
             healthy: endpoint.healthy,
             stats: Arc::new(EndpointStats::new()),
-            authority,
             source,
             endpoint: Arc::new(endpoint),
         }
@@ -84,6 +80,12 @@ impl ServingEndpoint {
     #[inline]
     pub fn address(&self) -> SocketAddr {
         self.endpoint.address
+    }
+
+    /// The address as a `Host` value (`10.0.0.5:8080`, `[::1]:80`), made on demand: only
+    /// a request without a `Host` of its own (HTTP/1.0) needs it, so no endpoint keeps one.
+    pub fn authority(&self) -> Bytes {
+        Bytes::copy_from_slice(address_text(self.endpoint.address).as_ref())
     }
 
     /// The endpoint's weight as balancers count it ([`effective_weight`]).
@@ -128,32 +130,30 @@ pub fn effective_weight(weight: u32) -> u64 {
 /// Weight 1 is worth this many weight-0 endpoints (see [`effective_weight`]).
 pub const ZERO_WEIGHT_DIVISOR: u64 = 100;
 
-/// The text of an address, in one small allocation that clones share.
-pub(crate) fn authority(address: SocketAddr) -> Bytes {
+/// An address as text (`10.0.0.5:8080`, `[::1]:80`), formatted on the stack.
+pub fn address_text(address: SocketAddr) -> AddressText {
     use std::io::Write;
-    let mut text = Text {
+    let mut text = AddressText {
         len: 0,
-        buf: [0; TEXT_LEN],
+        buf: [0; ADDRESS_TEXT_LEN],
     };
     let mut cursor = std::io::Cursor::new(&mut text.buf[..]);
-    if write!(cursor, "{address}").is_ok() {
-        text.len = cursor.position() as u8;
-        Bytes::from_owner(text)
-    } else {
-        // Longer than the inline buffer: an IPv6 address with a scope id, say.
-        Bytes::from(address.to_string())
-    }
+    // Cannot fail: the longest address, `[` 39 `%` 10 `]:` 5, is 58 bytes.
+    let _ = write!(cursor, "{address}");
+    text.len = cursor.position() as u8;
+    text
 }
 
-/// Inline text long enough for any IPv4 address with a port (21 bytes).
-const TEXT_LEN: usize = 23;
+/// Room for the longest socket address as text (an IPv6 address with a scope id).
+const ADDRESS_TEXT_LEN: usize = 64;
 
-struct Text {
+/// The text of an address ([`address_text`]).
+pub struct AddressText {
     len: u8,
-    buf: [u8; TEXT_LEN],
+    buf: [u8; ADDRESS_TEXT_LEN],
 }
 
-impl AsRef<[u8]> for Text {
+impl AsRef<[u8]> for AddressText {
     fn as_ref(&self) -> &[u8] {
         &self.buf[..usize::from(self.len)]
     }
@@ -348,8 +348,18 @@ mod tests {
             "[2001:db8:ffff:ffff:ffff:ffff:ffff:ffff]:65535",
         ] {
             let a: SocketAddr = address.parse().unwrap();
-            assert_eq!(authority(a), address.as_bytes());
+            assert_eq!(address_text(a).as_ref(), address.as_bytes());
         }
+        // The longest there is: a full IPv6 address with a scope id and port.
+        let longest = std::net::SocketAddrV6::new(
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap(),
+            65535,
+            0,
+            u32::MAX,
+        );
+        let text = longest.to_string();
+        assert_eq!(text.len(), 58);
+        assert_eq!(address_text(longest.into()).as_ref(), text.as_bytes());
     }
 
     #[test]

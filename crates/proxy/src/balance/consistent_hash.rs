@@ -57,7 +57,8 @@ fn finish(mut h: u64) -> u64 {
 /// The hashes of an endpoint's virtual nodes: `stable_hash("<address>#<node as 8 LE
 /// bytes>")`, from the address text's hash state computed once.
 fn node_hashes(e: &ServingEndpoint, nodes: u64) -> impl Iterator<Item = u64> {
-    let prefix = fnv(fnv(FNV_OFFSET, &e.authority), b"#");
+    let text = switchyard_upstream::address_text(e.address());
+    let prefix = fnv(fnv(FNV_OFFSET, text.as_ref()), b"#");
     (0..nodes).map(move |node| finish(fnv(prefix, &node.to_le_bytes())))
 }
 
