@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -84,22 +84,24 @@ pub fn recover(
     registry: Arc<dyn Registry>,
     query: ServiceQuery,
     backoff: Backoff,
-) -> ReceiverStream<SourceEvent> {
-    let (tx, rx) = mpsc::channel(16);
+) -> impl Stream<Item = SourceEvent> + Send + Unpin + 'static {
+    // Events go boxed: a channel allocates its first block of 32 slots up front, and a
+    // `SourceEvent` is 48 bytes (1.5 KB a source, against 256 bytes of pointers).
+    let (tx, rx) = mpsc::channel::<Box<SourceEvent>>(16);
     tokio::spawn(async move {
         tokio::select! {
             () = run(registry, query, backoff, &tx) => {}
             () = tx.closed() => {}
         }
     });
-    ReceiverStream::new(rx)
+    ReceiverStream::new(rx).map(|event| *event)
 }
 
 async fn run(
     registry: Arc<dyn Registry>,
     query: ServiceQuery,
     backoff: Backoff,
-    tx: &mpsc::Sender<SourceEvent>,
+    tx: &mpsc::Sender<Box<SourceEvent>>,
 ) {
     let mut attempt = 0u32;
     loop {
@@ -112,7 +114,11 @@ async fn run(
                             let update = if first { into_reset(update) } else { update };
                             first = false;
                             attempt = 0;
-                            if tx.send(SourceEvent::Update(update)).await.is_err() {
+                            if tx
+                                .send(Box::new(SourceEvent::Update(update)))
+                                .await
+                                .is_err()
+                            {
                                 return;
                             }
                         }
@@ -131,7 +137,7 @@ async fn run(
             "watch broke: {error}"
         );
         attempt = attempt.saturating_add(1);
-        if tx.send(SourceEvent::Error(error)).await.is_err() {
+        if tx.send(Box::new(SourceEvent::Error(error))).await.is_err() {
             return;
         }
         tokio::time::sleep(delay).await;

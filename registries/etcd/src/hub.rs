@@ -46,12 +46,17 @@ const MAX_MESSAGE: usize = 64 << 20;
 
 type Item = Result<Update, RegistryError>;
 
+/// What a subscriber's channel carries: an [`Item`] behind a pointer, because a channel
+/// allocates its first block of 32 slots up front and an `Item` is 48 bytes: 1.5 KB per
+/// subscriber against 256 bytes of pointers, 1.3 MiB more at 1,000 upstreams.
+type Queued = Box<Item>;
+
 /// What subscriber streams tell the hub task.
 enum Command {
     Subscribe {
         id: u64,
         service: String,
-        tx: mpsc::Sender<Item>,
+        tx: mpsc::Sender<Queued>,
     },
     Unsubscribe {
         id: u64,
@@ -105,7 +110,7 @@ impl Shared {
         ReceiverStream::new(rx)
             .map(move |item| {
                 let _keep = &guard;
-                item
+                *item
             })
             .boxed()
     }
@@ -152,7 +157,7 @@ struct Raw {
 /// One subscriber stream.
 struct Subscriber {
     id: u64,
-    tx: mpsc::Sender<Item>,
+    tx: mpsc::Sender<Queued>,
     /// Whether its first update (a `Reset`) was sent.
     started: bool,
 }
@@ -312,7 +317,7 @@ impl Hub {
         }
     }
 
-    fn add_subscriber(&mut self, id: u64, service: String, tx: mpsc::Sender<Item>) {
+    fn add_subscriber(&mut self, id: u64, service: String, tx: mpsc::Sender<Queued>) {
         self.owners.insert(id, service.clone());
         self.services
             .entry(service)
@@ -355,7 +360,7 @@ impl Hub {
             for subscriber in &service.subscribers {
                 // A full buffer misses the error, but the stream still ends, which the
                 // recover wrapper treats as a broken connection too.
-                let _ = subscriber.tx.try_send(Err(copy_error(err)));
+                let _ = subscriber.tx.try_send(Box::new(Err(copy_error(err))));
             }
         }
         self.services.clear();
@@ -538,7 +543,7 @@ impl Hub {
             };
             subscriber.started = true;
             for update in updates {
-                if subscriber.tx.send(Ok(update)).await.is_err() {
+                if subscriber.tx.send(Box::new(Ok(update))).await.is_err() {
                     gone.push(subscriber.id);
                     break;
                 }
