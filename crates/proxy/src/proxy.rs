@@ -403,11 +403,12 @@ impl Proxy {
         peer: &Peer,
         request_id: &HeaderValue,
     ) -> (Response<ProxyBody>, Option<SocketAddr>) {
-        let (parts, body) = request.into_parts();
-        match self
-            .forward(route, parts, body, peer, None, request_id)
-            .await
-        {
+        let forwarded = {
+            let (parts, body) = request.into_parts();
+            self.forward(route, parts, body, peer, None, request_id)
+        }
+        .await;
+        match forwarded {
             Ok((response, endpoint)) => (response, Some(endpoint)),
             Err((error, endpoint)) => (error.response(request_id), endpoint),
         }
@@ -538,34 +539,43 @@ impl Proxy {
                 return Err((last_error, failed.last().copied()));
             };
             let address = endpoint.address();
-            let mut upstream_request = Request::new(body.take().unwrap_or_else(ProxyBody::empty));
-            *upstream_request.method_mut() = parts.method.clone();
-            *upstream_request.uri_mut() = Uri::from(path.clone());
-            *upstream_request.headers_mut() = if can_retry {
-                parts.headers.clone()
-            } else {
-                std::mem::take(&mut parts.headers)
-            };
-            if !upstream_request.headers().contains_key(header::HOST) {
-                // An HTTP/1.0 client may send none; HTTP/1.1 requires one upstream.
-                if let Ok(authority) = HeaderValue::from_maybe_shared(endpoint.authority()) {
-                    upstream_request
-                        .headers_mut()
-                        .insert(header::HOST, authority);
-                }
-            }
             let started = Instant::now();
             endpoint.stats.start();
             let tls = route.tls.as_deref();
-            let exchange = async {
-                if client_upgrade.is_some() {
-                    // Boxed, as rare and large (see UpstreamClient::send).
-                    Box::pin(self.client.send_upgrade(address, tls, upstream_request)).await
+            let upgrade = client_upgrade.is_some();
+            // The request and the exchange future are made inside this block so that their
+            // storage ends before the `await`: a local moved into a future but still in
+            // scope keeps its own slot in this function's future, and every request's
+            // future is moved into place by hyper (see ARCHITECTURE.md, request path).
+            let result = {
+                let mut upstream_request =
+                    Request::new(body.take().unwrap_or_else(ProxyBody::empty));
+                *upstream_request.method_mut() = parts.method.clone();
+                *upstream_request.uri_mut() = Uri::from(path.clone());
+                *upstream_request.headers_mut() = if can_retry {
+                    parts.headers.clone()
                 } else {
-                    self.client.send(address, tls, upstream_request).await
+                    std::mem::take(&mut parts.headers)
+                };
+                if !upstream_request.headers().contains_key(header::HOST) {
+                    // An HTTP/1.0 client may send none; HTTP/1.1 requires one upstream.
+                    if let Ok(authority) = HeaderValue::from_maybe_shared(endpoint.authority()) {
+                        upstream_request
+                            .headers_mut()
+                            .insert(header::HOST, authority);
+                    }
                 }
-            };
-            let result = tokio::time::timeout(route.spec.timeout, exchange).await;
+                let client = &self.client;
+                tokio::time::timeout(route.spec.timeout, async move {
+                    if upgrade {
+                        // Boxed, as rare and large (see UpstreamClient::send).
+                        Box::pin(client.send_upgrade(address, tls, upstream_request)).await
+                    } else {
+                        client.send(address, tls, upstream_request).await
+                    }
+                })
+            }
+            .await;
             endpoint.stats.finish(started.elapsed());
             let error = match result {
                 Ok(Ok(response)) => {
