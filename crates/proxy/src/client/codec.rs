@@ -233,6 +233,7 @@ pub fn parse_response_head(
         headers.append(name, value);
     }
     let framing = body_framing(status, head_request, &headers)?;
+    normalize_length(&mut headers, framing);
     let keep_alive = keep_alive(version, &headers) && framing != BodyFraming::UntilClose;
     Ok(Some(ResponseHead {
         status,
@@ -289,6 +290,28 @@ fn body_framing(
         Some(n) => BodyFraming::Length(n),
         None => BodyFraming::UntilClose,
     })
+}
+
+/// Makes `Content-Length` say what the body is, before the head is forwarded: removed when
+/// `Transfer-Encoding` delimits the body (RFC 9112 §6.3: a sender must remove it), one
+/// value when it was repeated (`7, 7`). Left alone for responses without a body (`HEAD`,
+/// `304`), where it describes the representation.
+fn normalize_length(headers: &mut HeaderMap, framing: BodyFraming) {
+    match framing {
+        BodyFraming::Chunked | BodyFraming::UntilClose => {
+            headers.remove(header::CONTENT_LENGTH);
+        }
+        BodyFraming::Length(n) => {
+            let values = headers.get_all(header::CONTENT_LENGTH);
+            let mut values = values.iter();
+            let single = values.next().is_some_and(|v| !v.as_bytes().contains(&b','))
+                && values.next().is_none();
+            if !single {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+            }
+        }
+        BodyFraming::Empty => {}
+    }
 }
 
 /// Whether the connection persists after this message (RFC 9112 §9.3).

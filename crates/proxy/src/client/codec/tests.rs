@@ -298,3 +298,28 @@ fn broken_chunked_framing_is_refused() {
         ProtocolError::BadTrailers
     );
 }
+
+#[test]
+fn content_length_is_made_to_match_the_framing() {
+    // Transfer-Encoding wins, and the length goes (RFC 9112 §6.3).
+    let both =
+        complete("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n");
+    assert!(!both.headers.contains_key(header::CONTENT_LENGTH));
+    let gzip = complete("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: gzip\r\n\r\n");
+    assert!(!gzip.headers.contains_key(header::CONTENT_LENGTH));
+    // Repeated equal values become one.
+    let repeated = complete("HTTP/1.1 200 OK\r\nContent-Length: 7\r\ncontent-length: 7\r\n\r\n");
+    let values: Vec<_> = repeated
+        .headers
+        .get_all(header::CONTENT_LENGTH)
+        .iter()
+        .collect();
+    assert_eq!(values, ["7"]);
+    let listed = complete("HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\n\r\n");
+    assert_eq!(listed.headers[header::CONTENT_LENGTH], "7");
+    // A bodiless response keeps what it says about the representation.
+    let to_head = head("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", true)
+        .unwrap()
+        .unwrap();
+    assert_eq!(to_head.headers[header::CONTENT_LENGTH], "10");
+}
