@@ -1,7 +1,8 @@
 //! Hostile HTTP against the real binary, over raw TCP: request smuggling shapes (refused by
 //! the gateway's head guard, `crates/proxy/src/head_guard.rs`), header and URI limits, body
 //! limits (declared and chunked), slowloris, forwarded-header trust, the connection cap, a
-//! WebSocket-style upgrade tunnel, and the admin token.
+//! WebSocket-style upgrade tunnel, the admin token, and hostile upstream responses (a
+//! malformed or oversized head is a 502, a stale `Content-Length` is not passed on).
 //! Each malformed case checks the status, that the connection is closed, and that the
 //! backend never received the request.
 
@@ -570,4 +571,106 @@ async fn admin_api_requires_the_token_when_set() {
     );
     // The data plane never serves admin paths.
     assert!(!gw.get("/api/upstreams").await.body.contains("endpoints"));
+}
+
+/// A raw TCP upstream answering each request with the canned bytes for its path, then
+/// closing the connection; it stops after `limit` connections or 30 s.
+fn hostile_upstream(limit: usize) -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut served = 0;
+        while served < limit && Instant::now() < deadline {
+            let mut stream = match listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(_) => {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+            };
+            served += 1;
+            stream.set_nonblocking(false).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let mut head = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let path = String::from_utf8_lossy(&head)
+                .split(' ')
+                .nth(1)
+                .unwrap_or("")
+                .to_owned();
+            let reply: Vec<u8> = match path.as_str() {
+                "/garbage" => b"NOT HTTP AT ALL\r\n\r\n".to_vec(),
+                "/huge-head" => format!(
+                    "HTTP/1.1 200 OK\r\nx-big: {}\r\ncontent-length: 0\r\n\r\n",
+                    "a".repeat(70 * 1024)
+                )
+                .into_bytes(),
+                "/bad-length" => b"HTTP/1.1 200 OK\r\ncontent-length: 1, 2\r\n\r\nx".to_vec(),
+                "/te-and-cl" => b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_vec(),
+                "/truncated" => b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort".to_vec(),
+                _ => b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n".to_vec(),
+            };
+            let _ = stream.write_all(&reply);
+        }
+    });
+    address
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_upstream_responses_get_502_or_are_reframed() {
+    let upstream = hostile_upstream(20);
+    let gw = Gateway::start(&format!(
+        "[server]\nlisten = \"{{listen}}\"\n[log]\naccess = false\n[registries.local]\ntype = \"static\"\nservices.s = [\"{upstream}\"]\n[upstreams.u]\n[[upstreams.u.sources]]\nregistry = \"local\"\nservice = \"s\"\n[[routes]]\nupstream = \"u\"\n"
+    ))
+    .await;
+    gw.wait_ready().await;
+    let get = |path: &str| {
+        raw(
+            &gw,
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+    };
+    for path in ["/garbage", "/huge-head", "/bad-length"] {
+        let (status, _, text) = get(path);
+        println!("{path}: {status}");
+        assert_eq!(status, 502, "{path}: {text}");
+        assert!(
+            text.contains("\"request_id\""),
+            "{path}: the gateway's JSON error: {text}"
+        );
+    }
+    // Transfer-Encoding delimits the body; the stale Content-Length is not passed on.
+    let (status, _, text) = get("/te-and-cl");
+    assert_eq!(status, 200, "{text}");
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(
+        !head.to_ascii_lowercase().contains("content-length: 3"),
+        "{head}"
+    );
+    assert!(body.contains("hello"), "{body:?}");
+    // A body cut short: the client never gets a complete response (hyper may not even have
+    // flushed the head when the body fails), and its connection is closed.
+    let (status, closed, text) = get("/truncated");
+    println!(
+        "/truncated: status {status}, closed {closed}, {} bytes",
+        text.len()
+    );
+    assert!(closed, "{text}");
+    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+        assert!(body.len() < 10, "a complete body: {text:?}");
+        assert!(
+            head.to_ascii_lowercase().contains("content-length: 10"),
+            "{head}"
+        );
+    }
 }
