@@ -134,8 +134,8 @@ async fn register_fail_deregister_reach_the_stream_quickly() {
     let web1 = &added[0];
     assert_eq!(web1.address, addr(9001));
     assert_eq!(web1.weight, 7, "Weights.Passing");
-    assert_eq!(web1.metadata["version"], "1", "Service.Meta kept");
-    assert_eq!(web1.metadata["consul.service_id"], "web-1");
+    assert_eq!(web1.metadata()["version"], "1", "Service.Meta kept");
+    assert_eq!(web1.metadata()["consul.service_id"], "web-1");
 
     // No Service.Address: the node's address is used.
     agent
@@ -263,7 +263,7 @@ async fn warning_instances_serve_at_warning_weight_when_not_only_passing() {
             (
                 e.address.port(),
                 e.weight,
-                e.metadata["consul.health"].as_str(),
+                e.metadata()["consul.health"].as_str(),
             )
         })
         .collect();

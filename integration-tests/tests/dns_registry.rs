@@ -162,8 +162,8 @@ async fn check_orders(server: &NamedServer) {
         ]
     );
     let a = &view.endpoints[&"127.0.0.11:8001".parse().unwrap()];
-    assert_eq!(a.metadata["target"], "a.orders.example.test");
-    assert_eq!(a.metadata["srv_weight"], "1");
+    assert_eq!(a.metadata()["target"], "a.orders.example.test");
+    assert_eq!(a.metadata()["srv_weight"], "1");
 
     // RFC 2782 weight 0 next to weight 2: a tiny share (1 against 2 × 100).
     let mut zero = watch(&registry, "_http._tcp.zero.example.test").await;
@@ -386,12 +386,14 @@ fn endpoint_with_meta(address: &str, target: &str, priority: u16, weight: u16) -
     let mut endpoint = Endpoint::new(address.parse().unwrap())
         .with_priority(u32::from(priority))
         .with_weight(u32::from(weight.max(1)));
-    endpoint.metadata.insert("target".into(), target.into());
     endpoint
-        .metadata
+        .metadata_mut()
+        .insert("target".into(), target.into());
+    endpoint
+        .metadata_mut()
         .insert("srv_priority".into(), priority.to_string());
     endpoint
-        .metadata
+        .metadata_mut()
         .insert("srv_weight".into(), weight.to_string());
     endpoint
 }

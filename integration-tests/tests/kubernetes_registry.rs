@@ -303,9 +303,9 @@ async fn endpoints_of_a_service_and_rbac_verbs() {
     {
         let seen = web.seen.lock().unwrap();
         let first = &seen.set[&"10.1.0.1:8080".parse().unwrap()];
-        assert_eq!(first.zone.as_deref(), Some("zone-a"));
+        assert_eq!(first.zone(), Some("zone-a"));
         assert_eq!(
-            first.metadata.get("pod").map(String::as_str),
+            first.metadata().get("pod").map(String::as_str),
             Some("pod-10.1.0.1")
         );
         assert_eq!(seen.updates[0], "DoesNotExist");
@@ -395,7 +395,7 @@ async fn terminating_endpoints_serve_only_when_none_is_ready() {
     web.wait_for("serving+terminating fallback", SECOND, &["10.1.0.1:8080"])
         .await;
     let terminating_flag = web.seen.lock().unwrap().set[&"10.1.0.1:8080".parse().unwrap()]
-        .metadata
+        .metadata()
         .get("terminating")
         .cloned();
     assert_eq!(terminating_flag.as_deref(), Some("true"));

@@ -206,8 +206,8 @@ fn upstream_json(upstream: &switchyard_upstream::Upstream) -> Value {
                 "serving": snapshot.is_serving(e),
                 "stale": e.stale,
                 "source": {"registry": e.source.registry, "service": e.source.service},
-                "zone": e.endpoint.zone,
-                "metadata": e.endpoint.metadata,
+                "zone": e.endpoint.zone(),
+                "metadata": e.endpoint.metadata(),
                 "health": {
                     "registry": e.endpoint.healthy,
                     "active": e.stats.active_healthy(),

@@ -371,7 +371,7 @@ impl Watch {
                 continue;
             }
             let mut endpoint = Endpoint::new(address).with_weight(candidate.weight);
-            endpoint.metadata = candidate.metadata;
+            endpoint.set_metadata(candidate.metadata);
             set.insert(address, endpoint);
         }
         self.malformed = malformed;

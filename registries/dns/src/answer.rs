@@ -117,13 +117,10 @@ pub fn srv_endpoints(records: &[Srv], addresses: &HashMap<Name, Vec<IpAddr>>) ->
                     .with_priority(u32::from(priority));
                 let target = record.target.to_ascii();
                 let target = target.strip_suffix('.').unwrap_or(&target).to_owned();
-                endpoint.metadata.insert("target".into(), target);
-                endpoint
-                    .metadata
-                    .insert("srv_priority".into(), record.priority.to_string());
-                endpoint
-                    .metadata
-                    .insert("srv_weight".into(), record.weight.to_string());
+                let labels = endpoint.metadata_mut();
+                labels.insert("target".into(), target);
+                labels.insert("srv_priority".into(), record.priority.to_string());
+                labels.insert("srv_weight".into(), record.weight.to_string());
                 endpoints.insert(address, endpoint);
             }
         }
@@ -278,7 +275,7 @@ mod tests {
         let addresses = HashMap::from([(name("a.test."), vec!["10.0.0.1".parse().unwrap()])]);
         let endpoints = srv_endpoints(&[srv(2, 0, 80, "a.test.")], &addresses);
         let meta: Vec<_> = endpoints[0]
-            .metadata
+            .metadata()
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();

@@ -84,8 +84,8 @@ impl Entry {
         let mut endpoint = Endpoint::new(address)
             .with_weight(self.weight)
             .with_priority(self.priority);
-        endpoint.zone = self.metadata.get("zone").cloned();
-        endpoint.metadata = self.metadata;
+        endpoint.set_zone(self.metadata.get("zone").cloned());
+        endpoint.set_metadata(self.metadata);
         endpoint
     }
 
@@ -200,7 +200,7 @@ mod tests {
         });
         match (got, expected) {
             (Ok(endpoint), Ok(want)) => {
-                let zone = endpoint.zone.clone().unwrap_or_else(|| "-".into());
+                let zone = endpoint.zone().unwrap_or("-").to_owned();
                 let seen = format!(
                     "{} {} {} {zone}",
                     endpoint.address, endpoint.weight, endpoint.priority

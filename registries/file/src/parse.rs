@@ -68,14 +68,14 @@ pub fn parse_file_sd(text: &str, ctx: &RegistryContext) -> Result<Services, Stri
                 .and_then(|t| t.parse::<SocketAddr>().ok())
                 .filter(|a| a.port() != 0);
             match address {
-                Some(address) => endpoints.push(Endpoint {
-                    address,
-                    weight,
-                    priority,
-                    zone: zone.clone(),
-                    metadata: metadata.clone(),
-                    healthy: true,
-                }),
+                Some(address) => {
+                    let mut endpoint = Endpoint::new(address)
+                        .with_weight(weight)
+                        .with_priority(priority)
+                        .with_metadata(metadata.clone());
+                    endpoint.set_zone(zone.clone());
+                    endpoints.push(endpoint);
+                }
                 None => ctx.metrics.malformed(
                     &ctx.name,
                     format!("service {service}: target {target} is not ip:port"),
@@ -167,8 +167,8 @@ mod tests {
         )
         .unwrap();
         let e = &services["a"][0];
-        assert_eq!(e.zone.as_deref(), Some("z1"));
-        assert_eq!(e.metadata.get("team").map(String::as_str), Some("x"));
+        assert_eq!(e.zone(), Some("z1"));
+        assert_eq!(e.metadata().get("team").map(String::as_str), Some("x"));
     }
 
     #[test]

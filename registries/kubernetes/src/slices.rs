@@ -108,18 +108,18 @@ pub fn resolve<'a>(
             }
             let address = SocketAddr::new(ip, number);
             let mut e = Endpoint::new(address);
-            e.zone = endpoint.zone.clone();
+            e.set_zone(endpoint.zone.clone());
             if let Some(node) = &endpoint.node_name {
-                e.metadata.insert("node".into(), node.clone());
+                e.metadata_mut().insert("node".into(), node.clone());
             }
             if let Some(target) = &endpoint.target_ref {
                 if let Some(name) = &target.name {
                     let kind = target.kind.as_deref().unwrap_or("Pod").to_lowercase();
-                    e.metadata.insert(kind, name.clone());
+                    e.metadata_mut().insert(kind, name.clone());
                 }
             }
             if !ready {
-                e.metadata.insert("terminating".into(), "true".into());
+                e.metadata_mut().insert("terminating".into(), "true".into());
             }
             // The same address in two slices (a pod moving between slices): ready wins.
             match seen.get(&address) {
@@ -437,9 +437,9 @@ mod tests {
         );
         let resolved = resolve(&[slice(v6)], &PortSpec::Only);
         let e = &resolved.endpoints[0];
-        assert_eq!(e.zone.as_deref(), Some("z1"));
-        assert_eq!(e.metadata.get("node").map(String::as_str), Some("n1"));
-        assert_eq!(e.metadata.get("pod").map(String::as_str), Some("web-0"));
+        assert_eq!(e.zone(), Some("z1"));
+        assert_eq!(e.metadata().get("node").map(String::as_str), Some("n1"));
+        assert_eq!(e.metadata().get("pod").map(String::as_str), Some("web-0"));
     }
 
     fn set(addrs: &[&str]) -> Published {
@@ -516,7 +516,7 @@ mod tests {
         // A changed zone on the same address is an Add (replace in place).
         let mut zoned = a.clone();
         if let Published::Set(v) = &mut zoned {
-            Arc::make_mut(&mut v[0]).zone = Some("z".into());
+            Arc::make_mut(&mut v[0]).set_zone(Some("z".into()));
         }
         assert!(matches!(
             diff(Some(&a), &zoned, false).as_slice(),

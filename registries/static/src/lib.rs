@@ -156,14 +156,14 @@ impl Registry for StaticRegistry {
                 .await
                 .map(|mut a| a.next())
             {
-                Ok(Some(address)) => endpoints.push(Arc::new(Endpoint {
-                    address,
-                    weight: entry.weight,
-                    priority: entry.priority,
-                    zone: entry.zone.clone(),
-                    metadata: entry.metadata.clone(),
-                    healthy: true,
-                })),
+                Ok(Some(address)) => {
+                    let mut endpoint = Endpoint::new(address)
+                        .with_weight(entry.weight)
+                        .with_priority(entry.priority)
+                        .with_metadata(entry.metadata.clone());
+                    endpoint.set_zone(entry.zone.clone());
+                    endpoints.push(Arc::new(endpoint));
+                }
                 Ok(None) | Err(_) => self.ctx.metrics.malformed(
                     &self.ctx.name,
                     format!("{}: {} does not resolve", query.service, entry.address),
@@ -195,7 +195,7 @@ mod tests {
         };
         assert_eq!(endpoints.len(), 2);
         assert_eq!(endpoints[1].weight, 3);
-        assert_eq!(endpoints[1].zone.as_deref(), Some("a"));
+        assert_eq!(endpoints[1].zone(), Some("a"));
         assert!(registry.check_query(&ServiceQuery::new("echo")).is_ok());
         let issues = registry
             .check_query(&ServiceQuery::new("ecko"))

@@ -488,7 +488,7 @@ fn random_endpoint(rng: &mut fastrand::Rng, pool: u16) -> Endpoint {
         .with_priority(rng.u32(0..2));
     e.healthy = rng.u8(0..10) != 0;
     if rng.bool() {
-        e.metadata
+        e.metadata_mut()
             .insert("zone".into(), format!("z{}", rng.u8(0..2)));
     }
     e
