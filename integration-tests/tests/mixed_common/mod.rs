@@ -806,17 +806,40 @@ impl Tally {
 
 struct LoadShared {
     stop: AtomicBool,
-    phase: Mutex<(usize, Instant)>,
+    /// Lock order: `phases`, then `phase`.
+    phase: Mutex<CurrentPhase>,
     phases: Mutex<Vec<(String, Tally)>>,
     sent: AtomicUsize,
     limit: usize,
     deadline: Instant,
 }
 
+/// The phase requests count in now, and the ones asked for while it had none yet.
+struct CurrentPhase {
+    index: usize,
+    since: Instant,
+    /// Whether a request was sent in it.
+    sent: bool,
+    /// Phases asked for before this one carried a request, in order.
+    queued: std::collections::VecDeque<usize>,
+}
+
+impl CurrentPhase {
+    /// Moves on to phase `next`, closing the current one's duration.
+    fn switch(&mut self, phases: &mut [(String, Tally)], next: usize) {
+        phases[self.index].1.duration = self.since.elapsed();
+        self.index = next;
+        self.since = Instant::now();
+        self.sent = false;
+    }
+}
+
 /// A steady load of GETs on one path through the gateway: `workers` loops, each sending one
 /// request at a time with a short pause, until stopped, `limit` requests in all, or
 /// `max` time (bounded either way). Every answer is counted in the phase that was current
-/// when its request was sent.
+/// when its request was sent. Every phase carries at least one request, however quickly
+/// the test moves on (a failover can take a millisecond): a phase asked for while the
+/// current one has sent nothing yet starts right after the current one's first request.
 pub struct Load {
     path: String,
     shared: Arc<LoadShared>,
@@ -830,7 +853,12 @@ impl Load {
         let workers = 4;
         let shared = Arc::new(LoadShared {
             stop: AtomicBool::new(false),
-            phase: Mutex::new((0, Instant::now())),
+            phase: Mutex::new(CurrentPhase {
+                index: 0,
+                since: Instant::now(),
+                sent: false,
+                queued: std::collections::VecDeque::new(),
+            }),
             phases: Mutex::new(vec![(first.to_owned(), Tally::default())]),
             sent: AtomicUsize::new(0),
             limit,
@@ -849,7 +877,16 @@ impl Load {
                         && Instant::now() < shared.deadline
                         && shared.sent.fetch_add(1, Ordering::SeqCst) < shared.limit
                     {
-                        let phase = shared.phase.lock().unwrap().0;
+                        let phase = {
+                            let mut phases = shared.phases.lock().unwrap();
+                            let mut current = shared.phase.lock().unwrap();
+                            let phase = current.index;
+                            current.sent = true;
+                            if let Some(next) = current.queued.pop_front() {
+                                current.switch(&mut phases, next);
+                            }
+                            phase
+                        };
                         let outcome = match client.get(&url).send().await {
                             Ok(r) if r.status() == 200 => Ok(r.text().await.unwrap_or_default()),
                             Ok(r) => Err(r.status().as_u16().to_string()),
@@ -857,7 +894,7 @@ impl Load {
                         };
                         // A request that spans a phase change may have been routed in
                         // either phase: it counts for failures but not for who answered.
-                        let straddled = shared.phase.lock().unwrap().0 != phase;
+                        let straddled = shared.phase.lock().unwrap().index != phase;
                         {
                             let mut phases = shared.phases.lock().unwrap();
                             let tally = &mut phases[phase].1;
@@ -888,13 +925,18 @@ impl Load {
         }
     }
 
-    /// Starts phase `name`: requests sent from now on count there.
+    /// Starts phase `name`: requests sent from now on count there (or from just after the
+    /// current phase's first request, if it has not sent one yet).
     pub fn phase(&self, name: &str) {
         let mut phases = self.shared.phases.lock().unwrap();
         let mut current = self.shared.phase.lock().unwrap();
-        phases[current.0].1.duration = current.1.elapsed();
         phases.push((name.to_owned(), Tally::default()));
-        *current = (phases.len() - 1, Instant::now());
+        let next = phases.len() - 1;
+        if current.sent && current.queued.is_empty() {
+            current.switch(&mut phases, next);
+        } else {
+            current.queued.push_back(next);
+        }
     }
 
     /// The tally of phase `name` so far.
@@ -914,8 +956,8 @@ impl Load {
             worker.await.expect("load worker");
         }
         let mut phases = std::mem::take(&mut *self.shared.phases.lock().unwrap());
-        let current = *self.shared.phase.lock().unwrap();
-        phases[current.0].1.duration = current.1.elapsed();
+        let current = self.shared.phase.lock().unwrap();
+        phases[current.index].1.duration = current.since.elapsed();
         let report = Report {
             path: self.path,
             phases,
