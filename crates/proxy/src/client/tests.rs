@@ -1,3 +1,8 @@
+//! Tests of the upstream client against real sockets: a hyper server for pooling and the
+//! idle sweep, and scripted raw-TCP endpoints for every response shape the codec must handle
+//! (chunked with trailers, close-delimited, bodiless, interim, broken) and for request
+//! bodies, early answers and the resend after a lost reused connection.
+
 use super::*;
 use bytes::Bytes;
 use http_body_util::BodyExt;

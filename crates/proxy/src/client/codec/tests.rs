@@ -1,3 +1,6 @@
+//! Tests of the wire format alone: request heads and chunk framing written, response heads
+//! and body framing parsed (RFC 9112), chunked bodies decoded however the bytes arrive.
+
 use super::*;
 
 fn head(raw: &str, head_request: bool) -> Result<Option<ResponseHead>, ProtocolError> {
