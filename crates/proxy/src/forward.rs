@@ -2,6 +2,7 @@
 //! `X-Forwarded-*` in, `x-request-id` kept or created.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::Method;
 
 /// `x-request-id`.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -52,6 +53,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
+}
+
+/// Whether a method is idempotent (RFC 9110 §9.2.2): a request that failed before any answer
+/// may be sent again, on another connection or endpoint.
+pub fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
 }
 
 /// Whether a request is ambiguous about its length (both `Content-Length` and

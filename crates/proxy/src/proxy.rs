@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwap;
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery};
-use http::{Method, Request, Response, Uri};
+use http::{Request, Response, Uri};
 use hyper::body::{Body as _, Incoming};
 use switchyard_upstream::{PickContext, ServingEndpoint, Snapshot, Upstream, UpstreamCache};
 
@@ -512,8 +512,9 @@ impl Proxy {
         };
         let path = upstream_path(route, &parts.uri);
 
-        let replayable =
-            body.is_end_stream() && is_idempotent(&parts.method) && client_upgrade.is_none();
+        let replayable = body.is_end_stream()
+            && forward::is_idempotent(&parts.method)
+            && client_upgrade.is_none();
         // Retries: `retries` extra attempts after failures, plus up to MAX_CONNECT_RETRIES
         // more after connect failures (the request never left), which may also move on to
         // the next tier when the serving one is exhausted.
@@ -690,13 +691,6 @@ fn pick<'a>(
         .map(AsRef::as_ref)
         .filter(|e| Some(e.tier) > serving_tier && e.healthy)
         .find(fresh)
-}
-
-fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
 }
 
 /// The path and query to send upstream, with the route's prefix stripped if asked.

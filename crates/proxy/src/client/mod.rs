@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 use dashmap::DashMap;
-use http::{Method, Request, Response};
+use http::{Request, Response};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -46,6 +46,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use crate::body::ProxyBody;
+use crate::forward::is_idempotent;
 use crate::upstream_tls::UpstreamTls;
 use connection::Connection;
 
@@ -391,13 +392,6 @@ impl UpstreamClient {
             });
         }
     }
-}
-
-fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
 }
 
 #[cfg(test)]

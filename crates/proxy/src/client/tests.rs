@@ -5,6 +5,7 @@
 
 use super::*;
 use bytes::Bytes;
+use http::Method;
 use http_body_util::BodyExt;
 
 /// A hyper HTTP/1.1 server on a free loopback port answering "ok"; returns its address
