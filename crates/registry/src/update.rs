@@ -41,6 +41,20 @@ impl Update {
     pub fn add(endpoints: impl IntoIterator<Item = Endpoint>) -> Update {
         Update::Add(endpoints.into_iter().map(Arc::new).collect())
     }
+
+    /// The updates for a change computed as `added` (new or changed) and `removed`: `Add`
+    /// before `Remove`, so the set never dips while an instance moves; an empty side sends
+    /// nothing.
+    pub fn changes(added: Vec<Arc<Endpoint>>, removed: Vec<SocketAddr>) -> Vec<Update> {
+        let mut updates = Vec::new();
+        if !added.is_empty() {
+            updates.push(Update::Add(added));
+        }
+        if !removed.is_empty() {
+            updates.push(Update::Remove(removed));
+        }
+        updates
+    }
 }
 
 /// The updates that take a consumer from set `old` to set `new`, both sorted by address
@@ -75,14 +89,7 @@ pub fn diff_sorted(old: &[Arc<Endpoint>], new: &[Arc<Endpoint>]) -> Vec<Update> 
             (None, None) => break,
         }
     }
-    let mut updates = Vec::new();
-    if !added.is_empty() {
-        updates.push(Update::Add(added));
-    }
-    if !removed.is_empty() {
-        updates.push(Update::Remove(removed));
-    }
-    updates
+    Update::changes(added, removed)
 }
 
 /// The stream [`crate::Registry::watch`] returns.

@@ -113,14 +113,7 @@ pub fn diff(
         .filter(|a| !new.contains_key(a))
         .copied()
         .collect();
-    let mut updates = Vec::new();
-    if !added.is_empty() {
-        updates.push(Update::Add(added));
-    }
-    if !removed.is_empty() {
-        updates.push(Update::Remove(removed));
-    }
-    updates
+    Update::changes(added, removed)
 }
 
 // === The loop ===
