@@ -110,7 +110,7 @@ async fn scripted(
     Arc<std::sync::Mutex<Vec<String>>>,
     Arc<AtomicU64>,
 ) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -131,10 +131,8 @@ async fn scripted(
                         if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                             break at + 4;
                         }
-                        let mut chunk = [0u8; 4096];
-                        match stream.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        if !read_more(&mut stream, &mut buf).await {
+                            return;
                         }
                     };
                     let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
@@ -161,10 +159,8 @@ async fn scripted(
                         if let Some(end) = end {
                             break end;
                         }
-                        let mut chunk = [0u8; 4096];
-                        match stream.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        if !read_more(&mut stream, &mut buf).await {
+                            return;
                         }
                     };
                     seen.lock()
@@ -188,6 +184,19 @@ async fn scripted(
         }
     });
     (address, requests, accepted)
+}
+
+/// Appends what `stream` sends next to `buf`; `false` at its end (or an error).
+async fn read_more(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut chunk = [0u8; 4096];
+    match stream.read(&mut chunk).await {
+        Ok(0) | Err(_) => false,
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            true
+        }
+    }
 }
 
 fn request(method: Method, body: ProxyBody) -> Request<ProxyBody> {
