@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the build and the tests need, when they are missing:
 #   protobuf-compiler  protoc, for etcd-client's generated code
+#   libprotobuf-dev    the well-known .proto files protoc imports (google/protobuf/descriptor.proto);
+#                      only a Recommends of protobuf-compiler, so --no-install-recommends skips it
 #   etcd-server, etcd-client   real etcd for the etcd registry tests (etcd, etcdctl)
 #   bind9, bind9-dnsutils      real DNS server for the DNS registry tests (named, nsupdate)
 #   openssl, curl              certificates for the TLS tests; the compose seed scripts
@@ -11,6 +13,7 @@ set -euo pipefail
 
 need=()
 command -v protoc   >/dev/null 2>&1 || need+=(protobuf-compiler)
+[ -e /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
 command -v etcd     >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl  >/dev/null 2>&1 || need+=(etcd-client)
 command -v named    >/dev/null 2>&1 || [ -x /usr/sbin/named ] || need+=(bind9)
