@@ -490,7 +490,9 @@ run_scale() {
   R[$s/ready]=$ready
   R[$s/rss_start]=$(mib "$(status_kib "$GATEWAY_PID" VmRSS)")
   R[$s/peak_sync]=$(mib "$(status_kib "$GATEWAY_PID" VmHWM)")
-  log "$s: synced $count endpoints in ${R[$s/sync]} s (/readyz at $ready s); RSS ${R[$s/rss_start]} MiB (peak so far ${R[$s/peak_sync]})"
+  R[$s/rss_anon]=$(mib "$(status_kib "$GATEWAY_PID" RssAnon)")
+  R[$s/rss_file]=$(mib "$(status_kib "$GATEWAY_PID" RssFile)")
+  log "$s: synced $count endpoints in ${R[$s/sync]} s (/readyz at $ready s); RSS ${R[$s/rss_start]} MiB (anonymous ${R[$s/rss_anon]}, file-backed ${R[$s/rss_file]}; peak so far ${R[$s/peak_sync]})"
   local check
   check=$(curl -s -o /dev/null -w '%{http_code} %{size_download}' "http://$LISTEN/s0000/r0/x")
   [[ $check == "200 $BODY_SIZE" ]] || die "$s: GET /s0000/r0/x answered '$check', expected '200 $BODY_SIZE'"
@@ -551,7 +553,7 @@ report() {
   done
   echo
   for s in $SCALE; do
-    echo "- $s: etcd load ${R[$s/load]}; \`switchyard check\` ${R[$s/check]} s; start to synced (/readyz \"ready\" and /api/registries counting every endpoint) ${R[$s/sync]} s (/readyz at ${R[$s/ready]} s); peak RSS up to sync ${R[$s/peak_sync]} MiB; the same routes and upstreams without endpoints: RSS ${R[$s/rss_empty]} MiB (so the endpoints take $(awk -v a="${R[$s/rss_start]}" -v b="${R[$s/rss_empty]}" -v n="$((R[$s/endpoints] + ADDRESSES))" 'BEGIN {printf "%.1f MiB, %.0f bytes each", a - b, (a - b) * 1048576 / n}')); /metrics is ${R[$s/metrics_kib]} KiB"
+    echo "- $s: etcd load ${R[$s/load]}; \`switchyard check\` ${R[$s/check]} s; start to synced (/readyz \"ready\" and /api/registries counting every endpoint) ${R[$s/sync]} s (/readyz at ${R[$s/ready]} s); peak RSS up to sync ${R[$s/peak_sync]} MiB; RSS once synced ${R[$s/rss_start]} MiB = ${R[$s/rss_anon]} anonymous + ${R[$s/rss_file]} file-backed (the binary's code and read-only data as mapped); the same routes and upstreams without endpoints: RSS ${R[$s/rss_empty]} MiB (so the endpoints take $(awk -v a="${R[$s/rss_start]}" -v b="${R[$s/rss_empty]}" -v n="$((R[$s/endpoints] + ADDRESSES))" 'BEGIN {printf "%.1f MiB, %.0f bytes each", a - b, (a - b) * 1048576 / n}')); /metrics is ${R[$s/metrics_kib]} KiB"
     for row in steady churn; do
       k=$s/$row
       [[ -n ${R[$k/rps]:-} ]] || continue
