@@ -286,47 +286,53 @@ impl Actor {
         true
     }
 
-    async fn run(mut self) {
-        self.restore();
-        let mut events = SelectAll::new();
-        for (index, source) in self.spec.sources.iter().enumerate() {
-            let stream = recover(
-                source.registry.clone(),
-                source.query.clone(),
-                Backoff::default(),
-            );
-            events.push(stream.map(move |event| (index, event)).boxed());
-        }
-        let shared = self.shared.clone();
-        loop {
-            let next_expiry = self
-                .upstream
-                .next_ejection_expiry()
-                .into_iter()
-                .chain(self.held.iter().flatten().map(|(_, at)| *at))
-                .min();
-            let expiry = async {
-                match next_expiry {
-                    Some(at) => tokio::time::sleep_until(at.into()).await,
-                    None => std::future::pending().await,
+    /// The actor's loop. Written as a function returning an `async move` block rather than
+    /// an `async fn`: an `async fn` keeps its argument twice in its future (the captured
+    /// value and the local it is moved into): 1,416 bytes a task instead of 864.
+    #[allow(clippy::manual_async_fn)] // the point: see above
+    fn run(mut self) -> impl std::future::Future<Output = ()> + Send {
+        async move {
+            self.restore();
+            let mut events = SelectAll::new();
+            for (index, source) in self.spec.sources.iter().enumerate() {
+                let stream = recover(
+                    source.registry.clone(),
+                    source.query.clone(),
+                    Backoff::default(),
+                );
+                events.push(stream.map(move |event| (index, event)).boxed());
+            }
+            let shared = self.shared.clone();
+            loop {
+                let next_expiry = self
+                    .upstream
+                    .next_ejection_expiry()
+                    .into_iter()
+                    .chain(self.held.iter().flatten().map(|(_, at)| *at))
+                    .min();
+                let expiry = async {
+                    match next_expiry {
+                        Some(at) => tokio::time::sleep_until(at.into()).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    Some((index, event)) = events.next() => self.on_event(index, event),
+                    () = shared.health_changed.notified() => {
+                        self.upstream.refresh_health();
+                        self.publish();
+                    }
+                    Some(addresses) = next_flips(&mut self.flips) => {
+                        self.upstream.refresh(&addresses);
+                        self.publish();
+                    }
+                    () = expiry => {
+                        self.release_held();
+                        self.upstream.expire_ejections();
+                        self.publish();
+                    }
+                    else => return,
                 }
-            };
-            tokio::select! {
-                Some((index, event)) = events.next() => self.on_event(index, event),
-                () = shared.health_changed.notified() => {
-                    self.upstream.refresh_health();
-                    self.publish();
-                }
-                Some(addresses) = next_flips(&mut self.flips) => {
-                    self.upstream.refresh(&addresses);
-                    self.publish();
-                }
-                () = expiry => {
-                    self.release_held();
-                    self.upstream.expire_ejections();
-                    self.publish();
-                }
-                else => return,
             }
         }
     }
