@@ -238,7 +238,7 @@ impl Entry {
     /// Appends the JSON line, written by hand: no map, no allocation, no `fmt` machinery.
     fn write_line(&self, line: &mut Vec<u8>, micros: u64, bytes: u64) {
         let (route, upstream) = match &self.route {
-            Some(m) => (m.route.as_str(), m.upstream.as_str()),
+            Some(m) => (&*m.route, &*m.upstream),
             None => ("", ""),
         };
         line.reserve(320 + self.path.as_str().len());

@@ -8,6 +8,7 @@
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Histogram bucket upper bounds, in seconds.
@@ -31,9 +32,9 @@ fn slot_code(slot: u64) -> u16 {
 #[derive(Debug)]
 pub struct RouteMetrics {
     /// The route's name (the `route` label); empty for requests that matched no route.
-    pub route: String,
+    pub route: Arc<str>,
     /// The route's upstream (the `upstream` label).
-    pub upstream: String,
+    pub upstream: Arc<str>,
     /// `status << COUNT_BITS | count`; 0 is a free slot. A status is below 1024.
     codes: [AtomicU64; CODE_SLOTS],
     /// Requests whose status did not fit the table (more than 16 distinct codes).
@@ -45,7 +46,7 @@ pub struct RouteMetrics {
 
 impl RouteMetrics {
     /// Fresh counters for a route.
-    pub fn new(route: impl Into<String>, upstream: impl Into<String>) -> Self {
+    pub fn new(route: impl Into<Arc<str>>, upstream: impl Into<Arc<str>>) -> Self {
         RouteMetrics {
             route: route.into(),
             upstream: upstream.into(),

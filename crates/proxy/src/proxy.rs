@@ -54,12 +54,12 @@ pub struct UpstreamOptions {
 /// One route as config describes it.
 #[derive(Clone)]
 pub struct RouteSpec {
-    /// The route's name.
-    pub name: String,
+    /// The route's name, shared with its metrics and each request's filter context.
+    pub name: Arc<str>,
     /// What it matches.
     pub matcher: RouteMatch,
-    /// The upstream it sends to.
-    pub upstream: String,
+    /// The upstream it sends to (shared with its metrics).
+    pub upstream: Arc<str>,
     /// Whether to remove the matched `path_prefix` before forwarding. Default false.
     pub strip_prefix: bool,
     /// Time allowed for the upstream's response headers. Default 30 s.
@@ -114,7 +114,7 @@ impl Table {
             .map(|p| {
                 p.routes
                     .iter()
-                    .map(|r| ((r.spec.name.as_str(), r.spec.upstream.as_str()), &r.metrics))
+                    .map(|r| ((&*r.spec.name, &*r.spec.upstream), &r.metrics))
                     .collect()
             })
             .unwrap_or_default();
@@ -123,9 +123,9 @@ impl Table {
             let upstream = cache.get(&spec.upstream).cloned().ok_or_else(|| {
                 format!("route {}: unknown upstream {}", spec.name, spec.upstream)
             })?;
-            let metrics = match kept.get(&(spec.name.as_str(), spec.upstream.as_str())) {
+            let metrics = match kept.get(&(&*spec.name, &*spec.upstream)) {
                 Some(metrics) => Arc::clone(metrics),
-                None => Arc::new(RouteMetrics::new(&spec.name, &spec.upstream)),
+                None => Arc::new(RouteMetrics::new(spec.name.clone(), spec.upstream.clone())),
             };
             let UpstreamOptions { hash_on, tls } = options(&spec.upstream);
             bound.push(Route {
@@ -427,7 +427,7 @@ impl Proxy {
         let mut ctx = RequestContext {
             client: peer.address,
             request_id: request_id.clone(),
-            route: Arc::from(route.spec.name.as_str()),
+            route: route.spec.name.clone(),
             consumer: None,
             start,
             extensions: http::Extensions::new(),

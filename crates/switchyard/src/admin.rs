@@ -275,12 +275,12 @@ pub fn routes(app: &App) -> Value {
                 PathMatch::Prefix(p) => ("path_prefix", p),
             };
             json!({
-                "name": r.name,
+                "name": &*r.name,
                 "host": r.matcher.host,
                 kind: path,
                 "methods": r.matcher.methods.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
                 "headers": r.matcher.headers.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
-                "upstream": r.upstream,
+                "upstream": &*r.upstream,
                 "strip_prefix": r.strip_prefix,
                 "timeout_ms": r.timeout.as_millis() as u64,
                 "retries": r.retries,

@@ -78,7 +78,7 @@ pub fn config(data: &[u8]) {
             // A plan that validates names only what exists.
             for route in &plan.routes {
                 assert!(
-                    plan.upstreams.iter().any(|u| u.name == route.upstream),
+                    plan.upstreams.iter().any(|u| *u.name == *route.upstream),
                     "route {:?} names upstream {:?}, which the plan lacks",
                     route.name,
                     route.upstream

@@ -174,7 +174,7 @@ pub fn build(
         }
     };
     let mut routes = Vec::new();
-    let mut names: HashMap<String, usize> = HashMap::new();
+    let mut names: HashMap<Arc<str>, usize> = HashMap::new();
     for (i, route) in config.routes.iter().enumerate() {
         let path = format!("routes[{i}]");
         let built = build_route(i, route, &config).and_then(|mut spec| {
@@ -572,15 +572,15 @@ fn build_route(
     Ok(RouteSpec {
         name: route
             .name
-            .clone()
-            .unwrap_or_else(|| format!("route-{index}")),
+            .as_deref()
+            .map_or_else(|| format!("route-{index}").into(), Arc::from),
         matcher: RouteMatch {
             host: route.host.clone(),
             path,
             methods,
             headers,
         },
-        upstream: route.upstream.clone(),
+        upstream: Arc::from(route.upstream.as_str()),
         strip_prefix: route.strip_prefix,
         timeout: route.timeout,
         retries: route.retries,
