@@ -83,3 +83,28 @@ pub fn percentile(sorted: &[Duration], q: f64) -> Duration {
     let rank = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len());
     sorted[rank - 1]
 }
+
+/// Drives `stream` from a task of its own, as the gateway's upstream actor drives a
+/// recovered source, and hands its items over through a channel.
+///
+/// A [`recover`](switchyard_registry::recover) stream makes progress only while it is
+/// polled; tests that count a backend's requests, or change the registry, while they are
+/// not reading the stream need it driven meanwhile. The task stops when the returned stream
+/// is dropped (at its next item) or the test's runtime ends.
+pub fn driven<S>(stream: S) -> impl futures::Stream<Item = S::Item> + Unpin
+where
+    S: futures::Stream + Send + 'static,
+    S::Item: Send + 'static,
+{
+    use futures::StreamExt;
+    let (sender, receiver) = futures::channel::mpsc::unbounded();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(item) = stream.next().await {
+            if sender.unbounded_send(item).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use switchyard_consul::ConsulFactory;
 use switchyard_consul_double::client::AgentClient;
 use switchyard_consul_double::{AclOptions, ConsulDouble, Options};
+use switchyard_integration_tests::driven;
 use switchyard_registry::{
     recover, Backoff, Endpoint, ErrorKind, Registry, RegistryContext, RegistryFactory,
     RegistryMetrics, ServiceQuery, SourceEvent, Update, UpdateStream,
@@ -358,7 +359,7 @@ async fn wrong_token_is_unauthorized_and_not_retried_hot() {
     // A wrong token: 403 "ACL not found", reported as unauthorized, retried at the slow pace.
     double.reset_requests();
     let (wrong, _) = registry(&double, json!({"token": "not-a-token"}));
-    let mut events = recover(wrong, query("web", &[], None), Backoff::default());
+    let mut events = driven(recover(wrong, query("web", &[], None), Backoff::default()));
     let started = Instant::now();
     let event = tokio::time::timeout(DEADLINE, events.next())
         .await
@@ -437,7 +438,11 @@ async fn index_going_backwards_resets_and_resyncs() {
     register(&agent, "a", 9001, &[]).await;
     let (registry, _) = registry(&double, json!({}));
     // Driven by its own task, as the gateway drives it: the watch blocks between changes.
-    let mut events = recover(registry, query("web", &[], None), Backoff::default());
+    let mut events = driven(recover(
+        registry,
+        query("web", &[], None),
+        Backoff::default(),
+    ));
     assert_eq!(
         summary(&next_event_update(&mut events, "initial").await),
         "Reset[9001]"
@@ -492,7 +497,7 @@ async fn agent_down_keeps_reporting_errors_and_back_resyncs() {
         max: Duration::from_millis(400),
         slow_retry: Duration::from_secs(10),
     };
-    let mut events = recover(registry, query("web", &[], None), backoff);
+    let mut events = driven(recover(registry, query("web", &[], None), backoff));
     let first = tokio::time::timeout(DEADLINE, events.next())
         .await
         .unwrap()
@@ -592,7 +597,11 @@ async fn a_server_answering_at_once_cannot_make_the_watch_spin() {
     register(&agent, "a", 9001, &[]).await;
     let (registry, _) = registry(&double, json!({}));
     // Driven by its own task, as the gateway drives it.
-    let mut events = recover(registry, query("web", &[], None), Backoff::default());
+    let mut events = driven(recover(
+        registry,
+        query("web", &[], None),
+        Backoff::default(),
+    ));
     assert_eq!(
         summary(&next_event_update(&mut events, "initial").await),
         "Reset[9001]"
@@ -622,7 +631,11 @@ async fn a_server_without_index_headers_is_polled_slowly() {
     let agent = AgentClient::new(&double.address());
     register(&agent, "a", 9001, &[]).await;
     let (registry, _) = registry(&double, json!({}));
-    let mut events = recover(registry, query("web", &[], None), Backoff::default());
+    let mut events = driven(recover(
+        registry,
+        query("web", &[], None),
+        Backoff::default(),
+    ));
     assert_eq!(
         summary(&next_event_update(&mut events, "initial").await),
         "Reset[9001]"

@@ -14,6 +14,7 @@ use futures::StreamExt;
 use serde_json::json;
 use switchyard_dns::DnsFactory;
 use switchyard_integration_tests::bind::NamedServer;
+use switchyard_integration_tests::driven;
 use switchyard_registry::{
     recover, Backoff, Endpoint, ErrorKind, Registry, RegistryContext, RegistryError,
     RegistryFactory, ServiceQuery, SourceEvent, Update, UpdateStream,
@@ -433,11 +434,11 @@ fn fast_backoff() -> Backoff {
 async fn check_stop_and_start(protocol: &str) {
     let mut server = NamedServer::launch(ZONE, ORDERS);
     let (registry, _) = registry(&server, json!({"protocol": protocol}));
-    let mut events = recover(
+    let mut events = driven(recover(
         registry,
         ServiceQuery::new("_http._tcp.orders.example.test"),
         fast_backoff(),
-    );
+    ));
     let limit = Duration::from_secs(10);
     let event = tokio::time::timeout(limit, events.next())
         .await

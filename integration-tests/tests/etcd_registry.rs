@@ -11,6 +11,7 @@ use etcd_client::{Client, CompactionOptions, GetOptions};
 use futures::StreamExt;
 use switchyard_etcd::register::{self, RegisterOptions};
 use switchyard_etcd::EtcdFactory;
+use switchyard_integration_tests::driven;
 use switchyard_integration_tests::etcd::EtcdServer;
 use switchyard_registry::{
     recover, Backoff, Endpoint, Registry, RegistryContext, RegistryFactory, ServiceQuery,
@@ -335,7 +336,7 @@ async fn etcd_stopped_breaks_the_stream_and_a_restart_resyncs_with_a_reset() {
         max: Duration::from_millis(500),
         slow_retry: Duration::from_secs(1),
     };
-    let mut events = recover(registry, ServiceQuery::new("echo"), backoff);
+    let mut events = driven(recover(registry, ServiceQuery::new("echo"), backoff));
     let event = tokio::time::timeout(WAIT, events.next())
         .await
         .unwrap()
