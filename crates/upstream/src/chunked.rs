@@ -70,6 +70,7 @@ impl<T: Item> Leaf<T> {
             return;
         }
         self.cum.truncate(from);
+        grow_for(&mut self.cum, self.items.len() - from);
         let mut sum = from.checked_sub(1).map_or(0, |i| self.cum[i]);
         for item in &self.items[from..] {
             sum = sum.wrapping_add(item.weight());
@@ -77,8 +78,26 @@ impl<T: Item> Leaf<T> {
         }
     }
 
+    /// Gives back the room a split left behind.
+    fn shrink(&mut self) {
+        self.items.shrink_to_fit();
+        self.cum.shrink_to_fit();
+    }
+
     fn weight(&self) -> u64 {
         self.cum.last().copied().unwrap_or(0)
+    }
+}
+
+/// Makes room in `vec` for `more` items with little slack: a leaf is copied (exactly
+/// sized) on every change while a snapshot shares it, and `Vec`'s doubling would then leave
+/// each changed leaf up to twice its size (1,000 upstreams of 100 endpoints under churn:
+/// +1.6 MiB). An eighth to spare keeps repeated inserts into an unshared leaf amortized.
+fn grow_for<T>(vec: &mut Vec<T>, more: usize) {
+    let needed = vec.len() + more;
+    if needed > vec.capacity() {
+        // Relative to the length: room for `more`, and an eighth of the new size to spare.
+        vec.reserve_exact(more + needed / 8);
     }
 }
 
@@ -272,6 +291,7 @@ impl<T: Clone + Item> Chunked<T> {
         };
         let weight = item.weight();
         let node = Arc::make_mut(&mut self.leaves[leaf]);
+        grow_for(&mut node.items, 1);
         node.items.insert(offset, item);
         node.reweigh(offset);
         if T::HINTED && offset == 0 {
@@ -280,6 +300,7 @@ impl<T: Clone + Item> Chunked<T> {
         if node.items.len() > MAX_LEAF {
             let tail = node.items.split_off(node.items.len() / 2);
             node.reweigh(node.items.len());
+            node.shrink();
             self.leaves.insert(leaf + 1, Arc::new(Leaf::new(tail)));
             self.fix_from(leaf);
         } else {
@@ -309,11 +330,13 @@ impl<T: Clone + Item> Chunked<T> {
             let right = Arc::unwrap_or_clone(self.leaves.remove(left + 1));
             let node = Arc::make_mut(&mut self.leaves[left]);
             let from = node.items.len();
+            grow_for(&mut node.items, right.items.len());
             node.items.extend(right.items);
             node.reweigh(from);
             if node.items.len() > MAX_LEAF {
                 let tail = node.items.split_off(node.items.len() / 2);
                 node.reweigh(node.items.len());
+                node.shrink();
                 self.leaves.insert(left + 1, Arc::new(Leaf::new(tail)));
             }
             self.fix_from(left);
@@ -489,6 +512,27 @@ mod tests {
             before += w;
         }
         assert_eq!(seq.find_weight(before), None);
+    }
+
+    #[test]
+    fn a_shared_leaf_changed_once_is_copied_without_doubling() {
+        let mut seq = Chunked::from_vec((0..100).map(W).collect());
+        let mut slack = Vec::new();
+        for round in 0..20u64 {
+            let published = seq.clone(); // what a snapshot keeps: every leaf shared
+            if round % 2 == 0 {
+                seq.remove(10);
+            } else {
+                seq.insert(10, W(round));
+            }
+            let leaf = &seq.leaves[0];
+            slack.push((leaf.items.capacity(), leaf.cum.capacity(), leaf.items.len()));
+            drop(published);
+        }
+        for (items, cum, len) in slack {
+            assert!(items <= len + len / 8 + 1, "items: {items} for {len}");
+            assert!(cum <= len + len / 8 + 1, "cum: {cum} for {len}");
+        }
     }
 
     #[test]
