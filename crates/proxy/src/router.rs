@@ -68,12 +68,70 @@ impl RouteMatch {
 }
 
 /// Routes that share a host condition.
+///
+/// Each path maps to a [`Span`] of `indexes` rather than a list of its own: at 10,000
+/// routes that saves a small allocation and 24 bytes of map entry per route (~0.8 MiB).
 #[derive(Debug, Default)]
 struct Bucket {
-    exact: HashMap<String, Vec<usize>>,
-    prefixes: HashMap<String, Vec<usize>>,
+    exact: HashMap<Box<str>, Span>,
+    prefixes: HashMap<Box<str>, Span>,
     /// Distinct prefix lengths, longest first.
     prefix_lengths: Vec<usize>,
+    /// The route indexes of every path, each path's run most specific first.
+    indexes: Vec<u32>,
+}
+
+/// A run of [`Bucket::indexes`].
+#[derive(Clone, Copy, Debug)]
+struct Span {
+    start: u32,
+    len: u32,
+}
+
+/// A bucket while routes are added: each path's route indexes in a list of its own.
+#[derive(Default)]
+struct BucketBuilder {
+    exact: HashMap<Box<str>, Vec<usize>>,
+    prefixes: HashMap<Box<str>, Vec<usize>>,
+}
+
+impl BucketBuilder {
+    /// Orders each path's routes by `key` and packs them into a [`Bucket`].
+    fn build(self, key: impl Fn(usize) -> (std::cmp::Reverse<usize>, usize)) -> Bucket {
+        let mut bucket = Bucket::default();
+        let mut pack = |mut list: Vec<usize>| {
+            list.sort_by_key(|&i| key(i));
+            let start = to_u32(bucket.indexes.len());
+            bucket.indexes.extend(list.into_iter().map(to_u32));
+            Span {
+                start,
+                len: to_u32(bucket.indexes.len()) - start,
+            }
+        };
+        let exact: HashMap<Box<str>, Span> = self
+            .exact
+            .into_iter()
+            .map(|(path, list)| (path, pack(list)))
+            .collect();
+        let prefixes: HashMap<Box<str>, Span> = self
+            .prefixes
+            .into_iter()
+            .map(|(path, list)| (path, pack(list)))
+            .collect();
+        let mut lengths: Vec<usize> = prefixes.keys().map(|p| p.len()).collect();
+        lengths.sort_unstable_by(|a, b| b.cmp(a));
+        lengths.dedup();
+        bucket.exact = exact;
+        bucket.prefixes = prefixes;
+        bucket.prefix_lengths = lengths;
+        bucket.indexes.shrink_to_fit();
+        bucket
+    }
+}
+
+/// A route index as stored (a table of more than 4 billion routes is not a config).
+fn to_u32(index: usize) -> u32 {
+    u32::try_from(index).expect("fewer than 2^32 routes")
 }
 
 /// A compiled route table. Route indexes are positions in the list given to [`Router::new`].
@@ -88,51 +146,52 @@ pub struct Router {
 impl Router {
     /// Compiles `routes`.
     pub fn new<R: AsRef<RouteMatch>>(routes: &[R]) -> Self {
-        let mut router = Router::default();
+        let mut hosts: HashMap<String, BucketBuilder> = HashMap::new();
+        let mut wildcards: Vec<(String, BucketBuilder)> = Vec::new();
+        let mut any_host = BucketBuilder::default();
         for (index, route) in routes.iter().map(AsRef::as_ref).enumerate() {
             let bucket = match &route.host {
-                None => &mut router.any_host,
+                None => &mut any_host,
                 Some(host) => {
                     let host = host.to_ascii_lowercase();
                     if let Some(suffix) = host.strip_prefix('*') {
                         let suffix = suffix.to_owned();
-                        match router.wildcards.iter().position(|(s, _)| *s == suffix) {
-                            Some(i) => &mut router.wildcards[i].1,
+                        match wildcards.iter().position(|(s, _)| *s == suffix) {
+                            Some(i) => &mut wildcards[i].1,
                             None => {
-                                router.wildcards.push((suffix, Bucket::default()));
-                                &mut router.wildcards.last_mut().expect("pushed").1
+                                wildcards.push((suffix, BucketBuilder::default()));
+                                &mut wildcards.last_mut().expect("pushed").1
                             }
                         }
                     } else {
-                        router.hosts.entry(host).or_default()
+                        hosts.entry(host).or_default()
                     }
                 }
             };
-            match &route.path {
-                PathMatch::Exact(p) => bucket.exact.entry(p.clone()).or_default().push(index),
-                PathMatch::Prefix(p) => bucket.prefixes.entry(p.clone()).or_default().push(index),
+            let (paths, path) = match &route.path {
+                PathMatch::Exact(p) => (&mut bucket.exact, p),
+                PathMatch::Prefix(p) => (&mut bucket.prefixes, p),
+            };
+            match paths.get_mut(path.as_str()) {
+                Some(list) => list.push(index),
+                None => {
+                    paths.insert(path.as_str().into(), vec![index]);
+                }
             }
         }
-        router
-            .wildcards
-            .sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.len()));
-        let by_specificity = |list: &mut Vec<usize>| {
-            list.sort_by_key(|&i| (std::cmp::Reverse(routes[i].as_ref().specificity()), i));
-        };
-        let buckets = router
-            .hosts
-            .values_mut()
-            .chain(router.wildcards.iter_mut().map(|(_, b)| b))
-            .chain(std::iter::once(&mut router.any_host));
-        for bucket in buckets {
-            bucket.exact.values_mut().for_each(by_specificity);
-            bucket.prefixes.values_mut().for_each(by_specificity);
-            let mut lengths: Vec<usize> = bucket.prefixes.keys().map(String::len).collect();
-            lengths.sort_unstable_by(|a, b| b.cmp(a));
-            lengths.dedup();
-            bucket.prefix_lengths = lengths;
+        wildcards.sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.len()));
+        let by_specificity = |i: usize| (std::cmp::Reverse(routes[i].as_ref().specificity()), i);
+        Router {
+            hosts: hosts
+                .into_iter()
+                .map(|(host, b)| (host, b.build(by_specificity)))
+                .collect(),
+            wildcards: wildcards
+                .into_iter()
+                .map(|(suffix, b)| (suffix, b.build(by_specificity)))
+                .collect(),
+            any_host: any_host.build(by_specificity),
         }
-        router
     }
 
     /// The index of the route for a request, if any. `host` is the `Host` header (or the
@@ -177,9 +236,11 @@ impl Bucket {
         method: &Method,
         headers: &HeaderMap,
     ) -> Option<usize> {
-        let first_match = |list: &Vec<usize>| {
-            list.iter()
-                .copied()
+        let first_match = |span: &Span| {
+            let start = span.start as usize;
+            self.indexes[start..start + span.len as usize]
+                .iter()
+                .map(|&i| i as usize)
                 .find(|&i| routes[i].as_ref().matches_rest(method, headers))
         };
         if let Some(found) = self.exact.get(path).and_then(first_match) {
