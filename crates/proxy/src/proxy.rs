@@ -76,8 +76,8 @@ pub struct RouteSpec {
 pub struct Route {
     spec: RouteSpec,
     upstream: Arc<Upstream>,
-    hash_on: Option<HashOn>,
-    tls: Option<Arc<UpstreamTls>>,
+    /// Shared by the routes of one upstream (40 bytes a route otherwise).
+    options: Arc<UpstreamOptions>,
     metrics: Arc<RouteMetrics>,
 }
 
@@ -119,6 +119,7 @@ impl Table {
             })
             .unwrap_or_default();
         let mut bound = Vec::with_capacity(routes.len());
+        let mut upstream_options: HashMap<Arc<str>, Arc<UpstreamOptions>> = HashMap::new();
         for spec in routes {
             let upstream = cache.get(&spec.upstream).cloned().ok_or_else(|| {
                 format!("route {}: unknown upstream {}", spec.name, spec.upstream)
@@ -127,10 +128,12 @@ impl Table {
                 Some(metrics) => Arc::clone(metrics),
                 None => Arc::new(RouteMetrics::new(spec.name.clone(), spec.upstream.clone())),
             };
-            let UpstreamOptions { hash_on, tls } = options(&spec.upstream);
+            let options = upstream_options
+                .entry(spec.upstream.clone())
+                .or_insert_with(|| Arc::new(options(&spec.upstream)))
+                .clone();
             bound.push(Route {
-                hash_on,
-                tls,
+                options,
                 upstream,
                 metrics,
                 spec,
@@ -486,6 +489,7 @@ impl Proxy {
             return Err((ProxyError::BodyTooLarge, None));
         }
         let hash = route
+            .options
             .hash_on
             .as_ref()
             .map_or(0, |on| request_hash(on, &parts, client));
@@ -542,7 +546,7 @@ impl Proxy {
             let address = endpoint.address();
             let started = Instant::now();
             endpoint.stats.start();
-            let tls = route.tls.as_deref();
+            let tls = route.options.tls.as_deref();
             let upgrade = client_upgrade.is_some();
             // The request and the exchange future are made inside this block so that their
             // storage ends before the `await`: a local moved into a future but still in
