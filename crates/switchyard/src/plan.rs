@@ -265,7 +265,8 @@ fn build_upstream(
     if upstream.sources.is_empty() {
         issues.push(ConfigIssue::new("sources", "at least one source is needed"));
     }
-    let mut sources = Vec::new();
+    // Exactly sized: a first push reserves room for 4 (~540 bytes unused per upstream).
+    let mut sources = Vec::with_capacity(upstream.sources.len());
     for (i, source) in upstream.sources.iter().enumerate() {
         let path = format!("sources[{i}]");
         let Some(built) = registries.get(&source.registry) else {
