@@ -70,7 +70,12 @@ impl<T: Item> Leaf<T> {
             return;
         }
         self.cum.truncate(from);
-        grow_for(&mut self.cum, self.items.len() - from);
+        // As much room as the items have (exact for a new leaf, a little to spare after
+        // an insert).
+        if self.cum.capacity() < self.items.len() {
+            self.cum
+                .reserve_exact(self.items.capacity() - self.cum.len());
+        }
         let mut sum = from.checked_sub(1).map_or(0, |i| self.cum[i]);
         for item in &self.items[from..] {
             sum = sum.wrapping_add(item.weight());
@@ -517,6 +522,9 @@ mod tests {
     #[test]
     fn a_shared_leaf_changed_once_is_copied_without_doubling() {
         let mut seq = Chunked::from_vec((0..100).map(W).collect());
+        let built = &seq.leaves[0];
+        assert_eq!(built.items.capacity(), 100);
+        assert_eq!(built.cum.capacity(), 100, "a new leaf's weights are exactly sized");
         let mut slack = Vec::new();
         for round in 0..20u64 {
             let published = seq.clone(); // what a snapshot keeps: every leaf shared
