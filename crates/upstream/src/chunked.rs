@@ -524,7 +524,11 @@ mod tests {
         let mut seq = Chunked::from_vec((0..100).map(W).collect());
         let built = &seq.leaves[0];
         assert_eq!(built.items.capacity(), 100);
-        assert_eq!(built.cum.capacity(), 100, "a new leaf's weights are exactly sized");
+        assert_eq!(
+            built.cum.capacity(),
+            100,
+            "a new leaf's weights are exactly sized"
+        );
         let mut slack = Vec::new();
         for round in 0..20u64 {
             let published = seq.clone(); // what a snapshot keeps: every leaf shared
