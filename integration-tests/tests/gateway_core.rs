@@ -3,6 +3,8 @@
 //! admin API, forwarding hygiene, error statuses and graceful shutdown.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use switchyard_integration_tests::{eventually, gateway, Backend, Gateway};
@@ -344,6 +346,139 @@ async fn killed_instance_costs_no_failed_idempotent_request() {
         .unwrap()
         .clone();
     assert_eq!(dead["health"]["ejected"], true, "{dead}");
+}
+
+/// An endpoint that accepts each connection and closes it at once, counting them: every
+/// attempt on it fails after the request went out.
+struct Slammer {
+    address: std::net::SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Slammer {
+    fn start() -> Slammer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let address = listener.local_addr().unwrap();
+        let (accepted, stop) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (count, stopped) = (accepted.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !stopped.load(Ordering::Relaxed) && Instant::now() < deadline {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        drop(stream);
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        Slammer {
+            address,
+            accepted,
+            stop,
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Slammer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Sends a raw HTTP/1.0 request without a Host header; returns the status line.
+fn http10_without_host(gateway: &Gateway, path: &str) -> String {
+    use std::io::{Read, Write};
+    let address = gateway
+        .url("/")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nx-test: keep-me\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer.lines().next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_request_reaches_the_next_endpoint_with_the_same_headers() {
+    let live = Backend::start("live");
+    let slammer = Slammer::start();
+    let config = format!(
+        "[registries.local]\ntype = \"static\"\nservices.s = [\"{}\", \"{}\"]\n[upstreams.u]\n[upstreams.u.outlier]\nconsecutive_failures = 0\n[[upstreams.u.sources]]\nregistry = \"local\"\nservice = \"s\"\n[[routes]]\nupstream = \"u\"\nretries = 1\n",
+        live.address(),
+        slammer.address
+    );
+    let gw = Gateway::start(&config).await;
+    gw.wait_ready().await;
+
+    // HTTP/1.0 without Host: each attempt names its own endpoint, so the retry carries
+    // the live endpoint's address, not the failed one's.
+    for i in 0..4 {
+        let status = tokio::task::block_in_place(|| http10_without_host(&gw, &format!("/old/{i}")));
+        assert!(status.contains(" 200 "), "{status}");
+    }
+    let slammed_old = slammer.accepted();
+    println!("HTTP/1.0 requests: {slammed_old} attempts on the failing endpoint");
+    assert!(slammed_old >= 1, "no request was retried");
+
+    for i in 0..10 {
+        let reply = gw
+            .send(
+                gw.client()
+                    .get(gw.url(&format!("/new/{i}")))
+                    .header("x-test", "keep-me")
+                    .header("x-request-id", format!("rid-{i}")),
+            )
+            .await;
+        assert_eq!(reply.status, 200);
+    }
+    let slammed_new = slammer.accepted() - slammed_old;
+    println!("HTTP/1.1 requests: {slammed_new} attempts on the failing endpoint");
+    assert!(slammed_new >= 1, "no request was retried");
+
+    let seen = live.seen();
+    assert_eq!(
+        seen.len(),
+        14,
+        "each request reached the live endpoint once"
+    );
+    let live_host = live.address().to_string();
+    for request in &seen {
+        let what = &request.path;
+        assert_eq!(request.header("x-test"), vec!["keep-me"], "{what}");
+        assert_eq!(
+            request.header("x-forwarded-for"),
+            vec!["127.0.0.1"],
+            "{what}"
+        );
+        assert_eq!(request.header("x-request-id").len(), 1, "{what}");
+        assert_eq!(request.header("host").len(), 1, "{what}");
+        if let Some(i) = what.strip_prefix("/new/") {
+            assert_eq!(request.header("x-request-id"), vec![format!("rid-{i}")]);
+            assert_ne!(
+                request.header("host"),
+                vec![live_host.as_str()],
+                "the client's Host is kept"
+            );
+        } else {
+            assert_eq!(request.header("host"), vec![live_host.as_str()], "{what}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

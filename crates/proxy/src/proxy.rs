@@ -522,17 +522,21 @@ impl Proxy {
         // Retries: `retries` extra attempts after failures, plus up to MAX_CONNECT_RETRIES
         // more after connect failures (the request never left), which may also move on to
         // the next tier when the serving one is exhausted.
-        let tripped = Arc::new(Tripped::default());
+        // Only a body that has bytes to count can trip a limit (no allocation otherwise).
+        let mut tripped = None;
         let mut body = Some(if body.is_end_stream() {
             ProxyBody::stream(body)
         } else {
+            let flag = tripped.insert(Arc::new(Tripped::default())).clone();
             ProxyBody::limited(LimitedBody::new(
                 body,
                 max_body,
                 self.settings.body_idle_timeout,
-                tripped.clone(),
+                flag,
             ))
         });
+        // An HTTP/1.0 client may send no Host; each attempt then names its own endpoint.
+        let client_sent_host = parts.headers.contains_key(header::HOST);
         let snapshot = route.upstream.snapshot_full();
         let can_retry = replayable && snapshot_has_alternatives(&snapshot);
         let mut failed: Vec<SocketAddr> = Vec::new();
@@ -549,21 +553,18 @@ impl Proxy {
             let tls = route.options.tls.as_deref();
             let upgrade = client_upgrade.is_some();
             // The request and the exchange future are made inside this block so that their
-            // storage ends before the `await`: a local moved into a future but still in
-            // scope keeps its own slot in this function's future, and every request's
-            // future is moved into place by hyper (see ARCHITECTURE.md, request path).
+            // storage is scoped to it: a local still in scope at a later `await` keeps its
+            // own slot in this function's future, and every request's future is moved into
+            // place by hyper (see ARCHITECTURE.md, request path).
             let result = {
                 let mut upstream_request =
                     Request::new(body.take().unwrap_or_else(ProxyBody::empty));
                 *upstream_request.method_mut() = parts.method.clone();
                 *upstream_request.uri_mut() = Uri::from(path.clone());
-                *upstream_request.headers_mut() = if can_retry {
-                    parts.headers.clone()
-                } else {
-                    std::mem::take(&mut parts.headers)
-                };
-                if !upstream_request.headers().contains_key(header::HOST) {
-                    // An HTTP/1.0 client may send none; HTTP/1.1 requires one upstream.
+                // Moved, not copied: a retry takes them back from the request below.
+                *upstream_request.headers_mut() = std::mem::take(&mut parts.headers);
+                if !client_sent_host {
+                    // HTTP/1.1 requires a Host upstream (replacing a previous attempt's).
                     if let Ok(authority) = HeaderValue::from_maybe_shared(endpoint.authority()) {
                         upstream_request
                             .headers_mut()
@@ -571,16 +572,19 @@ impl Proxy {
                     }
                 }
                 let client = &self.client;
-                tokio::time::timeout(route.spec.timeout, async move {
-                    if upgrade {
-                        // Boxed, as rare and large (see UpstreamClient::send).
-                        Box::pin(client.send_upgrade(address, tls, upstream_request)).await
-                    } else {
-                        client.send(address, tls, upstream_request).await
+                if upgrade {
+                    // Boxed, as rare and large (see UpstreamClient::send).
+                    let send = Box::pin(client.send_upgrade(address, tls, upstream_request));
+                    tokio::time::timeout(route.spec.timeout, send).await
+                } else {
+                    let send = client.send(address, tls, &mut upstream_request);
+                    let result = tokio::time::timeout(route.spec.timeout, send).await;
+                    if can_retry {
+                        parts.headers = std::mem::take(upstream_request.headers_mut());
                     }
-                })
-            }
-            .await;
+                    result
+                }
+            };
             endpoint.stats.finish(started.elapsed());
             let error = match result {
                 Ok(Ok(response)) => {
@@ -610,7 +614,7 @@ impl Proxy {
                 }
                 Ok(Err(error)) => {
                     tracing::debug!(upstream = route.upstream.name(), %address, "upstream request failed: {error:?}");
-                    match tripped.get() {
+                    match tripped.as_deref().and_then(Tripped::get) {
                         // The client's body broke a limit: not the endpoint's fault.
                         Some(BodyLimit::TooLarge) => return Err((ProxyError::BodyTooLarge, None)),
                         Some(BodyLimit::Idle) => return Err((ProxyError::RequestTimeout, None)),

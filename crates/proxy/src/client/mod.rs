@@ -231,6 +231,9 @@ impl UpstreamClient {
     /// that a reused connection lost before any answer came is sent once more on a fresh
     /// connection: the endpoint most likely closed that connection as it sat idle.
     ///
+    /// The request is borrowed, not consumed: its head is only read, so a caller that
+    /// retries on another endpoint takes its headers back instead of copying them first.
+    ///
     /// # Errors
     /// [`SendError::Connect`] when no connection could be opened, [`SendError::Upstream`]
     /// when the exchange failed.
@@ -238,7 +241,7 @@ impl UpstreamClient {
         &self,
         address: SocketAddr,
         tls: Option<&UpstreamTls>,
-        mut request: Request<ProxyBody>,
+        request: &mut Request<ProxyBody>,
     ) -> Result<Response<ProxyBody>, SendError> {
         let pool = self.pool((address, tls.map_or(0, UpstreamTls::id)));
         let mut may_reuse = true;
@@ -256,7 +259,7 @@ impl UpstreamClient {
                 // that much larger.
                 None => Connection::new(Box::pin(self.open(address, tls)).await?),
             };
-            match connection::exchange(conn, &mut request, pool.clone()).await {
+            match connection::exchange(conn, request, pool.clone()).await {
                 Ok(response) => return Ok(response),
                 Err(failed) if reused && failed.may_resend && is_idempotent(request.method()) => {
                     tracing::debug!(%address, "reused connection lost ({}); sending again on a new one", failed.error);

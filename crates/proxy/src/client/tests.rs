@@ -34,12 +34,12 @@ async fn server() -> (SocketAddr, Arc<AtomicU64>) {
 }
 
 async fn get(client: &UpstreamClient, address: SocketAddr) -> String {
-    let request = Request::builder()
+    let mut request = Request::builder()
         .uri("/")
         .header(http::header::HOST, "test")
         .body(ProxyBody::empty())
         .unwrap();
-    let response = client.send(address, None, request).await.unwrap();
+    let response = client.send(address, None, &mut request).await.unwrap();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     String::from_utf8(body.to_vec()).unwrap()
 }
@@ -77,11 +77,11 @@ async fn a_connection_refused_is_a_connect_error() {
     let address = unused.local_addr().unwrap();
     drop(unused);
     let client = UpstreamClient::new(ClientSettings::default());
-    let request = Request::builder()
+    let mut request = Request::builder()
         .uri("/")
         .body(ProxyBody::empty())
         .unwrap();
-    match client.send(address, None, request).await {
+    match client.send(address, None, &mut request).await {
         Err(error) => assert!(error.is_connect(), "{error}"),
         Ok(response) => panic!("answered: {}", response.status()),
     }
@@ -214,10 +214,10 @@ fn request(method: Method, body: ProxyBody) -> Request<ProxyBody> {
 async fn exchange(
     client: &UpstreamClient,
     address: SocketAddr,
-    request: Request<ProxyBody>,
+    mut request: Request<ProxyBody>,
 ) -> Result<(http::StatusCode, String, Option<http::HeaderMap>), String> {
     let response = client
-        .send(address, None, request)
+        .send(address, None, &mut request)
         .await
         .map_err(|e| e.to_string())?;
     let status = response.status();
