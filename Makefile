@@ -1,5 +1,5 @@
 # Switchyard: the two commands a newcomer needs are `make demo` and `make test`.
-.PHONY: demo test build lint fmt bench bench-scale fuzz clean
+.PHONY: demo test build lint fmt bench bench-scale bench-allocs fuzz clean
 
 CARGO ?= cargo
 
@@ -26,6 +26,10 @@ bench:
 ## endpoints, 100 endpoint changes/s under wrk load; ~8 minutes.
 bench-scale:
 	bash bench/scale.sh
+
+## Heap allocations per proxied request, counted by heaptrack (BENCHMARKS.md §1).
+bench-allocs:
+	bash bench/allocs.sh
 
 ## Longer fuzzing with cargo-fuzz (nightly); CI runs the short stable smoke run (docs/fuzzing.md).
 fuzz:
