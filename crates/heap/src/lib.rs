@@ -12,7 +12,11 @@
 //! routes) makes every later allocation up to 13 MB come from the heap and lets up to twice
 //! that stay resident untrimmed.
 //!
+//! [`counting`] holds an allocation counter for tests (allocations per proxied request).
+//!
 //! The workspace forbids `unsafe`; this crate holds its only audited uses.
+
+pub mod counting;
 
 /// Returns every free page of every malloc arena to the kernel (`malloc_trim(0)`).
 ///
