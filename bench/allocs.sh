@@ -14,6 +14,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 DURATION=${DURATION:-5s}
 CONNECTIONS=${CONNECTIONS:-16}
 SKIP_BUILD=${SKIP_BUILD:-0}
@@ -22,18 +24,9 @@ log() { echo "[allocs] $*" >&2; }
 die() { log "$*"; exit 1; }
 
 missing=()
-command -v heaptrack >/dev/null || missing+=(heaptrack)
 command -v heaptrack_print >/dev/null || missing+=(heaptrack)
 command -v wrk >/dev/null || missing+=(wrk)
-if ((${#missing[@]})); then
-  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-    log "installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  else
-    die "missing tools; run: sudo apt-get install -y ${missing[*]}"
-  fi
-fi
+install_missing "${missing[@]}"
 if [[ $SKIP_BUILD != 1 ]]; then
   (cd "$ROOT" && cargo build --release -p switchyard)
 fi

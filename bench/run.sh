@@ -33,6 +33,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 export PATH="$PATH:/usr/sbin:/sbin"
 
 DURATION=${DURATION:-10s}
@@ -71,15 +73,7 @@ ensure_tools() {
   command -v pgrep >/dev/null || missing+=(procps)
   command -v taskset >/dev/null || missing+=(util-linux)
   [[ -z $PROFILE ]] || command -v perf >/dev/null || missing+=(linux-perf)
-  if ((${#missing[@]})); then
-    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
-      log "installing ${missing[*]}"
-      apt-get update -qq
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    else
-      die "missing tools; run: sudo apt-get install -y ${missing[*]}"
-    fi
-  fi
+  install_missing "${missing[@]}"
   command -v cargo >/dev/null || die "cargo not found (install Rust: https://rustup.rs)"
 }
 

@@ -1,0 +1,15 @@
+# bench/lib.sh — sourced by the bench scripts (run.sh, scale.sh, allocs.sh); the caller
+# defines `log` and `die`.
+
+# install_missing PACKAGE... — installs the Debian packages given (none: nothing to do)
+# with apt-get when running as root, or dies naming the command to run.
+install_missing() {
+  (($#)) || return 0
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    log "installing $*"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  else
+    die "missing tools; run: sudo apt-get install -y $*"
+  fi
+}
