@@ -47,18 +47,17 @@ const MAX_MESSAGE: usize = 64 << 20;
 
 type Item = Result<Update, RegistryError>;
 
-/// What a subscriber's channel carries. The channel is `futures`' rather than Tokio's: a
-/// Tokio channel allocates two cache-padded halves and a first block of 32 slots up front
-/// (~800 bytes each, 0.76 MiB at 1,000 upstreams), a `futures` one ~250 bytes, and a node
-/// per queued update (updates are rare next to subscribers).
-type Queued = Item;
+// Subscriber channels are `futures`' rather than Tokio's: a Tokio channel allocates two
+// cache-padded halves and a first block of 32 slots up front (~800 bytes each, 0.76 MiB at
+// 1,000 upstreams), a `futures` one ~250 bytes, and a node per queued update (updates are
+// rare next to subscribers).
 
 /// What subscriber streams tell the hub task.
 enum Command {
     Subscribe {
         id: u64,
         service: String,
-        tx: updates::Sender<Queued>,
+        tx: updates::Sender<Item>,
     },
     Unsubscribe {
         id: u64,
@@ -158,7 +157,7 @@ struct Raw {
 /// One subscriber stream.
 struct Subscriber {
     id: u64,
-    tx: updates::Sender<Queued>,
+    tx: updates::Sender<Item>,
     /// Whether its first update (a `Reset`) was sent.
     started: bool,
 }
@@ -321,7 +320,7 @@ impl Hub {
         }
     }
 
-    fn add_subscriber(&mut self, id: u64, service: String, tx: updates::Sender<Queued>) {
+    fn add_subscriber(&mut self, id: u64, service: String, tx: updates::Sender<Item>) {
         self.owners.insert(id, service.clone());
         self.services
             .entry(service)
