@@ -24,8 +24,13 @@ const WARM_UP: usize = 300;
 /// Requests counted.
 const COUNTED_REQUESTS: usize = 3_000;
 
-/// Starts the project's backend (1 KiB bodies) on a thread of its own.
-fn start_backend() -> SocketAddr {
+/// Runs `serve` on a current-thread runtime on a thread of its own, giving it a listener on
+/// 127.0.0.1; returns the listener's address.
+fn serve_on_own_thread<F, Fut>(serve: F) -> SocketAddr
+where
+    F: FnOnce(tokio::net::TcpListener) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -35,54 +40,46 @@ fn start_backend() -> SocketAddr {
         runtime.block_on(async move {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send(listener.local_addr().unwrap()).unwrap();
-            switchyard::backend::serve(listener, "b".into(), Some(1024)).await;
+            serve(listener).await;
         });
     });
-    rx.recv_timeout(Duration::from_secs(10)).unwrap()
+    rx.recv_timeout(Duration::from_secs(30)).unwrap()
+}
+
+/// Starts the project's backend (1 KiB bodies) on a thread of its own.
+fn start_backend() -> SocketAddr {
+    serve_on_own_thread(|listener| switchyard::backend::serve(listener, "b".into(), Some(1024)))
 }
 
 /// Plans `config` and serves it on a thread of its own that counts its allocations while
 /// `counting` is set; returns the proxy's address.
-fn start_gateway(
-    config: String,
-    counting: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> SocketAddr {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("gateway.toml");
-            std::fs::write(&path, config).unwrap();
-            let catalog = switchyard::app::catalog();
-            let plan = switchyard::app::load_plan(&path, &catalog, None)
-                .unwrap_or_else(|issues| panic!("config: {issues:?}"));
-            let app = switchyard::app::App::start(path.clone(), catalog, plan);
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            // Flip this thread's counting on and off as the test asks, between polls.
-            let toggle = async {
-                loop {
-                    count_this_thread(counting.load(Ordering::SeqCst));
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-            };
-            let serve = switchyard_proxy::server::serve(
-                listener,
-                app.proxy.clone(),
-                switchyard_proxy::server::ServerSettings::default(),
-                std::future::pending::<()>(),
-            );
-            tokio::select! {
-                () = serve => {}
-                () = toggle => {}
+fn start_gateway(config: String, counting: Arc<AtomicBool>) -> SocketAddr {
+    serve_on_own_thread(move |listener| async move {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(&path, config).unwrap();
+        let catalog = switchyard::app::catalog();
+        let plan = switchyard::app::load_plan(&path, &catalog, None)
+            .unwrap_or_else(|issues| panic!("config: {issues:?}"));
+        let app = switchyard::app::App::start(path.clone(), catalog, plan);
+        // Flip this thread's counting on and off as the test asks, between polls.
+        let toggle = async {
+            loop {
+                count_this_thread(counting.load(Ordering::SeqCst));
+                tokio::time::sleep(Duration::from_millis(1)).await;
             }
-        });
-    });
-    rx.recv_timeout(Duration::from_secs(30)).unwrap()
+        };
+        let serve = switchyard_proxy::server::serve(
+            listener,
+            app.proxy.clone(),
+            switchyard_proxy::server::ServerSettings::default(),
+            std::future::pending::<()>(),
+        );
+        tokio::select! {
+            () = serve => {}
+            () = toggle => {}
+        }
+    })
 }
 
 /// Sends `n` GETs on one keep-alive connection, reading each 200 with its body.
