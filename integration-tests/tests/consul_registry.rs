@@ -47,7 +47,7 @@ fn addr(port: u16) -> SocketAddr {
 }
 
 fn ports(endpoints: &[std::sync::Arc<Endpoint>]) -> Vec<u16> {
-    let mut ports: Vec<u16> = endpoints.iter().map(|e| e.address().port()).collect();
+    let mut ports: Vec<u16> = endpoints.iter().map(|e| e.address.port()).collect();
     ports.sort_unstable();
     ports
 }
@@ -133,7 +133,7 @@ async fn register_fail_deregister_reach_the_stream_quickly() {
     };
     assert_eq!(added.len(), 1);
     let web1 = &added[0];
-    assert_eq!(web1.address(), addr(9001));
+    assert_eq!(web1.address, addr(9001));
     assert_eq!(web1.weight, 7, "Weights.Passing");
     assert_eq!(web1.metadata()["version"], "1", "Service.Meta kept");
     assert_eq!(web1.metadata()["consul.service_id"], "web-1");
@@ -262,7 +262,7 @@ async fn warning_instances_serve_at_warning_weight_when_not_only_passing() {
         .iter()
         .map(|e| {
             (
-                e.address().port(),
+                e.address.port(),
                 e.weight,
                 e.metadata()["consul.health"].as_str(),
             )
@@ -278,7 +278,7 @@ async fn warning_instances_serve_at_warning_weight_when_not_only_passing() {
     let Update::Add(changed) = next(&mut lenient, "a warns").await else {
         panic!("expected Add")
     };
-    assert_eq!((changed[0].address().port(), changed[0].weight), (9001, 3));
+    assert_eq!((changed[0].address.port(), changed[0].weight), (9001, 3));
     assert_eq!(
         next(&mut strict, "a warns (strict)").await,
         Update::reset(vec![])

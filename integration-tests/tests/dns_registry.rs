@@ -86,12 +86,12 @@ impl View {
                 self.exists = true;
                 self.endpoints = endpoints
                     .into_iter()
-                    .map(|e| (e.address(), (*e).clone()))
+                    .map(|e| (e.address, (*e).clone()))
                     .collect();
             }
             Update::Add(endpoints) => {
                 self.endpoints
-                    .extend(endpoints.into_iter().map(|e| (e.address(), (*e).clone())));
+                    .extend(endpoints.into_iter().map(|e| (e.address, (*e).clone())));
             }
             Update::Remove(addresses) => {
                 for address in addresses {
@@ -109,7 +109,7 @@ impl View {
     fn summary(&self) -> Vec<String> {
         self.endpoints
             .values()
-            .map(|e| format!("{} w{} p{}", e.address(), e.weight, e.priority))
+            .map(|e| format!("{} w{} p{}", e.address, e.weight, e.priority))
             .collect()
     }
 }
@@ -286,7 +286,7 @@ async fn record_added_by_nsupdate_is_seen_after_its_ttl_and_nothing_else_is_publ
         panic!("expected only the new endpoint, got {update:?}");
     };
     assert_eq!(added.len(), 1);
-    assert_eq!(added[0].address(), "127.0.0.12:8002".parse().unwrap());
+    assert_eq!(added[0].address, "127.0.0.12:8002".parse().unwrap());
     assert_eq!(added[0].weight, 3);
     view.apply(update);
     assert_eq!(

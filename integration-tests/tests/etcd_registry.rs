@@ -60,7 +60,7 @@ fn show(update: &Update) -> String {
     let endpoints = |endpoints: &[std::sync::Arc<Endpoint>]| {
         endpoints
             .iter()
-            .map(|e| format!(" {}w{}", e.address(), e.weight))
+            .map(|e| format!(" {}w{}", e.address, e.weight))
             .collect::<String>()
     };
     match update {
@@ -89,10 +89,10 @@ fn apply(set: &mut BTreeMap<SocketAddr, Endpoint>, update: &Update) {
     match update {
         Update::Reset(endpoints) => {
             set.clear();
-            set.extend(endpoints.iter().map(|e| (e.address(), Endpoint::clone(e))));
+            set.extend(endpoints.iter().map(|e| (e.address, Endpoint::clone(e))));
         }
         Update::Add(endpoints) => {
-            set.extend(endpoints.iter().map(|e| (e.address(), Endpoint::clone(e))))
+            set.extend(endpoints.iter().map(|e| (e.address, Endpoint::clone(e))))
         }
         Update::Remove(addresses) => addresses.iter().for_each(|a| drop(set.remove(a))),
         Update::DoesNotExist => set.clear(),

@@ -203,12 +203,12 @@ fn watch(registry: &Arc<dyn Registry>, service: &str, port: Option<&str>) -> Wat
                             seen.exists = Some(true);
                             seen.set = endpoints
                                 .into_iter()
-                                .map(|e| (e.address(), (*e).clone()))
+                                .map(|e| (e.address, (*e).clone()))
                                 .collect();
                         }
                         Update::Add(endpoints) => {
                             seen.set
-                                .extend(endpoints.into_iter().map(|e| (e.address(), (*e).clone())));
+                                .extend(endpoints.into_iter().map(|e| (e.address, (*e).clone())));
                         }
                         Update::Remove(addresses) => {
                             for address in addresses {

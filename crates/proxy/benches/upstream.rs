@@ -260,7 +260,7 @@ fn endpoint_change(c: &mut Criterion) {
                 synced.apply(if present {
                     Update::add(vec![target.clone()])
                 } else {
-                    Update::Remove(vec![target.address()])
+                    Update::Remove(vec![target.address])
                 });
             });
         });

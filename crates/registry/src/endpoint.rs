@@ -1,7 +1,7 @@
 //! One instance of a service as a registry reports it.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::net::SocketAddr;
 
 /// Free-form labels a registry attaches to an endpoint (Consul `Service.Meta` and tags,
 /// etcd `metadata`, file_sd labels). Ordered so that snapshots compare and print stably.
@@ -9,20 +9,18 @@ pub type Metadata = BTreeMap<String, String>;
 
 /// One instance of a service.
 ///
-/// Two endpoints of the same source are the same instance when their [`Endpoint::address`] is equal:
+/// Two endpoints of the same source are the same instance when their `address` is equal:
 /// updates add, replace and remove endpoints by address.
 ///
-/// Sized for 100,000 of them: the zone and the labels, which most endpoints lack and the
-/// request path never reads, sit behind one optional box ([`Endpoint::zone`],
-/// [`Endpoint::metadata`]), and the address is kept as its parts ([`Endpoint::address`])
-/// rather than as a 32-byte `SocketAddr`. 40 bytes an endpoint (96 with both inline), so
-/// that with its `Arc` counts it is a 64-byte allocation, not an 80-byte one. Serialized as
-/// before (flat `address`, `zone` and `metadata` fields).
+/// The zone and the labels, which most endpoints lack and the request path never reads, sit
+/// behind one optional box ([`Endpoint::zone`], [`Endpoint::metadata`]): 56 bytes an
+/// endpoint instead of 96, which at 100,000 endpoints is 4 MiB. Serialized as before (flat
+/// `zone` and `metadata` fields).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(from = "EndpointFields", into = "EndpointFields")]
 pub struct Endpoint {
     /// Where to connect.
-    address: PackedAddr,
+    pub address: SocketAddr,
     /// Relative share of traffic within its tier. Default 1. Weight 0 is legal (DNS SRV)
     /// and means "only a very small share when others exist" (RFC 2782).
     pub weight: u32,
@@ -34,49 +32,6 @@ pub struct Endpoint {
     pub healthy: bool,
     /// Zone and labels; `None` when there are neither.
     extra: Option<Box<Extra>>,
-}
-
-/// A socket address in 23 bytes of alignment 1 (`SocketAddr` takes 32): the IP, the port
-/// and, for IPv6, the scope (interface index of a link-local address). An IPv6 flow label
-/// is not kept: it only labels packets, and no registry sets one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct PackedAddr {
-    ip: [u8; 16],
-    v6: bool,
-    port: [u8; 2],
-    scope_id: [u8; 4],
-}
-
-impl From<SocketAddr> for PackedAddr {
-    fn from(address: SocketAddr) -> Self {
-        let (ip, v6, scope_id) = match address {
-            SocketAddr::V4(v4) => {
-                let mut ip = [0; 16];
-                ip[..4].copy_from_slice(&v4.ip().octets());
-                (ip, false, 0)
-            }
-            SocketAddr::V6(v6) => (v6.ip().octets(), true, v6.scope_id()),
-        };
-        PackedAddr {
-            ip,
-            v6,
-            port: address.port().to_ne_bytes(),
-            scope_id: scope_id.to_ne_bytes(),
-        }
-    }
-}
-
-impl From<PackedAddr> for SocketAddr {
-    fn from(packed: PackedAddr) -> Self {
-        let port = u16::from_ne_bytes(packed.port);
-        if packed.v6 {
-            let scope_id = u32::from_ne_bytes(packed.scope_id);
-            SocketAddrV6::new(Ipv6Addr::from(packed.ip), port, 0, scope_id).into()
-        } else {
-            let [a, b, c, d, ..] = packed.ip;
-            SocketAddr::new(IpAddr::from([a, b, c, d]), port)
-        }
-    }
 }
 
 /// What few endpoints have.
@@ -116,10 +71,9 @@ impl From<EndpointFields> for Endpoint {
 
 impl From<Endpoint> for EndpointFields {
     fn from(endpoint: Endpoint) -> Self {
-        let address = endpoint.address();
         let extra = endpoint.extra.map(|extra| *extra).unwrap_or_default();
         EndpointFields {
-            address,
+            address: endpoint.address,
             weight: endpoint.weight,
             priority: endpoint.priority,
             zone: extra.zone,
@@ -133,28 +87,12 @@ impl Endpoint {
     /// A healthy endpoint with weight 1, priority 0, no zone and no metadata.
     pub fn new(address: SocketAddr) -> Self {
         Endpoint {
-            address: address.into(),
+            address,
             weight: 1,
             priority: 0,
             healthy: true,
             extra: None,
         }
-    }
-
-    /// Where to connect. Two endpoints of one source are the same instance when this is
-    /// equal.
-    pub fn address(&self) -> SocketAddr {
-        self.address.into()
-    }
-
-    /// The address as stored: a key for sets of endpoints by address.
-    pub fn packed_address(&self) -> &PackedAddr {
-        &self.address
-    }
-
-    /// Changes where to connect.
-    pub fn set_address(&mut self, address: SocketAddr) {
-        self.address = address.into();
     }
 
     /// Locality, when the registry knows it (Kubernetes zone, etcd `metadata.zone`).
@@ -240,28 +178,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_address_round_trips_through_its_packed_form() {
-        assert_eq!(std::mem::size_of::<PackedAddr>(), 23);
-        for text in [
-            "10.0.0.1:80",
-            "[2001:db8::1]:8443",
-            "[fe80::1%7]:80",
-            "0.0.0.0:0",
-        ] {
-            let address: SocketAddr = text.parse().unwrap();
-            assert_eq!(Endpoint::new(address).address(), address, "{text}");
-        }
-        let mut e = Endpoint::new("10.0.0.1:80".parse().unwrap());
-        e.set_address("[fe80::2%3]:81".parse().unwrap());
-        assert_eq!(e.address().to_string(), "[fe80::2%3]:81");
-        e.set_address("10.0.0.9:82".parse().unwrap());
-        assert_eq!(e.address().to_string(), "10.0.0.9:82");
-    }
-
-    #[test]
     fn zone_and_labels_live_in_one_optional_box() {
-        // 40 bytes + the Arc's two counts = 56: glibc's 64-byte size class.
-        assert_eq!(std::mem::size_of::<Endpoint>(), 40);
+        assert_eq!(std::mem::size_of::<Endpoint>(), 56);
         let mut e = Endpoint::new("10.0.0.1:80".parse().unwrap());
         assert_eq!((e.zone(), e.metadata().len()), (None, 0));
         assert!(e.extra.is_none());

@@ -22,7 +22,7 @@ mod query;
 pub mod recover;
 mod update;
 
-pub use endpoint::{Endpoint, Metadata, PackedAddr};
+pub use endpoint::{Endpoint, Metadata};
 pub use error::{ErrorKind, RegistryError};
 pub use factory::{decode_settings, Catalog, ConfigIssue, RegistryContext, RegistryFactory};
 pub use metrics::RegistryMetrics;

@@ -196,7 +196,7 @@ mod tests {
             let endpoint = Endpoint::new("127.0.0.1:1".parse().unwrap());
             Ok(futures::stream::iter(vec![
                 Ok(Update::add(vec![endpoint.clone()])),
-                Ok(Update::Remove(vec![endpoint.address()])),
+                Ok(Update::Remove(vec![endpoint.address])),
             ])
             .boxed())
         }

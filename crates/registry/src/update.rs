@@ -67,19 +67,19 @@ pub fn diff_sorted(old: &[Arc<Endpoint>], new: &[Arc<Endpoint>]) -> Vec<Update> 
     let (mut old, mut new) = (old.iter().peekable(), new.iter().peekable());
     loop {
         match (old.peek(), new.peek()) {
-            (Some(o), Some(n)) if o.address() == n.address() => {
+            (Some(o), Some(n)) if o.address == n.address => {
                 if o != n {
                     added.push(Arc::clone(n));
                 }
                 old.next();
                 new.next();
             }
-            (Some(o), Some(n)) if o.address() < n.address() => {
-                removed.push(o.address());
+            (Some(o), Some(n)) if o.address < n.address => {
+                removed.push(o.address);
                 old.next();
             }
             (Some(o), None) => {
-                removed.push(o.address());
+                removed.push(o.address);
                 old.next();
             }
             (_, Some(n)) => {
@@ -109,7 +109,7 @@ mod tests {
                 Arc::new(Endpoint::new(address.parse().unwrap()).with_weight(*weight))
             })
             .collect();
-        set.sort_by_key(|e| e.address());
+        set.sort_by_key(|e| e.address);
         set
     }
 
@@ -123,7 +123,7 @@ mod tests {
                     seen.extend(
                         endpoints
                             .iter()
-                            .map(|e| format!("+{}/{}", e.address(), e.weight)),
+                            .map(|e| format!("+{}/{}", e.address, e.weight)),
                     );
                 }
                 Update::Remove(addresses) => seen.extend(addresses.iter().map(|a| format!("-{a}"))),

@@ -196,9 +196,9 @@ pub fn endpoint_slice(data: &[u8]) {
         let resolved = resolve(&slices, spec);
         check_sorted_unique(&resolved.endpoints, "EndpointSlice");
         for endpoint in &resolved.endpoints {
-            assert_ne!(endpoint.address().port(), 0, "{endpoint:?}: port 0");
+            assert_ne!(endpoint.address.port(), 0, "{endpoint:?}: port 0");
             if let PortSpec::Number(n) = spec {
-                assert_eq!(endpoint.address().port(), *n, "{endpoint:?} for port {n}");
+                assert_eq!(endpoint.address.port(), *n, "{endpoint:?} for port {n}");
             }
         }
     }
@@ -262,10 +262,10 @@ pub fn dns_answer(data: &[u8]) {
         let sources: Vec<&Srv> = records
             .iter()
             .filter(|r| {
-                r.port == endpoint.address().port()
+                r.port == endpoint.address.port()
                     && addresses
                         .get(&r.target)
-                        .is_some_and(|ips: &Vec<IpAddr>| ips.contains(&endpoint.address().ip()))
+                        .is_some_and(|ips: &Vec<IpAddr>| ips.contains(&endpoint.address.ip()))
             })
             .collect();
         let lowest = sources.iter().map(|r| u32::from(r.priority)).min();
@@ -292,7 +292,7 @@ pub fn file_sd(data: &[u8]) {
     for (service, endpoints) in &services {
         for endpoint in endpoints {
             assert_ne!(
-                endpoint.address().port(),
+                endpoint.address.port(),
                 0,
                 "service {service}: {endpoint:?} has port 0"
             );
@@ -304,10 +304,10 @@ pub fn file_sd(data: &[u8]) {
 fn check_sorted_unique(endpoints: &[Endpoint], what: &str) {
     for pair in endpoints.windows(2) {
         assert!(
-            pair[0].address() < pair[1].address(),
+            pair[0].address < pair[1].address,
             "{what}: endpoints not sorted and unique: {} then {}",
-            pair[0].address(),
-            pair[1].address()
+            pair[0].address,
+            pair[1].address
         );
     }
 }

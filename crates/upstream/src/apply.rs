@@ -502,7 +502,7 @@ impl UpstreamState {
     /// A new entry for `winner`, keeping the counters (and address text) of `previous`,
     /// the entry the address had, if any.
     fn make(&mut self, winner: Winner, previous: Option<&ServingEndpoint>) -> Arc<ServingEndpoint> {
-        let address = winner.endpoint.address();
+        let address = winner.endpoint.address;
         let stats = previous.map_or_else(|| Arc::new(EndpointStats::new()), |p| p.stats.clone());
         stats.expire_ejection();
         let healthy = winner.endpoint.healthy && stats.active_healthy() && !stats.is_ejected();
@@ -534,7 +534,7 @@ impl UpstreamState {
                     source: s.priority,
                     endpoint: e.priority,
                 };
-                (e.address(), tier, index, e.clone())
+                (e.address, tier, index, e.clone())
             }));
         }
         winners.sort_unstable_by_key(|w| (w.0, w.1, w.2));

@@ -79,13 +79,13 @@ impl ServingEndpoint {
     /// The address to connect to.
     #[inline]
     pub fn address(&self) -> SocketAddr {
-        self.endpoint.address()
+        self.endpoint.address
     }
 
     /// The address as a `Host` value (`10.0.0.5:8080`, `[::1]:80`), made on demand: only
     /// a request without a `Host` of its own (HTTP/1.0) needs it, so no endpoint keeps one.
     pub fn authority(&self) -> Bytes {
-        Bytes::copy_from_slice(address_text(self.endpoint.address()).as_ref())
+        Bytes::copy_from_slice(address_text(self.endpoint.address).as_ref())
     }
 
     /// The endpoint's weight as balancers count it ([`effective_weight`]).
@@ -101,7 +101,7 @@ impl ServingEndpoint {
             self.tier,
             !self.healthy,
             self.source_index,
-            self.endpoint.address(),
+            self.endpoint.address,
         )
     }
 }

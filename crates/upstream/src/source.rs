@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use switchyard_registry::{Endpoint, PackedAddr, Update};
+use switchyard_registry::{Endpoint, Update};
 
 /// A source's current endpoints, by address. Applying updates here is the only way the
 /// set changes; errors never touch it (the set goes stale instead).
@@ -26,7 +26,7 @@ struct ByAddress(Arc<Endpoint>);
 
 impl PartialEq for ByAddress {
     fn eq(&self, other: &Self) -> bool {
-        self.0.packed_address() == other.0.packed_address()
+        self.0.address == other.0.address
     }
 }
 
@@ -34,13 +34,13 @@ impl Eq for ByAddress {}
 
 impl Hash for ByAddress {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.packed_address().hash(state);
+        self.0.address.hash(state);
     }
 }
 
-impl Borrow<PackedAddr> for ByAddress {
-    fn borrow(&self) -> &PackedAddr {
-        self.0.packed_address()
+impl Borrow<SocketAddr> for ByAddress {
+    fn borrow(&self) -> &SocketAddr {
+        &self.0.address
     }
 }
 
@@ -54,7 +54,7 @@ impl PartialEq for SourceSet {
             && self
                 .endpoints
                 .iter()
-                .all(|e| other.get(&e.0.address()).is_some_and(|o| **o == *e.0))
+                .all(|e| other.get(&e.0.address).is_some_and(|o| **o == *e.0))
     }
 }
 
@@ -66,9 +66,7 @@ impl SourceSet {
 
     /// The endpoint at `address`.
     pub(crate) fn get(&self, address: &SocketAddr) -> Option<&Arc<Endpoint>> {
-        self.endpoints
-            .get(&PackedAddr::from(*address))
-            .map(|e| &e.0)
+        self.endpoints.get(address).map(|e| &e.0)
     }
 
     /// Every endpoint, in no particular order.
@@ -85,12 +83,12 @@ impl SourceSet {
                 let mut changes = Vec::new();
                 for endpoint in endpoints {
                     if self
-                        .get(&endpoint.address())
+                        .get(&endpoint.address)
                         .is_some_and(|e| **e == *endpoint)
                     {
                         continue;
                     }
-                    let address = endpoint.address();
+                    let address = endpoint.address;
                     let old = self.endpoints.replace(ByAddress(endpoint));
                     changes.push((address, old.map(|e| e.0)));
                 }
@@ -104,15 +102,12 @@ impl SourceSet {
             }
             Update::Remove(addresses) => addresses
                 .into_iter()
-                .filter_map(|address| {
-                    let endpoint = self.endpoints.take(&PackedAddr::from(address))?;
-                    Some((address, Some(endpoint.0)))
-                })
+                .filter_map(|address| Some((address, Some(self.endpoints.take(&address)?.0))))
                 .collect(),
             Update::DoesNotExist => self
                 .endpoints
                 .drain()
-                .map(|e| (e.0.address(), Some(e.0)))
+                .map(|e| (e.0.address, Some(e.0)))
                 .collect(),
         }
     }
@@ -123,7 +118,7 @@ impl SourceSet {
     pub(crate) fn replace(&mut self, endpoints: Vec<Arc<Endpoint>>) -> Vec<Change> {
         let mut next = HashSet::with_capacity(endpoints.len());
         for endpoint in endpoints {
-            let kept = match self.endpoints.get(endpoint.packed_address()) {
+            let kept = match self.endpoints.get(&endpoint.address) {
                 Some(old) if *old.0 == *endpoint => old.clone(),
                 _ => ByAddress(endpoint),
             };
@@ -132,18 +127,18 @@ impl SourceSet {
         let mut changes: Vec<Change> = next
             .iter()
             .filter_map(|e| {
-                let old = self.get(&e.0.address());
+                let old = self.get(&e.0.address);
                 match old {
                     Some(old) if Arc::ptr_eq(old, &e.0) => None,
-                    _ => Some((e.0.address(), old.cloned())),
+                    _ => Some((e.0.address, old.cloned())),
                 }
             })
             .collect();
         changes.extend(
             self.endpoints
                 .iter()
-                .filter(|e| !next.contains(e.0.packed_address()))
-                .map(|e| (e.0.address(), Some(e.0.clone()))),
+                .filter(|e| !next.contains(&e.0.address))
+                .map(|e| (e.0.address, Some(e.0.clone()))),
         );
         self.endpoints = next;
         changes
@@ -154,21 +149,21 @@ impl SourceSet {
         match update {
             Update::Reset(endpoints) => endpoints
                 .iter()
-                .map(|e| e.packed_address())
+                .map(|e| e.address)
                 .collect::<HashSet<_>>()
                 .len(),
             Update::Add(endpoints) => {
-                let new: HashSet<&PackedAddr> = endpoints
+                let new: HashSet<SocketAddr> = endpoints
                     .iter()
-                    .map(|e| e.packed_address())
-                    .filter(|a| !self.endpoints.contains(*a))
+                    .map(|e| e.address)
+                    .filter(|a| !self.endpoints.contains(a))
                     .collect();
                 self.len() + new.len()
             }
             Update::Remove(addresses) => {
                 let gone: HashSet<&SocketAddr> = addresses
                     .iter()
-                    .filter(|a| self.endpoints.contains(&PackedAddr::from(**a)))
+                    .filter(|a| self.endpoints.contains(*a))
                     .collect();
                 self.len() - gone.len()
             }
@@ -211,7 +206,7 @@ mod tests {
     }
 
     fn ports(set: &SourceSet) -> Vec<(u16, u32)> {
-        let mut out: Vec<(u16, u32)> = set.iter().map(|e| (e.address().port(), e.weight)).collect();
+        let mut out: Vec<(u16, u32)> = set.iter().map(|e| (e.address.port(), e.weight)).collect();
         out.sort_unstable();
         out
     }
@@ -231,14 +226,14 @@ mod tests {
         let reset = Update::reset(vec![ep(1, 1), ep(2, 1)]);
         assert_eq!(set.len_after(&reset), 2);
         assert_eq!(changed(set.apply(reset)), vec![(1, None), (2, None)]);
-        let kept = set.get(&ep(1, 1).address()).unwrap().clone();
+        let kept = set.get(&ep(1, 1).address).unwrap().clone();
         assert!(
             set.apply(Update::reset(vec![ep(2, 1), ep(1, 1)]))
                 .is_empty(),
             "same set, other order"
         );
         assert!(
-            Arc::ptr_eq(&kept, set.get(&ep(1, 1).address()).unwrap()),
+            Arc::ptr_eq(&kept, set.get(&ep(1, 1).address).unwrap()),
             "an unchanged endpoint keeps its allocation"
         );
         let add = Update::add(vec![ep(2, 5), ep(3, 1), ep(3, 2)]);
@@ -249,16 +244,10 @@ mod tests {
             set.apply(Update::add(vec![ep(3, 2)])).is_empty(),
             "no-op add"
         );
-        let remove = Update::Remove(vec![
-            ep(1, 1).address(),
-            ep(1, 1).address(),
-            ep(9, 1).address(),
-        ]);
+        let remove = Update::Remove(vec![ep(1, 1).address, ep(1, 1).address, ep(9, 1).address]);
         assert_eq!(set.len_after(&remove), 2);
         assert_eq!(changed(set.apply(remove)), vec![(1, Some(1))]);
-        assert!(set
-            .apply(Update::Remove(vec![ep(9, 1).address()]))
-            .is_empty());
+        assert!(set.apply(Update::Remove(vec![ep(9, 1).address])).is_empty());
         assert_eq!(ports(&set), vec![(2, 5), (3, 2)]);
         assert_eq!(
             changed(set.apply(Update::reset(vec![ep(3, 2), ep(4, 1), ep(4, 7)]))),

@@ -543,7 +543,7 @@ mod tests {
     }
 
     fn set(endpoints: &[Endpoint]) -> BTreeMap<SocketAddr, Endpoint> {
-        endpoints.iter().map(|e| (e.address(), e.clone())).collect()
+        endpoints.iter().map(|e| (e.address, e.clone())).collect()
     }
 
     #[test]
@@ -561,7 +561,7 @@ mod tests {
         check(
             &[ep(1, 1), ep(2, 1)],
             &[ep(1, 1)],
-            vec![Update::Remove(vec![ep(2, 1).address()])],
+            vec![Update::Remove(vec![ep(2, 1).address])],
         );
         check(&[ep(1, 1)], &[ep(1, 5)], vec![Update::add(vec![ep(1, 5)])]);
         check(&[ep(1, 1)], &[], vec![Update::reset(vec![])]);
@@ -570,7 +570,7 @@ mod tests {
             &[ep(2, 1)],
             vec![
                 Update::add(vec![ep(2, 1)]),
-                Update::Remove(vec![ep(1, 1).address()]),
+                Update::Remove(vec![ep(1, 1).address]),
             ],
         );
     }

@@ -55,7 +55,7 @@ impl State {
         State::Endpoints(
             endpoints
                 .into_iter()
-                .map(|endpoint| (endpoint.address(), endpoint))
+                .map(|endpoint| (endpoint.address, endpoint))
                 .collect(),
         )
     }
@@ -159,7 +159,7 @@ pub fn diff(previous: Option<&State>, next: &State) -> Option<Update> {
                 .collect();
             let changed: Vec<Endpoint> = next
                 .values()
-                .filter(|endpoint| previous.get(&endpoint.address()) != Some(endpoint))
+                .filter(|endpoint| previous.get(&endpoint.address) != Some(endpoint))
                 .cloned()
                 .collect();
             Some(match (removed.is_empty(), changed.is_empty()) {
@@ -192,7 +192,7 @@ mod tests {
     fn summary(endpoints: &[Endpoint]) -> Vec<(String, u32, u32)> {
         endpoints
             .iter()
-            .map(|e| (e.address().to_string(), e.weight, e.priority))
+            .map(|e| (e.address.to_string(), e.weight, e.priority))
             .collect()
     }
 
@@ -339,7 +339,7 @@ mod tests {
         check(
             Some(set(&[&a, &b])),
             set(&[&b]),
-            Some(Update::Remove(vec![a.address()])),
+            Some(Update::Remove(vec![a.address])),
         );
         check(
             Some(set(&[&a])),

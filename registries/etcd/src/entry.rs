@@ -203,9 +203,7 @@ mod tests {
                 let zone = endpoint.zone().unwrap_or("-").to_owned();
                 let seen = format!(
                     "{} {} {} {zone}",
-                    endpoint.address(),
-                    endpoint.weight,
-                    endpoint.priority
+                    endpoint.address, endpoint.weight, endpoint.priority
                 );
                 assert_eq!(seen, want, "{value}");
             }

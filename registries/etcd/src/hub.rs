@@ -525,8 +525,8 @@ impl Hub {
         // Two keys with the same address: the first instance id wins (sorted by address,
         // then id; dedup keeps the first of a run).
         by_address
-            .sort_unstable_by(|(a_id, a), (b_id, b)| (a.address(), a_id).cmp(&(b.address(), b_id)));
-        by_address.dedup_by_key(|(_, endpoint)| endpoint.address());
+            .sort_unstable_by(|(a_id, a), (b_id, b)| (a.address, a_id).cmp(&(b.address, b_id)));
+        by_address.dedup_by_key(|(_, endpoint)| endpoint.address);
         // Collected into a vector of its own size: `collect` from `by_address.into_iter()`
         // would reuse its buffer (three times the size, grown by pushes) for the set kept in
         // `published`, 2.9 MiB at 100,000 endpoints.

@@ -113,7 +113,7 @@ mod tests {
                 (
                     s.clone(),
                     eps.iter()
-                        .map(|e| (e.address().port(), e.weight, e.priority))
+                        .map(|e| (e.address.port(), e.weight, e.priority))
                         .collect(),
                 )
             })

@@ -75,7 +75,7 @@ async fn follows_changes_and_survives_a_broken_file() {
             SourceEvent::Error(_) => continue,
             SourceEvent::Update(Update::Reset(eps)) => {
                 assert_eq!(
-                    eps.iter().map(|e| e.address().port()).collect::<Vec<_>>(),
+                    eps.iter().map(|e| e.address.port()).collect::<Vec<_>>(),
                     vec![3]
                 );
                 break;

@@ -234,8 +234,8 @@ impl Published {
         let shared = now
             .into_iter()
             .map(|endpoint| {
-                while old.next_if(|o| o.address() < endpoint.address()).is_some() {}
-                match old.next_if(|o| o.address() == endpoint.address()) {
+                while old.next_if(|o| o.address < endpoint.address).is_some() {}
+                match old.next_if(|o| o.address == endpoint.address) {
                     Some(o) if **o == endpoint => Arc::clone(o),
                     _ => Arc::new(endpoint),
                 }
@@ -285,7 +285,7 @@ mod tests {
         let got: Vec<String> = resolved
             .endpoints
             .iter()
-            .map(|e| e.address().to_string())
+            .map(|e| e.address.to_string())
             .collect();
         assert_eq!(got, expected, "{resolved:?}");
         assert_eq!(resolved.malformed.len(), malformed, "{resolved:?}");

@@ -171,7 +171,7 @@ fn same_address_from_two_sources_counts_once_at_its_best_tier() {
     assert_eq!(all, vec![(2, 5, "r1"), (3, 1, "r1"), (1, 1, "r0")]);
     // The better source drops it: the other source's entry takes over, same counters.
     let stats = snap.endpoints.iter().next().unwrap().stats.clone();
-    let snap = state.apply(1, Update::Remove(vec![ep(2).address()]));
+    let snap = state.apply(1, Update::Remove(vec![ep(2).address]));
     let two = snap
         .endpoints
         .iter()
@@ -388,18 +388,18 @@ fn reference(state: &UpstreamState) -> (Vec<Row>, Vec<Row>, Option<Tier>, bool) 
             ranked.push((tier, index, e.clone()));
         }
     }
-    ranked.sort_by_key(|(tier, index, e)| (*tier, *index, e.address()));
+    ranked.sort_by_key(|(tier, index, e)| (*tier, *index, e.address));
     let mut seen = HashSet::new();
     let mut endpoints: Vec<Row> = Vec::new();
     for (tier, index, e) in ranked {
-        if !seen.insert(e.address()) {
+        if !seen.insert(e.address) {
             continue;
         }
         let live = stats
-            .get(&e.address())
+            .get(&e.address)
             .is_none_or(|s| s.active_healthy() && !s.is_ejected());
         endpoints.push(Row {
-            address: e.address(),
+            address: e.address,
             tier,
             weight: e.weight,
             healthy: e.healthy && live,
@@ -529,7 +529,7 @@ fn random_sequence(seed: u64, pool: u16, steps: usize) {
             }
             2 | 3 => {
                 let remove = (0..rng.usize(1..4))
-                    .map(|_| ep(rng.u16(1..=pool)).address())
+                    .map(|_| ep(rng.u16(1..=pool)).address)
                     .collect();
                 state.apply(source, Update::Remove(remove));
                 "remove"
@@ -559,7 +559,7 @@ fn random_sequence(seed: u64, pool: u16, steps: usize) {
                 } else {
                     let mut set = state.source_set(source).clone();
                     set.apply(Update::add(vec![random_endpoint(&mut rng, pool)]));
-                    set.apply(Update::Remove(vec![ep(rng.u16(1..=pool)).address()]));
+                    set.apply(Update::Remove(vec![ep(rng.u16(1..=pool)).address]));
                     state.replace_set(source, &set);
                     "replace set"
                 }
