@@ -1,5 +1,5 @@
 # Switchyard: the two commands a newcomer needs are `make demo` and `make test`.
-.PHONY: demo test build lint fmt bench bench-scale bench-allocs fuzz clean
+.PHONY: demo test build lint fmt bench bench-scale bench-allocs bench-cost fuzz clean
 
 CARGO ?= cargo
 
@@ -30,6 +30,11 @@ bench-scale:
 ## Heap allocations per proxied request, counted by heaptrack (BENCHMARKS.md §1).
 bench-allocs:
 	bash bench/allocs.sh
+
+## Instructions (callgrind) and system calls (perf stat) per proxied request, against nginx
+## and HAProxy: counts that do not move with the machine's load (BENCHMARKS.md §1).
+bench-cost:
+	bash bench/cost.sh
 
 ## Longer fuzzing with cargo-fuzz (nightly); CI runs the short stable smoke run (docs/fuzzing.md).
 fuzz:

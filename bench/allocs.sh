@@ -42,11 +42,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A free TCP port on 127.0.0.1.
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 # wait_port PORT — until something listens on 127.0.0.1:PORT (10 s at most).
 wait_port() {
   for _ in $(seq 1 200); do
@@ -58,7 +53,7 @@ wait_port() {
 
 BACKENDS=()
 for i in 1 2; do
-  port=$(free_port)
+  port=$(free_loopback_port)
   "$SWITCHYARD" backend --listen "127.0.0.1:$port" --body-size 1024 >"$DIR/backend-$i.log" 2>&1 &
   PIDS+=($!)
   wait_port "$port"
@@ -68,8 +63,8 @@ done
 # measure ENDPOINTS — prints "ENDPOINTS endpoint(s): N requests, M allocations, M/N each".
 measure() {
   local endpoints=$1 listen admin services
-  listen=$(free_port)
-  admin=$(free_port)
+  listen=$(free_loopback_port)
+  admin=$(free_loopback_port)
   services=$(IFS=,; echo "${BACKENDS[*]:0:$endpoints}")
   cat >"$DIR/gateway-$endpoints.toml" <<EOF
 [server]

@@ -1,4 +1,4 @@
-# bench/lib.sh — sourced by the bench scripts (run.sh, scale.sh, allocs.sh); the caller
+# bench/lib.sh — sourced by the bench scripts (run.sh, scale.sh, allocs.sh, cost.sh); the caller
 # defines `log` and `die`.
 
 # install_missing PACKAGE... — installs the Debian packages given (none: nothing to do)
@@ -12,4 +12,10 @@ install_missing() {
   else
     die "missing tools; run: sudo apt-get install -y $*"
   fi
+}
+
+# free_loopback_port — prints a TCP port on 127.0.0.1 that nothing listens on (the kernel's
+# pick: bind to port 0, read the port, close).
+free_loopback_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
