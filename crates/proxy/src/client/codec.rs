@@ -227,14 +227,20 @@ pub fn parse_response_head(
     }
     let head = buf.split_to(head_len).freeze();
     let mut headers = HeaderMap::with_capacity(fields.len());
-    for (name, value, len) in fields {
+    // The framing fields are read as the map is built: looking each one up afterwards
+    // hashed and probed four names per response.
+    let mut framing_fields = FramingFields::default();
+    for (name, value, len) in fields.drain(..) {
         let value = HeaderValue::from_maybe_shared(head.slice(value..value + len))
             .map_err(|_| ProtocolError::BadHead)?;
+        framing_fields.see(&name, &value);
         headers.append(name, value);
     }
-    let framing = body_framing(status, head_request, &headers)?;
-    normalize_length(&mut headers, framing);
-    let keep_alive = keep_alive(version, &headers) && framing != BodyFraming::UntilClose;
+    let framing = framing_fields.body_framing(status, head_request)?;
+    if framing_fields.needs_normalizing(framing) {
+        normalize_length(&mut headers, framing);
+    }
+    let keep_alive = framing_fields.keep_alive(version) && framing != BodyFraming::UntilClose;
     Ok(Some(ResponseHead {
         status,
         version,
@@ -244,52 +250,87 @@ pub fn parse_response_head(
     }))
 }
 
-/// RFC 9112 §6.3, for a response.
-fn body_framing(
-    status: StatusCode,
-    head_request: bool,
-    headers: &HeaderMap,
-) -> Result<BodyFraming, ProtocolError> {
-    if head_request
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
-        return Ok(BodyFraming::Empty);
-    }
-    if let Some(codings) = headers.get(header::TRANSFER_ENCODING) {
-        // Only a final `chunked` delimits the body; any other coding runs to the close.
-        let last = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .next_back()
-            .unwrap_or(codings);
-        let chunked = last
-            .as_bytes()
-            .rsplit(|&b| b == b',')
-            .next()
-            .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        return Ok(if chunked {
-            BodyFraming::Chunked
-        } else {
-            BodyFraming::UntilClose
-        });
-    }
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|&b| b == b',') {
-            let n = parse_decimal(part.trim_ascii()).ok_or(ProtocolError::BadContentLength)?;
-            if length.is_some_and(|seen| seen != n) {
-                return Err(ProtocolError::BadContentLength);
+/// What a response head says about its framing and its connection, gathered in the one
+/// pass that builds its header map.
+#[derive(Debug, Default)]
+struct FramingFields {
+    /// Whether the last `Transfer-Encoding` line ends in `chunked`; `None`: no such header.
+    chunked: Option<bool>,
+    /// The `Content-Length`, while all of its values agree.
+    length: Option<u64>,
+    /// `Content-Length` values seen (a line `7, 7` holds two).
+    length_values: u32,
+    /// A `Content-Length` value was not a number, or disagreed with another.
+    bad_length: bool,
+    /// `Connection: close` seen.
+    close: bool,
+    /// `Connection: keep-alive` seen.
+    keep_alive: bool,
+}
+
+impl FramingFields {
+    /// Takes in one header field.
+    fn see(&mut self, name: &HeaderName, value: &HeaderValue) {
+        if *name == header::CONTENT_LENGTH {
+            for part in value.as_bytes().split(|&b| b == b',') {
+                self.length_values += 1;
+                match parse_decimal(part.trim_ascii()) {
+                    Some(n) if self.length.is_none_or(|seen| seen == n) => self.length = Some(n),
+                    _ => self.bad_length = true,
+                }
             }
-            length = Some(n);
+        } else if *name == header::TRANSFER_ENCODING {
+            // Only a final `chunked` delimits the body; any other coding runs to the close.
+            let last = value.as_bytes().rsplit(|&b| b == b',').next();
+            let chunked = last.is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            self.chunked = Some(chunked);
+        } else if *name == header::CONNECTION {
+            for option in value.as_bytes().split(|&b| b == b',') {
+                let option = option.trim_ascii();
+                self.close |= option.eq_ignore_ascii_case(b"close");
+                self.keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
+            }
         }
     }
-    Ok(match length {
-        Some(0) => BodyFraming::Empty,
-        Some(n) => BodyFraming::Length(n),
-        None => BodyFraming::UntilClose,
-    })
+
+    /// RFC 9112 §6.3, for a response. `Transfer-Encoding` wins over `Content-Length`,
+    /// which is then not looked at.
+    fn body_framing(
+        &self,
+        status: StatusCode,
+        head_request: bool,
+    ) -> Result<BodyFraming, ProtocolError> {
+        if head_request
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            return Ok(BodyFraming::Empty);
+        }
+        Ok(match (self.chunked, self.length) {
+            (Some(true), _) => BodyFraming::Chunked,
+            (Some(false), _) => BodyFraming::UntilClose,
+            _ if self.bad_length => return Err(ProtocolError::BadContentLength),
+            (None, None) => BodyFraming::UntilClose,
+            (None, Some(0)) => BodyFraming::Empty,
+            (None, Some(n)) => BodyFraming::Length(n),
+        })
+    }
+
+    /// Whether [`normalize_length`] has anything to do: a `Content-Length` where it does
+    /// not delimit the body, or one repeated.
+    fn needs_normalizing(&self, framing: BodyFraming) -> bool {
+        match framing {
+            BodyFraming::Chunked | BodyFraming::UntilClose => self.length_values > 0,
+            BodyFraming::Length(_) => self.length_values > 1,
+            BodyFraming::Empty => false,
+        }
+    }
+
+    /// Whether the connection persists after this message (RFC 9112 §9.3).
+    fn keep_alive(&self, version: Version) -> bool {
+        !self.close && (version == Version::HTTP_11 || self.keep_alive)
+    }
 }
 
 /// Makes `Content-Length` say what the body is, before the head is forwarded: removed when
@@ -312,20 +353,6 @@ fn normalize_length(headers: &mut HeaderMap, framing: BodyFraming) {
         }
         BodyFraming::Empty => {}
     }
-}
-
-/// Whether the connection persists after this message (RFC 9112 §9.3).
-fn keep_alive(version: Version, headers: &HeaderMap) -> bool {
-    let mut close = false;
-    let mut keep = false;
-    for value in headers.get_all(header::CONNECTION) {
-        for option in value.as_bytes().split(|&b| b == b',') {
-            let option = option.trim_ascii();
-            close |= option.eq_ignore_ascii_case(b"close");
-            keep |= option.eq_ignore_ascii_case(b"keep-alive");
-        }
-    }
-    !close && (version == Version::HTTP_11 || keep)
 }
 
 fn parse_decimal(digits: &[u8]) -> Option<u64> {

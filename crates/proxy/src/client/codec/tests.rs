@@ -176,6 +176,16 @@ fn body_framing_follows_rfc_9112() {
         framing("HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n"),
         BodyFraming::Empty
     );
+    // Content-Length is not read where it does not delimit the body: no error for a bad
+    // one beside Transfer-Encoding (it is removed) or on a 304.
+    let beside =
+        complete("HTTP/1.1 200 OK\r\nContent-Length: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+    assert_eq!(beside.framing, BodyFraming::Chunked);
+    assert!(!beside.headers.contains_key("content-length"));
+    assert_eq!(
+        framing("HTTP/1.1 304 Not Modified\r\nContent-Length: x\r\n\r\n"),
+        BodyFraming::Empty
+    );
     let to_head = head("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", true)
         .unwrap()
         .unwrap();
