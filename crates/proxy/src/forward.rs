@@ -67,27 +67,86 @@ pub fn is_idempotent(method: &Method) -> bool {
     )
 }
 
-/// Whether a request is ambiguous about its length (both `Content-Length` and
-/// `Transfer-Encoding`, or several differing `Content-Length`s): such a request is refused
-/// with 400, never forwarded (request smuggling).
-pub fn is_ambiguous_length(headers: &HeaderMap) -> bool {
-    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
-    let first = lengths.next();
-    if first.is_some() && headers.contains_key(header::TRANSFER_ENCODING) {
-        return true;
+/// The request fields forwarding reads, found in one pass over the fields present. Looking
+/// each one up hashed its name and probed the map: about ten lookups a request, most of
+/// them for names the request did not carry.
+#[derive(Debug, Default)]
+pub struct RequestFields {
+    /// The first `Host`.
+    pub host: Option<HeaderValue>,
+    /// The first `Content-Length`.
+    first_length: Option<HeaderValue>,
+    /// A later `Content-Length` differs from the first.
+    lengths_differ: bool,
+    /// `Transfer-Encoding` is present.
+    transfer_encoding: bool,
+    /// `Connection` is present (it may name more fields to strip, or ask to upgrade).
+    pub connection: bool,
+    /// A hop-by-hop field is present.
+    pub hop_by_hop: bool,
+    /// `X-Forwarded-For` may be present (false: it is not).
+    pub forwarded_for: bool,
+    /// `X-Forwarded-Host` may be present (false: it is not).
+    pub forwarded_host: bool,
+}
+
+impl RequestFields {
+    /// Reads `headers` once.
+    pub fn of(headers: &HeaderMap) -> Self {
+        let mut fields = RequestFields::default();
+        for (name, value) in headers {
+            if *name == header::HOST {
+                if fields.host.is_none() {
+                    fields.host = Some(value.clone());
+                }
+            } else if *name == header::CONTENT_LENGTH {
+                match &fields.first_length {
+                    None => fields.first_length = Some(value.clone()),
+                    Some(first) => fields.lengths_differ |= first != value,
+                }
+            } else if *name == X_FORWARDED_FOR {
+                fields.forwarded_for = true;
+            } else if *name == X_FORWARDED_HOST {
+                fields.forwarded_host = true;
+            } else if HOP_BY_HOP.contains(name) {
+                fields.hop_by_hop = true;
+                fields.connection |= *name == header::CONNECTION;
+                fields.transfer_encoding |= *name == header::TRANSFER_ENCODING;
+            }
+        }
+        fields
     }
-    lengths.any(|v| Some(v) != first)
+
+    /// Whether the request is ambiguous about its length (both `Content-Length` and
+    /// `Transfer-Encoding`, or several differing `Content-Length`s): such a request is
+    /// refused with 400, never forwarded (request smuggling).
+    pub fn ambiguous_length(&self) -> bool {
+        self.first_length.is_some() && (self.transfer_encoding || self.lengths_differ)
+    }
+
+    /// The declared body length: the first `Content-Length`, when it is a number.
+    pub fn content_length(&self) -> Option<u64> {
+        let value = self.first_length.as_ref()?;
+        value.to_str().ok()?.parse().ok()
+    }
 }
 
 /// Sets the `X-Forwarded-*` headers: appends the client to `X-Forwarded-For`, sets
-/// `X-Forwarded-Proto` and (when absent) `X-Forwarded-Host`.
+/// `X-Forwarded-Proto` and (when absent) `X-Forwarded-Host`. `fields` says which of them
+/// may be there already.
 pub fn add_forwarded(
     headers: &mut HeaderMap,
+    fields: &RequestFields,
     client_ip: &HeaderValue,
     proto: &'static str,
     host: Option<&HeaderValue>,
 ) {
-    match headers.get_mut(X_FORWARDED_FOR) {
+    let existing = if fields.forwarded_for {
+        headers.get_mut(X_FORWARDED_FOR)
+    } else {
+        None
+    };
+    match existing {
         Some(existing) => {
             let mut joined = Vec::with_capacity(existing.len() + 2 + client_ip.len());
             joined.extend_from_slice(existing.as_bytes());
@@ -103,7 +162,7 @@ pub fn add_forwarded(
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     if let Some(host) = host {
-        if !headers.contains_key(X_FORWARDED_HOST) {
+        if !(fields.forwarded_host && headers.contains_key(X_FORWARDED_HOST)) {
             headers.insert(X_FORWARDED_HOST, host.clone());
         }
     }
@@ -185,29 +244,50 @@ mod tests {
         assert_eq!(names, vec!["x-keep"]);
     }
 
+    fn ambiguous(pairs: &[(&str, &str)]) -> bool {
+        RequestFields::of(&headers(pairs)).ambiguous_length()
+    }
+
     #[test]
     fn ambiguous_lengths() {
-        assert!(is_ambiguous_length(&headers(&[
+        assert!(ambiguous(&[
             ("content-length", "3"),
             ("transfer-encoding", "chunked")
-        ])));
-        assert!(is_ambiguous_length(&headers(&[
+        ]));
+        assert!(ambiguous(&[
             ("transfer-encoding", "chunked"),
             ("content-length", "3")
-        ])));
-        assert!(is_ambiguous_length(&headers(&[
+        ]));
+        assert!(ambiguous(&[
             ("content-length", "3"),
             ("content-length", "4")
-        ])));
-        assert!(!is_ambiguous_length(&headers(&[
+        ]));
+        assert!(!ambiguous(&[
             ("content-length", "3"),
             ("content-length", "3")
-        ])));
-        assert!(!is_ambiguous_length(&headers(&[("content-length", "3")])));
-        assert!(!is_ambiguous_length(&headers(&[(
-            "transfer-encoding",
-            "chunked"
-        )])));
+        ]));
+        assert!(!ambiguous(&[("content-length", "3")]));
+        assert!(!ambiguous(&[("transfer-encoding", "chunked")]));
+    }
+
+    #[test]
+    fn request_fields_in_one_pass() {
+        let h = headers(&[
+            ("host", "a.example"),
+            ("host", "b.example"),
+            ("content-length", "12"),
+            ("x-forwarded-host", "c.example"),
+        ]);
+        let fields = RequestFields::of(&h);
+        assert_eq!(fields.host.as_ref().unwrap(), "a.example");
+        assert_eq!(fields.content_length(), Some(12));
+        assert!(fields.forwarded_host && !fields.forwarded_for);
+        assert!(!fields.hop_by_hop && !fields.connection);
+        let fields = RequestFields::of(&headers(&[("connection", "close")]));
+        assert!(fields.hop_by_hop && fields.connection);
+        assert_eq!(fields.content_length(), None);
+        let fields = RequestFields::of(&headers(&[("content-length", "x")]));
+        assert_eq!(fields.content_length(), None);
     }
 
     #[test]
@@ -215,12 +295,18 @@ mod tests {
         let ip = HeaderValue::from_static("10.0.0.9");
         let host = HeaderValue::from_static("api.example.com");
         let mut h = headers(&[("x-forwarded-for", "1.2.3.4")]);
-        add_forwarded(&mut h, &ip, "http", Some(&host));
+        let fields = RequestFields::of(&h);
+        add_forwarded(&mut h, &fields, &ip, "http", Some(&host));
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "api.example.com");
+        let mut h = headers(&[("x-forwarded-host", "kept.example")]);
+        let fields = RequestFields::of(&h);
+        add_forwarded(&mut h, &fields, &ip, "http", Some(&host));
+        assert_eq!(h["x-forwarded-host"], "kept.example");
         let mut h = HeaderMap::new();
-        add_forwarded(&mut h, &ip, "http", None);
+        let fields = RequestFields::of(&h);
+        add_forwarded(&mut h, &fields, &ip, "http", None);
         assert_eq!(h["x-forwarded-for"], "10.0.0.9");
     }
 

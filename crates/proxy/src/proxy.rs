@@ -476,15 +476,12 @@ impl Proxy {
         request_id: &HeaderValue,
     ) -> Result<(Response<ProxyBody>, SocketAddr), (ProxyError, Option<SocketAddr>)> {
         let client = peer.address;
-        if forward::is_ambiguous_length(&parts.headers) {
+        let mut fields = forward::RequestFields::of(&parts.headers);
+        if fields.ambiguous_length() {
             return Err((ProxyError::BadRequest, None));
         }
         let max_body = route.spec.max_body.unwrap_or(self.settings.max_body_bytes);
-        let declared = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+        let declared = fields.content_length();
         if declared.is_some_and(|n| n > max_body) {
             return Err((ProxyError::BodyTooLarge, None));
         }
@@ -493,9 +490,15 @@ impl Proxy {
             .hash_on
             .as_ref()
             .map_or(0, |on| request_hash(on, &parts, client));
-        let host = original_host.or_else(|| parts.headers.get(header::HOST).cloned());
-        let upgrade = crate::upgrade::requested(&parts.headers);
-        forward::strip_hop_by_hop(&mut parts.headers);
+        let host = original_host.or_else(|| fields.host.clone());
+        let upgrade = if fields.connection {
+            crate::upgrade::requested(&parts.headers)
+        } else {
+            None
+        };
+        if fields.hop_by_hop {
+            forward::strip_hop_by_hop(&mut parts.headers);
+        }
         if !self
             .settings
             .trusted_proxies
@@ -503,10 +506,22 @@ impl Proxy {
             .any(|c| c.contains(client.ip()))
         {
             // Only trusted proxies may tell us who the client is.
-            parts.headers.remove(forward::X_FORWARDED_FOR);
-            parts.headers.remove(forward::X_FORWARDED_HOST);
+            if fields.forwarded_for {
+                parts.headers.remove(forward::X_FORWARDED_FOR);
+                fields.forwarded_for = false;
+            }
+            if fields.forwarded_host {
+                parts.headers.remove(forward::X_FORWARDED_HOST);
+                fields.forwarded_host = false;
+            }
         }
-        forward::add_forwarded(&mut parts.headers, &peer.ip, peer.proto, host.as_ref());
+        forward::add_forwarded(
+            &mut parts.headers,
+            &fields,
+            &peer.ip,
+            peer.proto,
+            host.as_ref(),
+        );
         let client_upgrade = match upgrade {
             Some(value) => {
                 crate::upgrade::restore(&mut parts.headers, value);
@@ -536,7 +551,12 @@ impl Proxy {
             ))
         });
         // An HTTP/1.0 client may send no Host; each attempt then names its own endpoint.
-        let client_sent_host = parts.headers.contains_key(header::HOST);
+        // (`Connection` may have named `Host` for stripping: then look.)
+        let client_sent_host = if fields.connection {
+            parts.headers.contains_key(header::HOST)
+        } else {
+            fields.host.is_some()
+        };
         let snapshot = route.upstream.snapshot_full();
         let can_retry = replayable && snapshot_has_alternatives(&snapshot);
         let mut failed: Vec<SocketAddr> = Vec::new();
