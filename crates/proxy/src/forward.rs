@@ -1,5 +1,6 @@
 //! Forwarding hygiene (DESIGN.md §4, RFC 9110 §7.6.1): hop-by-hop headers out,
-//! `X-Forwarded-*` in, `x-request-id` kept or created.
+//! `X-Forwarded-*` in (written by the upstream encoder, [`AddedFields`]), `x-request-id`
+//! kept or created.
 
 use std::cell::RefCell;
 
@@ -7,14 +8,11 @@ use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::Method;
 
+use crate::client::AddedFields;
+
 /// `x-request-id`.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-/// `x-forwarded-for`.
-pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-/// `x-forwarded-proto`.
-pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-/// `x-forwarded-host`.
-pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub use crate::client::codec::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -131,40 +129,37 @@ impl RequestFields {
     }
 }
 
-/// Sets the `X-Forwarded-*` headers: appends the client to `X-Forwarded-For`, sets
-/// `X-Forwarded-Proto` and (when absent) `X-Forwarded-Host`. `fields` says which of them
-/// may be there already.
-pub fn add_forwarded(
-    headers: &mut HeaderMap,
+/// The `X-Forwarded-*` fields for the request upstream: the client appended to
+/// `X-Forwarded-For`, `X-Forwarded-Proto`, and `X-Forwarded-Host` unless the request has
+/// one already. `fields` says which the request may have (those an untrusted client sent
+/// are removed first).
+pub fn forwarded_fields(
+    headers: &HeaderMap,
     fields: &RequestFields,
     client_ip: &HeaderValue,
     proto: &'static str,
     host: Option<&HeaderValue>,
-) {
-    let existing = if fields.forwarded_for {
-        headers.get_mut(X_FORWARDED_FOR)
-    } else {
-        None
-    };
-    match existing {
-        Some(existing) => {
-            let mut joined = Vec::with_capacity(existing.len() + 2 + client_ip.len());
-            joined.extend_from_slice(existing.as_bytes());
-            joined.extend_from_slice(b", ");
-            joined.extend_from_slice(client_ip.as_bytes());
-            if let Ok(value) = HeaderValue::from_bytes(&joined) {
-                *existing = value;
+) -> AddedFields {
+    let sent = fields
+        .forwarded_for
+        .then(|| headers.get_all(X_FORWARDED_FOR));
+    let forwarded_for = match sent {
+        Some(sent) if sent.iter().next().is_some() => {
+            let mut joined = Vec::new();
+            for value in sent {
+                joined.extend_from_slice(value.as_bytes());
+                joined.extend_from_slice(b", ");
             }
+            joined.extend_from_slice(client_ip.as_bytes());
+            HeaderValue::from_bytes(&joined).unwrap_or_else(|_| client_ip.clone())
         }
-        None => {
-            headers.insert(X_FORWARDED_FOR, client_ip.clone());
-        }
-    }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    if let Some(host) = host {
-        if !(fields.forwarded_host && headers.contains_key(X_FORWARDED_HOST)) {
-            headers.insert(X_FORWARDED_HOST, host.clone());
-        }
+        _ => client_ip.clone(),
+    };
+    let keep_host = fields.forwarded_host && headers.contains_key(X_FORWARDED_HOST);
+    AddedFields {
+        forwarded_for: Some(forwarded_for),
+        forwarded_proto: Some(HeaderValue::from_static(proto)),
+        forwarded_host: if keep_host { None } else { host.cloned() },
     }
 }
 
@@ -291,23 +286,29 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_headers_append() {
+    fn forwarded_fields_append() {
         let ip = HeaderValue::from_static("10.0.0.9");
         let host = HeaderValue::from_static("api.example.com");
-        let mut h = headers(&[("x-forwarded-for", "1.2.3.4")]);
-        let fields = RequestFields::of(&h);
-        add_forwarded(&mut h, &fields, &ip, "http", Some(&host));
-        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
-        assert_eq!(h["x-forwarded-proto"], "http");
-        assert_eq!(h["x-forwarded-host"], "api.example.com");
-        let mut h = headers(&[("x-forwarded-host", "kept.example")]);
-        let fields = RequestFields::of(&h);
-        add_forwarded(&mut h, &fields, &ip, "http", Some(&host));
-        assert_eq!(h["x-forwarded-host"], "kept.example");
-        let mut h = HeaderMap::new();
-        let fields = RequestFields::of(&h);
-        add_forwarded(&mut h, &fields, &ip, "http", None);
-        assert_eq!(h["x-forwarded-for"], "10.0.0.9");
+        let forwarded = |h: &HeaderMap, host: Option<&HeaderValue>| {
+            forwarded_fields(h, &RequestFields::of(h), &ip, "http", host)
+        };
+        let h = headers(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-for", "5.6.7.8"),
+        ]);
+        let added = forwarded(&h, Some(&host));
+        assert_eq!(added.forwarded_for.unwrap(), "1.2.3.4, 5.6.7.8, 10.0.0.9");
+        assert_eq!(added.forwarded_proto.unwrap(), "http");
+        assert_eq!(added.forwarded_host.unwrap(), "api.example.com");
+        let h = headers(&[("x-forwarded-host", "kept.example")]);
+        assert_eq!(
+            forwarded(&h, Some(&host)).forwarded_host,
+            None,
+            "the request's kept"
+        );
+        let added = forwarded(&HeaderMap::new(), None);
+        assert_eq!(added.forwarded_for.unwrap(), "10.0.0.9");
+        assert_eq!(added.forwarded_host, None);
     }
 
     #[test]

@@ -515,13 +515,8 @@ impl Proxy {
                 fields.forwarded_host = false;
             }
         }
-        forward::add_forwarded(
-            &mut parts.headers,
-            &fields,
-            &peer.ip,
-            peer.proto,
-            host.as_ref(),
-        );
+        let added =
+            forward::forwarded_fields(&parts.headers, &fields, &peer.ip, peer.proto, host.as_ref());
         let client_upgrade = match upgrade {
             Some(value) => {
                 crate::upgrade::restore(&mut parts.headers, value);
@@ -593,11 +588,13 @@ impl Proxy {
                 }
                 let client = &self.client;
                 if upgrade {
+                    // hyper's client encodes this one: the added fields go into the map.
+                    added.insert_into(upstream_request.headers_mut());
                     // Boxed, as rare and large (see UpstreamClient::send).
                     let send = Box::pin(client.send_upgrade(address, tls, upstream_request));
                     tokio::time::timeout(route.spec.timeout, send).await
                 } else {
-                    let send = client.send(address, tls, &mut upstream_request);
+                    let send = client.send(address, tls, &mut upstream_request, &added);
                     let result = tokio::time::timeout(route.spec.timeout, send).await;
                     if can_retry {
                         parts.headers = std::mem::take(upstream_request.headers_mut());
@@ -618,7 +615,11 @@ impl Proxy {
                     let switching = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
                     let (mut parts, body) = response.into_parts();
                     let upstream_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
-                    let upgraded_to = parts.headers.get(header::UPGRADE).cloned();
+                    let upgraded_to = if switching {
+                        parts.headers.get(header::UPGRADE).cloned()
+                    } else {
+                        None
+                    };
                     forward::strip_hop_by_hop(&mut parts.headers);
                     parts
                         .headers

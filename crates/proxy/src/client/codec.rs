@@ -79,13 +79,63 @@ impl RequestFraming {
     }
 }
 
+/// `x-forwarded-for`.
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `x-forwarded-proto`.
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `x-forwarded-host`.
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// The `X-Forwarded-*` fields the gateway sets on a request on its way upstream, written by
+/// [`encode_request_head`] after the request's own fields, in place of any the request has
+/// of the same names. Not inserted into the request's header map: each insert hashed a name
+/// that the map would only hold until the head was encoded.
+#[derive(Clone, Debug, Default)]
+pub struct AddedFields {
+    /// `X-Forwarded-For`.
+    pub forwarded_for: Option<HeaderValue>,
+    /// `X-Forwarded-Proto`.
+    pub forwarded_proto: Option<HeaderValue>,
+    /// `X-Forwarded-Host`.
+    pub forwarded_host: Option<HeaderValue>,
+}
+
+impl AddedFields {
+    /// The fields as name and value, those set.
+    fn iter(&self) -> impl Iterator<Item = (HeaderName, &HeaderValue)> {
+        [
+            (X_FORWARDED_FOR, &self.forwarded_for),
+            (X_FORWARDED_PROTO, &self.forwarded_proto),
+            (X_FORWARDED_HOST, &self.forwarded_host),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value.as_ref()?)))
+    }
+
+    /// Whether `name` is one of the fields set (the request's own is then left out).
+    fn replaces(&self, name: &HeaderName) -> bool {
+        (self.forwarded_for.is_some() && *name == X_FORWARDED_FOR)
+            || (self.forwarded_proto.is_some() && *name == X_FORWARDED_PROTO)
+            || (self.forwarded_host.is_some() && *name == X_FORWARDED_HOST)
+    }
+
+    /// Puts the fields into `headers` (for a request sent by another encoder).
+    pub fn insert_into(&self, headers: &mut HeaderMap) {
+        for (name, value) in self.iter() {
+            headers.insert(name, value.clone());
+        }
+    }
+}
+
 /// Writes a request head: the request line (origin form), every header but the framing
-/// ones, then the framing header `framing` calls for, and the blank line.
+/// ones and those `added` replaces, then `added`, the framing header `framing` calls for,
+/// and the blank line.
 pub fn encode_request_head(
     out: &mut Vec<u8>,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
+    added: &AddedFields,
     framing: RequestFraming,
 ) {
     out.extend_from_slice(method.as_str().as_bytes());
@@ -93,13 +143,16 @@ pub fn encode_request_head(
     out.extend_from_slice(uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in headers {
-        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+        if name == header::CONTENT_LENGTH
+            || name == header::TRANSFER_ENCODING
+            || added.replaces(name)
+        {
             continue;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        encode_field(out, name, value);
+    }
+    for (name, value) in added.iter() {
+        encode_field(out, &name, value);
     }
     match framing {
         RequestFraming::Empty => {}
@@ -110,6 +163,14 @@ pub fn encode_request_head(
         }
         RequestFraming::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
     }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes one field line.
+fn encode_field(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
+    out.extend_from_slice(name.as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
     out.extend_from_slice(b"\r\n");
 }
 
@@ -127,10 +188,7 @@ pub fn encode_chunk_size(out: &mut Vec<u8>, len: usize) {
 pub fn encode_chunked_end(out: &mut Vec<u8>, trailers: Option<&HeaderMap>) {
     out.extend_from_slice(b"0\r\n");
     for (name, value) in trailers.into_iter().flatten() {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        encode_field(out, name, value);
     }
     out.extend_from_slice(b"\r\n");
 }

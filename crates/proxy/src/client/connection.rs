@@ -26,7 +26,8 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::codec::{
-    self, BodyFraming, ChunkedDecoder, Decoded, ProtocolError, RequestFraming, ResponseHead,
+    self, AddedFields, BodyFraming, ChunkedDecoder, Decoded, ProtocolError, RequestFraming,
+    ResponseHead,
 };
 use super::{EndpointPool, UpstreamIo};
 use crate::body::{BoxError, ProxyBody};
@@ -239,7 +240,11 @@ struct Exchange<'a> {
 impl<'a> Exchange<'a> {
     /// Encodes the head of `request` and takes its body (unless it is empty, so that an
     /// empty-bodied request can be sent again).
-    fn new(conn: &'a mut Connection, request: &mut Request<ProxyBody>) -> Self {
+    fn new(
+        conn: &'a mut Connection,
+        request: &mut Request<ProxyBody>,
+        added: &AddedFields,
+    ) -> Self {
         let body = request.body();
         let exact = if body.is_end_stream() {
             Some(0)
@@ -253,6 +258,7 @@ impl<'a> Exchange<'a> {
             request.method(),
             request.uri(),
             request.headers(),
+            added,
             framing,
         );
         let body = (framing != RequestFraming::Empty)
@@ -424,14 +430,15 @@ pub struct Failed {
     pub may_resend: bool,
 }
 
-/// Sends `request` on `conn` and reads the response head. The response body streams from
+/// Sends `request` (with `added`'s fields) on `conn` and reads the response head. The response body streams from
 /// the connection, which goes back to `pool` at its end if it can carry another request.
 pub async fn exchange(
     mut conn: Box<Connection>,
     request: &mut Request<ProxyBody>,
+    added: &AddedFields,
     pool: Arc<EndpointPool>,
 ) -> Result<Response<ProxyBody>, Failed> {
-    let mut exchange = Exchange::new(&mut conn, request);
+    let mut exchange = Exchange::new(&mut conn, request, added);
     let result = poll_fn(|cx| exchange.poll_response(cx)).await;
     let (sent, heard, empty_body) = (exchange.sent, exchange.heard, exchange.empty_body);
     drop(exchange);

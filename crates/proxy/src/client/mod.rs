@@ -25,6 +25,7 @@
 pub mod codec;
 mod connection;
 
+pub use codec::AddedFields;
 pub use connection::{ExchangeError, UpstreamBody};
 
 use std::future::poll_fn;
@@ -226,8 +227,9 @@ impl UpstreamClient {
         self.pools.get(&(address, 0)).map_or(0, |p| p.idle.len())
     }
 
-    /// Sends `request` (origin-form URI, `Host` set) to `address`, over TLS when `tls` is
-    /// given, on a pooled connection or a new one. An idempotent request without a body
+    /// Sends `request` (origin-form URI, `Host` set), with `added`'s fields, to `address`,
+    /// over TLS when `tls` is given, on a pooled connection or a new one. An idempotent
+    /// request without a body
     /// that a reused connection lost before any answer came is sent once more on a fresh
     /// connection: the endpoint most likely closed that connection as it sat idle.
     ///
@@ -242,6 +244,7 @@ impl UpstreamClient {
         address: SocketAddr,
         tls: Option<&UpstreamTls>,
         request: &mut Request<ProxyBody>,
+        added: &AddedFields,
     ) -> Result<Response<ProxyBody>, SendError> {
         let pool = self.pool((address, tls.map_or(0, UpstreamTls::id)));
         let mut may_reuse = true;
@@ -259,7 +262,7 @@ impl UpstreamClient {
                 // that much larger.
                 None => Connection::new(Box::pin(self.open(address, tls)).await?),
             };
-            match connection::exchange(conn, request, pool.clone()).await {
+            match connection::exchange(conn, request, added, pool.clone()).await {
                 Ok(response) => return Ok(response),
                 Err(failed) if reused && failed.may_resend && is_idempotent(request.method()) => {
                     tracing::debug!(%address, "reused connection lost ({}); sending again on a new one", failed.error);

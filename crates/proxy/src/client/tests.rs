@@ -39,7 +39,10 @@ async fn get(client: &UpstreamClient, address: SocketAddr) -> String {
         .header(http::header::HOST, "test")
         .body(ProxyBody::empty())
         .unwrap();
-    let response = client.send(address, None, &mut request).await.unwrap();
+    let response = client
+        .send(address, None, &mut request, &AddedFields::default())
+        .await
+        .unwrap();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     String::from_utf8(body.to_vec()).unwrap()
 }
@@ -81,7 +84,10 @@ async fn a_connection_refused_is_a_connect_error() {
         .uri("/")
         .body(ProxyBody::empty())
         .unwrap();
-    match client.send(address, None, &mut request).await {
+    match client
+        .send(address, None, &mut request, &AddedFields::default())
+        .await
+    {
         Err(error) => assert!(error.is_connect(), "{error}"),
         Ok(response) => panic!("answered: {}", response.status()),
     }
@@ -217,7 +223,7 @@ async fn exchange(
     mut request: Request<ProxyBody>,
 ) -> Result<(http::StatusCode, String, Option<http::HeaderMap>), String> {
     let response = client
-        .send(address, None, &mut request)
+        .send(address, None, &mut request, &AddedFields::default())
         .await
         .map_err(|e| e.to_string())?;
     let status = response.status();

@@ -31,6 +31,7 @@ fn request_head_carries_every_header_and_its_own_framing() {
         &Method::POST,
         &uri,
         &headers,
+        &AddedFields::default(),
         RequestFraming::Length(5),
     );
     assert_eq!(
@@ -45,6 +46,7 @@ fn request_head_carries_every_header_and_its_own_framing() {
         &Method::PUT,
         &uri,
         &HeaderMap::new(),
+        &AddedFields::default(),
         RequestFraming::Chunked,
     );
     assert_eq!(
@@ -59,9 +61,42 @@ fn request_head_carries_every_header_and_its_own_framing() {
         &Method::GET,
         &bare,
         &HeaderMap::new(),
+        &AddedFields::default(),
         RequestFraming::Empty,
     );
     assert_eq!(String::from_utf8(out).unwrap(), "GET / HTTP/1.1\r\n\r\n");
+}
+
+#[test]
+fn added_fields_replace_the_requests_own() {
+    let mut headers = HeaderMap::new();
+    headers.append("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+    headers.append("x-forwarded-host", HeaderValue::from_static("kept.test"));
+    headers.append("x-forwarded-proto", HeaderValue::from_static("gopher"));
+    let added = AddedFields {
+        forwarded_for: Some(HeaderValue::from_static("10.0.0.9")),
+        forwarded_proto: Some(HeaderValue::from_static("http")),
+        forwarded_host: None,
+    };
+    let mut out = Vec::new();
+    let uri: Uri = "/".parse().unwrap();
+    encode_request_head(
+        &mut out,
+        &Method::GET,
+        &uri,
+        &headers,
+        &added,
+        RequestFraming::Empty,
+    );
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "GET / HTTP/1.1\r\nx-forwarded-host: kept.test\r\nx-forwarded-for: 10.0.0.9\r\n\
+         x-forwarded-proto: http\r\n\r\n"
+    );
+    let mut map = HeaderMap::new();
+    added.insert_into(&mut map);
+    assert_eq!(map.len(), 2);
+    assert_eq!(map["x-forwarded-proto"], "http");
 }
 
 #[test]
