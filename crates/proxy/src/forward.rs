@@ -10,9 +10,9 @@ use http::Method;
 
 use crate::client::AddedFields;
 
-/// `x-request-id`.
-pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-pub use crate::client::codec::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO};
+pub use crate::client::codec::{
+    X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID,
+};
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -129,16 +129,17 @@ impl RequestFields {
     }
 }
 
-/// The `X-Forwarded-*` fields for the request upstream: the client appended to
-/// `X-Forwarded-For`, `X-Forwarded-Proto`, and `X-Forwarded-Host` unless the request has
-/// one already. `fields` says which the request may have (those an untrusted client sent
-/// are removed first).
+/// The fields the gateway adds to the request upstream: the client appended to
+/// `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host` unless the request has one
+/// already, and the request id when it is fresh. `fields` says which the request may have
+/// (those an untrusted client sent are removed first).
 pub fn forwarded_fields(
     headers: &HeaderMap,
     fields: &RequestFields,
     client_ip: &HeaderValue,
     proto: &'static str,
     host: Option<&HeaderValue>,
+    request_id: &RequestId,
 ) -> AddedFields {
     let sent = fields
         .forwarded_for
@@ -160,19 +161,34 @@ pub fn forwarded_fields(
         forwarded_for: Some(forwarded_for),
         forwarded_proto: Some(HeaderValue::from_static(proto)),
         forwarded_host: if keep_host { None } else { host.cloned() },
+        request_id: request_id.fresh.then(|| request_id.value.clone()),
     }
 }
 
-/// The request's `x-request-id`, or a new random one (16 hex digits) set on the headers.
-pub fn request_id(headers: &mut HeaderMap) -> HeaderValue {
+/// A request's id, and where it comes from.
+#[derive(Clone, Debug)]
+pub struct RequestId {
+    /// The id.
+    pub value: HeaderValue,
+    /// Made here: the request had no usable `x-request-id`. A fresh id goes upstream as an
+    /// added field ([`AddedFields::request_id`]); a kept one travels with the request.
+    pub fresh: bool,
+}
+
+/// The request's `x-request-id` (1 to 200 bytes), or a new random one (16 hex digits).
+pub fn request_id(headers: &HeaderMap) -> RequestId {
     if let Some(id) = headers.get(X_REQUEST_ID) {
         if !id.is_empty() && id.len() <= 200 {
-            return id.clone();
+            return RequestId {
+                value: id.clone(),
+                fresh: false,
+            };
         }
     }
-    let id = new_request_id();
-    headers.insert(X_REQUEST_ID, id.clone());
-    id
+    RequestId {
+        value: new_request_id(),
+        fresh: true,
+    }
 }
 
 /// 16 random hex digits.
@@ -290,7 +306,8 @@ mod tests {
         let ip = HeaderValue::from_static("10.0.0.9");
         let host = HeaderValue::from_static("api.example.com");
         let forwarded = |h: &HeaderMap, host: Option<&HeaderValue>| {
-            forwarded_fields(h, &RequestFields::of(h), &ip, "http", host)
+            let id = request_id(h);
+            forwarded_fields(h, &RequestFields::of(h), &ip, "http", host, &id)
         };
         let h = headers(&[
             ("x-forwarded-for", "1.2.3.4"),
@@ -313,12 +330,27 @@ mod tests {
 
     #[test]
     fn request_id_kept_or_created() {
-        let mut h = headers(&[("x-request-id", "abc")]);
-        assert_eq!(request_id(&mut h), "abc");
-        let mut h = HeaderMap::new();
-        let id = request_id(&mut h);
-        assert_eq!(id.len(), 16);
-        assert_eq!(h["x-request-id"], id);
+        let h = headers(&[("x-request-id", "abc")]);
+        let kept = request_id(&h);
+        assert_eq!((kept.value.to_str().unwrap(), kept.fresh), ("abc", false));
+        let too_long = "x".repeat(201);
+        for h in [HeaderMap::new(), headers(&[("x-request-id", &too_long)])] {
+            let made = request_id(&h);
+            assert_eq!((made.value.len(), made.fresh), (16, true));
+            let added = forwarded_fields(
+                &h,
+                &RequestFields::of(&h),
+                &HeaderValue::from_static("10.0.0.9"),
+                "http",
+                None,
+                &made,
+            );
+            assert_eq!(
+                added.request_id,
+                Some(made.value),
+                "a fresh id goes upstream"
+            );
+        }
         assert_ne!(new_request_id(), new_request_id());
     }
 

@@ -23,7 +23,7 @@ use crate::body::ProxyBody;
 use crate::client::{ClientSettings, UpstreamClient};
 use crate::error::ProxyError;
 use crate::filter::{Filter, RequestContext};
-use crate::forward;
+use crate::forward::{self, RequestId};
 use crate::limits::{BodyLimit, Cidr, LimitedBody, Tripped};
 use crate::metrics::RouteMetrics;
 use crate::router::{PathMatch, RouteMatch, Router};
@@ -315,11 +315,12 @@ impl Proxy {
     /// Handles one request from a connection's peer.
     pub async fn handle_from(
         &self,
-        mut request: Request<Incoming>,
+        request: Request<Incoming>,
         peer: &Peer,
     ) -> Response<ProxyBody> {
         let start = Instant::now();
-        let request_id = forward::request_id(request.headers_mut());
+        let id = forward::request_id(request.headers());
+        let request_id = &id.value;
         let in_flight = self.in_flight.fetch_add(1, Ordering::Relaxed);
         let _in_flight = InFlight(&self.in_flight);
         let table = self.table.load();
@@ -370,16 +371,16 @@ impl Proxy {
         });
         let (response, metrics, endpoint) = match found {
             None => (
-                refused.unwrap_or(ProxyError::NoRoute).response(&request_id),
+                refused.unwrap_or(ProxyError::NoRoute).response(request_id),
                 table.no_route.clone(),
                 None,
             ),
             Some(index) => {
                 let route = &table.routes[index];
                 let (response, endpoint) = if route.spec.filters.is_empty() {
-                    self.forward_answer(route, request, peer, &request_id).await
+                    self.forward_answer(route, request, peer, &id).await
                 } else {
-                    self.forward_filtered(route, request, peer, &request_id, start)
+                    self.forward_filtered(route, request, peer, &id, start)
                         .await
                 };
                 (response, route.metrics.clone(), endpoint)
@@ -404,16 +405,16 @@ impl Proxy {
         route: &Route,
         request: Request<Incoming>,
         peer: &Peer,
-        request_id: &HeaderValue,
+        id: &RequestId,
     ) -> (Response<ProxyBody>, Option<SocketAddr>) {
         let forwarded = {
             let (parts, body) = request.into_parts();
-            self.forward(route, parts, body, peer, None, request_id)
+            self.forward(route, parts, body, peer, None, id)
         }
         .await;
         match forwarded {
             Ok((response, endpoint)) => (response, Some(endpoint)),
-            Err((error, endpoint)) => (error.response(request_id), endpoint),
+            Err((error, endpoint)) => (error.response(&id.value), endpoint),
         }
     }
 
@@ -423,9 +424,10 @@ impl Proxy {
         route: &Route,
         request: Request<Incoming>,
         peer: &Peer,
-        request_id: &HeaderValue,
+        id: &RequestId,
         start: Instant,
     ) -> (Response<ProxyBody>, Option<SocketAddr>) {
+        let request_id = &id.value;
         let (mut parts, body) = request.into_parts();
         let mut ctx = RequestContext {
             client: peer.address,
@@ -450,7 +452,7 @@ impl Proxy {
         let (mut response, endpoint) = match answered {
             Some(response) => (response, None),
             None => match self
-                .forward(route, parts, body, peer, original_host, request_id)
+                .forward(route, parts, body, peer, original_host, id)
                 .await
             {
                 Ok((response, endpoint)) => (response, Some(endpoint)),
@@ -473,8 +475,9 @@ impl Proxy {
         body: Incoming,
         peer: &Peer,
         original_host: Option<HeaderValue>,
-        request_id: &HeaderValue,
+        id: &RequestId,
     ) -> Result<(Response<ProxyBody>, SocketAddr), (ProxyError, Option<SocketAddr>)> {
+        let request_id = &id.value;
         let client = peer.address;
         let mut fields = forward::RequestFields::of(&parts.headers);
         if fields.ambiguous_length() {
@@ -515,8 +518,14 @@ impl Proxy {
                 fields.forwarded_host = false;
             }
         }
-        let added =
-            forward::forwarded_fields(&parts.headers, &fields, &peer.ip, peer.proto, host.as_ref());
+        let added = forward::forwarded_fields(
+            &parts.headers,
+            &fields,
+            &peer.ip,
+            peer.proto,
+            host.as_ref(),
+            id,
+        );
         let client_upgrade = match upgrade {
             Some(value) => {
                 crate::upgrade::restore(&mut parts.headers, value);

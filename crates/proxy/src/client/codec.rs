@@ -79,6 +79,8 @@ impl RequestFraming {
     }
 }
 
+/// `x-request-id`.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// `x-forwarded-for`.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// `x-forwarded-proto`.
@@ -86,7 +88,8 @@ pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-p
 /// `x-forwarded-host`.
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// The `X-Forwarded-*` fields the gateway sets on a request on its way upstream, written by
+/// The fields the gateway sets on a request on its way upstream (`X-Forwarded-*`, a fresh
+/// `x-request-id`), written by
 /// [`encode_request_head`] after the request's own fields, in place of any the request has
 /// of the same names. Not inserted into the request's header map: each insert hashed a name
 /// that the map would only hold until the head was encoded.
@@ -98,6 +101,8 @@ pub struct AddedFields {
     pub forwarded_proto: Option<HeaderValue>,
     /// `X-Forwarded-Host`.
     pub forwarded_host: Option<HeaderValue>,
+    /// `x-request-id`, when the gateway made it.
+    pub request_id: Option<HeaderValue>,
 }
 
 impl AddedFields {
@@ -107,6 +112,7 @@ impl AddedFields {
             (X_FORWARDED_FOR, &self.forwarded_for),
             (X_FORWARDED_PROTO, &self.forwarded_proto),
             (X_FORWARDED_HOST, &self.forwarded_host),
+            (X_REQUEST_ID, &self.request_id),
         ]
         .into_iter()
         .filter_map(|(name, value)| Some((name, value.as_ref()?)))
@@ -117,6 +123,7 @@ impl AddedFields {
         (self.forwarded_for.is_some() && *name == X_FORWARDED_FOR)
             || (self.forwarded_proto.is_some() && *name == X_FORWARDED_PROTO)
             || (self.forwarded_host.is_some() && *name == X_FORWARDED_HOST)
+            || (self.request_id.is_some() && *name == X_REQUEST_ID)
     }
 
     /// Puts the fields into `headers` (for a request sent by another encoder).

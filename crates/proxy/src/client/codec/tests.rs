@@ -77,6 +77,7 @@ fn added_fields_replace_the_requests_own() {
         forwarded_for: Some(HeaderValue::from_static("10.0.0.9")),
         forwarded_proto: Some(HeaderValue::from_static("http")),
         forwarded_host: None,
+        request_id: None,
     };
     let mut out = Vec::new();
     let uri: Uri = "/".parse().unwrap();
