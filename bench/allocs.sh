@@ -27,11 +27,7 @@ missing=()
 command -v heaptrack_print >/dev/null || missing+=(heaptrack)
 command -v wrk >/dev/null || missing+=(wrk)
 install_missing "${missing[@]}"
-if [[ $SKIP_BUILD != 1 ]]; then
-  (cd "$ROOT" && cargo build --release -p switchyard)
-fi
-SWITCHYARD=${SWITCHYARD:-$ROOT/target/release/switchyard}
-[[ -x $SWITCHYARD ]] || die "$SWITCHYARD not built"
+release_switchyard
 
 DIR=$(mktemp -d /tmp/switchyard-allocs.XXXXXX)
 PIDS=()

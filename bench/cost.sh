@@ -48,11 +48,7 @@ command -v wrk >/dev/null || missing+=(wrk)
 command -v nginx >/dev/null || missing+=(nginx-light)
 command -v haproxy >/dev/null || missing+=(haproxy)
 install_missing "${missing[@]}"
-if [[ $SKIP_BUILD != 1 ]]; then
-  (cd "$ROOT" && cargo build --release -p switchyard)
-fi
-SWITCHYARD=${SWITCHYARD:-$ROOT/target/release/switchyard}
-[[ -x $SWITCHYARD ]] || die "$SWITCHYARD not built"
+release_switchyard
 mkdir -p "$OUT"
 
 DIR=$(mktemp -d /tmp/switchyard-cost.XXXXXX)

@@ -19,3 +19,13 @@ install_missing() {
 free_loopback_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
+
+# release_switchyard — builds the release gateway (unless SKIP_BUILD=1) and sets SWITCHYARD,
+# the binary to measure (the caller's SWITCHYARD wins); the caller defines ROOT.
+release_switchyard() {
+  if [[ ${SKIP_BUILD:-0} != 1 ]]; then
+    (cd "$ROOT" && cargo build --release -p switchyard)
+  fi
+  SWITCHYARD=${SWITCHYARD:-$ROOT/target/release/switchyard}
+  [[ -x $SWITCHYARD ]] || die "$SWITCHYARD not built"
+}
