@@ -79,28 +79,31 @@ BACKEND_PORT=$(free_loopback_port)
 PIDS+=($!)
 wait_http "http://127.0.0.1:$BACKEND_PORT/"
 
+# config TEMPLATE PORT — prints the bench's config TEMPLATE for one worker listening on PORT.
+config() {
+  fill_template "$1" "127.0.0.1:$2" "127.0.0.1:$BACKEND_PORT" 1 "$DIR" \
+    "127.0.0.1:$(free_loopback_port)"
+}
+
 # start TARGET MODE — starts TARGET (MODE: native or callgrind) on a fresh port; sets
 # TARGET_PID and TARGET_URL.
 start() {
   local t=$1 mode=$2 port cmd=()
   port=$(free_loopback_port)
   TARGET_URL="http://127.0.0.1:$port/"
-  local fill=(-e "s#@LISTEN@#127.0.0.1:$port#g" -e "s#@BACKEND@#127.0.0.1:$BACKEND_PORT#g"
-    -e "s#@WORKERS@#1#g" -e "s#@DIR@#$DIR#g" -e "s#@ADMIN@#127.0.0.1:$(free_loopback_port)#g")
   case $t in
     switchyard | switchyard-default)
-      sed "${fill[@]}" "$ROOT/bench/switchyard.toml.in" >"$DIR/$t.toml"
+      config switchyard.toml.in "$port" >"$DIR/$t.toml"
       [[ $t == switchyard ]] && printf '\n[log]\naccess = false\n' >>"$DIR/$t.toml"
       cmd=("$SWITCHYARD" --config "$DIR/$t.toml")
       ;;
     nginx)
       mkdir -p "$DIR/nginx"
-      sed "${fill[@]}" -e 's#^master_process on;#master_process off;#' \
-        "$ROOT/bench/nginx.conf.in" >"$DIR/nginx.conf"
+      config nginx.conf.in "$port" | sed 's#^master_process on;#master_process off;#' >"$DIR/nginx.conf"
       cmd=(nginx -p "$DIR/nginx/" -e "$DIR/nginx-error.log" -c "$DIR/nginx.conf")
       ;;
     haproxy)
-      sed "${fill[@]}" "$ROOT/bench/haproxy.cfg.in" >"$DIR/haproxy.cfg"
+      config haproxy.cfg.in "$port" >"$DIR/haproxy.cfg"
       cmd=(haproxy -db -f "$DIR/haproxy.cfg")
       ;;
     *) die "unknown target $t (known: switchyard nginx haproxy switchyard-default)" ;;

@@ -29,3 +29,11 @@ release_switchyard() {
   SWITCHYARD=${SWITCHYARD:-$ROOT/target/release/switchyard}
   [[ -x $SWITCHYARD ]] || die "$SWITCHYARD not built"
 }
+
+# fill_template TEMPLATE LISTEN BACKEND WORKERS DIR ADMIN — prints bench/TEMPLATE (one of the
+# `.in` configs) with its @LISTEN@, @BACKEND@, @WORKERS@, @DIR@ and @ADMIN@ filled in; the
+# caller defines ROOT.
+fill_template() {
+  sed -e "s#@LISTEN@#$2#g" -e "s#@BACKEND@#$3#g" -e "s#@WORKERS@#$4#g" -e "s#@DIR@#$5#g" \
+    -e "s#@ADMIN@#$6#g" "$ROOT/bench/$1"
+}

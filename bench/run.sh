@@ -271,9 +271,7 @@ start_backend() {
 
 fill() { # fill TEMPLATE OUT LISTEN
   free_port
-  sed -e "s#@LISTEN@#$3#g" -e "s#@BACKEND@#127.0.0.1:$BACKEND_PORT#g" \
-    -e "s#@WORKERS@#$WORKERS#g" -e "s#@DIR@#$DIR#g" -e "s#@ADMIN@#127.0.0.1:$FREE_PORT#g" \
-    "$ROOT/bench/$1" >"$2"
+  fill_template "$1" "$3" "127.0.0.1:$BACKEND_PORT" "$WORKERS" "$DIR" "127.0.0.1:$FREE_PORT" >"$2"
 }
 
 start_target() {
