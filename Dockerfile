@@ -6,17 +6,15 @@
 #     -e SWITCHYARD__SERVER__LISTEN=0.0.0.0:8080 -e SWITCHYARD__ADMIN__LISTEN=0.0.0.0:9901 \
 #     switchyard --config /etc/switchyard/switchyard.toml
 #
-# Build stage: the workspace with the Rust toolchain; protoc is needed by etcd-client's
-# generated gRPC code.
+# Build stage: the workspace with the Rust toolchain. etcd-client's generated gRPC code needs
+# protoc: scripts/with-protoc.sh takes the one the protoc-bin-vendored crate ships, as
+# `make demo` does (ARCHITECTURE.md, "Building without protoc").
 FROM rust:1-bookworm AS build
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends protobuf-compiler \
-    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p switchyard \
+    scripts/with-protoc.sh cargo build --release --locked -p switchyard \
     && cp target/release/switchyard /usr/local/bin/switchyard
 
 # Runtime stage: the binary, CA roots for https registries, the example configs, and a

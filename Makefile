@@ -1,11 +1,18 @@
 # Switchyard: the two commands a newcomer needs are `make demo` and `make test`.
-.PHONY: demo test build lint fmt bench bench-scale bench-allocs bench-cost fuzz clean
+.PHONY: demo demo-build test build lint fmt bench bench-scale bench-allocs bench-cost fuzz clean
 
 CARGO ?= cargo
 
 ## Run the gateway on its embedded demo config, with three local echo instances.
+# scripts/with-protoc.sh finds a protoc for etcd-client's build script (the vendored one when
+# none is installed), or stops with one line saying what to install.
 demo:
-	$(CARGO) run -p switchyard -- demo
+	scripts/with-protoc.sh $(CARGO) run -p switchyard -- demo
+
+## What `make demo` builds, without running it (CI builds it with no protoc on the PATH:
+## scripts/check-build-without-protoc.sh).
+demo-build:
+	scripts/with-protoc.sh $(CARGO) build -p switchyard
 
 ## Install what the tests need (Debian), build, and run every test.
 # The workspace's test build also builds target/debug/switchyard (crates/switchyard has
@@ -15,7 +22,7 @@ test:
 	$(CARGO) nextest run --workspace --no-fail-fast
 
 build:
-	$(CARGO) build --release -p switchyard
+	scripts/with-protoc.sh $(CARGO) build --release -p switchyard
 
 ## Loopback comparison with nginx and HAProxy (BENCHMARKS.md), then the micro-benchmarks.
 bench:
