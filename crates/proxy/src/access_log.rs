@@ -1,4 +1,4 @@
-//! The JSON access log: one line per request on stdout (DESIGN.md §4).
+//! The JSON access log: one line per request on stdout (fields: docs/observability.md).
 //!
 //! Lines are built when a response body finishes (so `bytes_out` and `duration_ms` are
 //! final), formatted straight into a per-thread buffer, and written by a dedicated writer
@@ -369,8 +369,9 @@ fn write_socket_addr(out: &mut Vec<u8>, address: SocketAddr) {
     }
 }
 
-/// RFC 3339 UTC time with milliseconds, without a date library.
-pub fn httpdate_rfc3339(time: SystemTime) -> String {
+/// RFC 3339 UTC time with milliseconds (`2023-11-14T22:13:20.123Z`), without a date
+/// library. (Not an HTTP-date: that is `httpdate`'s `fmt_http_date`.)
+pub fn rfc3339(time: SystemTime) -> String {
     let mut out = Vec::with_capacity(24);
     write_rfc3339(&mut out, time);
     String::from_utf8(out).expect("digits and punctuation")
@@ -383,7 +384,7 @@ thread_local! {
         const { std::cell::RefCell::new((u64::MAX, Vec::new())) };
 }
 
-/// Appends [`httpdate_rfc3339`]'s text to `out`.
+/// Appends [`rfc3339`]'s text to `out`.
 fn write_rfc3339(out: &mut Vec<u8>, time: SystemTime) {
     let since = time
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -617,17 +618,14 @@ mod tests {
     #[test]
     fn rfc3339_dates() {
         let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
-        assert_eq!(httpdate_rfc3339(t), "2023-11-14T22:13:20.123Z");
-        assert_eq!(
-            httpdate_rfc3339(SystemTime::UNIX_EPOCH),
-            "1970-01-01T00:00:00.000Z"
-        );
+        assert_eq!(rfc3339(t), "2023-11-14T22:13:20.123Z");
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
         let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
-        assert_eq!(&httpdate_rfc3339(leap)[..10], "2000-02-29");
+        assert_eq!(&rfc3339(leap)[..10], "2000-02-29");
         // The same second again (its text cached), then the next one.
         let later = leap + Duration::from_millis(7);
-        assert_eq!(httpdate_rfc3339(later), "2000-02-29T00:00:00.007Z");
+        assert_eq!(rfc3339(later), "2000-02-29T00:00:00.007Z");
         let next = leap + Duration::from_millis(1_999);
-        assert_eq!(httpdate_rfc3339(next), "2000-02-29T00:00:01.999Z");
+        assert_eq!(rfc3339(next), "2000-02-29T00:00:01.999Z");
     }
 }

@@ -1,4 +1,4 @@
-//! Data-plane errors and the short JSON bodies they answer with (DESIGN.md §4).
+//! Data-plane errors and the short JSON bodies they answer with (docs/admin-api.md, "Errors and forwarding").
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};

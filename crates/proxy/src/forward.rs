@@ -1,4 +1,4 @@
-//! Forwarding hygiene (DESIGN.md §4, RFC 9110 §7.6.1): hop-by-hop headers out,
+//! Forwarding hygiene (docs/admin-api.md, "Errors and forwarding"; RFC 9110 §7.6.1): hop-by-hop headers out,
 //! `X-Forwarded-*` in (written by the upstream encoder, [`AddedFields`]), `x-request-id`
 //! kept or created.
 

@@ -11,8 +11,10 @@
 //! - [`tls`], [`upstream_tls`]: TLS termination on listeners; TLS to endpoints.
 //! - [`metrics`], [`access_log`]: lock-free counters and the JSON access log.
 //!
-//! Invariant: the request path takes no lock. It loads the route table and the upstream
-//! snapshot with one atomic load each; counters are atomics; the access log is a channel.
+//! Invariant: the request path takes no lock that another request contends for. It loads the
+//! route table and the upstream snapshot with one atomic load each; counters are atomics; an
+//! access log line is appended to the worker thread's own buffer, whose mutex only the log's
+//! writer thread also takes, once per batch (see [`access_log`]).
 
 pub mod access_log;
 pub mod balance;

@@ -502,12 +502,7 @@ impl Proxy {
         if fields.hop_by_hop {
             forward::strip_hop_by_hop(&mut parts.headers);
         }
-        if !self
-            .settings
-            .trusted_proxies
-            .iter()
-            .any(|c| c.contains(client.ip()))
-        {
+        if !peer.trusted(&self.settings.trusted_proxies) {
             // Only trusted proxies may tell us who the client is.
             if fields.forwarded_for {
                 parts.headers.remove(forward::X_FORWARDED_FOR);

@@ -102,6 +102,16 @@ pub trait RegistryFactory: Send + Sync + 'static {
         ctx: RegistryContext,
         settings: &serde_json::Value,
     ) -> Result<Arc<dyn Registry>, Vec<ConfigIssue>>;
+
+    /// The JSON Schema of the settings table (without its `type` key), for
+    /// `switchyard config schema`: derive `schemars::JsonSchema` on the struct the table
+    /// decodes into and return `generator.subschema_for::<ThatStruct>()`, so that a key added
+    /// to the struct shows in the schema and the docs test. Default: any table (a backend
+    /// that describes nothing is not checked by the schema, only by `build`).
+    fn settings_schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let _ = generator;
+        schemars::json_schema!({"type": "object"})
+    }
 }
 
 /// The factories the binary knows, by `type`.

@@ -17,6 +17,7 @@
 mod endpoint;
 mod error;
 mod factory;
+mod fields;
 mod metrics;
 mod query;
 pub mod recover;
@@ -25,10 +26,11 @@ mod update;
 pub use endpoint::{Endpoint, Metadata};
 pub use error::{ErrorKind, RegistryError};
 pub use factory::{decode_settings, Catalog, ConfigIssue, RegistryContext, RegistryFactory};
+pub use fields::field_names;
 pub use metrics::RegistryMetrics;
 pub use query::ServiceQuery;
 pub use recover::{recover, Backoff, SourceEvent};
-pub use update::{diff_sorted, Update, UpdateStream};
+pub use update::{diff_sorted, set_diff, SetDiff, Update, UpdateStream};
 
 use async_trait::async_trait;
 

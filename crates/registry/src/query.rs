@@ -2,7 +2,7 @@
 
 /// One service to watch, as a source in `[[upstreams.NAME.sources]]` names it.
 ///
-/// The meaning of `service` depends on the registry type (DESIGN.md §3): a plain name for
+/// The meaning of `service` depends on the registry type (docs/configuration.md, "Sources"): a plain name for
 /// static, file, etcd and Consul; an SRV name or `host:port` for DNS; `namespace/name` for
 /// Kubernetes.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]

@@ -1,5 +1,6 @@
 //! The stream of changes a registry pushes for one watched service.
 
+use std::borrow::Borrow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -57,39 +58,77 @@ impl Update {
     }
 }
 
-/// The updates that take a consumer from set `old` to set `new`, both sorted by address
-/// with each address once: `Add` (new or changed endpoints, `new`'s own allocations) before
-/// `Remove`, so the set never dips while an instance moves; nothing when they are equal.
-/// A merge walk: O(old + new), no map built.
-pub fn diff_sorted(old: &[Arc<Endpoint>], new: &[Arc<Endpoint>]) -> Vec<Update> {
-    let mut added = Vec::new();
-    let mut removed = Vec::new();
-    let (mut old, mut new) = (old.iter().peekable(), new.iter().peekable());
+/// What changed between two endpoint sets: the endpoints of the new set that are new or
+/// changed (same address, other weight, priority or metadata), and the addresses gone.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SetDiff<'a, N> {
+    /// New or changed endpoints, borrowed from the new set, in address order.
+    pub added: Vec<&'a N>,
+    /// Addresses of the old set missing from the new one, in address order.
+    pub removed: Vec<SocketAddr>,
+}
+
+impl<N> SetDiff<'_, N> {
+    /// Whether the two sets are equal.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty()
+    }
+}
+
+/// Compares two endpoint sets, each in address order with each address once (a sorted
+/// `Vec`, or the values of a `BTreeMap` keyed by address). A merge walk: O(old + new), no
+/// map built. The one set comparison every backend uses; what it sends for the difference is
+/// the backend's choice ([`diff_sorted`], [`Update::changes`]).
+pub fn set_diff<'a, 'b, O, N>(
+    old: impl IntoIterator<Item = &'b O>,
+    new: impl IntoIterator<Item = &'a N>,
+) -> SetDiff<'a, N>
+where
+    O: Borrow<Endpoint> + 'b,
+    N: Borrow<Endpoint> + 'a,
+{
+    let mut diff = SetDiff {
+        added: Vec::new(),
+        removed: Vec::new(),
+    };
+    let mut old = old.into_iter().map(|o| o.borrow()).peekable();
+    let mut new = new
+        .into_iter()
+        .map(|n| (Borrow::<Endpoint>::borrow(n), n))
+        .peekable();
     loop {
         match (old.peek(), new.peek()) {
-            (Some(o), Some(n)) if o.address == n.address => {
-                if o != n {
-                    added.push(Arc::clone(n));
+            (Some(o), Some((n, _))) if o.address == n.address => {
+                let (n, item) = new.next().expect("peeked");
+                if *o != n {
+                    diff.added.push(item);
                 }
                 old.next();
-                new.next();
             }
-            (Some(o), Some(n)) if o.address < n.address => {
-                removed.push(o.address);
+            (Some(o), Some((n, _))) if o.address < n.address => {
+                diff.removed.push(o.address);
                 old.next();
             }
             (Some(o), None) => {
-                removed.push(o.address);
+                diff.removed.push(o.address);
                 old.next();
             }
-            (_, Some(n)) => {
-                added.push(Arc::clone(n));
-                new.next();
+            (_, Some(_)) => {
+                let (_, item) = new.next().expect("peeked");
+                diff.added.push(item);
             }
             (None, None) => break,
         }
     }
-    Update::changes(added, removed)
+    diff
+}
+
+/// The updates that take a consumer from set `old` to set `new`, both sorted by address
+/// with each address once: `Add` (new or changed endpoints, `new`'s own allocations) before
+/// `Remove`, so the set never dips while an instance moves; nothing when they are equal.
+pub fn diff_sorted(old: &[Arc<Endpoint>], new: &[Arc<Endpoint>]) -> Vec<Update> {
+    let diff = set_diff(old, new);
+    Update::changes(diff.added.into_iter().cloned().collect(), diff.removed)
 }
 
 /// The stream [`crate::Registry::watch`] returns.
@@ -166,5 +205,33 @@ mod tests {
                 "-10.0.0.5:80",
             ],
         );
+    }
+
+    #[test]
+    fn set_diff_takes_maps_and_owned_endpoints() {
+        use std::collections::BTreeMap;
+        let map = |items: &[(&str, u32)]| -> BTreeMap<SocketAddr, Endpoint> {
+            items
+                .iter()
+                .map(|(a, w)| {
+                    let address: SocketAddr = a.parse().unwrap();
+                    (address, Endpoint::new(address).with_weight(*w))
+                })
+                .collect()
+        };
+        let old = map(&[("10.0.0.1:80", 1), ("10.0.0.2:80", 1), ("10.0.0.4:80", 1)]);
+        let new = map(&[("10.0.0.2:80", 7), ("10.0.0.3:80", 1), ("10.0.0.4:80", 1)]);
+        let diff = set_diff(old.values(), new.values());
+        let added: Vec<String> = diff
+            .added
+            .iter()
+            .map(|e| format!("{}/{}", e.address, e.weight))
+            .collect();
+        assert_eq!(added, ["10.0.0.2:80/7", "10.0.0.3:80/1"]);
+        assert_eq!(diff.removed, ["10.0.0.1:80".parse::<SocketAddr>().unwrap()]);
+        assert!(!diff.is_empty());
+        // Owned on one side, shared on the other: compared by value.
+        let shared: Vec<Arc<Endpoint>> = new.values().cloned().map(Arc::new).collect();
+        assert!(set_diff(new.values(), &shared).is_empty());
     }
 }

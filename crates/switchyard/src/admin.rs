@@ -1,5 +1,5 @@
 //! The admin listener: health, readiness, metrics, the JSON API and the dashboard
-//! (DESIGN.md §4). It runs on its own port; the data plane never serves these paths.
+//! (docs/admin-api.md). It runs on its own port; the data plane never serves these paths.
 
 use std::convert::Infallible;
 use std::fmt::Write;
@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
-use switchyard_proxy::access_log::httpdate_rfc3339;
+use switchyard_proxy::access_log::rfc3339;
 use switchyard_proxy::metrics::escape;
 use switchyard_proxy::router::PathMatch;
 use switchyard_upstream::RegistryState;
@@ -90,11 +90,11 @@ async fn handle(app: &App, request: Request<Incoming>) -> AdminResponse {
             json_response(StatusCode::OK, &app.config_source.to_json())
         }
         (&Method::GET, "/api/stats") => {
-            let (status, body) = crate::policy::stats(request.uri().query());
+            let (status, body) = crate::policy::stats(app.hub(), request.uri().query());
             json_response(status, &body)
         }
         (&Method::POST, "/api/cache/purge") => {
-            let (status, body) = crate::policy::purge(request.uri().query());
+            let (status, body) = crate::policy::purge(app.hub(), request.uri().query());
             json_response(status, &body)
         }
         (&Method::POST, "/api/reload") => match app.reload().await {
@@ -232,7 +232,7 @@ fn upstream_json(upstream: &switchyard_upstream::Upstream) -> Value {
             "guarded": s.guarded,
             "stale": s.stale,
             "endpoints": s.endpoints,
-            "last_update": s.last_update.map(httpdate_rfc3339),
+            "last_update": s.last_update.map(rfc3339),
             "last_error": s.last_error,
         })).collect::<Vec<_>>(),
     })
@@ -253,7 +253,7 @@ pub fn registries(app: &App) -> Value {
                     "state": status.state.as_str(),
                     "services": status.services,
                     "endpoints": status.endpoints,
-                    "last_update": status.last_update.map(httpdate_rfc3339),
+                    "last_update": status.last_update.map(rfc3339),
                     "last_error": status.last_error,
                     "updates": built.metrics.updates(),
                     "errors": built.metrics.errors(),
@@ -294,7 +294,7 @@ fn metrics(app: &App) -> AdminResponse {
     let table = app.proxy.table();
     let mut out = String::with_capacity(16 * 1024);
     table.render_metrics(&mut out);
-    crate::policy::render_metrics(&mut out);
+    crate::policy::render_metrics(app.hub(), &mut out);
 
     out.push_str("# HELP switchyard_upstream_endpoints Endpoints per upstream by state (stale overlaps the others).\n");
     out.push_str("# TYPE switchyard_upstream_endpoints gauge\n");

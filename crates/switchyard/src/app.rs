@@ -7,79 +7,21 @@
 //! the table they started with.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use switchyard_policy::Hub;
 use switchyard_proxy::access_log::AccessLog;
 use switchyard_proxy::{Proxy, ProxySettings, Table};
-use switchyard_registry::{Catalog, ConfigIssue};
+use switchyard_registry::ConfigIssue;
 use switchyard_upstream::{StateStore, UpstreamCache};
 
-use crate::config::{self, Config};
-use crate::config_source::{self, Origins, Snapshot};
+use crate::config::Config;
+use crate::config_source::{self, watcher, Snapshot};
+use crate::load::{base_dir, Loader};
 use crate::plan::{self, BuiltRegistry, Plan};
-
-/// The registry backends this binary knows.
-pub fn catalog() -> Catalog {
-    let mut catalog = Catalog::new();
-    catalog
-        .register(switchyard_static::StaticFactory)
-        .register(switchyard_file::FileFactory)
-        .register(switchyard_etcd::EtcdFactory)
-        .register(switchyard_dns::DnsFactory)
-        .register(switchyard_consul::ConsulFactory)
-        .register(switchyard_kubernetes::KubernetesFactory);
-    catalog
-}
-
-/// Reads, decodes and plans the config at `path`: the whole of `switchyard check`.
-pub fn load_plan(
-    path: &Path,
-    catalog: &Catalog,
-    previous: Option<&BTreeMap<String, BuiltRegistry>>,
-) -> Result<Plan, Vec<ConfigIssue>> {
-    load_plan_with(path, catalog, previous, None)
-}
-
-/// Like [`load_plan`], with the objects of a fleet config source (etcd) merged over the
-/// file's when the file has a `[config_source]`; issues about those objects name their
-/// etcd keys.
-pub fn load_plan_with(
-    path: &Path,
-    catalog: &Catalog,
-    previous: Option<&BTreeMap<String, BuiltRegistry>>,
-    overlay: Option<&Arc<Snapshot>>,
-) -> Result<Plan, Vec<ConfigIssue>> {
-    let value = config::read(path)?;
-    let overlay = overlay.filter(|_| value.get("config_source").is_some());
-    let (value, origins, mut issues) = match overlay {
-        Some(snapshot) => config_source::merge(&value, snapshot),
-        None => (value, Origins::default(), Vec::new()),
-    };
-    let (mut config, decoded_issues) = config::decode(&value);
-    issues.extend(decoded_issues);
-    if let Some(source) = &mut config.config_source {
-        source.snapshot = overlay.cloned();
-    }
-    match plan::build(config, catalog, base_dir(path), previous) {
-        Ok(plan) if issues.is_empty() => Ok(plan),
-        Ok(_) => Err(origins.translate(issues)),
-        Err(more) => {
-            issues.extend(more);
-            Err(origins.translate(issues))
-        }
-    }
-}
-
-/// The directory of the config file: relative paths in it resolve against this.
-fn base_dir(config_path: &Path) -> &Path {
-    config_path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-}
 
 /// What the admin API reads about the current generation.
 pub struct Current {
@@ -93,7 +35,7 @@ pub struct Current {
 /// The gateway.
 pub struct App {
     config_path: PathBuf,
-    catalog: Catalog,
+    loader: Loader,
     /// The data plane.
     pub proxy: Arc<Proxy>,
     current: Mutex<Current>,
@@ -112,8 +54,9 @@ pub struct App {
 }
 
 impl App {
-    /// Starts the first generation from `plan`. Must run inside the Tokio runtime.
-    pub fn start(config_path: PathBuf, catalog: Catalog, plan: Plan) -> Arc<App> {
+    /// Starts the first generation from `plan` (loaded by `loader`, whose policy hub the app
+    /// keeps for every later generation). Must run inside the Tokio runtime.
+    pub fn start(config_path: PathBuf, loader: Loader, plan: Plan) -> Arc<App> {
         let state = plan.config.state.as_ref().and_then(|s| {
             let dir = base_dir(&config_path).join(&s.dir);
             match StateStore::open(dir.clone(), s.max_stale_age) {
@@ -161,7 +104,7 @@ impl App {
         let app = Arc::new(App {
             config_source: Arc::new(source_status),
             config_path,
-            catalog,
+            loader,
             proxy,
             current: Mutex::new(Current {
                 config: settings_only(plan.config),
@@ -174,8 +117,16 @@ impl App {
             state,
             tls,
         });
-        config_source::spawn(app.clone(), &app.config_path);
+        if let Some(source) = app.with_current(|c| c.config.config_source.clone()) {
+            let base_dir = base_dir(&app.config_path).to_path_buf();
+            watcher::spawn(source, base_dir, app.config_source.clone(), app.clone());
+        }
         app
+    }
+
+    /// The policy state shared by every generation (analytics, caches, rate-limit buckets).
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.loader.hub
     }
 
     /// Runs `f` on the current generation's config and registries.
@@ -208,12 +159,9 @@ impl App {
         let _one_at_a_time = self.reloading.lock().await;
         let previous = self.with_current(|c| c.registries.clone());
         let overlay = snapshot.or_else(|| self.config_source_snapshot());
-        let loaded = load_plan_with(
-            &self.config_path,
-            &self.catalog,
-            Some(&previous),
-            overlay.as_ref(),
-        );
+        let loaded = self
+            .loader
+            .load_with(&self.config_path, Some(&previous), overlay.as_ref());
         let plan = match loaded {
             Ok(plan) => plan,
             Err(issues) => {
@@ -260,6 +208,17 @@ impl App {
         switchyard_heap::release_free_memory();
         tracing::info!(path = %self.config_path.display(), "config reloaded");
         Ok(())
+    }
+}
+
+/// The fleet config watcher reaches the app only through this.
+impl watcher::Target for App {
+    fn running(&self) -> Option<Arc<Snapshot>> {
+        self.config_source_snapshot()
+    }
+
+    async fn apply(&self, snapshot: Arc<Snapshot>) -> Result<(), Vec<ConfigIssue>> {
+        self.apply_config_source(snapshot).await
     }
 }
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
+use crate::load::Loader;
 use crate::{admin, app, backend, demo, plan, status};
 use switchyard_proxy::server::{self, ServerSettings};
 use tokio::net::TcpListener;
@@ -92,7 +93,7 @@ enum Command {
     Config {
         /// What to do.
         #[command(subcommand)]
-        command: crate::config_source::ConfigCommand,
+        command: crate::config_cmd::ConfigCommand,
     },
     /// Run a small HTTP backend (for demos and benchmarks): answers every request.
     #[command(hide = true)]
@@ -119,7 +120,7 @@ pub fn main() -> ExitCode {
         (Some(Command::Check { config }), _) => check(&config),
         (Some(Command::Demo { listen, admin }), _) => demo::run(listen, admin),
         (Some(Command::Status { admin, token }), _) => status::run(&admin, token.as_deref()),
-        (Some(Command::Config { command }), _) => crate::config_source::run_command(command),
+        (Some(Command::Config { command }), _) => crate::config_cmd::run(command),
         (
             Some(Command::Backend {
                 listen,
@@ -189,7 +190,7 @@ fn register(options: switchyard_etcd::register::RegisterOptions) -> ExitCode {
 
 /// `switchyard check`.
 fn check(path: &Path) -> ExitCode {
-    match app::load_plan(path, &app::catalog(), None) {
+    match Loader::default().load(path, None) {
         Ok(plan) => {
             println!(
                 "{}: ok ({} registries, {} upstreams, {} routes)",
@@ -214,10 +215,10 @@ fn check(path: &Path) -> ExitCode {
 fn run(path: &Path) -> ExitCode {
     // Before anything allocates much: fixed mmap and trim thresholds (crates/heap).
     switchyard_heap::tune_allocator();
-    let catalog = app::catalog();
+    let loader = Loader::default();
     // Validate before anything starts, so a bad file fails fast with every error. With a
     // [config_source], the fleet's objects from etcd are merged in first.
-    let plan = match crate::config_source::startup_plan(path, &catalog) {
+    let plan = match loader.startup_plan(path) {
         Ok(plan) => plan,
         Err(issues) => {
             for issue in &issues {
@@ -238,7 +239,7 @@ fn run(path: &Path) -> ExitCode {
         .enable_all()
         .build()
         .expect("start the Tokio runtime");
-    runtime.block_on(serve(path.to_path_buf(), catalog, plan))
+    runtime.block_on(serve(path.to_path_buf(), loader, plan))
 }
 
 /// Sets up diagnostics on stderr (`SWITCHYARD_LOG` overrides `level`).
@@ -254,11 +255,7 @@ pub fn init_tracing(level: &str) {
 }
 
 /// Runs a planned gateway until SIGTERM or ctrl-c, then drains.
-pub async fn serve(
-    path: PathBuf,
-    catalog: switchyard_registry::Catalog,
-    plan: plan::Plan,
-) -> ExitCode {
+pub async fn serve(path: PathBuf, loader: Loader, plan: plan::Plan) -> ExitCode {
     let listen = plan.config.server.listen;
     let admin_listen = plan.config.admin.listen;
     let server_config = &plan.config.server;
@@ -307,7 +304,7 @@ pub async fn serve(
     };
     let redirect = plan.config.server.redirect_to_https;
     let tls_port = plan.config.server.tls_listen.map(|a| a.port());
-    let app = app::App::start(path, catalog, plan);
+    let app = app::App::start(path, loader, plan);
     tracing::info!(%listen, admin = %admin_listen, "switchyard listening");
     tokio::spawn(admin::serve(admin_listener, app.clone()));
     tokio::spawn(reload_on_sighup(app.clone()));

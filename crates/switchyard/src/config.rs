@@ -10,11 +10,12 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
-use switchyard_registry::{decode_settings, ConfigIssue};
+use switchyard_registry::{decode_settings, field_names, ConfigIssue};
 
 /// `[server]`: the data-plane listener.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Address to listen on. Default `127.0.0.1:8080`.
@@ -22,20 +23,25 @@ pub struct ServerConfig {
     /// Runtime worker threads. Default: one per core.
     pub workers: Option<usize>,
     /// Time allowed to connect to an endpoint. Default 2 s.
+    #[schemars(with = "String")]
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// Time allowed for a request's headers to arrive. Default 30 s.
+    #[schemars(with = "String")]
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
     /// How long SIGTERM waits for in-flight requests. Default 30 s.
+    #[schemars(with = "String")]
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
     /// Idle upstream connections are closed after this. Default 90 s.
+    #[schemars(with = "String")]
     #[serde(with = "humantime_serde")]
     pub pool_idle_timeout: Duration,
     /// Idle upstream connections kept per endpoint. Default 256.
     pub pool_max_idle_per_endpoint: usize,
     /// `/readyz` turns ready after this even if a source has not synced. Default 10 s.
+    #[schemars(with = "String")]
     #[serde(with = "humantime_serde")]
     pub startup_grace: Duration,
     /// Largest request head; larger gets 431. Default 32 KiB.
@@ -48,6 +54,7 @@ pub struct ServerConfig {
     /// when chunked. Default 10 MiB.
     pub max_body: ByteSize,
     /// A request body silent this long is cut off with 408. Default 60 s.
+    #[schemars(with = "String")]
     #[serde(with = "humantime_serde")]
     pub body_idle_timeout: Duration,
     /// Open client connections at most; past it, 503 and close. Default 10,000.
@@ -58,6 +65,7 @@ pub struct ServerConfig {
     /// headers are replaced. Default: none.
     pub trusted_proxies: Vec<String>,
     /// Idle upgraded (WebSocket) tunnels close after this. Default 5 min.
+    #[schemars(with = "String")]
     #[serde(with = "humantime_serde")]
     pub upgrade_idle_timeout: Duration,
     /// HTTP/2 concurrent streams per connection. Default 100.
@@ -76,7 +84,7 @@ pub struct ServerConfig {
 }
 
 /// `[server.tls]`.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSettings {
     /// Certificates: `{ cert = "a.pem", key = "a-key.pem", names = ["a.example.com"] }`.
@@ -92,7 +100,7 @@ fn default_tls_min() -> String {
 }
 
 /// One certificate of `[server.tls]`.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CertificateSettings {
     /// PEM chain file (relative to the config file).
@@ -123,6 +131,22 @@ impl<'de> Deserialize<'de> for ByteSize {
                 .map(ByteSize)
                 .map_err(serde::de::Error::custom),
         }
+    }
+}
+
+impl JsonSchema for ByteSize {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ByteSize".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A size in bytes: an integer, or a string with a binary suffix (\"512k\", \"10MiB\").",
+            "anyOf": [
+                {"type": "integer", "minimum": 0},
+                {"type": "string", "pattern": "^\\s*[0-9]+\\s*([kKmMgG]([iI]?[bB])?|[bB])?\\s*$"}
+            ]
+        })
     }
 }
 
@@ -178,7 +202,7 @@ impl Default for ServerConfig {
 }
 
 /// `[admin]`: the admin listener.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// Address to listen on. Default `127.0.0.1:9901`.
@@ -197,7 +221,7 @@ impl Default for AdminConfig {
 }
 
 /// `[log]`.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// One JSON line per request on stdout. Default true.
@@ -216,7 +240,7 @@ impl Default for LogConfig {
 }
 
 /// `[upstreams.NAME]`.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// `round_robin` (default) | `least_request` | `ewma` | `random` | `consistent_hash`.
@@ -243,6 +267,7 @@ pub struct UpstreamConfig {
     #[serde(default)]
     pub min_healthy_ratio: Option<f64>,
     /// How long the shrink guard holds. Default 30 s.
+    #[schemars(with = "String")]
     #[serde(default = "default_shrink_grace", with = "humantime_serde")]
     pub shrink_grace: Duration,
     /// TLS to the endpoints. Default: none (plain HTTP).
@@ -251,7 +276,7 @@ pub struct UpstreamConfig {
 }
 
 /// `[upstreams.NAME.tls]`: connect to the endpoints over TLS (1.2+, ALPN http/1.1).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTlsConfig {
     /// PEM bundle of the CAs trusted to sign endpoint certificates, relative to the config
@@ -269,7 +294,7 @@ fn default_shrink_grace() -> Duration {
 }
 
 /// `panic_mode`.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum PanicModeConfig {
     /// Serve every endpoint of the lowest tier.
@@ -280,7 +305,7 @@ pub enum PanicModeConfig {
 }
 
 /// `[upstreams.NAME.health_check]`: active health checks.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckConfig {
     /// `http` (default) or `tcp`.
@@ -296,9 +321,11 @@ pub struct HealthCheckConfig {
     #[serde(default)]
     pub expected_statuses: Vec<StatusRange>,
     /// Time between checks. Default 5 s.
+    #[schemars(with = "String")]
     #[serde(default = "default_health_interval", with = "humantime_serde")]
     pub interval: Duration,
     /// Time allowed per check. Default 1 s.
+    #[schemars(with = "String")]
     #[serde(default = "default_health_timeout", with = "humantime_serde")]
     pub timeout: Duration,
     /// Successes in a row to become healthy. Default 1.
@@ -326,7 +353,7 @@ fn default_two() -> u32 {
 }
 
 /// `type` of a health check.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum HealthCheckType {
     /// HTTP GET.
@@ -337,7 +364,7 @@ pub enum HealthCheckType {
 }
 
 /// A healthy status code or an inclusive range `"200-299"`.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum StatusRange {
     /// One code.
@@ -347,12 +374,13 @@ pub enum StatusRange {
 }
 
 /// `[state]`: last-known-good snapshots on disk.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StateConfig {
     /// Directory for the snapshots (relative to the config file).
     pub dir: String,
     /// Older snapshots are not loaded. Default 24 h.
+    #[schemars(with = "String")]
     #[serde(default = "default_max_stale_age", with = "humantime_serde")]
     pub max_stale_age: Duration,
 }
@@ -366,12 +394,14 @@ fn default_balancer() -> String {
 }
 
 /// `[[upstreams.NAME.sources]]`.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     /// A registry name from `[registries]`.
     pub registry: String,
-    /// The service, in the registry's naming (DESIGN.md §3).
+    /// The service, in the registry's naming (docs/configuration.md, "Sources"): static and
+    /// file: the name; etcd: the key segment; dns: `_http._tcp.NAME` or `NAME:PORT`; consul:
+    /// the service name; kubernetes: `namespace/name`.
     pub service: String,
     /// Kubernetes: port name or number.
     #[serde(default)]
@@ -391,7 +421,7 @@ pub struct SourceConfig {
 }
 
 /// A port by name or number.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum PortRef {
     /// `port = 8080`.
@@ -410,12 +440,13 @@ impl std::fmt::Display for PortRef {
 }
 
 /// `[upstreams.NAME.outlier]`: passive health.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutlierConfig {
     /// Failures in a row that eject an endpoint. Default 5; 0 disables.
     pub consecutive_failures: u32,
     /// First ejection length; repeated ejections last longer. Default 30 s.
+    #[schemars(with = "String")]
     #[serde(with = "humantime_serde")]
     pub base_ejection: Duration,
     /// Count 5xx answers as failures. Default false.
@@ -433,7 +464,7 @@ impl Default for OutlierConfig {
 }
 
 /// `[[routes]]`.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Name for metrics and logs. Default `route-<index>`.
@@ -460,6 +491,7 @@ pub struct RouteConfig {
     #[serde(default)]
     pub strip_prefix: bool,
     /// Time allowed for the upstream's response headers. Default 30 s.
+    #[schemars(with = "String")]
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
     /// Extra attempts for idempotent requests without a body. Default 1.
@@ -574,36 +606,20 @@ pub fn read_str(
         .map_err(|e| vec![ConfigIssue::new("", e.to_string())])
 }
 
-/// The top-level tables.
-const SECTIONS: [&str; 8] = [
-    "server",
-    "admin",
-    "log",
-    "state",
-    "registries",
-    "upstreams",
-    "routes",
-    "config_source",
-];
+/// The top-level tables the gateway itself decodes (the fields of `RawConfig`).
+pub fn sections() -> &'static [&'static str] {
+    field_names::<RawConfig>()
+}
 
 /// Top-level sections that belong to the policies (decoded by the policy layer).
 pub const POLICY_SECTIONS: [&str; 3] = ["consumers", "auth", "route_defaults"];
 
-/// The keys of a `[[routes]]` table that the router itself reads; every other key of a
-/// route is a policy (`auth`, `rate_limit`, `cache`, ...) decoded by the policy layer.
-pub const ROUTE_KEYS: [&str; 11] = [
-    "max_body",
-    "name",
-    "host",
-    "path",
-    "path_prefix",
-    "methods",
-    "headers",
-    "upstream",
-    "strip_prefix",
-    "timeout",
-    "retries",
-];
+/// The keys of a `[[routes]]` table that the router itself reads (the fields of
+/// [`RouteConfig`]); every other key of a route is a policy (`auth`, `rate_limit`, `cache`,
+/// ...) decoded by the policy layer.
+pub fn route_keys() -> &'static [&'static str] {
+    field_names::<RouteConfig>()
+}
 
 /// Decodes a config value. Tables that do not decode are reported, with their key
 /// paths, and left out (or defaulted), so that later checks can still report everything
@@ -614,13 +630,13 @@ pub fn decode(value: &serde_json::Value) -> (Config, Vec<ConfigIssue>) {
     if let Some(table) = value.as_object_mut() {
         let unknown: Vec<String> = table
             .keys()
-            .filter(|k| !SECTIONS.contains(&k.as_str()) && !POLICY_SECTIONS.contains(&k.as_str()))
+            .filter(|k| !sections().contains(&k.as_str()) && !POLICY_SECTIONS.contains(&k.as_str()))
             .cloned()
             .collect();
         for key in unknown {
             issues.push(ConfigIssue::new(
                 key.clone(),
-                format!("unknown section (known: {})", SECTIONS.join(", ")),
+                format!("unknown section (known: {})", sections().join(", ")),
             ));
             table.remove(&key);
         }
@@ -700,7 +716,7 @@ pub fn decode(value: &serde_json::Value) -> (Config, Vec<ConfigIssue>) {
                 let (core, policies): (serde_json::Map<_, _>, serde_json::Map<_, _>) = object
                     .clone()
                     .into_iter()
-                    .partition(|(k, _)| ROUTE_KEYS.contains(&k.as_str()));
+                    .partition(|(k, _)| route_keys().contains(&k.as_str()));
                 (serde_json::Value::Object(core), policies)
             }
             None => (table.clone(), serde_json::Map::new()),

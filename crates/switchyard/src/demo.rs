@@ -94,8 +94,8 @@ pub fn run(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
         let config_path = dir.path().join("switchyard.toml");
         std::fs::write(&config_path, config).expect("write the demo config");
 
-        let catalog = crate::app::catalog();
-        let plan = match crate::app::load_plan(&config_path, &catalog, None) {
+        let loader = crate::load::Loader::default();
+        let plan = match loader.load(&config_path, None) {
             Ok(plan) => plan,
             Err(issues) => {
                 for issue in issues {
@@ -122,7 +122,7 @@ pub fn run(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
             services.display(),
             config_path.display(),
         );
-        let code = crate::cli::serve(config_path, catalog, plan).await;
+        let code = crate::cli::serve(config_path, loader, plan).await;
         drop(dir);
         code
     })

@@ -66,10 +66,11 @@ pub fn config(data: &[u8]) {
         return;
     };
     let (decoded, issues) = crate::config::decode(&value);
-    let catalog = crate::app::catalog();
+    let loader = crate::load::Loader::default();
     let built = crate::plan::build(
         decoded,
-        &catalog,
+        &loader.catalog,
+        &loader.hub,
         Path::new("/nonexistent/switchyard-fuzz"),
         None,
     );

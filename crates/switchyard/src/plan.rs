@@ -54,6 +54,7 @@ pub struct Plan {
 pub fn build(
     config: Config,
     catalog: &Catalog,
+    hub: &Arc<switchyard_policy::Hub>,
     base_dir: &Path,
     previous: Option<&BTreeMap<String, BuiltRegistry>>,
 ) -> Result<Plan, Vec<ConfigIssue>> {
@@ -165,7 +166,7 @@ pub fn build(
             issues.push(ConfigIssue::new("state.dir", "must not be empty"));
         }
     }
-    let policies = crate::policy::build_policies(&config, base_dir);
+    let policies = crate::policy::build_policies(hub, &config, base_dir);
     let policies = match policies {
         Ok(p) => Some(p),
         Err(errors) => {

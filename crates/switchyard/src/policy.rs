@@ -4,12 +4,13 @@
 //! table become the route's filters.
 //!
 //! The policy [`Hub`] (analytics, counters, cache stores, rate-limit buckets, Redis
-//! connections) is one per process and outlives config generations, so a reload keeps
-//! usage numbers, cached responses and buckets whose settings did not change. The admin
-//! API reaches it through [`render_metrics`], [`stats`] and [`purge`].
+//! connections) is one per process, held by the app (`crate::load::Loader::hub`, reached
+//! through `App::hub`), and outlives config generations, so a reload keeps usage numbers,
+//! cached responses and buckets whose settings did not change. The admin API reaches it
+//! through [`render_metrics`], [`stats`] and [`purge`].
 
 use std::path::Path;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use http::StatusCode;
 use switchyard_policy::Hub;
@@ -18,14 +19,16 @@ use switchyard_registry::ConfigIssue;
 
 use crate::config::Config;
 
-static HUB: LazyLock<Arc<Hub>> = LazyLock::new(Hub::new);
-
 /// The shared policy state of one config generation.
 pub type Policies = switchyard_policy::Policies;
 
 /// Builds the shared policy state from the top-level sections; issues carry full paths.
-pub fn build_policies(config: &Config, base_dir: &Path) -> Result<Policies, Vec<ConfigIssue>> {
-    switchyard_policy::build(&HUB, &config.policy_sections, base_dir)
+pub fn build_policies(
+    hub: &Arc<Hub>,
+    config: &Config,
+    base_dir: &Path,
+) -> Result<Policies, Vec<ConfigIssue>> {
+    switchyard_policy::build(hub, &config.policy_sections, base_dir)
 }
 
 /// The filters of one route, from its policy keys; issues are relative to the route.
@@ -38,16 +41,16 @@ pub fn route_filters(
 }
 
 /// Appends the policy metrics (usage, access, rate limits, cache) to `/metrics`.
-pub fn render_metrics(out: &mut String) {
-    HUB.render_metrics(out);
+pub fn render_metrics(hub: &Hub, out: &mut String) {
+    hub.render_metrics(out);
 }
 
 /// `GET /api/stats?window=5m`.
-pub fn stats(query: Option<&str>) -> (StatusCode, serde_json::Value) {
-    switchyard_policy::admin::stats(&HUB, query)
+pub fn stats(hub: &Hub, query: Option<&str>) -> (StatusCode, serde_json::Value) {
+    switchyard_policy::admin::stats(hub, query)
 }
 
 /// `POST /api/cache/purge?route=&host=&path=&prefix=`.
-pub fn purge(query: Option<&str>) -> (StatusCode, serde_json::Value) {
-    switchyard_policy::admin::purge(&HUB, query)
+pub fn purge(hub: &Hub, query: Option<&str>) -> (StatusCode, serde_json::Value) {
+    switchyard_policy::admin::purge(hub, query)
 }

@@ -58,10 +58,11 @@ fn start_gateway(config: String, counting: Arc<AtomicBool>) -> SocketAddr {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gateway.toml");
         std::fs::write(&path, config).unwrap();
-        let catalog = switchyard::app::catalog();
-        let plan = switchyard::app::load_plan(&path, &catalog, None)
+        let loader = switchyard::load::Loader::default();
+        let plan = loader
+            .load(&path, None)
             .unwrap_or_else(|issues| panic!("config: {issues:?}"));
-        let app = switchyard::app::App::start(path.clone(), catalog, plan);
+        let app = switchyard::app::App::start(path.clone(), loader, plan);
         // Flip this thread's counting on and off as the test asks, between polls.
         let toggle = async {
             loop {

@@ -18,9 +18,9 @@ pub const MAX_WAIT: Duration = Duration::from_secs(600);
 
 /// The settings as written. Every field is optional so that each key can be decoded alone,
 /// which lets [`decode`] name every bad key rather than the first.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Settings {
+pub(crate) struct Settings {
     /// Agent URL, `http://` or `https://`. Default `http://127.0.0.1:8500`.
     #[serde(default)]
     address: Option<String>,
@@ -43,6 +43,7 @@ struct Settings {
     #[serde(default)]
     partition: Option<String>,
     /// Blocking-query wait. Default 5m, at most 10m.
+    #[schemars(with = "Option<String>")]
     #[serde(default, with = "humantime_serde")]
     wait: Option<Duration>,
     /// Only instances whose checks all pass. Default true.

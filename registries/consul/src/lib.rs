@@ -55,6 +55,10 @@ impl RegistryFactory for ConsulFactory {
         "consul"
     }
 
+    fn settings_schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<config::Settings>()
+    }
+
     fn build(
         &self,
         ctx: RegistryContext,

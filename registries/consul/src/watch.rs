@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::{StatusCode, Url};
-use switchyard_registry::{Endpoint, RegistryError, RegistryMetrics, Update};
+use switchyard_registry::{set_diff, Endpoint, RegistryError, RegistryMetrics, Update};
 
 use crate::decode::{decode_entry, Candidate, Decoded};
 
@@ -103,17 +103,9 @@ pub fn diff(
             vec![Update::Reset(Vec::new())]
         };
     }
-    let added: Vec<Arc<Endpoint>> = new
-        .iter()
-        .filter(|(addr, ep)| old.get(addr) != Some(ep))
-        .map(|(_, ep)| Arc::new(ep.clone()))
-        .collect();
-    let removed: Vec<SocketAddr> = old
-        .keys()
-        .filter(|a| !new.contains_key(a))
-        .copied()
-        .collect();
-    Update::changes(added, removed)
+    let diff = set_diff(old.values(), new.values());
+    let added = diff.added.into_iter().cloned().map(Arc::new).collect();
+    Update::changes(added, diff.removed)
 }
 
 // === The loop ===

@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use hickory_resolver::Name;
-use switchyard_registry::{Endpoint, Update};
+use switchyard_registry::{set_diff, Endpoint, SetDiff, Update};
 
 /// How much a non-zero SRV weight is scaled up in a priority that also holds weight-0
 /// records, which each get weight 1 (see [`tier_weights`]).
@@ -152,18 +152,9 @@ pub fn diff(previous: Option<&State>, next: &State) -> Option<Update> {
             Some(Update::Reset(Vec::new()))
         }
         (Some(State::Endpoints(previous)), State::Endpoints(next)) => {
-            let removed: Vec<SocketAddr> = previous
-                .keys()
-                .filter(|address| !next.contains_key(address))
-                .copied()
-                .collect();
-            let changed: Vec<Endpoint> = next
-                .values()
-                .filter(|endpoint| previous.get(&endpoint.address) != Some(endpoint))
-                .cloned()
-                .collect();
-            Some(match (removed.is_empty(), changed.is_empty()) {
-                (true, _) => Update::add(changed),
+            let SetDiff { added, removed } = set_diff(previous.values(), next.values());
+            Some(match (removed.is_empty(), added.is_empty()) {
+                (true, _) => Update::add(added.into_iter().cloned()),
                 (false, true) => Update::Remove(removed),
                 (false, false) => reset(next),
             })

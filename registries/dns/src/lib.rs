@@ -56,6 +56,10 @@ impl RegistryFactory for DnsFactory {
         "dns"
     }
 
+    fn settings_schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<settings::SettingsTable>()
+    }
+
     fn build(
         &self,
         ctx: RegistryContext,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use switchyard_registry::{decode_settings, ConfigIssue};
+use switchyard_registry::{decode_settings, field_names, ConfigIssue};
 
 /// Default for `min_ttl`: never refresh more often than once a second.
 pub const DEFAULT_MIN_TTL: Duration = Duration::from_secs(1);
@@ -18,17 +18,35 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_ATTEMPTS: u32 = 2;
 
 /// The keys a `dns` registry table accepts, besides `type`.
-const KEYS: &[&str] = &[
-    "nameservers",
-    "min_ttl",
-    "max_ttl",
-    "timeout",
-    "attempts",
-    "protocol",
-];
+/// `[registries.NAME]` with `type = "dns"`, as written: the keys and their types, for the
+/// schema (`switchyard config schema`) and the list of known keys. [`DnsSettings::decode`]
+/// reads each key on its own, so that every bad one is reported.
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // read for its keys and schema only
+pub(crate) struct SettingsTable {
+    /// Nameservers as `host:port` (port default 53). Default: the system resolver
+    /// (`/etc/resolv.conf`).
+    nameservers: Option<Vec<String>>,
+    /// The shortest refresh interval, whatever the TTL. Default 1 s.
+    min_ttl: Option<String>,
+    /// The longest refresh interval, whatever the TTL. Default 300 s.
+    max_ttl: Option<String>,
+    /// Time allowed for one query. Default 2 s.
+    timeout: Option<String>,
+    /// Tries per query (per nameserver). Default 2.
+    attempts: Option<u32>,
+    /// `udp` (default; falls back to TCP on truncation) or `tcp`.
+    protocol: Option<Protocol>,
+}
+
+/// The keys of [`SettingsTable`], for the "unknown key" message.
+fn keys() -> &'static [&'static str] {
+    field_names::<SettingsTable>()
+}
 
 /// The transport used to talk to the nameservers.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     /// UDP, falling back to TCP for truncated answers. The default.
@@ -99,11 +117,15 @@ impl DnsSettings {
         let Some(map) = table.as_object() else {
             return Err(vec![ConfigIssue::new("", "expected a table")]);
         };
+        let known = keys();
         for key in map.keys() {
-            if !KEYS.contains(&key.as_str()) {
+            if !known.contains(&key.as_str()) {
                 issues.push(ConfigIssue::new(
                     key.clone(),
-                    format!("unknown field `{key}`, expected one of {}", KEYS.join(", ")),
+                    format!(
+                        "unknown field `{key}`, expected one of {}",
+                        known.join(", ")
+                    ),
                 ));
             }
         }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
-use switchyard_registry::{decode_settings, ConfigIssue, RegistryContext};
+use switchyard_registry::{decode_settings, field_names, ConfigIssue, RegistryContext};
 
 /// The default key prefix: instances live at `<prefix>/<service>/<instance-id>`.
 pub const DEFAULT_PREFIX: &str = "/switchyard/services";
@@ -16,35 +16,34 @@ pub const DEFAULT_PREFIX: &str = "/switchyard/services";
 /// The default time allowed to open a connection to an etcd endpoint.
 pub const DEFAULT_DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The keys accepted in the table, for the "unknown key" message.
-const KEYS: &[&str] = &[
-    "endpoints",
-    "prefix",
-    "username",
-    "password",
-    "ca",
-    "cert",
-    "key",
-    "dial_timeout",
-];
-
 /// The settings table as written by the user.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawSettings {
+pub(crate) struct RawSettings {
+    /// Client URLs (`http://127.0.0.1:2379`, `https://etcd-0:2379`, or `host:port`); several
+    /// fail over. Required, at least one.
     endpoints: Vec<String>,
+    /// Key prefix, without a trailing `/`. Default `/switchyard/services`.
     #[serde(default)]
     prefix: Option<String>,
+    /// User name for etcd authentication. Default: none.
     #[serde(default)]
     username: Option<String>,
+    /// Password for `username`; required with it.
     #[serde(default)]
     password: Option<String>,
+    /// PEM file of the CA of the servers' certificates (relative to the config file).
+    /// Default: the system roots for `https://` endpoints.
     #[serde(default)]
     ca: Option<String>,
+    /// PEM client certificate for mutual TLS; needs `key`. Default: none.
     #[serde(default)]
     cert: Option<String>,
+    /// PEM private key of `cert`. Default: none.
     #[serde(default)]
     key: Option<String>,
+    /// Time allowed to open a connection to one endpoint. Default 5 s.
+    #[schemars(with = "Option<String>")]
     #[serde(default, with = "humantime_serde")]
     dial_timeout: Option<Duration>,
 }
@@ -258,7 +257,10 @@ fn per_key_issues(value: &serde_json::Value) -> Vec<ConfigIssue> {
             "dial_timeout" => decode_settings::<HumanDuration>(value).map(drop),
             _ => Err(ConfigIssue::new(
                 "",
-                format!("unknown key (known: {})", KEYS.join(", ")),
+                format!(
+                    "unknown key (known: {})",
+                    field_names::<RawSettings>().join(", ")
+                ),
             )),
         };
         if let Err(issue) = result {

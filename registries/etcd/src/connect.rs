@@ -14,7 +14,7 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// How long a ping may go unanswered before the connection counts as dead.
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one unary request (a page of a get, a lease call) may take once connected.
-pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Opens a client on the first endpoint that answers, trying them all from a random
 /// starting point (so that many gateways spread over the cluster). A dead endpoint costs
@@ -22,7 +22,7 @@ pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 ///
 /// Each client talks to one endpoint: when it dies, the watch breaks, and the reconnect
 /// that follows lands on another live one (fail over).
-pub(crate) async fn connect(settings: &ConnectSettings) -> Result<Client, RegistryError> {
+pub async fn connect(settings: &ConnectSettings) -> Result<Client, RegistryError> {
     let count = settings.endpoints.len();
     let start = if count > 1 {
         fastrand::usize(..count)

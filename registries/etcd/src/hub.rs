@@ -33,6 +33,7 @@ use tokio::time::Instant;
 use crate::config::Settings;
 use crate::connect::{classify, connect, copy_error, REQUEST_TIMEOUT};
 use crate::entry::{parse_value, split_key};
+use crate::keys::prefix_end;
 
 /// Quiet time after which the hub asks etcd for a progress notification.
 pub(crate) const PROGRESS_AFTER: Duration = Duration::from_secs(10);
@@ -613,28 +614,5 @@ async fn parse(
                 .malformed(&shared.ctx.name, format!("{key}: {err}"));
             None
         }
-    }
-}
-
-/// The end of the key range of a prefix ending in `/`: the same bytes with the last one
-/// incremented (`/a/` → `/a0`).
-fn prefix_end(key_prefix: &str) -> Vec<u8> {
-    let mut end = key_prefix.as_bytes().to_vec();
-    if let Some(last) = end.last_mut() {
-        *last += 1;
-    }
-    end
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prefix_ends() {
-        assert_eq!(
-            prefix_end("/switchyard/services/"),
-            b"/switchyard/services0".to_vec()
-        );
     }
 }

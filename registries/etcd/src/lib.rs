@@ -18,6 +18,7 @@ mod config;
 mod connect;
 pub mod entry;
 mod hub;
+pub mod keys;
 pub mod register;
 
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use switchyard_registry::{
 };
 
 pub use config::{ConnectSettings, Settings, DEFAULT_DIAL_TIMEOUT, DEFAULT_PREFIX};
+pub use connect::{connect, REQUEST_TIMEOUT};
 
 /// Builds etcd registries from `[registries.NAME]` tables with `type = "etcd"`.
 ///
@@ -41,6 +43,10 @@ pub struct EtcdFactory;
 impl RegistryFactory for EtcdFactory {
     fn kind(&self) -> &'static str {
         "etcd"
+    }
+
+    fn settings_schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<config::RawSettings>()
     }
 
     fn build(

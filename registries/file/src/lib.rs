@@ -39,11 +39,15 @@ pub use parse::{parse_file_sd, Services};
 #[derive(Debug, Default)]
 pub struct FileFactory;
 
-#[derive(Debug, Deserialize)]
+/// `[registries.NAME]` with `type = "file"`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Settings {
+    /// The watched file (Prometheus file_sd JSON, or YAML), relative to the config file.
+    /// Required.
     path: String,
     /// Safety-net stat interval. Default 1 s.
+    #[schemars(with = "String")]
     #[serde(default = "default_poll", with = "humantime_serde")]
     poll: Duration,
 }
@@ -55,6 +59,10 @@ fn default_poll() -> Duration {
 impl RegistryFactory for FileFactory {
     fn kind(&self) -> &'static str {
         "file"
+    }
+
+    fn settings_schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<Settings>()
     }
 
     fn build(

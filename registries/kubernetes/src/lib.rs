@@ -51,6 +51,10 @@ impl RegistryFactory for KubernetesFactory {
         "kubernetes"
     }
 
+    fn settings_schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<Settings>()
+    }
+
     fn build(
         &self,
         ctx: RegistryContext,

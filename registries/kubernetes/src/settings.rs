@@ -15,7 +15,7 @@ use switchyard_registry::{ConfigIssue, ServiceQuery};
 /// context = "prod"                # optional
 /// namespaces = ["shop"]           # optional allow-list
 /// ```
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// Path of a kubeconfig file, relative to the config file's directory. Default: none,

@@ -26,31 +26,42 @@ use switchyard_registry::{
 #[derive(Debug, Default)]
 pub struct StaticFactory;
 
-#[derive(Debug, Deserialize)]
+/// `[registries.NAME]` with `type = "static"`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Settings {
+    /// Service name → its instances: `"host:port"` strings or
+    /// `{ address, weight, priority, zone, metadata }` tables. Default: none.
     #[serde(default)]
     services: BTreeMap<String, Vec<Entry>>,
 }
 
 /// One configured instance.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 enum Entry {
+    /// `"host:port"`, weight 1, priority 0.
     Address(String),
+    /// A table with the address and its attributes.
     Full(FullEntry),
 }
 
-#[derive(Clone, Debug, Deserialize)]
+/// One instance written as a table.
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct FullEntry {
+    /// `host:port` (an IP or a name resolved once when the registry starts).
     address: String,
+    /// Balancer weight. Default 1.
     #[serde(default = "one")]
     weight: u32,
+    /// Tier of the endpoint; lower is preferred. Default 0.
     #[serde(default)]
     priority: u32,
+    /// The instance's zone, for zone-aware routing. Default: none.
     #[serde(default)]
     zone: Option<String>,
+    /// Free-form labels shown by the admin API. Default: none.
     #[serde(default)]
     metadata: Metadata,
 }
@@ -88,6 +99,10 @@ fn check_address(address: &str) -> Result<(), String> {
 impl RegistryFactory for StaticFactory {
     fn kind(&self) -> &'static str {
         "static"
+    }
+
+    fn settings_schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<Settings>()
     }
 
     fn build(
