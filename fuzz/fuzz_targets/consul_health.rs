@@ -1,4 +1,4 @@
-//! libFuzzer entry for `switchyard::fuzzing::consul_health` (see docs/fuzzing.md).
+//! libFuzzer entry for `switchyard_devtools::fuzzing::consul_health` (see docs/fuzzing.md).
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| switchyard::fuzzing::consul_health(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| switchyard_devtools::fuzzing::consul_health(data));

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 use crate::load::Loader;
-use crate::{admin, app, backend, demo, plan, status};
+use crate::{admin, app, plan, status};
 use switchyard_proxy::server::{self, ServerSettings};
 use tokio::net::TcpListener;
 
@@ -113,12 +113,22 @@ enum Command {
     },
 }
 
+/// The commands that are tools for trying and measuring the gateway rather than the gateway
+/// (`demo`, `backend`): the executable provides them, so that their code (echo backends, an
+/// embedded config) stays out of this library.
+pub struct Tools {
+    /// `switchyard demo --listen A --admin B`.
+    pub demo: fn(std::net::SocketAddr, std::net::SocketAddr) -> ExitCode,
+    /// `switchyard backend --listen A --name N [--body-size S] [--workers W]`.
+    pub backend: fn(std::net::SocketAddr, String, Option<usize>, usize) -> ExitCode,
+}
+
 /// Parses the command line and runs what it asks for.
-pub fn main() -> ExitCode {
+pub fn main(tools: &Tools) -> ExitCode {
     let cli = Cli::parse();
     match (cli.command, cli.config) {
         (Some(Command::Check { config }), _) => check(&config),
-        (Some(Command::Demo { listen, admin }), _) => demo::run(listen, admin),
+        (Some(Command::Demo { listen, admin }), _) => (tools.demo)(listen, admin),
         (Some(Command::Status { admin, token }), _) => status::run(&admin, token.as_deref()),
         (Some(Command::Config { command }), _) => crate::config_cmd::run(command),
         (
@@ -129,7 +139,7 @@ pub fn main() -> ExitCode {
                 workers,
             }),
             _,
-        ) => backend::run(listen, name, body_size, workers),
+        ) => (tools.backend)(listen, name, body_size, workers),
         (
             Some(Command::Register {
                 etcd,

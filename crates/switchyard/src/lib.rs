@@ -1,19 +1,22 @@
 //! Switchyard, the gateway: configuration, planning, the running app with reload, the admin
-//! API and the command line. The `switchyard` executable is a thin `main` over [`cli`].
+//! API and the command line. The `switchyard` executable is a thin `main` over [`cli`] that
+//! adds the `demo` and `backend` tools (`src/tools/`, not part of this library).
 //!
-//! Exposed as a library so that tools (fuzz targets, benchmarks) reach the config loader
-//! and planner the way the binary does.
+//! Exposed as a library so that tools (fuzz targets in `switchyard-devtools`, tests) reach
+//! the config loader and planner the way the binary does.
+//!
+//! Modules and the way data flows between them (no import circle):
+//! `config_source` (fleet config: settings, merge, etcd, watcher) ← `config` (the file's
+//! model) ← `plan` (+ `policy`) ← `load` (file → plan) ← `app` (the running gateway) ←
+//! `admin`, `status`, `cli`.
 
 pub mod admin;
 pub mod app;
-pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod config_cmd;
 pub mod config_source;
 pub mod dashboard;
-pub mod demo;
-pub mod fuzzing;
 pub mod load;
 pub mod plan;
 pub mod policy;

@@ -16,6 +16,11 @@ use std::time::{Duration, Instant};
 
 use switchyard_heap::counting::{allocations, count_this_thread, CountingAllocator};
 
+/// The executable's echo backend (`switchyard backend`), the one the benchmarks start.
+#[path = "../src/tools/backend.rs"]
+#[allow(dead_code)] // `run` is the command's, not the test's
+mod backend;
+
 #[global_allocator]
 static GLOBAL: CountingAllocator = CountingAllocator;
 
@@ -48,7 +53,7 @@ where
 
 /// Starts the project's backend (1 KiB bodies) on a thread of its own.
 fn start_backend() -> SocketAddr {
-    serve_on_own_thread(|listener| switchyard::backend::serve(listener, "b".into(), Some(1024)))
+    serve_on_own_thread(|listener| backend::serve(listener, "b".into(), Some(1024)))
 }
 
 /// Plans `config` and serves it on a thread of its own that counts its allocations while

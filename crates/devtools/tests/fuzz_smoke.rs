@@ -1,4 +1,4 @@
-//! The stable-toolchain fuzz smoke run: for every target of `switchyard::fuzzing`, feed
+//! The stable-toolchain fuzz smoke run: for every target of `switchyard_devtools::fuzzing`, feed
 //! every committed corpus and regression input (`fuzz/corpus/<target>/`,
 //! `fuzz/regressions/<target>/`), then a deterministic mutation loop (bit flips, byte
 //! inserts and deletes, truncations, splices of two inputs, interesting tokens; seeded
@@ -14,7 +14,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use switchyard::fuzzing::TARGETS;
+use switchyard_devtools::fuzzing::TARGETS;
 
 /// Largest mutant the loop builds.
 const MAX_LEN: usize = 16 * 1024;

@@ -2,7 +2,7 @@
 //! mistaken) bytes reach, each of which must return normally whatever the bytes are.
 //!
 //! The cargo-fuzz project in `fuzz/` calls these under libFuzzer, and the stable smoke
-//! runner (`crates/switchyard/tests/fuzz_smoke.rs`) replays the committed corpora and
+//! runner (`crates/devtools/tests/fuzz_smoke.rs`) replays the committed corpora and
 //! regressions through them with a short deterministic mutation loop. A panic, including a
 //! broken invariant asserted here, is a finding: see `docs/fuzzing.md`.
 //!
@@ -62,12 +62,12 @@ pub fn config(data: &[u8]) {
     {
         return;
     }
-    let Ok(value) = crate::config::read_str(text, ::config::FileFormat::Toml) else {
+    let Ok(value) = switchyard::config::read_str(text, ::config::FileFormat::Toml) else {
         return;
     };
-    let (decoded, issues) = crate::config::decode(&value);
-    let loader = crate::load::Loader::default();
-    let built = crate::plan::build(
+    let (decoded, issues) = switchyard::config::decode(&value);
+    let loader = switchyard::load::Loader::default();
+    let built = switchyard::plan::build(
         decoded,
         &loader.catalog,
         &loader.hub,

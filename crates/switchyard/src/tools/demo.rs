@@ -77,7 +77,7 @@ pub fn run(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
         for name in ["echo-1", "echo-2", "echo-3", "fallback"] {
             let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a local port");
             let address = listener.local_addr().expect("local address");
-            tokio::spawn(crate::backend::serve(listener, name.to_owned(), None));
+            tokio::spawn(super::backend::serve(listener, name.to_owned(), None));
             instances.push(address);
         }
         let services = dir.path().join("services.json");
@@ -94,7 +94,7 @@ pub fn run(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
         let config_path = dir.path().join("switchyard.toml");
         std::fs::write(&config_path, config).expect("write the demo config");
 
-        let loader = crate::load::Loader::default();
+        let loader = switchyard::load::Loader::default();
         let plan = match loader.load(&config_path, None) {
             Ok(plan) => plan,
             Err(issues) => {
@@ -104,7 +104,7 @@ pub fn run(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        crate::cli::init_tracing(&plan.config.log.level);
+        switchyard::cli::init_tracing(&plan.config.log.level);
         eprintln!(
             "\nSwitchyard demo: 3 echo instances ({}, {}, {} with weight 2) found in a watched file,\n\
              one static fallback ({}) that serves only when they are all gone.\n\n\
@@ -122,7 +122,7 @@ pub fn run(listen: SocketAddr, admin: SocketAddr) -> ExitCode {
             services.display(),
             config_path.display(),
         );
-        let code = crate::cli::serve(config_path, loader, plan).await;
+        let code = switchyard::cli::serve(config_path, loader, plan).await;
         drop(dir);
         code
     })

@@ -1,0 +1,164 @@
+//! The dependency rules ARCHITECTURE.md states, checked on the real graph (`cargo metadata`):
+//! which of our crates each crate may depend on (normal and build dependencies; dev ones are
+//! free), and that ARCHITECTURE.md's code map names every crate of the workspace.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Our packages: name → (folder relative to the repo, our crates it depends on outside dev).
+fn workspace() -> BTreeMap<String, (String, BTreeSet<String>)> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = Command::new(cargo)
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
+        .current_dir(repo())
+        .output()
+        .expect("run cargo metadata");
+    assert!(
+        output.status.success(),
+        "cargo metadata: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let metadata: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let root = repo().canonicalize().unwrap();
+    let packages = metadata["packages"].as_array().unwrap();
+    let ours: BTreeSet<String> = packages
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_owned())
+        .collect();
+    packages
+        .iter()
+        .map(|p| {
+            let manifest = Path::new(p["manifest_path"].as_str().unwrap());
+            let folder = manifest
+                .parent()
+                .unwrap()
+                .strip_prefix(&root)
+                .unwrap()
+                .display()
+                .to_string();
+            let deps = p["dependencies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|d| d["kind"].as_str() != Some("dev"))
+                .map(|d| d["name"].as_str().unwrap().to_owned())
+                .filter(|name| ours.contains(name))
+                .collect();
+            (p["name"].as_str().unwrap().to_owned(), (folder, deps))
+        })
+        .collect()
+}
+
+/// What a crate may depend on among ours, by rule; `None` for a crate no rule covers.
+fn allowed(name: &str, folder: &str) -> Option<(&'static str, Vec<&'static str>)> {
+    let production = [
+        "switchyard-registry",
+        "switchyard-upstream",
+        "switchyard-proxy",
+        "switchyard-policy",
+        "switchyard-heap",
+    ];
+    if folder.starts_with("registries/") {
+        return Some((
+            "a registry backend depends only on switchyard-registry",
+            vec!["switchyard-registry"],
+        ));
+    }
+    Some(match name {
+        "switchyard-registry" => ("the API boundary depends on none of ours", vec![]),
+        "switchyard-heap" => ("the allocator helpers depend on none of ours", vec![]),
+        "switchyard-vendored-protoc" => (
+            "builds before anything that needs protoc, so depends on none of ours",
+            vec![],
+        ),
+        "switchyard-upstream" => (
+            "the upstream cache sees registries only through the abstraction",
+            vec!["switchyard-registry"],
+        ),
+        "switchyard-proxy" => (
+            "the request path never depends on a backend, the policies or the binary",
+            vec!["switchyard-registry", "switchyard-upstream"],
+        ),
+        "switchyard-policy" => (
+            "policies are filters of the proxy, and know no backend",
+            vec!["switchyard-registry", "switchyard-proxy"],
+        ),
+        // The binary wires everything but the development tools and the tests; backends
+        // (every crate under registries/) are added by the caller.
+        "switchyard" => (
+            "the binary wires the production crates and the backends",
+            production.to_vec(),
+        ),
+        "switchyard-devtools" => ("development tools reach the gateway like the binary", {
+            let mut allowed = production.to_vec();
+            allowed.push("switchyard");
+            allowed
+        }),
+        "switchyard-integration-tests" | "switchyard-consul-double" | "switchyard-kube-double" => (
+            "the test harness and doubles depend on ours only as dev dependencies",
+            vec![],
+        ),
+        _ => return None,
+    })
+}
+
+#[test]
+fn dependency_rules_hold() {
+    let packages = workspace();
+    assert!(packages.len() >= 12, "{packages:?}");
+    let backends: BTreeSet<&str> = packages
+        .iter()
+        .filter(|(_, (folder, _))| folder.starts_with("registries/"))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    let mut broken = Vec::new();
+    for (name, (folder, deps)) in &packages {
+        let Some((rule, mut allowed)) = allowed(name, folder) else {
+            broken.push(format!(
+                "{name} ({folder}): no dependency rule covers it; add one here and in ARCHITECTURE.md"
+            ));
+            continue;
+        };
+        if matches!(name.as_str(), "switchyard" | "switchyard-devtools") {
+            allowed.extend(backends.iter().copied());
+        }
+        for dep in deps {
+            if !allowed.contains(&dep.as_str()) {
+                broken.push(format!("{name} depends on {dep}, but {rule}"));
+            }
+        }
+        println!("{name}: {deps:?} (rule: {rule})");
+    }
+    assert!(
+        broken.is_empty(),
+        "dependency rules broken:\n  {}",
+        broken.join("\n  ")
+    );
+}
+
+#[test]
+fn architecture_names_every_crate() {
+    let text = std::fs::read_to_string(repo().join("ARCHITECTURE.md")).unwrap();
+    let missing: Vec<String> = workspace()
+        .into_iter()
+        .filter(|(_, (folder, _))| !text.contains(&format!("`{folder}`")))
+        .map(|(name, (folder, _))| format!("{name} (`{folder}`)"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "ARCHITECTURE.md's code map does not name: {missing:?}"
+    );
+}
