@@ -4,10 +4,10 @@
 //! table become the route's filters.
 //!
 //! The policy [`Hub`] (analytics, counters, cache stores, rate-limit buckets, Redis
-//! connections) is one per process, held by the app (`crate::load::Loader::hub`, reached
-//! through `App::hub`), and outlives config generations, so a reload keeps usage numbers,
-//! cached responses and buckets whose settings did not change. The admin API reaches it
-//! through [`render_metrics`], [`stats`] and [`purge`].
+//! connections) is one per process, held by the app's loader and reached through `App::hub`,
+//! and outlives config generations, so a reload keeps usage numbers, cached responses and
+//! buckets whose settings did not change. The admin API reaches it through
+//! [`render_metrics`], [`stats`] and [`purge`].
 
 use std::path::Path;
 use std::sync::Arc;

@@ -162,3 +162,98 @@ fn architecture_names_every_crate() {
         "ARCHITECTURE.md's code map does not name: {missing:?}"
     );
 }
+
+/// The top-level modules of the binary crate's library and the ones each refers to
+/// (`crate::<module>` outside comments).
+fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            let module = path.file_name().unwrap().to_string_lossy().into_owned();
+            for inner in std::fs::read_dir(&path).unwrap() {
+                files.push((module.clone(), inner.unwrap().path()));
+            }
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let module = path.file_stem().unwrap().to_string_lossy().into_owned();
+            files.push((module, path));
+        }
+    }
+    for (module, path) in files {
+        if matches!(module.as_str(), "lib" | "main" | "tools") {
+            continue; // the roots, and the executable's own modules
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let uses = graph.entry(module.clone()).or_default();
+        for line in text.lines().filter(|l| !l.trim_start().starts_with("//")) {
+            let mut rest = line;
+            while let Some(at) = rest.find("crate::") {
+                rest = &rest[at + "crate::".len()..];
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                if !name.is_empty() && name != module {
+                    uses.insert(name);
+                }
+            }
+            // `use crate::{a, b}`
+            if let Some(group) = line.trim_start().strip_prefix("use crate::{") {
+                for name in group.split(['}', ',', ' ', ';']).filter(|n| !n.is_empty()) {
+                    let name = name.split("::").next().unwrap();
+                    if name != module {
+                        uses.insert(name.to_owned());
+                    }
+                }
+            }
+        }
+    }
+    graph
+}
+
+#[test]
+fn binary_crate_modules_have_no_import_circle() {
+    let graph = module_graph();
+    for core in ["app", "config", "config_source", "plan", "load"] {
+        assert!(
+            graph.contains_key(core),
+            "module {core} not found: {graph:?}"
+        );
+    }
+    // Depth-first search for a cycle, printing the first one found.
+    fn visit(
+        node: &str,
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        stack: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = stack.iter().position(|n| n == node) {
+            let mut cycle = stack[at..].to_vec();
+            cycle.push(node.to_owned());
+            return Some(cycle);
+        }
+        if done.contains(node) {
+            return None;
+        }
+        stack.push(node.to_owned());
+        for next in graph.get(node).into_iter().flatten() {
+            if let Some(cycle) = visit(next, graph, stack, done) {
+                return Some(cycle);
+            }
+        }
+        stack.pop();
+        done.insert(node.to_owned());
+        None
+    }
+    let mut done = BTreeSet::new();
+    for node in graph.keys() {
+        if let Some(cycle) = visit(node, &graph, &mut Vec::new(), &mut done) {
+            panic!("import circle: {}\n{graph:#?}", cycle.join(" -> "));
+        }
+    }
+    for (module, uses) in &graph {
+        println!("{module} -> {uses:?}");
+    }
+}
