@@ -30,7 +30,21 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     header::UPGRADE,
 ];
 
-/// Removes hop-by-hop headers and every header the `Connection` header names.
+/// Fields that are never hop-by-hop, whatever `Connection` names (RFC 9110 §7.6.1 lets a
+/// sender name any field; a client naming these would make the gateway drop what it needs
+/// or sets: `Connection: Host` sent the endpoint's address as the host). Envoy and HAProxy
+/// likewise refuse to let `Connection` remove `Host`.
+const NEVER_HOP_BY_HOP: [HeaderName; 6] = [
+    header::HOST,
+    X_REQUEST_ID,
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    crate::hygiene::X_CONSUMER,
+];
+
+/// Removes hop-by-hop headers and every header the `Connection` header names, except those
+/// in [`NEVER_HOP_BY_HOP`].
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Usually there are none: one pass over the few names present is cheaper than hashing
     // each of the nine names to look it up.
@@ -44,6 +58,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .filter(|name| !NEVER_HOP_BY_HOP.contains(name))
             .collect();
         for name in named {
             headers.remove(name);
@@ -253,6 +268,37 @@ mod tests {
         strip_hop_by_hop(&mut h);
         let names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
         assert_eq!(names, vec!["x-keep"]);
+    }
+
+    #[test]
+    fn connection_never_strips_what_the_gateway_needs() {
+        let mut h = headers(&[
+            (
+                "connection",
+                "Host, x-request-id, X-Forwarded-For, x-consumer, x-forwarded-proto, x-forwarded-host, x-gone",
+            ),
+            ("host", "api.example"),
+            ("x-request-id", "abc"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "h"),
+            ("x-consumer", "alice"),
+            ("x-gone", "1"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let mut names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "host",
+                "x-consumer",
+                "x-forwarded-for",
+                "x-forwarded-host",
+                "x-forwarded-proto",
+                "x-request-id",
+            ]
+        );
     }
 
     fn ambiguous(pairs: &[(&str, &str)]) -> bool {
