@@ -83,16 +83,18 @@ pub fn is_idempotent(method: &Method) -> bool {
 /// The request fields forwarding reads, found in one pass over the fields present. Looking
 /// each one up hashed its name and probed the map: about ten lookups a request, most of
 /// them for names the request did not carry.
+///
+/// An ambiguous length (`Content-Length` with `Transfer-Encoding`, differing lengths) is not
+/// looked for here any more: over HTTP/1 the head guard refuses it before hyper parses the
+/// request ([`crate::head_guard`]); over h2 the `h2` crate does (`transfer-encoding` is a
+/// connection-specific field, a malformed request; differing `content-length`s and a body
+/// that disagrees with its length reset the stream, `proto/streams/recv.rs`).
 #[derive(Debug, Default)]
 pub struct RequestFields {
     /// The first `Host`.
     pub host: Option<HeaderValue>,
     /// The first `Content-Length`.
     first_length: Option<HeaderValue>,
-    /// A later `Content-Length` differs from the first.
-    lengths_differ: bool,
-    /// `Transfer-Encoding` is present.
-    transfer_encoding: bool,
     /// `Connection` is present (it may name more fields to strip, or ask to upgrade).
     pub connection: bool,
     /// A hop-by-hop field is present.
@@ -113,9 +115,8 @@ impl RequestFields {
                     fields.host = Some(value.clone());
                 }
             } else if *name == header::CONTENT_LENGTH {
-                match &fields.first_length {
-                    None => fields.first_length = Some(value.clone()),
-                    Some(first) => fields.lengths_differ |= first != value,
+                if fields.first_length.is_none() {
+                    fields.first_length = Some(value.clone());
                 }
             } else if *name == X_FORWARDED_FOR {
                 fields.forwarded_for = true;
@@ -124,17 +125,9 @@ impl RequestFields {
             } else if HOP_BY_HOP.contains(name) {
                 fields.hop_by_hop = true;
                 fields.connection |= *name == header::CONNECTION;
-                fields.transfer_encoding |= *name == header::TRANSFER_ENCODING;
             }
         }
         fields
-    }
-
-    /// Whether the request is ambiguous about its length (both `Content-Length` and
-    /// `Transfer-Encoding`, or several differing `Content-Length`s): such a request is
-    /// refused with 400, never forwarded (request smuggling).
-    pub fn ambiguous_length(&self) -> bool {
-        self.first_length.is_some() && (self.transfer_encoding || self.lengths_differ)
     }
 
     /// The declared body length: the first `Content-Length`, when it is a number.
@@ -299,32 +292,6 @@ mod tests {
                 "x-request-id",
             ]
         );
-    }
-
-    fn ambiguous(pairs: &[(&str, &str)]) -> bool {
-        RequestFields::of(&headers(pairs)).ambiguous_length()
-    }
-
-    #[test]
-    fn ambiguous_lengths() {
-        assert!(ambiguous(&[
-            ("content-length", "3"),
-            ("transfer-encoding", "chunked")
-        ]));
-        assert!(ambiguous(&[
-            ("transfer-encoding", "chunked"),
-            ("content-length", "3")
-        ]));
-        assert!(ambiguous(&[
-            ("content-length", "3"),
-            ("content-length", "4")
-        ]));
-        assert!(!ambiguous(&[
-            ("content-length", "3"),
-            ("content-length", "3")
-        ]));
-        assert!(!ambiguous(&[("content-length", "3")]));
-        assert!(!ambiguous(&[("transfer-encoding", "chunked")]));
     }
 
     #[test]

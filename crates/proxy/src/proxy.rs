@@ -512,9 +512,6 @@ impl Proxy {
         let request_id = &id.value;
         let client = peer.address;
         let mut fields = forward::RequestFields::of(&parts.headers);
-        if fields.ambiguous_length() {
-            return Err((ProxyError::BadRequest, None));
-        }
         let max_body = route.spec.max_body.unwrap_or(self.settings.max_body_bytes);
         let declared = fields.content_length();
         if declared.is_some_and(|n| n > max_body) {
