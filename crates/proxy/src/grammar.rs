@@ -135,14 +135,13 @@ pub struct BadChunkLine;
 pub fn chunk_size_line(bytes: &[u8]) -> Result<ChunkLine, BadChunkLine> {
     let window = &bytes[..bytes.len().min(MAX_CHUNK_LINE)];
     let Some(lf) = memchr::memchr(b'\n', window) else {
-        return if bytes.len() >= MAX_CHUNK_LINE {
-            Err(BadChunkLine)
-        } else if window.first().is_some_and(|b| !b.is_ascii_hexdigit())
-            || !window
-                .iter()
-                .all(|&b| field_byte(b) || (b == b'\r' && window.last() == Some(&b'\r')))
+        // A bad byte already: no need to wait for the end of the line. (Only a final CR
+        // may yet be good: the verdict must not depend on where the reads split the line.)
+        let before_cr = window.strip_suffix(b"\r").unwrap_or(window);
+        return if bytes.len() >= MAX_CHUNK_LINE
+            || window.first().is_some_and(|b| !b.is_ascii_hexdigit())
+            || !before_cr.iter().all(|&b| field_byte(b))
         {
-            // A bad byte already: no need to wait for the end of the line.
             Err(BadChunkLine)
         } else {
             Ok(ChunkLine::Partial)
@@ -194,7 +193,8 @@ pub enum Codings {
     /// A coding the gateway does not implement (anything but `chunked`): 501 for a request
     /// (as nginx and Caddy answer), 502 for a response.
     Unsupported,
-    /// Malformed: empty, `chunked` twice or with parameters, not a token: 400 / 502.
+    /// Malformed: empty, an empty list element, `chunked` twice or with parameters, not a
+    /// token: 400 / 502.
     Invalid,
 }
 
@@ -205,7 +205,11 @@ impl TransferCodings {
         for element in value.split(|&b| b == b',') {
             let element = trim(element);
             if element.is_empty() {
-                continue; // the list rule allows empty elements (RFC 9110 §5.6.1)
+                // The list rule allows empty elements (RFC 9110 §5.6.1), but hyper reads
+                // `chunked,` as a final empty coding, not chunked: two readings of one
+                // message. Refused.
+                self.malformed = true;
+                continue;
             }
             self.elements += 1;
             let (name, params) = match memchr::memchr(b';', element) {
@@ -337,6 +341,9 @@ mod tests {
             );
         }
         assert_eq!(chunk_size_line(&[b'1'; MAX_CHUNK_LINE]), Err(BadChunkLine));
+        // A CR inside a partial line is bad at once, not only once the line ends.
+        assert_eq!(chunk_size_line(b"2 zz\rnked\r"), Err(BadChunkLine));
+        assert_eq!(chunk_size_line(b"2 zz\r"), Ok(ChunkLine::Partial));
         assert_eq!(
             chunk_size_line(b"x"),
             Err(BadChunkLine),
@@ -357,7 +364,7 @@ mod tests {
         assert_eq!(codings(&[]), Codings::Absent);
         assert_eq!(codings(&["chunked"]), Codings::Chunked);
         assert_eq!(codings(&["CHUNKED"]), Codings::Chunked);
-        assert_eq!(codings(&[" chunked , "]), Codings::Chunked);
+        assert_eq!(codings(&[" chunked "]), Codings::Chunked);
         for unsupported in [
             &["gzip, chunked"][..],
             &["identity, chunked"],
@@ -376,6 +383,9 @@ mod tests {
         for invalid in [
             &[""][..],
             &[","],
+            &["chunked,"],
+            &[" chunked , "],
+            &[", chunked"],
             &["chunked, chunked"],
             &["chunked", "chunked"],
             &["chunked;q=1"],

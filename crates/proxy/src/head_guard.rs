@@ -400,7 +400,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for HeadGuard<S> {
 
 /// Why a request is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Violation {
+pub(crate) enum Violation {
     /// A line ends in LF without CR.
     BareLf,
     /// The request line is not `method SP target SP HTTP/1.x`.
@@ -454,7 +454,7 @@ impl std::fmt::Display for Violation {
 
 /// What stops the flow to hyper.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Refusal {
+pub(crate) enum Refusal {
     /// A bad head: answer 400 once hyper is idle.
     Head(Violation),
     /// A broken chunked body: end of stream to hyper.
@@ -465,7 +465,7 @@ enum Refusal {
 
 /// The scanner's verdict on the bytes it was given.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Step {
+pub(crate) enum Step {
     /// Every byte may go to hyper.
     Release,
     /// `bytes[..n]` may go to hyper; the rest is a partial header line, to be given again
@@ -483,7 +483,7 @@ enum Step {
 
 /// Where the scanner is in the request stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum State {
+pub(crate) enum State {
     /// In a request head (or between requests).
     Head,
     /// In a body with this many bytes to go.
@@ -497,7 +497,7 @@ enum State {
 /// The chunked body state machine (RFC 9112 §7.1). Size lines are read whole with
 /// [`grammar::chunk_size_line`] (a partial one is held until it ends, like a head line).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Chunk {
+pub(crate) enum Chunk {
     /// At a chunk-size line.
     SizeLine,
     /// Chunk data still to come.
@@ -534,8 +534,8 @@ struct Head {
 
 /// The sans-IO checker: request heads line by line, then the body framing.
 #[derive(Debug)]
-struct Scanner {
-    state: State,
+pub(crate) struct Scanner {
+    pub(crate) state: State,
     head: Head,
     /// Largest head (hyper's `max_buf_size`).
     limit: usize,
@@ -544,7 +544,7 @@ struct Scanner {
 }
 
 impl Scanner {
-    fn new(limit: usize) -> Self {
+    pub(crate) fn new(limit: usize) -> Self {
         Scanner {
             state: State::Head,
             head: Head::default(),
@@ -563,7 +563,7 @@ impl Scanner {
 
     /// Checks `bytes`, which start at the first byte not released yet (in a head, at the
     /// start of the current line).
-    fn scan(&mut self, bytes: &[u8]) -> Step {
+    pub(crate) fn scan(&mut self, bytes: &[u8]) -> Step {
         let mut at = 0;
         loop {
             if at == bytes.len() {
@@ -618,7 +618,7 @@ impl Scanner {
     }
 
     /// Reads head lines from `bytes` (which start at the current line).
-    fn head(&mut self, bytes: &[u8]) -> HeadStep {
+    pub(crate) fn head(&mut self, bytes: &[u8]) -> HeadStep {
         let mut at = 0;
         loop {
             let line = &bytes[at..];
@@ -782,7 +782,7 @@ impl Scanner {
     /// Follows a chunked body through `bytes`: how many bytes it used (all of them, or up to
     /// the end of the message), where a partial size line starts, or where the framing
     /// broke.
-    fn chunked(&mut self, mut chunk: Chunk, bytes: &[u8]) -> BodyStep {
+    pub(crate) fn chunked(&mut self, mut chunk: Chunk, bytes: &[u8]) -> BodyStep {
         use Chunk::*;
         let mut i = 0;
         while i < bytes.len() {
@@ -837,7 +837,7 @@ impl Scanner {
 
 /// What [`Scanner::chunked`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum BodyStep {
+pub(crate) enum BodyStep {
     /// This many bytes are body (all, or up to the end of the message).
     Used(usize),
     /// This many bytes are body; a partial chunk-size line starts there.
@@ -848,7 +848,7 @@ enum BodyStep {
 
 /// What [`Scanner::head`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum HeadStep {
+pub(crate) enum HeadStep {
     /// The head is complete and valid; it used this many bytes.
     Done(usize),
     /// The head goes on: this many bytes are complete lines, the rest a partial line.

@@ -25,6 +25,8 @@ pub mod error;
 pub mod filter;
 pub mod first_bytes;
 pub mod forward;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod grammar;
 pub mod head_guard;
 pub mod hygiene;
