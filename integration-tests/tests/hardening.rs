@@ -103,8 +103,12 @@ async fn oversized_requests_are_refused_and_never_forwarded() {
 
 /// The request smuggling and header hygiene shapes of issue 10. Before the head guard, hyper
 /// alone took CL+TE (either order), `chunked` twice, a repeated equal Content-Length and bare
-/// LF line ends (200, forwarded); it refused the others with its own 400. Now every one gets
-/// the gateway's JSON 400, the connection is closed, and the backend never sees the request.
+/// LF line ends (200, forwarded); it refused the others with its own 400. Now the guard
+/// answers the framing shapes with the gateway's JSON 400 (501 for a transfer coding other
+/// than chunked, issue 19); the shapes httparse refuses by itself (obs-fold, control bytes in
+/// a value, whitespace before the colon) are left to hyper's own 400 (issue 19: one grammar,
+/// no check made twice). Either way the connection is closed and the backend never sees the
+/// request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smuggling_shapes_get_400_and_are_never_forwarded() {
     let backend = Backend::start("b");
@@ -194,16 +198,26 @@ async fn smuggling_shapes_get_400_and_are_never_forwarded() {
             }
             continue;
         }
-        if status != 400 || !closed {
+        let (expected, body) = match name {
+            "TE not ending in chunked" | "TE without chunked" => (
+                501,
+                Some("{\"error\":\"not implemented\",\"request_id\":\"\"}"),
+            ),
+            // httparse refuses these itself; hyper answers its own 400 and closes.
+            "obs-fold"
+            | "NUL in a header value"
+            | "CR in a header value"
+            | "whitespace before the colon" => (400, None),
+            _ => (400, Some("{\"error\":\"bad request\",\"request_id\":\"\"}")),
+        };
+        if status != expected || !closed {
             failures.push(format!(
                 "{name}: got {status} closed={closed}: {}",
                 text.lines().next().unwrap_or("")
             ));
         }
-        if !text.contains("connection: close")
-            || !text.ends_with("{\"error\":\"bad request\",\"request_id\":\"\"}")
-        {
-            failures.push(format!("{name}: not the gateway's 400: {text:?}"));
+        if !text.contains("connection: close") || body.is_some_and(|b| !text.ends_with(b)) {
+            failures.push(format!("{name}: not the expected answer: {text:?}"));
         }
     }
     let seen = backend.seen();

@@ -28,6 +28,9 @@ pub enum ProxyError {
     RequestTimeout,
     /// Too many requests in flight: 503.
     Overloaded,
+    /// The request asks to upgrade to a protocol its route does not allow: 403 (as Envoy
+    /// answers an upgrade it is not configured for).
+    UpgradeRefused,
 }
 
 impl ProxyError {
@@ -43,6 +46,7 @@ impl ProxyError {
             ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
             ProxyError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::UpgradeRefused => StatusCode::FORBIDDEN,
         }
     }
 
@@ -59,6 +63,7 @@ impl ProxyError {
             ProxyError::UriTooLong => "request target too long",
             ProxyError::RequestTimeout => "request body timeout",
             ProxyError::Overloaded => "overloaded",
+            ProxyError::UpgradeRefused => "upgrade not allowed",
         }
     }
 
@@ -72,6 +77,7 @@ impl ProxyError {
                 | ProxyError::BodyTooLarge
                 | ProxyError::RequestTimeout
                 | ProxyError::UriTooLong
+                | ProxyError::UpgradeRefused
         ) {
             response
                 .headers_mut()
@@ -100,5 +106,15 @@ pub fn json_error(
         HeaderValue::from_static("application/json"),
     );
     headers.insert(crate::forward::X_REQUEST_ID, request_id.clone());
+    response
+}
+
+/// `307 Temporary Redirect` to `location` (a path and query on the same host), for
+/// `escaped_slashes = "unescape_and_redirect"`: the method and body are to be sent again.
+pub fn redirect(location: &str, request_id: &HeaderValue) -> Response<ProxyBody> {
+    let mut response = json_error(StatusCode::TEMPORARY_REDIRECT, "redirect", request_id);
+    if let Ok(value) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
     response
 }

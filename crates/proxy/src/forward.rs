@@ -30,7 +30,21 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     header::UPGRADE,
 ];
 
-/// Removes hop-by-hop headers and every header the `Connection` header names.
+/// Fields that are never hop-by-hop, whatever `Connection` names (RFC 9110 §7.6.1 lets a
+/// sender name any field; a client naming these would make the gateway drop what it needs
+/// or sets: `Connection: Host` sent the endpoint's address as the host). Envoy and HAProxy
+/// likewise refuse to let `Connection` remove `Host`.
+const NEVER_HOP_BY_HOP: [HeaderName; 6] = [
+    header::HOST,
+    X_REQUEST_ID,
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    crate::hygiene::X_CONSUMER,
+];
+
+/// Removes hop-by-hop headers and every header the `Connection` header names, except those
+/// in [`NEVER_HOP_BY_HOP`].
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Usually there are none: one pass over the few names present is cheaper than hashing
     // each of the nine names to look it up.
@@ -44,6 +58,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .filter(|name| !NEVER_HOP_BY_HOP.contains(name))
             .collect();
         for name in named {
             headers.remove(name);
@@ -68,16 +83,18 @@ pub fn is_idempotent(method: &Method) -> bool {
 /// The request fields forwarding reads, found in one pass over the fields present. Looking
 /// each one up hashed its name and probed the map: about ten lookups a request, most of
 /// them for names the request did not carry.
+///
+/// An ambiguous length (`Content-Length` with `Transfer-Encoding`, differing lengths) is not
+/// looked for here any more: over HTTP/1 the head guard refuses it before hyper parses the
+/// request ([`crate::head_guard`]); over h2 the `h2` crate does (`transfer-encoding` is a
+/// connection-specific field, a malformed request; differing `content-length`s and a body
+/// that disagrees with its length reset the stream, `proto/streams/recv.rs`).
 #[derive(Debug, Default)]
 pub struct RequestFields {
     /// The first `Host`.
     pub host: Option<HeaderValue>,
     /// The first `Content-Length`.
     first_length: Option<HeaderValue>,
-    /// A later `Content-Length` differs from the first.
-    lengths_differ: bool,
-    /// `Transfer-Encoding` is present.
-    transfer_encoding: bool,
     /// `Connection` is present (it may name more fields to strip, or ask to upgrade).
     pub connection: bool,
     /// A hop-by-hop field is present.
@@ -98,9 +115,8 @@ impl RequestFields {
                     fields.host = Some(value.clone());
                 }
             } else if *name == header::CONTENT_LENGTH {
-                match &fields.first_length {
-                    None => fields.first_length = Some(value.clone()),
-                    Some(first) => fields.lengths_differ |= first != value,
+                if fields.first_length.is_none() {
+                    fields.first_length = Some(value.clone());
                 }
             } else if *name == X_FORWARDED_FOR {
                 fields.forwarded_for = true;
@@ -109,17 +125,9 @@ impl RequestFields {
             } else if HOP_BY_HOP.contains(name) {
                 fields.hop_by_hop = true;
                 fields.connection |= *name == header::CONNECTION;
-                fields.transfer_encoding |= *name == header::TRANSFER_ENCODING;
             }
         }
         fields
-    }
-
-    /// Whether the request is ambiguous about its length (both `Content-Length` and
-    /// `Transfer-Encoding`, or several differing `Content-Length`s): such a request is
-    /// refused with 400, never forwarded (request smuggling).
-    pub fn ambiguous_length(&self) -> bool {
-        self.first_length.is_some() && (self.transfer_encoding || self.lengths_differ)
     }
 
     /// The declared body length: the first `Content-Length`, when it is a number.
@@ -255,30 +263,35 @@ mod tests {
         assert_eq!(names, vec!["x-keep"]);
     }
 
-    fn ambiguous(pairs: &[(&str, &str)]) -> bool {
-        RequestFields::of(&headers(pairs)).ambiguous_length()
-    }
-
     #[test]
-    fn ambiguous_lengths() {
-        assert!(ambiguous(&[
-            ("content-length", "3"),
-            ("transfer-encoding", "chunked")
-        ]));
-        assert!(ambiguous(&[
-            ("transfer-encoding", "chunked"),
-            ("content-length", "3")
-        ]));
-        assert!(ambiguous(&[
-            ("content-length", "3"),
-            ("content-length", "4")
-        ]));
-        assert!(!ambiguous(&[
-            ("content-length", "3"),
-            ("content-length", "3")
-        ]));
-        assert!(!ambiguous(&[("content-length", "3")]));
-        assert!(!ambiguous(&[("transfer-encoding", "chunked")]));
+    fn connection_never_strips_what_the_gateway_needs() {
+        let mut h = headers(&[
+            (
+                "connection",
+                "Host, x-request-id, X-Forwarded-For, x-consumer, x-forwarded-proto, x-forwarded-host, x-gone",
+            ),
+            ("host", "api.example"),
+            ("x-request-id", "abc"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "h"),
+            ("x-consumer", "alice"),
+            ("x-gone", "1"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let mut names: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "host",
+                "x-consumer",
+                "x-forwarded-for",
+                "x-forwarded-host",
+                "x-forwarded-proto",
+                "x-request-id",
+            ]
+        );
     }
 
     #[test]

@@ -54,8 +54,24 @@ use std::task::{Context, Poll, Waker};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::grammar::{self, ChunkLine, Codings, TransferCodings};
+
 /// The answer to a refused request.
 const BAD_REQUEST: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 39\r\n\r\n{\"error\":\"bad request\",\"request_id\":\"\"}";
+
+/// The answer to a request whose method or transfer coding the gateway does not implement.
+const NOT_IMPLEMENTED: &[u8] = b"HTTP/1.1 501 Not Implemented\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 43\r\n\r\n{\"error\":\"not implemented\",\"request_id\":\"\"}";
+
+/// The answer to a request declaring a body no limit can hold.
+const TOO_LARGE: &[u8] = b"HTTP/1.1 413 Payload Too Large\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 50\r\n\r\n{\"error\":\"request body too large\",\"request_id\":\"\"}";
+
+/// Largest `Content-Length` the guard lets through (2^63 - 1): hyper cannot represent
+/// lengths near 2^64 and would answer 431. Route limits (413) apply below it.
+const MAX_CONTENT_LENGTH: u64 = i64::MAX as u64;
+
+/// Longest method accepted (the longest registered method, `UPDATEREDIRECTREF`, has 17
+/// bytes); a longer one is answered 501, as RFC 9110 §9.1 says for unknown methods.
+const MAX_METHOD: usize = 32;
 
 /// Given to hyper in place of a refused head when none of the head reached it yet: the
 /// start of a request line, which hyper keeps waiting to complete (see the module docs).
@@ -85,7 +101,9 @@ pub struct HeadGuard<S> {
     released: usize,
     end: usize,
     phase: Phase,
-    /// Bytes of [`BAD_REQUEST`] written so far.
+    /// The answer to write ([`BAD_REQUEST`], [`NOT_IMPLEMENTED`] or [`TOO_LARGE`]).
+    answer: &'static [u8],
+    /// Bytes of `answer` written so far.
     answered: usize,
     /// hyper's read task, parked while the guard answers.
     reader: Option<Waker>,
@@ -121,6 +139,7 @@ impl<S> HeadGuard<S> {
             released: 0,
             end: 0,
             phase: Phase::Open,
+            answer: BAD_REQUEST,
             answered: 0,
             reader: None,
         }
@@ -136,7 +155,8 @@ impl<S> HeadGuard<S> {
     fn refuse(&mut self, kind: Refusal, head_sent: bool) {
         match kind {
             Refusal::Head(violation) => {
-                tracing::debug!("request refused with 400: {violation}");
+                self.answer = violation.answer();
+                tracing::debug!("request refused: {violation}");
                 self.phase = if head_sent {
                     Phase::Poisoned
                 } else {
@@ -190,17 +210,17 @@ impl<S> HeadGuard<S> {
 }
 
 impl<S: AsyncWrite + Unpin> HeadGuard<S> {
-    /// Writes [`BAD_REQUEST`], flushes and shuts the stream down, then wakes hyper's reader
+    /// Writes the answer, flushes and shuts the stream down, then wakes hyper's reader
     /// (which then sees end of stream).
     fn poll_answer(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let result = loop {
-            if self.answered == BAD_REQUEST.len() {
+            if self.answered == self.answer.len() {
                 break match Pin::new(&mut self.inner).poll_flush(cx) {
                     Poll::Ready(Ok(())) => Pin::new(&mut self.inner).poll_shutdown(cx),
                     other => other,
                 };
             }
-            match Pin::new(&mut self.inner).poll_write(cx, &BAD_REQUEST[self.answered..]) {
+            match Pin::new(&mut self.inner).poll_write(cx, &self.answer[self.answered..]) {
                 Poll::Ready(Ok(0)) => break Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(n)) => self.answered += n,
                 Poll::Ready(Err(error)) => break Poll::Ready(Err(error)),
@@ -380,42 +400,53 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for HeadGuard<S> {
 
 /// Why a request is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Violation {
+pub(crate) enum Violation {
     /// A line ends in LF without CR.
     BareLf,
-    /// A header line starts with whitespace (obs-fold, or whitespace before the first
-    /// header).
-    ObsFold,
     /// The request line is not `method SP target SP HTTP/1.x`.
     RequestLine,
-    /// A header name is missing, not a token, or followed by whitespace before the colon.
-    HeaderName,
-    /// A header value holds a control byte (NUL, a lone CR, ...).
-    HeaderValue,
+    /// The method is longer than [`MAX_METHOD`] (501).
+    MethodTooLong,
     /// `Content-Length` is not a decimal number.
     ContentLength,
+    /// `Content-Length` is over [`MAX_CONTENT_LENGTH`] (413).
+    ContentLengthTooLarge,
     /// `Content-Length` appears more than once.
     RepeatedContentLength,
     /// Both `Content-Length` and `Transfer-Encoding`.
     LengthAndTransferEncoding,
-    /// `Transfer-Encoding` whose last coding is not `chunked`, or `chunked` twice.
+    /// `Transfer-Encoding` that is empty, not a token list, or `chunked` twice or with
+    /// parameters.
     TransferEncoding,
+    /// A transfer coding other than `chunked` (501, as nginx and Caddy answer).
+    UnsupportedTransferCoding,
     /// `Transfer-Encoding` in an HTTP/1.0 request.
     TransferEncodingHttp10,
+}
+
+impl Violation {
+    /// The answer written for it.
+    fn answer(self) -> &'static [u8] {
+        match self {
+            Violation::MethodTooLong | Violation::UnsupportedTransferCoding => NOT_IMPLEMENTED,
+            Violation::ContentLengthTooLarge => TOO_LARGE,
+            _ => BAD_REQUEST,
+        }
+    }
 }
 
 impl std::fmt::Display for Violation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Violation::BareLf => "bare LF as a line end",
-            Violation::ObsFold => "header line starting with whitespace (obs-fold)",
             Violation::RequestLine => "malformed request line",
-            Violation::HeaderName => "malformed header name",
-            Violation::HeaderValue => "control character in a header value",
+            Violation::MethodTooLong => "method too long",
             Violation::ContentLength => "invalid Content-Length",
+            Violation::ContentLengthTooLarge => "Content-Length too large",
             Violation::RepeatedContentLength => "more than one Content-Length",
             Violation::LengthAndTransferEncoding => "both Content-Length and Transfer-Encoding",
-            Violation::TransferEncoding => "Transfer-Encoding not ending in a single chunked",
+            Violation::TransferEncoding => "malformed Transfer-Encoding",
+            Violation::UnsupportedTransferCoding => "transfer coding other than chunked",
             Violation::TransferEncodingHttp10 => "Transfer-Encoding in an HTTP/1.0 request",
         })
     }
@@ -423,7 +454,7 @@ impl std::fmt::Display for Violation {
 
 /// What stops the flow to hyper.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Refusal {
+pub(crate) enum Refusal {
     /// A bad head: answer 400 once hyper is idle.
     Head(Violation),
     /// A broken chunked body: end of stream to hyper.
@@ -434,7 +465,7 @@ enum Refusal {
 
 /// The scanner's verdict on the bytes it was given.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Step {
+pub(crate) enum Step {
     /// Every byte may go to hyper.
     Release,
     /// `bytes[..n]` may go to hyper; the rest is a partial header line, to be given again
@@ -452,7 +483,7 @@ enum Step {
 
 /// Where the scanner is in the request stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum State {
+pub(crate) enum State {
     /// In a request head (or between requests).
     Head,
     /// In a body with this many bytes to go.
@@ -463,19 +494,12 @@ enum State {
     Pass,
 }
 
-/// The chunked body state machine (RFC 9112 §7.1).
+/// The chunked body state machine (RFC 9112 §7.1). Size lines are read whole with
+/// [`grammar::chunk_size_line`] (a partial one is held until it ends, like a head line).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Chunk {
-    /// Before the first hex digit of a chunk size.
-    SizeStart,
-    /// In the hex digits of a chunk size.
-    Size(u64),
-    /// Whitespace after the size.
-    SizeWs(u64),
-    /// A chunk extension, up to the CR.
-    Ext(u64),
-    /// The LF of a size line.
-    SizeLf(u64),
+pub(crate) enum Chunk {
+    /// At a chunk-size line.
+    SizeLine,
     /// Chunk data still to come.
     Data(u64),
     /// The CR after chunk data.
@@ -503,16 +527,15 @@ struct Head {
     request_line: bool,
     http10: bool,
     content_length: Option<u64>,
-    transfer_encoding: bool,
-    chunked: bool,
+    codings: TransferCodings,
     upgrade: bool,
     connection_upgrade: bool,
 }
 
 /// The sans-IO checker: request heads line by line, then the body framing.
 #[derive(Debug)]
-struct Scanner {
-    state: State,
+pub(crate) struct Scanner {
+    pub(crate) state: State,
     head: Head,
     /// Largest head (hyper's `max_buf_size`).
     limit: usize,
@@ -521,7 +544,7 @@ struct Scanner {
 }
 
 impl Scanner {
-    fn new(limit: usize) -> Self {
+    pub(crate) fn new(limit: usize) -> Self {
         Scanner {
             state: State::Head,
             head: Head::default(),
@@ -540,7 +563,7 @@ impl Scanner {
 
     /// Checks `bytes`, which start at the first byte not released yet (in a head, at the
     /// start of the current line).
-    fn scan(&mut self, bytes: &[u8]) -> Step {
+    pub(crate) fn scan(&mut self, bytes: &[u8]) -> Step {
         let mut at = 0;
         loop {
             if at == bytes.len() {
@@ -558,8 +581,9 @@ impl Scanner {
                     self.state = State::Head;
                 }
                 State::Chunked(chunk) => match self.chunked(chunk, &bytes[at..]) {
-                    Ok(used) => at += used,
-                    Err(bad) => {
+                    BodyStep::Used(used) => at += used,
+                    BodyStep::Partial(used) => return Step::Hold(at + used),
+                    BodyStep::Bad(bad) => {
                         return Step::Refuse {
                             good: at + bad,
                             kind: Refusal::Body,
@@ -594,7 +618,7 @@ impl Scanner {
     }
 
     /// Reads head lines from `bytes` (which start at the current line).
-    fn head(&mut self, bytes: &[u8]) -> HeadStep {
+    pub(crate) fn head(&mut self, bytes: &[u8]) -> HeadStep {
         let mut at = 0;
         loop {
             let line = &bytes[at..];
@@ -668,52 +692,54 @@ impl Scanner {
             Ok(httparse::Status::Partial) => {}
             _ => return Err(Violation::RequestLine),
         }
+        if request.method.is_some_and(|m| m.len() > MAX_METHOD) {
+            return Err(Violation::MethodTooLong);
+        }
         self.head.request_line = true;
         self.head.http10 = request.version == Some(0);
         self.first = false;
         Ok(())
     }
 
-    /// Checks one header line (without its CRLF).
+    /// Reads one header line (without its CRLF) for the framing fields.
+    ///
+    /// Left to httparse, which hyper runs on the same bytes and which refuses them with a
+    /// 400 of hyper's before any request is made: a header name that is not a token or has
+    /// whitespace before its colon, a line without a colon, obs-fold (a line starting with
+    /// whitespace), and control bytes (NUL, a lone CR, DEL) in a value (httparse's
+    /// `HEADER_VALUE_MAP` is exactly [`grammar::field_byte`]). The guard keeps what
+    /// httparse lets through: bare LF line ends (checked in [`Scanner::head`]) and the
+    /// framing fields below.
     fn header(&mut self, line: &[u8]) -> Result<(), Violation> {
-        if matches!(line[0], b' ' | b'\t') {
-            return Err(Violation::ObsFold);
-        }
-        let colon = memchr::memchr(b':', line).ok_or(Violation::HeaderName)?;
+        let Some(colon) = memchr::memchr(b':', line) else {
+            return Ok(()); // httparse refuses it
+        };
         let name = &line[..colon];
-        if colon == 0 || !name.iter().all(|&b| TCHAR[usize::from(b)]) {
-            return Err(Violation::HeaderName);
-        }
-        let raw = &line[colon + 1..];
-        if !field_value(raw) {
-            return Err(Violation::HeaderValue);
-        }
-        let value = trim(raw);
+        let value = grammar::trim(&line[colon + 1..]);
         let head = &mut self.head;
         match name.len() {
             14 if name.eq_ignore_ascii_case(b"content-length") => {
                 if head.content_length.is_some() {
                     return Err(Violation::RepeatedContentLength);
                 }
-                head.content_length = Some(decimal(value).ok_or(Violation::ContentLength)?);
-            }
-            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
-                head.transfer_encoding = true;
-                for coding in value.split(|&b| b == b',').map(trim) {
-                    if coding.is_empty() {
-                        continue;
+                let length = match grammar::decimal(value) {
+                    Some(n) => n,
+                    None if !value.is_empty() && value.iter().all(u8::is_ascii_digit) => {
+                        return Err(Violation::ContentLengthTooLarge)
                     }
-                    if head.chunked {
-                        return Err(Violation::TransferEncoding);
-                    }
-                    head.chunked = coding.eq_ignore_ascii_case(b"chunked");
+                    None => return Err(Violation::ContentLength),
+                };
+                if length > MAX_CONTENT_LENGTH {
+                    return Err(Violation::ContentLengthTooLarge);
                 }
+                head.content_length = Some(length);
             }
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => head.codings.add(value),
             7 if name.eq_ignore_ascii_case(b"upgrade") => head.upgrade = true,
             10 if name.eq_ignore_ascii_case(b"connection") => {
                 head.connection_upgrade |= value
                     .split(|&b| b == b',')
-                    .any(|token| trim(token).eq_ignore_ascii_case(b"upgrade"));
+                    .any(|token| grammar::trim(token).eq_ignore_ascii_case(b"upgrade"));
             }
             _ => {}
         }
@@ -723,21 +749,27 @@ impl Scanner {
     /// The checks that need the whole head, then the framing of what follows it.
     fn end_of_head(&mut self) -> Result<(), Violation> {
         let head = std::mem::take(&mut self.head);
-        if head.transfer_encoding {
+        let codings = head.codings.verdict();
+        if codings != Codings::Absent {
             if head.content_length.is_some() {
                 return Err(Violation::LengthAndTransferEncoding);
-            }
-            if !head.chunked {
-                return Err(Violation::TransferEncoding);
             }
             if head.http10 {
                 return Err(Violation::TransferEncodingHttp10);
             }
+            match codings {
+                Codings::Invalid => return Err(Violation::TransferEncoding),
+                Codings::Unsupported => return Err(Violation::UnsupportedTransferCoding),
+                Codings::Chunked | Codings::Absent => {}
+            }
         }
         self.state = if head.upgrade && head.connection_upgrade {
+            // What follows may be the upgraded protocol. If the request is not answered
+            // with 101, the request path closes the connection after its answer, so hyper
+            // reads no further request from these unchecked bytes (crate::hygiene).
             State::Pass
-        } else if head.chunked {
-            State::Chunked(Chunk::SizeStart)
+        } else if codings == Codings::Chunked {
+            State::Chunked(Chunk::SizeLine)
         } else {
             match head.content_length {
                 Some(n) if n > 0 => State::Length(n),
@@ -748,66 +780,75 @@ impl Scanner {
     }
 
     /// Follows a chunked body through `bytes`: how many bytes it used (all of them, or up to
-    /// the end of the message), or where the framing broke.
-    fn chunked(&mut self, mut chunk: Chunk, bytes: &[u8]) -> Result<usize, usize> {
+    /// the end of the message), where a partial size line starts, or where the framing
+    /// broke.
+    pub(crate) fn chunked(&mut self, mut chunk: Chunk, bytes: &[u8]) -> BodyStep {
         use Chunk::*;
         let mut i = 0;
         while i < bytes.len() {
-            if let Data(remaining) = chunk {
-                let available = (bytes.len() - i) as u64;
-                if available < remaining {
-                    self.state = State::Chunked(Data(remaining - available));
-                    return Ok(bytes.len());
+            match chunk {
+                Data(remaining) => {
+                    let available = (bytes.len() - i) as u64;
+                    if available < remaining {
+                        self.state = State::Chunked(Data(remaining - available));
+                        return BodyStep::Used(bytes.len());
+                    }
+                    i += remaining as usize;
+                    chunk = DataCr;
+                    continue;
                 }
-                i += remaining as usize;
-                chunk = DataCr;
-                continue;
+                SizeLine => {
+                    match grammar::chunk_size_line(&bytes[i..]) {
+                        Ok(ChunkLine::Complete { used, size }) => {
+                            i += used;
+                            chunk = if size == 0 { TrailerStart } else { Data(size) };
+                        }
+                        Ok(ChunkLine::Partial) => {
+                            self.state = State::Chunked(SizeLine);
+                            return BodyStep::Partial(i);
+                        }
+                        Err(grammar::BadChunkLine) => return BodyStep::Bad(i),
+                    }
+                    continue;
+                }
+                _ => {}
             }
             let b = bytes[i];
             chunk = match (chunk, b) {
-                (SizeStart, _) => Size(hex(b).ok_or(i)?),
-                (Size(size), _) => match hex(b) {
-                    Some(digit) => Size(
-                        size.checked_mul(16)
-                            .and_then(|s| s.checked_add(digit))
-                            .ok_or(i)?,
-                    ),
-                    None => match b {
-                        b' ' | b'\t' => SizeWs(size),
-                        b';' => Ext(size),
-                        b'\r' => SizeLf(size),
-                        _ => return Err(i),
-                    },
-                },
-                (SizeWs(size), b' ' | b'\t') => SizeWs(size),
-                (SizeWs(size), b';') => Ext(size),
-                (SizeWs(size) | Ext(size), b'\r') => SizeLf(size),
-                (Ext(size), _) if field_byte(b) => Ext(size),
-                (SizeLf(0), b'\n') => TrailerStart,
-                (SizeLf(size), b'\n') => Data(size),
                 (DataCr, b'\r') => DataLf,
-                (DataLf, b'\n') => SizeStart,
+                (DataLf, b'\n') => SizeLine,
                 (TrailerStart, b'\r') => EndLf,
-                (TrailerStart, _) if TCHAR[usize::from(b)] => Trailer,
+                (TrailerStart, _) if grammar::TCHAR[usize::from(b)] => Trailer,
                 (Trailer, b'\r') => TrailerLf,
-                (Trailer, _) if field_byte(b) => Trailer,
+                (Trailer, _) if grammar::field_byte(b) => Trailer,
                 (TrailerLf, b'\n') => TrailerStart,
                 (EndLf, b'\n') => {
                     self.state = State::Head;
-                    return Ok(i + 1);
+                    return BodyStep::Used(i + 1);
                 }
-                _ => return Err(i),
+                _ => return BodyStep::Bad(i),
             };
             i += 1;
         }
         self.state = State::Chunked(chunk);
-        Ok(i)
+        BodyStep::Used(i)
     }
+}
+
+/// What [`Scanner::chunked`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BodyStep {
+    /// This many bytes are body (all, or up to the end of the message).
+    Used(usize),
+    /// This many bytes are body; a partial chunk-size line starts there.
+    Partial(usize),
+    /// The framing broke at this offset.
+    Bad(usize),
 }
 
 /// What [`Scanner::head`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum HeadStep {
+pub(crate) enum HeadStep {
     /// The head is complete and valid; it used this many bytes.
     Done(usize),
     /// The head goes on: this many bytes are complete lines, the rest a partial line.
@@ -821,88 +862,6 @@ enum HeadStep {
     },
     /// The head is over the limit; this many bytes hold no head end.
     TooLarge(usize),
-}
-
-/// `tchar` (RFC 9110 §5.6.2): the bytes of a header name.
-const TCHAR: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        table[b] = c.is_ascii_alphanumeric()
-            || matches!(
-                c,
-                b'!' | b'#'
-                    | b'$'
-                    | b'%'
-                    | b'&'
-                    | b'\''
-                    | b'*'
-                    | b'+'
-                    | b'-'
-                    | b'.'
-                    | b'^'
-                    | b'_'
-                    | b'`'
-                    | b'|'
-                    | b'~'
-            );
-        b += 1;
-    }
-    table
-};
-
-/// A byte allowed in a field value or chunk extension: HTAB, SP, VCHAR, obs-text.
-fn field_byte(b: u8) -> bool {
-    (b >= 0x20 && b != 0x7f) || b == b'\t'
-}
-
-/// Whether every byte is a [`field_byte`]. Eight bytes at a time: a word with no byte below
-/// 0x20 and no 0x7f needs no closer look (the bit tricks of "Bit Twiddling Hacks",
-/// `hasless` and `haszero`, which may flag a clean word but never miss a bad one).
-fn field_value(bytes: &[u8]) -> bool {
-    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
-    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
-    let mut words = bytes.chunks_exact(8);
-    for word in &mut words {
-        let x = u64::from_ne_bytes(word.try_into().expect("8 bytes"));
-        let below_space = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
-        let del = x ^ (ONES * 0x7f);
-        let del = del.wrapping_sub(ONES) & !del & HIGH;
-        if below_space | del != 0 && !word.iter().all(|&b| field_byte(b)) {
-            return false;
-        }
-    }
-    words.remainder().iter().all(|&b| field_byte(b))
-}
-
-fn hex(b: u8) -> Option<u64> {
-    char::from(b).to_digit(16).map(u64::from)
-}
-
-/// `1*DIGIT` as a number (no sign, no list, no overflow).
-fn decimal(value: &[u8]) -> Option<u64> {
-    if value.is_empty() {
-        return None;
-    }
-    value.iter().try_fold(0u64, |n, &b| {
-        if b.is_ascii_digit() {
-            n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
-        } else {
-            None
-        }
-    })
-}
-
-/// Strips optional whitespace (SP, HTAB) at both ends.
-fn trim(mut bytes: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = bytes {
-        bytes = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = bytes {
-        bytes = rest;
-    }
-    bytes
 }
 
 #[cfg(test)]
@@ -1013,14 +972,20 @@ mod tests {
         );
         check_body("5\r\nhel", Incomplete);
         check_body("5\r\nhello\r\n0\r\nExpires: never\r\nX-Sum: 1\r\n\r\n", Ok);
-        check_body("00000000000000000005\r\nhello\r\n0\r\n\r\n", Ok);
+        check_body("0000000000000005\r\nhello\r\n0\r\n\r\n", Ok);
+        // More than 16 hex digits: httparse's limit (a u64), whatever their value.
+        check_body("00000000000000000005\r\nhello\r\n0\r\n\r\n", BadBody);
         check(
             "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
-            Ok,
+            Bad(Violation::UnsupportedTransferCoding),
         );
         check(
             "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-            Ok,
+            Bad(Violation::UnsupportedTransferCoding),
+        );
+        check(
+            "POST / HTTP/1.1\r\nTransfer-Encoding: identity, chunked\r\n\r\n0\r\n\r\n",
+            Bad(Violation::UnsupportedTransferCoding),
         );
         check(
             "POST / HTTP/1.1\r\nTransfer-Encoding: CHUNKED\r\n\r\n0\r\n\r\n",
@@ -1035,6 +1000,10 @@ mod tests {
         check_body("-5\r\n", BadBody);
         check_body("10000000000000000\r\n", BadBody);
         check_body("5;a\nb\r\nhello\r\n0\r\n\r\n", BadBody);
+        check_body("2 zz\r\nhi\r\n0\r\n\r\n", BadBody);
+        check_body("\r\nhi\r\n0\r\n\r\n", BadBody);
+        check_body(";x\r\n\r\n", BadBody);
+        check_body(&format!("1;{}\r\n", "x".repeat(5000)), BadBody);
         check_body("5;\0\r\nhello\r\n0\r\n\r\n", BadBody);
         check_body("0\r\nX: 1\n\r\n", BadBody);
         check_body("0\r\nX: 1\r\n folded\r\n\r\n", BadBody);
@@ -1056,12 +1025,15 @@ mod tests {
         );
         check(
             &post("Transfer-Encoding: chunked, gzip\r\n"),
-            Bad(TransferEncoding),
+            Bad(UnsupportedTransferCoding),
         );
-        check(&post("Transfer-Encoding: gzip\r\n"), Bad(TransferEncoding));
+        check(
+            &post("Transfer-Encoding: gzip\r\n"),
+            Bad(UnsupportedTransferCoding),
+        );
         check(
             &post("Transfer-Encoding: identity\r\n"),
-            Bad(TransferEncoding),
+            Bad(UnsupportedTransferCoding),
         );
         check(
             &post("Transfer-Encoding: chunked, chunked\r\n"),
@@ -1073,7 +1045,7 @@ mod tests {
         );
         check(
             &post("Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n"),
-            Bad(TransferEncoding),
+            Bad(UnsupportedTransferCoding),
         );
         check(
             &post("Transfer-Encoding: chunked;q=1\r\n"),
@@ -1082,7 +1054,7 @@ mod tests {
         check(&post("Transfer-Encoding:\r\n"), Bad(TransferEncoding));
         check(
             &post("Transfer-Encoding: xchunked\r\n"),
-            Bad(TransferEncoding),
+            Bad(UnsupportedTransferCoding),
         );
         check(
             "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
@@ -1105,24 +1077,34 @@ mod tests {
         check(&post("Content-Length: 1 2\r\n"), Bad(ContentLength));
         check(
             &post("Content-Length: 99999999999999999999\r\n"),
-            Bad(ContentLength),
+            Bad(ContentLengthTooLarge),
         );
-        check(&post("X-Folded: a\r\n b\r\n"), Bad(ObsFold));
-        check(&post("X-Folded: a\r\n\tb\r\n"), Bad(ObsFold));
-        check("GET / HTTP/1.1\r\n Host: x\r\n\r\n", Bad(ObsFold));
-        check(&post("X-Nul: a\0b\r\n"), Bad(HeaderValue));
-        check(&post("X-Cr: a\rb\r\n"), Bad(HeaderValue));
-        check(&post("X-Del: a\x7fb\r\n"), Bad(HeaderValue));
-        check(&post("X-Esc: a\x1bb\r\n"), Bad(HeaderValue));
+        check(
+            &post("Content-Length: 18446744073709551615\r\n"),
+            Bad(ContentLengthTooLarge),
+        );
+        check(
+            &post("Content-Length: 9223372036854775808\r\n"),
+            Bad(ContentLengthTooLarge),
+        );
+        check_with(
+            format!("{} / HTTP/1.1\r\nHost: x\r\n\r\n", "A".repeat(10 * 1024)).as_bytes(),
+            32 * 1024,
+            Bad(MethodTooLong),
+        );
+        check(
+            &format!("{} / HTTP/1.1\r\nHost: x\r\n\r\n", "A".repeat(33)),
+            Bad(MethodTooLong),
+        );
+        check(
+            &format!("{} / HTTP/1.1\r\nHost: x\r\n\r\n", "A".repeat(32)),
+            Ok,
+        );
         check(&post("X-Lf: a\nb: c\r\n"), Bad(BareLf));
         check("GET / HTTP/1.1\nHost: x\r\n\r\n", Bad(BareLf));
         check("GET / HTTP/1.1\r\nHost: x\n\n", Bad(BareLf));
         check("GET / HTTP/1.1\r\nHost: x\r\n\n", Bad(BareLf));
         check("\nGET / HTTP/1.1\r\n\r\n", Bad(BareLf));
-        check(&post("Content-Length : 3\r\n"), Bad(HeaderName));
-        check(&post(": 3\r\n"), Bad(HeaderName));
-        check(&post("No-Colon\r\n"), Bad(HeaderName));
-        check(&post("X(y): 3\r\n"), Bad(HeaderName));
         check("GET  / HTTP/1.1\r\n\r\n", Bad(RequestLine));
         check("GET / HTTP/2.0\r\n\r\n", Bad(RequestLine));
         check("GET /\0 HTTP/1.1\r\n\r\n", Bad(RequestLine));
@@ -1136,8 +1118,8 @@ mod tests {
             Bad(LengthAndTransferEncoding),
         );
         check(
-            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET / HTTP/1.1\r\nX: \0\r\n\r\n",
-            Bad(HeaderValue),
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET / HTTP/1.1\nX: y\r\n\r\n",
+            Bad(BareLf),
         );
     }
 
@@ -1226,26 +1208,19 @@ mod tests {
     }
 
     #[test]
-    fn field_values_word_at_a_time() {
-        for length in 0..40 {
-            for at in 0..length {
-                for b in 0..=255u8 {
-                    let mut value = vec![b'a'; length];
-                    value[at] = b;
-                    assert_eq!(
-                        field_value(&value),
-                        field_byte(b),
-                        "{b:#x} at {at} of {length}"
-                    );
-                }
-            }
+    fn answers_are_well_formed() {
+        for (answer, status, error) in [
+            (BAD_REQUEST, "400", "bad request"),
+            (NOT_IMPLEMENTED, "501", "not implemented"),
+            (TOO_LARGE, "413", "request body too large"),
+        ] {
+            check_answer(answer, status, error);
         }
-        assert!(field_value(b"\t \x80\xff~!a\t\t\t\t\t\t\t\t\t"));
     }
 
-    #[test]
-    fn bad_request_answer_is_well_formed() {
-        let text = std::str::from_utf8(BAD_REQUEST).unwrap();
+    fn check_answer(answer: &[u8], status: &str, error: &str) {
+        let text = std::str::from_utf8(answer).unwrap();
+        assert_eq!(&text[9..12], status);
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         let length: usize = head
             .lines()
@@ -1255,7 +1230,7 @@ mod tests {
             .unwrap();
         assert_eq!(body.len(), length);
         let json: serde_json::Value = serde_json::from_str(body).unwrap();
-        assert_eq!(json["error"], "bad request");
+        assert_eq!(json["error"], error);
         assert_eq!(json["request_id"], "");
     }
 

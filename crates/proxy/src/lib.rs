@@ -5,6 +5,9 @@
 //! - [`proxy`]: the request path — route, pick, forward with retries and timeouts.
 //! - [`client`]: the upstream HTTP/1.1 client, a lock-free keep-alive pool per endpoint.
 //! - [`forward`]: hop-by-hop stripping, `X-Forwarded-*`, request ids.
+//! - [`hygiene`]: before routing: owned identity headers out, one validated host, the
+//!   normalized path ([`path`]).
+//! - [`grammar`]: the HTTP/1 grammar shared by the head guard and the upstream codec.
 //! - [`filter`]: the per-route policy hook (auth, rate limits, cache, rewrites).
 //! - [`server`]: the HTTP/1.1 + h2c listener with graceful drain.
 //! - [`head_guard`]: strict HTTP/1 request framing in front of hyper (request smuggling → 400).
@@ -24,9 +27,14 @@ pub mod error;
 pub mod filter;
 pub mod first_bytes;
 pub mod forward;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
+pub mod grammar;
 pub mod head_guard;
+pub mod hygiene;
 pub mod limits;
 pub mod metrics;
+pub mod path;
 pub mod proxy;
 pub mod router;
 pub mod server;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use http::header::{self, HeaderName, HeaderValue};
-use http::uri::{Authority, PathAndQuery};
+use http::uri::PathAndQuery;
 use http::{Request, Response, Uri};
 use hyper::body::{Body as _, Incoming};
 use switchyard_upstream::{PickContext, ServingEndpoint, Snapshot, Upstream, UpstreamCache};
@@ -21,12 +21,15 @@ use crate::access_log::{AccessLog, Entry};
 use crate::balance::consistent_hash::stable_hash;
 use crate::body::ProxyBody;
 use crate::client::{ClientSettings, UpstreamClient};
-use crate::error::ProxyError;
+use crate::error::{self, ProxyError};
 use crate::filter::{Filter, RequestContext};
 use crate::forward::{self, RequestId};
+use crate::hygiene::{self, Refused};
 use crate::limits::{BodyLimit, Cidr, LimitedBody, Tripped};
 use crate::metrics::RouteMetrics;
+use crate::path::{self, Normalized, PathNormalization};
 use crate::router::{PathMatch, RouteMatch, Router};
+use crate::upgrade::Offer;
 use crate::upstream_tls::UpstreamTls;
 
 /// What a consistent-hash upstream hashes on.
@@ -70,6 +73,10 @@ pub struct RouteSpec {
     pub max_body: Option<u64>,
     /// Policies, in the order the route lists them.
     pub filters: Vec<Arc<dyn Filter>>,
+    /// Protocols a request may upgrade to (`Upgrade`, lower case, without version), tunnelled
+    /// after the upstream's 101; others get 403. Default `["websocket"]`. `h2c` is never
+    /// forwarded.
+    pub upgrades: Vec<String>,
 }
 
 /// A route bound to its running upstream.
@@ -202,6 +209,9 @@ pub struct ProxySettings {
     pub trusted_proxies: Vec<Cidr>,
     /// An upgraded (WebSocket) tunnel idle this long is closed. Default 5 min.
     pub upgrade_idle_timeout: Duration,
+    /// How request paths are normalized before routing (`[server.path_normalization]`).
+    /// Default: normalize, merge slashes, refuse encoded slashes.
+    pub path_normalization: PathNormalization,
 }
 
 impl Default for ProxySettings {
@@ -216,6 +226,7 @@ impl Default for ProxySettings {
             max_in_flight: 0,
             trusted_proxies: Vec::new(),
             upgrade_idle_timeout: Duration::from_secs(300),
+            path_normalization: PathNormalization::default(),
         }
     }
 }
@@ -315,7 +326,7 @@ impl Proxy {
     /// Handles one request from a connection's peer.
     pub async fn handle_from(
         &self,
-        request: Request<Incoming>,
+        mut request: Request<Incoming>,
         peer: &Peer,
     ) -> Response<ProxyBody> {
         let start = Instant::now();
@@ -324,6 +335,10 @@ impl Proxy {
         let in_flight = self.in_flight.fetch_add(1, Ordering::Relaxed);
         let _in_flight = InFlight(&self.in_flight);
         let table = self.table.load();
+        // The path as the client sent it, for the access log (a reference count, no copy).
+        let sent_path = request.uri().path_and_query().cloned();
+        let mut answered = None;
+        let mut upgrade_asked = false;
         let refused =
             if self.settings.max_in_flight != 0 && in_flight >= self.settings.max_in_flight {
                 Some(ProxyError::Overloaded)
@@ -335,13 +350,26 @@ impl Proxy {
             {
                 Some(ProxyError::UriTooLong)
             } else {
-                None
+                // Identity headers out, one validated host, the normalized path: before
+                // any route decision (crate::hygiene).
+                let admission = hygiene::admit(&mut request, &self.settings.path_normalization);
+                upgrade_asked = admission.upgrade && request.version() < http::Version::HTTP_2;
+                match admission.result {
+                    Ok(_) => None,
+                    Err(Refused::BadRequest(why)) => {
+                        tracing::debug!("request refused with 400: {why}");
+                        Some(ProxyError::BadRequest)
+                    }
+                    Err(Refused::Redirect(location)) => {
+                        answered = Some(error::redirect(&location, request_id));
+                        Some(ProxyError::BadRequest)
+                    }
+                }
             };
         let host = request
             .headers()
             .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| request.uri().authority().map(Authority::as_str));
+            .and_then(|h| h.to_str().ok());
         let found = match refused {
             Some(_) => None,
             None => table.router.find(
@@ -359,11 +387,7 @@ impl Proxy {
             request_id: request_id.clone(),
             method: request.method().clone(),
             host: request.headers().get(header::HOST).cloned(),
-            path: request
-                .uri()
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+            path: sent_path.unwrap_or_else(|| PathAndQuery::from_static("/")),
             status: 0,
             route: None,
             endpoint: None,
@@ -371,7 +395,8 @@ impl Proxy {
         });
         let (response, metrics, endpoint) = match found {
             None => (
-                refused.unwrap_or(ProxyError::NoRoute).response(request_id),
+                answered
+                    .unwrap_or_else(|| refused.unwrap_or(ProxyError::NoRoute).response(request_id)),
                 table.no_route.clone(),
                 None,
             ),
@@ -387,6 +412,13 @@ impl Proxy {
             }
         };
         metrics.record(response.status().as_u16(), start.elapsed());
+        let mut response = response;
+        if upgrade_asked && response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+            // Not upgraded: nothing more is read from this connection (see Admission).
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         match log {
             None => response,
             Some(mut entry) => {
@@ -480,9 +512,6 @@ impl Proxy {
         let request_id = &id.value;
         let client = peer.address;
         let mut fields = forward::RequestFields::of(&parts.headers);
-        if fields.ambiguous_length() {
-            return Err((ProxyError::BadRequest, None));
-        }
         let max_body = route.spec.max_body.unwrap_or(self.settings.max_body_bytes);
         let declared = fields.content_length();
         if declared.is_some_and(|n| n > max_body) {
@@ -498,6 +527,19 @@ impl Proxy {
             crate::upgrade::requested(&parts.headers)
         } else {
             None
+        };
+        // Only the protocols the route allows are tunnelled; h2c is never forwarded (the
+        // request goes on as a plain one).
+        let upgrade = match upgrade {
+            None => None,
+            Some(value) => match crate::upgrade::offer(&value, &route.spec.upgrades) {
+                Offer::Allowed => Some(value),
+                Offer::H2c => {
+                    parts.headers.remove(crate::upgrade::HTTP2_SETTINGS);
+                    None
+                }
+                Offer::Refused => return Err((ProxyError::UpgradeRefused, None)),
+            },
         };
         if fields.hop_by_hop {
             forward::strip_hop_by_hop(&mut parts.headers);
@@ -528,7 +570,9 @@ impl Proxy {
             }
             None => None,
         };
-        let path = upstream_path(route, &parts.uri);
+        let Some(path) = upstream_path(route, &parts.uri, &self.settings.path_normalization) else {
+            return Err((ProxyError::BadRequest, None));
+        };
 
         let replayable = body.is_end_stream()
             && forward::is_idempotent(&parts.method)
@@ -550,12 +594,8 @@ impl Proxy {
             ))
         });
         // An HTTP/1.0 client may send no Host; each attempt then names its own endpoint.
-        // (`Connection` may have named `Host` for stripping: then look.)
-        let client_sent_host = if fields.connection {
-            parts.headers.contains_key(header::HOST)
-        } else {
-            fields.host.is_some()
-        };
+        // (Host is never stripped as hop-by-hop, whatever `Connection` names.)
+        let client_sent_host = fields.host.is_some();
         let snapshot = route.upstream.snapshot_full();
         let can_retry = replayable && snapshot_has_alternatives(&snapshot);
         let mut failed: Vec<SocketAddr> = Vec::new();
@@ -726,8 +766,11 @@ fn pick<'a>(
         .find(fresh)
 }
 
-/// The path and query to send upstream, with the route's prefix stripped if asked.
-fn upstream_path(route: &Route, uri: &Uri) -> PathAndQuery {
+/// The path and query to send upstream (already normalized, see [`crate::hygiene`]), with
+/// the route's prefix stripped if asked. What is left after the prefix is normalized again:
+/// `/ap../x` under the prefix `/ap` would otherwise go upstream as `/../x`; such a path is
+/// refused (`None`, 400).
+fn upstream_path(route: &Route, uri: &Uri, rules: &PathNormalization) -> Option<PathAndQuery> {
     let original = uri
         .path_and_query()
         .cloned()
@@ -735,14 +778,23 @@ fn upstream_path(route: &Route, uri: &Uri) -> PathAndQuery {
     match (&route.spec.matcher.path, route.spec.strip_prefix) {
         (PathMatch::Prefix(prefix), true) if prefix != "/" => {
             let rest = original
-                .as_str()
+                .path()
                 .strip_prefix(prefix.as_str())
-                .unwrap_or(original.as_str());
+                .unwrap_or(original.path());
             let rest = rest.trim_start_matches('/');
-            let stripped = format!("/{rest}");
-            stripped.parse().unwrap_or(original)
+            let mut path = format!("/{rest}");
+            match path::normalize(&path, rules) {
+                Ok(Normalized::Unchanged) => {}
+                Ok(Normalized::Rewritten(p) | Normalized::Redirect(p)) => path = p,
+                Err(_) => return None,
+            }
+            if let Some(query) = original.query() {
+                path.push('?');
+                path.push_str(query);
+            }
+            path.parse().ok()
         }
-        _ => original,
+        _ => Some(original),
     }
 }
 

@@ -10,6 +10,48 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// `HTTP2-Settings`, sent with an h2c upgrade (RFC 7540 §3.2).
+pub const HTTP2_SETTINGS: http::HeaderName = http::HeaderName::from_static("http2-settings");
+
+/// What a route makes of an `Upgrade` offer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Offer {
+    /// Every protocol offered is one the route allows: forward it, tunnel after a 101.
+    Allowed,
+    /// `h2c` is offered: never forwarded (RFC 9113 §3.1 retired it; Envoy removes it too).
+    /// The request goes on without its upgrade.
+    H2c,
+    /// A protocol the route does not allow, or an unreadable value: 403.
+    Refused,
+}
+
+/// Judges an `Upgrade` value (`protocol[/version]`, comma-separated) against the route's
+/// `upgrades` (lower case names).
+pub fn offer(value: &HeaderValue, allowed: &[String]) -> Offer {
+    let mut any = false;
+    let mut refused = false;
+    for element in value.as_bytes().split(|&b| b == b',') {
+        let element = element.trim_ascii();
+        if element.is_empty() {
+            continue;
+        }
+        any = true;
+        let name = element.split(|&b| b == b'/').next().unwrap_or_default();
+        if name.eq_ignore_ascii_case(b"h2c") {
+            return Offer::H2c;
+        }
+        refused |= !crate::grammar::token(name)
+            || !allowed
+                .iter()
+                .any(|a| a.as_bytes().eq_ignore_ascii_case(name));
+    }
+    if any && !refused {
+        Offer::Allowed
+    } else {
+        Offer::Refused
+    }
+}
+
 /// The `Upgrade` value of a request that asks to upgrade (HTTP/1.1 `Connection: upgrade`
 /// plus `Upgrade`), if it does.
 pub fn requested(headers: &HeaderMap) -> Option<HeaderValue> {
@@ -88,5 +130,21 @@ mod tests {
         assert_eq!(requested(&h).unwrap(), "websocket");
         h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
         assert!(requested(&h).is_none());
+    }
+
+    #[test]
+    fn offers_are_judged_against_the_route() {
+        let allowed = vec!["websocket".to_owned()];
+        let offer = |v: &'static str| offer(&HeaderValue::from_static(v), &allowed);
+        assert_eq!(offer("websocket"), Offer::Allowed);
+        assert_eq!(offer("WebSocket"), Offer::Allowed);
+        assert_eq!(offer("websocket/13"), Offer::Allowed);
+        assert_eq!(offer("h2c"), Offer::H2c);
+        assert_eq!(offer("websocket, H2C"), Offer::H2c);
+        assert_eq!(offer("foo"), Offer::Refused);
+        assert_eq!(offer("websocket, foo"), Offer::Refused);
+        assert_eq!(offer("TLS/1.2"), Offer::Refused);
+        assert_eq!(offer(""), Offer::Refused);
+        assert_eq!(offer(" , "), Offer::Refused);
     }
 }

@@ -91,6 +91,7 @@ impl App {
                 .filter_map(|c| switchyard_proxy::limits::Cidr::parse(c).ok())
                 .collect(),
             upgrade_idle_timeout: server.upgrade_idle_timeout,
+            path_normalization: server.path_normalization.to_proxy(),
         };
         let access_log = plan.config.log.access.then(AccessLog::stdout);
         let tls = plan.config.server.tls.as_ref().and_then(|tls| {

@@ -81,6 +81,63 @@ pub struct ServerConfig {
     /// Make the plain listener answer every request with a redirect to https
     /// (`tls_listen`'s port). Default false.
     pub redirect_to_https: bool,
+    /// `[server.path_normalization]`: how request paths are normalized before routing.
+    pub path_normalization: PathNormalizationConfig,
+}
+
+/// `[server.path_normalization]` (SECURITY.md, docs/path-normalization.md).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PathNormalizationConfig {
+    /// RFC 3986 normalization (unreserved `%XX` decoded, dot segments removed, `..` above
+    /// the root refused with 400). Default true.
+    pub normalize: bool,
+    /// Runs of slashes merged into one. Default true.
+    pub merge_slashes: bool,
+    /// Encoded slashes (`%2F`, `%5C`): `keep`, `reject` (400, the default),
+    /// `unescape_and_redirect` (307) or `unescape_and_forward`.
+    pub escaped_slashes: EscapedSlashesConfig,
+}
+
+impl Default for PathNormalizationConfig {
+    fn default() -> Self {
+        PathNormalizationConfig {
+            normalize: true,
+            merge_slashes: true,
+            escaped_slashes: EscapedSlashesConfig::Reject,
+        }
+    }
+}
+
+/// `escaped_slashes` of `[server.path_normalization]`.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EscapedSlashesConfig {
+    /// Left encoded.
+    Keep,
+    /// 400.
+    Reject,
+    /// Decoded, then a 307 to the normalized path.
+    UnescapeAndRedirect,
+    /// Decoded and forwarded.
+    UnescapeAndForward,
+}
+
+impl PathNormalizationConfig {
+    /// The proxy's form of these settings.
+    pub fn to_proxy(self) -> switchyard_proxy::path::PathNormalization {
+        use switchyard_proxy::path::EscapedSlashes;
+        switchyard_proxy::path::PathNormalization {
+            normalize: self.normalize,
+            merge_slashes: self.merge_slashes,
+            escaped_slashes: match self.escaped_slashes {
+                EscapedSlashesConfig::Keep => EscapedSlashes::Keep,
+                EscapedSlashesConfig::Reject => EscapedSlashes::Reject,
+                EscapedSlashesConfig::UnescapeAndRedirect => EscapedSlashes::UnescapeAndRedirect,
+                EscapedSlashesConfig::UnescapeAndForward => EscapedSlashes::UnescapeAndForward,
+            },
+        }
+    }
 }
 
 /// `[server.tls]`.
@@ -197,6 +254,7 @@ impl Default for ServerConfig {
             tls_listen: None,
             tls: None,
             redirect_to_https: false,
+            path_normalization: PathNormalizationConfig::default(),
         }
     }
 }
@@ -500,6 +558,10 @@ pub struct RouteConfig {
     /// Largest request body on this route. Default: `server.max_body`.
     #[serde(default)]
     pub max_body: Option<ByteSize>,
+    /// Protocols a request may upgrade to (tunnelled after the upstream's 101); others get
+    /// 403, `h2c` is never forwarded. Default `["websocket"]`.
+    #[serde(default = "default_upgrades")]
+    pub upgrades: Vec<String>,
     /// Every other key of the route table: its policies, decoded by the policy layer
     /// (which refuses the keys it does not know).
     #[serde(skip)]
@@ -512,6 +574,10 @@ fn default_timeout() -> Duration {
 
 fn default_retries() -> u32 {
     1
+}
+
+fn default_upgrades() -> Vec<String> {
+    vec!["websocket".into()]
 }
 
 /// A whole configuration, decoded.

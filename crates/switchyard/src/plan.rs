@@ -568,6 +568,19 @@ fn build_route(
     if route.strip_prefix && route.path_prefix.is_none() {
         issues.push(ConfigIssue::new("strip_prefix", "needs path_prefix"));
     }
+    for (i, protocol) in route.upgrades.iter().enumerate() {
+        if protocol.eq_ignore_ascii_case("h2c") {
+            issues.push(ConfigIssue::new(
+                format!("upgrades[{i}]"),
+                "h2c upgrades are never forwarded",
+            ));
+        } else if !switchyard_proxy::grammar::token(protocol.as_bytes()) || protocol.contains('/') {
+            issues.push(ConfigIssue::new(
+                format!("upgrades[{i}]"),
+                format!("{protocol:?} is not a protocol name"),
+            ));
+        }
+    }
     if !issues.is_empty() {
         return Err(issues);
     }
@@ -588,5 +601,10 @@ fn build_route(
         retries: route.retries,
         max_body: route.max_body.map(|b| b.0),
         filters: Vec::new(),
+        upgrades: route
+            .upgrades
+            .iter()
+            .map(|p| p.to_ascii_lowercase())
+            .collect(),
     })
 }

@@ -6,7 +6,10 @@
 //! buffer (`Bytes`), not copies. What is refused (the exchange fails, the client answers
 //! 502): a head over [`MAX_HEAD_BYTES`] or with more than [`MAX_HEADERS`] headers, a
 //! `Content-Length` that is not one decimal number (several equal values are taken, as
-//! RFC 9112 §6.3 allows), and a chunked body whose framing is broken.
+//! RFC 9112 §6.3 allows), a transfer coding other than `chunked` (the gateway implements
+//! no other, so it could not pass the body on correctly), and a chunked body whose framing
+//! is broken. Decimal numbers, transfer codings and chunk-size lines are read with the
+//! grammar the request guard uses ([`crate::grammar`]), so the two directions agree.
 
 use std::mem::MaybeUninit;
 
@@ -14,6 +17,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
 use smallvec::SmallVec;
+
+use crate::grammar::{self, ChunkLine, Codings, TransferCodings};
 
 /// Largest response head accepted (nginx's default is 4–8 KiB and fails beyond it).
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -39,6 +44,8 @@ pub enum ProtocolError {
     BadTrailers,
     /// `101 Switching Protocols` to a request that asked for no upgrade.
     UnexpectedUpgrade,
+    /// A transfer coding other than `chunked`, or a malformed `Transfer-Encoding`.
+    UnsupportedTransferCoding,
 }
 
 impl std::fmt::Display for ProtocolError {
@@ -50,6 +57,7 @@ impl std::fmt::Display for ProtocolError {
             ProtocolError::BadChunk => "invalid chunked framing",
             ProtocolError::BadTrailers => "invalid trailers",
             ProtocolError::UnexpectedUpgrade => "unexpected 101 switching protocols",
+            ProtocolError::UnsupportedTransferCoding => "unsupported transfer coding",
         })
     }
 }
@@ -319,8 +327,8 @@ pub fn parse_response_head(
 /// pass that builds its header map.
 #[derive(Debug, Default)]
 struct FramingFields {
-    /// Whether the last `Transfer-Encoding` line ends in `chunked`; `None`: no such header.
-    chunked: Option<bool>,
+    /// The `Transfer-Encoding` fields.
+    codings: TransferCodings,
     /// The `Content-Length`, while all of its values agree.
     length: Option<u64>,
     /// `Content-Length` values seen (a line `7, 7` holds two).
@@ -339,16 +347,13 @@ impl FramingFields {
         if *name == header::CONTENT_LENGTH {
             for part in value.as_bytes().split(|&b| b == b',') {
                 self.length_values += 1;
-                match parse_decimal(part.trim_ascii()) {
+                match grammar::decimal(part.trim_ascii()) {
                     Some(n) if self.length.is_none_or(|seen| seen == n) => self.length = Some(n),
                     _ => self.bad_length = true,
                 }
             }
         } else if *name == header::TRANSFER_ENCODING {
-            // Only a final `chunked` delimits the body; any other coding runs to the close.
-            let last = value.as_bytes().rsplit(|&b| b == b',').next();
-            let chunked = last.is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-            self.chunked = Some(chunked);
+            self.codings.add(value.as_bytes());
         } else if *name == header::CONNECTION {
             for option in value.as_bytes().split(|&b| b == b',') {
                 let option = option.trim_ascii();
@@ -359,7 +364,8 @@ impl FramingFields {
     }
 
     /// RFC 9112 §6.3, for a response. `Transfer-Encoding` wins over `Content-Length`,
-    /// which is then not looked at.
+    /// which is then not looked at; any coding but a single `chunked` is refused (a body
+    /// that ran to the close under `gzip` would reach the client without its coding named).
     fn body_framing(
         &self,
         status: StatusCode,
@@ -372,13 +378,15 @@ impl FramingFields {
         {
             return Ok(BodyFraming::Empty);
         }
-        Ok(match (self.chunked, self.length) {
-            (Some(true), _) => BodyFraming::Chunked,
-            (Some(false), _) => BodyFraming::UntilClose,
+        Ok(match (self.codings.verdict(), self.length) {
+            (Codings::Chunked, _) => BodyFraming::Chunked,
+            (Codings::Unsupported | Codings::Invalid, _) => {
+                return Err(ProtocolError::UnsupportedTransferCoding)
+            }
             _ if self.bad_length => return Err(ProtocolError::BadContentLength),
-            (None, None) => BodyFraming::UntilClose,
-            (None, Some(0)) => BodyFraming::Empty,
-            (None, Some(n)) => BodyFraming::Length(n),
+            (Codings::Absent, None) => BodyFraming::UntilClose,
+            (Codings::Absent, Some(0)) => BodyFraming::Empty,
+            (Codings::Absent, Some(n)) => BodyFraming::Length(n),
         })
     }
 
@@ -420,15 +428,6 @@ fn normalize_length(headers: &mut HeaderMap, framing: BodyFraming) {
     }
 }
 
-fn parse_decimal(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 19 {
-        return None;
-    }
-    digits.iter().try_fold(0u64, |n, &d| {
-        d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
-    })
-}
-
 /// What the chunked decoder produced.
 #[derive(Debug, PartialEq)]
 pub enum Decoded {
@@ -445,14 +444,8 @@ pub enum Decoded {
 /// Where the chunked decoder is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Chunk {
-    /// Reading a size line; `digits` hex digits so far, `extension` after a `;` or space.
-    Size {
-        size: u64,
-        digits: u8,
-        extension: bool,
-    },
-    /// The LF of a size line.
-    SizeLf { size: u64 },
+    /// At a size line ([`grammar::chunk_size_line`]).
+    Size,
     /// Inside a chunk's data, this many bytes to go.
     Data(u64),
     /// The CR after a chunk's data.
@@ -473,13 +466,7 @@ pub struct ChunkedDecoder {
 
 impl Default for ChunkedDecoder {
     fn default() -> Self {
-        ChunkedDecoder {
-            state: Chunk::Size {
-                size: 0,
-                digits: 0,
-                extension: false,
-            },
-        }
+        ChunkedDecoder { state: Chunk::Size }
     }
 }
 
@@ -510,6 +497,21 @@ impl ChunkedDecoder {
                     return Ok(Decoded::Data(buf.split_to(take).freeze()));
                 }
                 Chunk::Trailers => return self.trailers(buf),
+                Chunk::Size => {
+                    match grammar::chunk_size_line(buf) {
+                        Ok(ChunkLine::Complete { used, size }) => {
+                            buf.advance(used);
+                            self.state = if size == 0 {
+                                Chunk::Trailers
+                            } else {
+                                Chunk::Data(size)
+                            };
+                        }
+                        Ok(ChunkLine::Partial) => return Ok(Decoded::NeedMore),
+                        Err(grammar::BadChunkLine) => return Err(ProtocolError::BadChunk),
+                    }
+                    continue;
+                }
                 _ => {}
             }
             let Some(&byte) = buf.first() else {
@@ -517,46 +519,8 @@ impl ChunkedDecoder {
             };
             buf.advance(1);
             self.state = match (self.state, byte) {
-                (
-                    Chunk::Size {
-                        size,
-                        digits,
-                        extension: false,
-                    },
-                    _,
-                ) if byte.is_ascii_hexdigit() => {
-                    if digits >= 16 {
-                        return Err(ProtocolError::BadChunk);
-                    }
-                    let digit = (byte as char).to_digit(16).unwrap_or(0);
-                    Chunk::Size {
-                        size: size << 4 | u64::from(digit),
-                        digits: digits + 1,
-                        extension: false,
-                    }
-                }
-                (Chunk::Size { size, digits, .. }, b';' | b' ' | b'\t') if digits > 0 => {
-                    Chunk::Size {
-                        size,
-                        digits,
-                        extension: true,
-                    }
-                }
-                (Chunk::Size { size, digits, .. }, b'\r') if digits > 0 => Chunk::SizeLf { size },
-                (
-                    Chunk::Size {
-                        extension: true, ..
-                    },
-                    _,
-                ) if byte != b'\n' && byte != 0 => self.state,
-                (Chunk::SizeLf { size: 0 }, b'\n') => Chunk::Trailers,
-                (Chunk::SizeLf { size }, b'\n') => Chunk::Data(size),
                 (Chunk::DataCr, b'\r') => Chunk::DataLf,
-                (Chunk::DataLf, b'\n') => Chunk::Size {
-                    size: 0,
-                    digits: 0,
-                    extension: false,
-                },
+                (Chunk::DataLf, b'\n') => Chunk::Size,
                 _ => return Err(ProtocolError::BadChunk),
             };
         }
