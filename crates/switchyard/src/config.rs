@@ -73,6 +73,9 @@ pub struct ServerConfig {
     /// Make the plain listener answer every request with a redirect to https
     /// (`tls_listen`'s port). Default false.
     pub redirect_to_https: bool,
+    /// The gateway's own zone (`eu-west-1a`), for upstreams with `zone_aware = true`; also
+    /// `SWITCHYARD__SERVER__ZONE`. Default: none.
+    pub zone: Option<String>,
 }
 
 /// `[server.tls]`.
@@ -173,6 +176,7 @@ impl Default for ServerConfig {
             tls_listen: None,
             tls: None,
             redirect_to_https: false,
+            zone: None,
         }
     }
 }
@@ -248,6 +252,10 @@ pub struct UpstreamConfig {
     /// TLS to the endpoints. Default: none (plain HTTP).
     #[serde(default)]
     pub tls: Option<UpstreamTlsConfig>,
+    /// Prefer endpoints in the gateway's `[server] zone`, spilling over to other zones by
+    /// Envoy's zone-aware routing rules. Default false.
+    #[serde(default)]
+    pub zone_aware: bool,
 }
 
 /// `[upstreams.NAME.tls]`: connect to the endpoints over TLS (1.2+, ALPN http/1.1).
@@ -382,6 +390,10 @@ pub struct SourceConfig {
     /// Consul: datacenter override.
     #[serde(default)]
     pub datacenter: Option<String>,
+    /// Consul: a filter expression for this source (`?filter=`), combined with the
+    /// registry's `filter` by `and`. Default: none.
+    #[serde(default)]
+    pub filter: Option<String>,
     /// Lower is preferred. Default 0.
     #[serde(default)]
     pub priority: u32,
