@@ -386,10 +386,10 @@ impl Harness for ConsulHarness {
             .expect("deregister");
     }
     async fn write_malformed(&mut self, service: &str) {
-        // Consul stores any port; the backend must skip one that is not a port.
+        // Consul stores port 0 (a service without a port); the backend cannot route to it.
         self.agent
             .register(&json!({"ID": format!("{service}-broken"), "Name": service,
-                "Address": "127.0.0.1", "Port": 70000}))
+                "Address": "127.0.0.1", "Port": 0}))
             .await
             .expect("register");
     }
