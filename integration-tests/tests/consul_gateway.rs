@@ -268,6 +268,73 @@ async fn a_wrong_token_is_reported_and_not_retried_hot() {
 }
 
 #[tokio::test]
+async fn default_deny_without_a_token_is_reported_not_served_as_empty() {
+    // Real Consul answers a token-less request under default-deny ACLs with `[]` and hides
+    // that ACLs filtered it (maskResultsFilteredByACLs, agent/consul/rpc.go); only the
+    // X-Consul-Default-ACL-Policy header (setACLDefaultPolicy, agent/http.go) tells.
+    let a = Backend::start("a");
+    let double = ConsulDouble::start(Options {
+        acl: Some(AclOptions::deny_with("writer-secret", "reader-secret")),
+        ..Options::default()
+    })
+    .expect("consul double");
+    let agent = AgentClient::new(&double.address()).with_token("writer-secret");
+    register(&agent, &a, &[]).await;
+
+    let text = config(&double, "", "");
+    let gateway = Gateway::start(&text).await;
+    eventually("the missing token in /api/registries", START, || async {
+        let registry = registry_state(&gateway).await;
+        registry["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no token configured"))
+    })
+    .await;
+    let registry = registry_state(&gateway).await;
+    println!("/api/registries without a token: {registry}");
+    assert_ne!(registry["state"], "ok", "{registry}");
+    assert_eq!(gateway.get("/").await.status, 503);
+    eventually("a start-up warning naming the token", START, || async {
+        gateway.stderr().contains("ACL default policy deny")
+    })
+    .await;
+
+    // `switchyard check` says so too, when the agent can be reached; the config stays valid.
+    let (code, stderr) = gateway::check(&gateway.config_path());
+    println!("switchyard check: {code}\n{stderr}");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("warning: registries.consul") && stderr.contains("no token is configured"),
+        "{stderr}"
+    );
+    // With a token: no warning, and a served.
+    let with_token = Gateway::start(&config(&double, r#"token = "reader-secret""#, "")).await;
+    eventually("read token: a routed", START, || {
+        with_token.all_reach("/", &["a"])
+    })
+    .await;
+    let (code, stderr) = gateway::check(&with_token.config_path());
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+}
+
+#[tokio::test]
+async fn mixed_case_tags_route_as_consul_matches_them() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let double = ConsulDouble::start(Options::default()).expect("consul double");
+    let agent = AgentClient::new(&double.address());
+    register(&agent, &a, &["Primary"]).await;
+    register(&agent, &b, &["secondary"]).await;
+    let gateway = Gateway::start(&config(&double, "", r#"tags = ["PRIMARY"]"#)).await;
+    eventually("a routed by a tag of another case", START, || {
+        gateway.all_reach("/", &["a"])
+    })
+    .await;
+    let spread = gateway.spread("/", 20).await;
+    assert_eq!(spread.keys().collect::<Vec<_>>(), ["a"], "{spread:?}");
+}
+
+#[tokio::test]
 async fn an_index_going_backwards_is_reset_and_resynced() {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
     let double = ConsulDouble::start(Options::default()).expect("consul double");

@@ -380,14 +380,94 @@ async fn wrong_token_is_unauthorized_and_not_retried_hot() {
     println!("requests with the wrong token over 3 s: {requests}");
     assert!(requests <= 2, "{requests} requests: retried hot");
 
-    // No token under default deny: the answer is filtered, which is not "zero instances".
+    // No token under default deny: Consul answers `[]` and hides that ACLs filtered it
+    // (maskResultsFilteredByACLs); only X-Consul-Default-ACL-Policy: deny tells. That is not
+    // "zero instances": an error naming the missing token.
     let (anon, _) = registry(&double, json!({}));
     let mut s = anon.watch(&query("web", &[], None)).await.unwrap();
     let err = next_error(&mut s, "anonymous").await;
     assert_eq!(err.kind(), ErrorKind::Unauthorized);
     assert!(
-        err.message().contains("X-Consul-Results-Filtered-By-ACLs"),
+        err.message().contains("X-Consul-Default-ACL-Policy")
+            && err.message().contains("no token configured"),
         "{err}"
+    );
+}
+
+#[tokio::test]
+async fn tags_match_case_insensitively() {
+    // Consul's serviceTagFilter lowercases both sides: `tags = ["PRIMARY"]` finds an instance
+    // tagged "primary", and the backend must not drop what Consul returned.
+    let double = double();
+    let agent = AgentClient::new(&double.address());
+    register(&agent, "a", 9001, &["primary", "EU"]).await;
+    register(&agent, "b", 9002, &["secondary"]).await;
+    let (tagged, _) = registry(&double, json!({}));
+    let mut s = tagged
+        .watch(&query("web", &["PRIMARY", "eu"], None))
+        .await
+        .unwrap();
+    assert_eq!(
+        summary(&next(&mut s, "mixed-case tags").await),
+        "Reset[9001]"
+    );
+}
+
+#[tokio::test]
+async fn filter_and_consistency_are_passed_to_consul() {
+    let double = double();
+    let agent = AgentClient::new(&double.address());
+    agent
+        .register(
+            &json!({"ID": "a", "Name": "web", "Address": "127.0.0.1", "Port": 9001,
+            "Meta": {"version": "1"}, "Tags": ["canary"]}),
+        )
+        .await
+        .unwrap();
+    agent
+        .register(
+            &json!({"ID": "b", "Name": "web", "Address": "127.0.0.1", "Port": 9002,
+            "Meta": {"version": "2"}}),
+        )
+        .await
+        .unwrap();
+    agent
+        .register(
+            &json!({"ID": "c", "Name": "web", "Address": "127.0.0.1", "Port": 9003,
+            "Meta": {"version": "2"}, "Tags": ["canary"]}),
+        )
+        .await
+        .unwrap();
+    // The registry's filter and the source's, and-ed; stale reads by default.
+    let (filtered, _) = registry(&double, json!({"filter": "Service.Meta.version == \"2\""}));
+    let mut q = query("web", &[], None);
+    q.filter = Some("\"canary\" not in Service.Tags".into());
+    double.reset_requests();
+    let mut s = filtered.watch(&q).await.unwrap();
+    assert_eq!(summary(&next(&mut s, "filtered").await), "Reset[9002]");
+    let log = double.request_log();
+    let first = log
+        .iter()
+        .find(|r| r.path == HEALTH_WEB)
+        .expect("a health request");
+    println!("query sent: {}", first.query);
+    assert!(first.query.contains("stale"), "{}", first.query);
+    assert!(first.query.contains("filter="), "{}", first.query);
+
+    // consistent = true: ?consistent, never ?stale.
+    let (consistent, _) = registry(&double, json!({"consistent": true}));
+    double.reset_requests();
+    let mut s = consistent.watch(&query("web", &[], None)).await.unwrap();
+    assert_eq!(
+        summary(&next(&mut s, "consistent").await),
+        "Reset[9001, 9002, 9003]"
+    );
+    let log = double.request_log();
+    let first = log.iter().find(|r| r.path == HEALTH_WEB).unwrap();
+    assert!(
+        first.query.contains("consistent") && !first.query.contains("stale"),
+        "{}",
+        first.query
     );
 }
 

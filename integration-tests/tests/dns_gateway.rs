@@ -256,6 +256,73 @@ async fn nxdomain_gives_503_until_the_service_exists() {
     .await;
 }
 
+#[tokio::test]
+async fn a_name_that_never_resolved_is_reported_degraded_and_check_warns_about_short_names() {
+    // One good name and one that has never existed: the registry is degraded, and
+    // last_error names the missing one, while the good one serves.
+    let a = Backend::start("a");
+    let named = NamedServer::launch(ZONE, &srv_records(&[(0, 1, &a)]));
+    let text = config(
+        &named,
+        r#"[upstreams.orders]
+[[upstreams.orders.sources]]
+registry = "dns"
+service = "_http._tcp.orders.example.test"
+
+[upstreams.typo]
+[[upstreams.typo.sources]]
+registry = "dns"
+service = "_http._tcp.ordrs.example.test"
+
+[[routes]]
+name = "orders"
+path_prefix = "/"
+upstream = "orders"
+"#,
+    );
+    let gateway = Gateway::start(&text).await;
+    eventually("a serves", Duration::from_secs(25), || {
+        gateway.all_reach("/", &["a"])
+    })
+    .await;
+    eventually(
+        "the never-resolved name reported",
+        Duration::from_secs(25),
+        || async {
+            let registries = gateway.admin_json("/api/registries").await;
+            registries[0]["state"] == "degraded"
+                && registries[0]["last_error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("_http._tcp.ordrs.example.test"))
+        },
+    )
+    .await;
+    println!(
+        "/api/registries: {}",
+        gateway.admin_json("/api/registries").await
+    );
+
+    // `switchyard check`: single-label names are looked up at the root (names are absolute).
+    let short = config(
+        &named,
+        r#"[upstreams.orders]
+[[upstreams.orders.sources]]
+registry = "dns"
+service = "orders:8080"
+"#,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("short.toml");
+    std::fs::write(&path, short).unwrap();
+    let (code, stderr) = gateway::check(&path);
+    println!("switchyard check: {code}\n{stderr}");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("warning: registries.dns") && stderr.contains("single-label"),
+        "{stderr}"
+    );
+}
+
 /// `config/dns.toml` as shipped, against the zone its comments describe (ports moved to
 /// the test's backends and servers).
 #[tokio::test]

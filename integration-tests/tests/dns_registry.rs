@@ -36,7 +36,8 @@ c.orders IN A 127.0.0.13
 c.orders IN AAAA ::1
 ";
 
-/// A DNS registry asking only `server`, with short timeouts; `extra` keys override.
+/// A DNS registry asking only `server`, with short timeouts and both address families
+/// (`address_family = "any"`); `extra` keys override (a null removes the key: the default).
 fn registry(
     server: &NamedServer,
     extra: serde_json::Value,
@@ -47,9 +48,14 @@ fn registry(
         "attempts": 2,
         "min_ttl": "1s",
         "max_ttl": "5s",
+        "address_family": "any",
     });
     for (key, value) in extra.as_object().expect("extra settings table") {
-        settings[key] = value.clone();
+        if value.is_null() {
+            settings.as_object_mut().unwrap().remove(key);
+        } else {
+            settings[key] = value.clone();
+        }
     }
     let ctx = RegistryContext::new("dns");
     let registry = DnsFactory
@@ -302,7 +308,7 @@ async fn host_port_mode_uses_a_and_aaaa() {
         "web IN A 127.0.0.21
          web IN AAAA ::1",
     );
-    let (registry, _) = registry(&server, json!({}));
+    let (registry, _) = registry(&server, json!({"address_family": "any"}));
     let mut web = watch(&registry, "web.example.test:8080").await;
     let mut view = View::default();
     view.apply(
@@ -347,10 +353,15 @@ async fn nxdomain_nodata_and_dot_target_are_authoritative_empties() {
     let (registry, ctx) = registry(&server, json!({}));
     let limit = Duration::from_secs(5);
 
+    // NXDOMAIN for a name that never resolved since start: an error naming it, not a
+    // healthy empty service (a typo, or a name that needs a search domain).
     let mut missing = watch(&registry, "_http._tcp.missing.example.test").await;
-    assert_eq!(
-        next(&mut missing, limit).await.unwrap(),
-        Update::DoesNotExist
+    let error = next(&mut missing, limit).await.unwrap_err();
+    println!("never resolved: {error}");
+    assert!(
+        error.message().contains("_http._tcp.missing.example.test")
+            && error.message().contains("NXDOMAIN"),
+        "{error}"
     );
     let mut nodata = watch(&registry, "_http._tcp.nodata.example.test").await;
     assert_eq!(
@@ -360,12 +371,14 @@ async fn nxdomain_nodata_and_dot_target_are_authoritative_empties() {
     let mut down = watch(&registry, "_http._tcp.down.example.test").await;
     assert_eq!(next(&mut down, limit).await.unwrap(), Update::reset(vec![]));
     let mut host = watch(&registry, "nohost.example.test:80").await;
-    assert_eq!(next(&mut host, limit).await.unwrap(), Update::DoesNotExist);
+    assert!(next(&mut host, limit).await.is_err());
 
-    // The missing service appears once its negative TTL (the SOA minimum, 1 s) runs out.
+    // The missing service, once created, is seen by the next watch; once it has resolved,
+    // its NXDOMAIN is an authoritative "does not exist" again.
     server
         .nsupdate("update add _http._tcp.missing.example.test 1 SRV 0 1 80 a.orders.example.test");
     let start = Instant::now();
+    let mut missing = watch(&registry, "_http._tcp.missing.example.test").await;
     let update = next(&mut missing, Duration::from_secs(10)).await.unwrap();
     println!(
         "service created after NXDOMAIN: seen after {:?}",
@@ -380,7 +393,99 @@ async fn nxdomain_nodata_and_dot_target_are_authoritative_empties() {
             1
         )])
     );
+    server.nsupdate("update delete _http._tcp.missing.example.test");
+    assert_eq!(
+        next(&mut missing, Duration::from_secs(10)).await.unwrap(),
+        Update::DoesNotExist
+    );
     assert_eq!(ctx.metrics.errors(), 0);
+}
+
+#[tokio::test]
+async fn address_families_pick_a_and_aaaa_as_configured() {
+    let server = NamedServer::launch(
+        ZONE,
+        "both IN A 127.0.0.31
+         both IN AAAA ::1
+         v6only IN AAAA ::1
+         _http._tcp.svc IN SRV 0 1 8081 both",
+    );
+    let limit = Duration::from_secs(5);
+    let first = |family: &'static str, service: &'static str| {
+        let server = &server;
+        async move {
+            let settings = if family.is_empty() {
+                json!({ "address_family": null })
+            } else {
+                json!({ "address_family": family })
+            };
+            let (registry, _) = registry(server, settings);
+            let mut stream = watch(&registry, service).await;
+            let mut view = View::default();
+            view.apply(next(&mut stream, limit).await.expect("first update"));
+            println!("{family:?} {service}: {:?}", view.summary());
+            view.summary()
+        }
+    };
+    // Default prefer_ipv4: an IPv4-only host keeps working; an AAAA-only name still resolves.
+    assert_eq!(
+        first("", "both.example.test:80").await,
+        ["127.0.0.31:80 w1 p0"]
+    );
+    assert_eq!(
+        first("", "v6only.example.test:80").await,
+        ["[::1]:80 w1 p0"]
+    );
+    assert_eq!(
+        first("ipv4", "both.example.test:80").await,
+        ["127.0.0.31:80 w1 p0"]
+    );
+    assert_eq!(
+        first("ipv6", "both.example.test:80").await,
+        ["[::1]:80 w1 p0"]
+    );
+    assert_eq!(
+        first("prefer_ipv6", "both.example.test:80").await,
+        ["[::1]:80 w1 p0"]
+    );
+    assert_eq!(
+        first("any", "both.example.test:80").await,
+        ["127.0.0.31:80 w1 p0", "[::1]:80 w1 p0"]
+    );
+    assert_eq!(
+        first("prefer_ipv4", "v6only.example.test:80").await,
+        ["[::1]:80 w1 p0"]
+    );
+    // ipv4 only, and the name has no A record: an existing name with no address (NODATA).
+    assert!(first("ipv4", "v6only.example.test:80").await.is_empty());
+    // SRV targets follow the same rule.
+    assert_eq!(first("ipv6", "_http._tcp.svc.example.test").await.len(), 1);
+}
+
+#[tokio::test]
+async fn an_nxdomain_with_a_cname_is_not_found_not_a_protocol_error() {
+    // `alias` is a CNAME to a name that does not exist: BIND answers NXDOMAIN with the CNAME
+    // in the answer section (RFC 6604: the RCODE is for the chain's last name).
+    let server = NamedServer::launch(
+        ZONE,
+        "alias IN CNAME gone.example.test.
+         real IN A 127.0.0.41
+         good IN CNAME real.example.test.",
+    );
+    let (registry, _) = registry(&server, json!({}));
+    let limit = Duration::from_secs(5);
+    let mut good = watch(&registry, "good.example.test:80").await;
+    let mut view = View::default();
+    view.apply(next(&mut good, limit).await.expect("CNAME to a host"));
+    assert_eq!(view.summary(), ["127.0.0.41:80 w1 p0"]);
+    let mut alias = watch(&registry, "alias.example.test:80").await;
+    let error = next(&mut alias, limit).await.unwrap_err();
+    println!("CNAME to nothing: {error}");
+    // Not "server answered NXDOMAIN" (a protocol error): the name does not resolve.
+    assert!(
+        error.message().contains("NXDOMAIN for") && !error.message().contains("server answered"),
+        "{error}"
+    );
 }
 
 fn endpoint_with_meta(address: &str, target: &str, priority: u16, weight: u16) -> Endpoint {
@@ -526,11 +631,10 @@ async fn tsig_signed_updates_are_seen() {
         .launch();
     let (registry, _) = registry(&server, json!({"protocol": "tcp"}));
     let mut web = watch(&registry, "web.example.test:80").await;
-    assert_eq!(
-        next(&mut web, Duration::from_secs(5)).await.unwrap(),
-        Update::DoesNotExist
-    );
+    // Never resolved yet: reported, not an empty service.
+    assert!(next(&mut web, Duration::from_secs(5)).await.is_err());
     server.nsupdate("update add web.example.test 1 A 127.0.0.31");
+    let mut web = watch(&registry, "web.example.test:80").await;
     let update = next(&mut web, Duration::from_secs(10)).await.unwrap();
     assert_eq!(
         update,

@@ -699,3 +699,41 @@ async fn tls_with_a_ca_and_a_client_certificate() {
         other => panic!("expected an error, got {other:?}"),
     }
 }
+
+/// Values near etcd's default request limit (`--max-request-bytes`, 1.5 MiB): six of them
+/// are ~8 MiB in one page of the initial read, past tonic's default 4 MiB decode limit that
+/// the read used while the watch had 64 MiB. Both now take the same limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_initial_read_of_values_near_the_request_limit_succeeds() {
+    let server = EtcdServer::start();
+    let mut etcd = client(&server).await;
+    // 1.5 MiB is etcd's limit on a whole request; leave room for the key and framing.
+    let blob = "x".repeat(1_400_000);
+    for i in 0..6u16 {
+        let value = format!(
+            r#"{{"host":"127.0.0.1","port":{},"metadata":{{"blob":"{blob}"}}}}"#,
+            9100 + i
+        );
+        put(&mut etcd, &key("big", &format!("i{i}")), &value).await;
+    }
+    let (registry, _) = build(&[server.client_url()]);
+    let started = Instant::now();
+    let mut big = registry.watch(&ServiceQuery::new("big")).await.unwrap();
+    let first = match tokio::time::timeout(WAIT * 3, big.next()).await {
+        Ok(Some(Ok(update))) => update,
+        Ok(Some(Err(err))) => panic!("the initial read failed: {err}"),
+        Ok(None) => panic!("stream ended"),
+        Err(_) => panic!("no update within {:?}", WAIT * 3),
+    };
+    println!("first update after {:?}", started.elapsed());
+    let mut set = BTreeMap::new();
+    apply(&mut set, &first);
+    assert_eq!(ports(&set), [9100, 9101, 9102, 9103, 9104, 9105]);
+    assert!(set
+        .values()
+        .all(|e| e.metadata().get("blob").map(String::len) == Some(1_400_000)));
+    // And a seventh large value arrives through the watch.
+    let value = format!(r#"{{"host":"127.0.0.1","port":9106,"metadata":{{"blob":"{blob}"}}}}"#);
+    put(&mut etcd, &key("big", "i6"), &value).await;
+    assert_eq!(next(&mut big).await, "Add 127.0.0.1:9106w1");
+}

@@ -183,6 +183,67 @@ const FIVE_TIMES_ONE_SECOND: Duration = Duration::from_secs(5);
 // === tests ===
 
 #[tokio::test]
+async fn a_dual_stack_service_serves_each_pod_once() {
+    // Pods a, b, c on 127.0.0.1-3 (IPv4); pod a also on [::1] (its IPv6 address; IPv6 test
+    // traffic stays on ::1). The slices are what the EndpointSlice controller writes for a
+    // dual-stack Service: an IPv4 slice and an IPv6 one naming the same pods.
+    let (backends, port) = backends_on_one_port(&["a", "b", "c"]);
+    let a6 = match std::net::TcpListener::bind(("::1", port)) {
+        Ok(probe) => {
+            drop(probe);
+            Backend::start_on(
+                "a-over-ipv6",
+                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+            )
+        }
+        Err(err) => panic!("[::1]:{port} is not bindable ({err}); the test needs IPv6 loopback"),
+    };
+    let pods: Vec<switchyard_kube_double::controller::Pod> = backends
+        .iter()
+        .map(|b| {
+            let mut ips = vec![b.address().ip()];
+            if b.name() == "a" {
+                ips.push(a6.address().ip());
+            }
+            switchyard_kube_double::controller::Pod::ready(b.name(), &ips)
+        })
+        .collect();
+    use switchyard_kube_double::controller::{endpoint_slices, IpFamily};
+    let k8s = cluster("k8s").await;
+    for value in endpoint_slices(
+        "shop",
+        "web",
+        &[IpFamily::Ipv4, IpFamily::Ipv6],
+        &[("http", port)],
+        &pods,
+    ) {
+        k8s.put(serde_json::from_value(value).unwrap()).await;
+    }
+    let gateway = Gateway::start(&config(&[("k8s", &k8s)], &single("shop/web", "http"))).await;
+    eventually("a, b and c routed", START, || {
+        reaches(&gateway, "/", &["a", "b", "c"])
+    })
+    .await;
+    let upstreams = gateway.admin_json("/api/upstreams").await;
+    let endpoints = upstreams[0]["endpoints"].as_array().unwrap().len();
+    println!("default family: {endpoints} endpoints");
+    assert_eq!(endpoints, 3, "each pod once: {upstreams}");
+    let counts = gateway.spread("/", 60).await;
+    assert!(!counts.contains_key("a-over-ipv6"), "{counts:?}");
+
+    // address_family = "ipv6": only the IPv6 slice (pod a on ::1).
+    let ipv6 = config(&[("k8s", &k8s)], &single("shop/web", "http")).replace(
+        "type = \"kubernetes\"\n",
+        "type = \"kubernetes\"\naddress_family = \"ipv6\"\n",
+    );
+    let gateway6 = Gateway::start(&ipv6).await;
+    eventually("ipv6: pod a over ::1", START, || {
+        reaches(&gateway6, "/", &["a-over-ipv6"])
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn endpoints_routed_not_ready_dropped_and_terminating_fallback() {
     let (backends, port) = backends_on_one_port(&["a", "b"]);
     let (a, b) = (&backends[0], &backends[1]);

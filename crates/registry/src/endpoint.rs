@@ -44,6 +44,10 @@ struct Extra {
 /// No labels.
 static NO_METADATA: Metadata = Metadata::new();
 
+/// Metadata key of Kubernetes topology hints: the zones of an EndpointSlice endpoint's
+/// `hints.forZones`, comma-separated. Zone-aware routing reads it.
+pub const META_HINTS_FOR_ZONES: &str = "hints.for_zones";
+
 /// An [`Endpoint`] as serialized.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct EndpointFields {

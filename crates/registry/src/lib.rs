@@ -21,9 +21,11 @@ mod fields;
 mod metrics;
 mod query;
 pub mod recover;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 mod update;
 
-pub use endpoint::{Endpoint, Metadata};
+pub use endpoint::{Endpoint, Metadata, META_HINTS_FOR_ZONES};
 pub use error::{ErrorKind, RegistryError};
 pub use factory::{decode_settings, Catalog, ConfigIssue, RegistryContext, RegistryFactory};
 pub use fields::field_names;
@@ -55,6 +57,18 @@ pub trait Registry: Send + Sync + 'static {
     fn check_query(&self, query: &ServiceQuery) -> Result<(), Vec<ConfigIssue>> {
         let _ = query;
         Ok(())
+    }
+
+    /// Warnings about this registry and the `queries` its sources will watch: things that are
+    /// valid but likely wrong (a DNS name that depends on a search domain, a Consul agent
+    /// with default-deny ACLs and no token configured). Printed by `switchyard check` and
+    /// logged at start-up; never an error.
+    ///
+    /// May ask the registry, briefly: callers bound the whole call with a short timeout, and
+    /// an unreachable registry gives no warning here (the watch reports it). Default: none.
+    async fn warnings(&self, queries: &[ServiceQuery]) -> Vec<String> {
+        let _ = queries;
+        Vec::new()
     }
 
     /// Starts watching one service. The first item of a healthy stream is a

@@ -15,6 +15,9 @@ pub struct ServiceQuery {
     pub tags: Vec<String>,
     /// Consul: a datacenter overriding the registry's.
     pub datacenter: Option<String>,
+    /// Consul: a filter expression (`Service.Meta.version == "2"`), passed to Consul's
+    /// `?filter=` (combined with the registry's own `filter` by `and`).
+    pub filter: Option<String>,
 }
 
 impl ServiceQuery {
@@ -38,6 +41,9 @@ impl std::fmt::Display for ServiceQuery {
         }
         if let Some(dc) = &self.datacenter {
             write!(f, " [dc {dc}]")?;
+        }
+        if let Some(filter) = &self.filter {
+            write!(f, " [filter {filter}]")?;
         }
         Ok(())
     }

@@ -178,7 +178,14 @@ fn readyz(app: &App) -> AdminResponse {
 /// `GET /api/upstreams`: every upstream, as [`upstream_json`] describes it.
 pub fn upstreams(app: &App) -> Value {
     let table = app.proxy.table();
-    Value::Array(table.cache().iter().map(|u| upstream_json(u)).collect())
+    let zone = app.with_current(|c| c.config.server.zone.clone());
+    Value::Array(
+        table
+            .cache()
+            .iter()
+            .map(|u| upstream_json(u, zone.as_deref()))
+            .collect(),
+    )
 }
 
 /// `GET /api/upstreams/<name>`: one upstream, or `None` when no upstream has that name.
@@ -186,11 +193,16 @@ pub fn upstreams(app: &App) -> Value {
 /// the one upstream asked about.
 pub fn upstream(app: &App, name: &str) -> Option<Value> {
     let table = app.proxy.table();
-    table.cache().get(name).map(|u| upstream_json(u))
+    let zone = app.with_current(|c| c.config.server.zone.clone());
+    table
+        .cache()
+        .get(name)
+        .map(|u| upstream_json(u, zone.as_deref()))
 }
 
-/// One upstream: its endpoints with their state, and its sources' sync status.
-fn upstream_json(upstream: &switchyard_upstream::Upstream) -> Value {
+/// One upstream: its endpoints with their state, and its sources' sync status. `local`
+/// says whether an endpoint is in the gateway's `[server] zone` (null without one).
+fn upstream_json(upstream: &switchyard_upstream::Upstream, zone: Option<&str>) -> Value {
     let snapshot = upstream.snapshot();
     let endpoints: Vec<Value> = snapshot
         .endpoints
@@ -207,6 +219,7 @@ fn upstream_json(upstream: &switchyard_upstream::Upstream) -> Value {
                 "stale": e.stale,
                 "source": {"registry": e.source.registry, "service": e.source.service},
                 "zone": e.endpoint.zone(),
+                "local": zone.map(|zone| switchyard_proxy::balance::zone_aware::is_local(e, zone)),
                 "metadata": e.endpoint.metadata(),
                 "health": {
                     "registry": e.endpoint.healthy,

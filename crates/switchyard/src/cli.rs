@@ -209,6 +209,18 @@ fn check(path: &Path) -> ExitCode {
                 plan.upstreams.len(),
                 plan.routes.len()
             );
+            // Valid, but maybe not what was meant: registries' warnings (they may look at
+            // their server, briefly). They do not change the exit status.
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                for (name, warning) in
+                    runtime.block_on(crate::warnings::collect(crate::warnings::asks(&plan)))
+                {
+                    eprintln!("{}: warning: registries.{name}: {warning}", path.display());
+                }
+            }
             ExitCode::SUCCESS
         }
         Err(issues) => {
@@ -314,11 +326,17 @@ pub async fn serve(path: PathBuf, loader: Loader, plan: plan::Plan) -> ExitCode 
     };
     let redirect = plan.config.server.redirect_to_https;
     let tls_port = plan.config.server.tls_listen.map(|a| a.port());
+    let registry_asks = crate::warnings::asks(&plan);
     let app = app::App::start(path, loader, plan);
     tracing::info!(%listen, admin = %admin_listen, "switchyard listening");
     tokio::spawn(admin::serve(admin_listener, app.clone()));
     tokio::spawn(reload_on_sighup(app.clone()));
     tokio::spawn(status::report_startup_sync(app.clone()));
+    tokio::spawn(async move {
+        for (name, warning) in crate::warnings::collect(registry_asks).await {
+            tracing::warn!(registry = %name, "{warning}");
+        }
+    });
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;

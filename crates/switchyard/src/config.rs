@@ -83,10 +83,13 @@ pub struct ServerConfig {
     pub redirect_to_https: bool,
     /// `[server.path_normalization]`: how request paths are normalized before routing.
     pub path_normalization: PathNormalizationConfig,
+    /// The gateway's own zone (`eu-west-1a`), for upstreams with `zone_aware = true`; also
+    /// `SWITCHYARD__SERVER__ZONE`. Default: none.
+    pub zone: Option<String>,
 }
 
 /// `[server.path_normalization]` (SECURITY.md, docs/path-normalization.md).
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PathNormalizationConfig {
     /// RFC 3986 normalization (unreserved `%XX` decoded, dot segments removed, `..` above
@@ -110,7 +113,7 @@ impl Default for PathNormalizationConfig {
 }
 
 /// `escaped_slashes` of `[server.path_normalization]`.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum EscapedSlashesConfig {
     /// Left encoded.
@@ -255,6 +258,7 @@ impl Default for ServerConfig {
             tls: None,
             redirect_to_https: false,
             path_normalization: PathNormalizationConfig::default(),
+            zone: None,
         }
     }
 }
@@ -331,6 +335,10 @@ pub struct UpstreamConfig {
     /// TLS to the endpoints. Default: none (plain HTTP).
     #[serde(default)]
     pub tls: Option<UpstreamTlsConfig>,
+    /// Prefer endpoints in the gateway's `[server] zone`, spilling over to other zones by
+    /// Envoy's zone-aware routing rules. Default false.
+    #[serde(default)]
+    pub zone_aware: bool,
 }
 
 /// `[upstreams.NAME.tls]`: connect to the endpoints over TLS (1.2+, ALPN http/1.1).
@@ -470,6 +478,10 @@ pub struct SourceConfig {
     /// Consul: datacenter override.
     #[serde(default)]
     pub datacenter: Option<String>,
+    /// Consul: a filter expression for this source (`?filter=`), combined with the
+    /// registry's `filter` by `and`. Default: none.
+    #[serde(default)]
+    pub filter: Option<String>,
     /// Lower is preferred. Default 0.
     #[serde(default)]
     pub priority: u32,

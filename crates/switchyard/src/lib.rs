@@ -22,3 +22,4 @@ pub mod plan;
 pub mod policy;
 pub mod schema;
 pub mod status;
+pub mod warnings;

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue, Method};
+use switchyard_proxy::balance::ZoneAwareFactory;
 use switchyard_proxy::router::{HeaderMatch, PathMatch, RouteMatch};
 use switchyard_proxy::upstream_tls::{UpstreamTls, UpstreamTlsSpec};
 use switchyard_proxy::{BalancerKind, HashOn, RouteSpec, UpstreamOptions};
@@ -14,8 +15,8 @@ use switchyard_registry::{
     Catalog, ConfigIssue, Registry, RegistryContext, RegistryMetrics, ServiceQuery,
 };
 use switchyard_upstream::{
-    HealthCheckKind, HealthCheckSpec, OutlierSpec, PanicMode, ShrinkGuard, SourceSpec,
-    UpstreamSpec, DEFAULT_HEALTHY_STATUSES,
+    HealthCheckKind, HealthCheckSpec, OutlierSpec, PanicMode, SelectorFactory, ShrinkGuard,
+    SourceSpec, UpstreamSpec, DEFAULT_HEALTHY_STATUSES,
 };
 
 use crate::config::{
@@ -290,6 +291,7 @@ fn build_upstream(
             port: source.port.as_ref().map(ToString::to_string),
             tags: source.tags.clone(),
             datacenter: source.datacenter.clone(),
+            filter: source.filter.clone(),
         };
         if source.service.is_empty() {
             issues.push(ConfigIssue::new(
@@ -340,14 +342,32 @@ fn build_upstream(
             None
         }
     };
+    let zone = config
+        .server
+        .zone
+        .as_deref()
+        .map(str::trim)
+        .filter(|z| !z.is_empty());
+    if upstream.zone_aware && zone.is_none() {
+        issues.push(ConfigIssue::new(
+            "zone_aware",
+            "needs the gateway's zone: set [server] zone (or SWITCHYARD__SERVER__ZONE)",
+        ));
+    }
     if !issues.is_empty() {
         return Err(issues);
     }
     let balancer = balancer.expect("checked above");
+    let selector = match zone {
+        Some(zone) if upstream.zone_aware => {
+            Arc::new(ZoneAwareFactory::new(zone, balancer.factory())) as Arc<dyn SelectorFactory>
+        }
+        _ => balancer.factory(),
+    };
     let spec = UpstreamSpec {
         name: name.to_owned(),
         balancer: balancer.as_str().to_owned(),
-        selector: balancer.factory(),
+        selector,
         sources,
         outlier: OutlierSpec {
             consecutive_failures: upstream.outlier.consecutive_failures,

@@ -88,6 +88,9 @@ pub struct Caller {
     pub accessor: String,
     /// `None`: no rights at all.
     pub rights: Option<Rights>,
+    /// Whether the request carried a non-blank token (Consul masks some answers' headers
+    /// for blank ones: `maskResultsFilteredByACLs`).
+    pub token_given: bool,
 }
 
 const ANONYMOUS_ACCESSOR: &str = "00000000-0000-0000-0000-000000000002";
@@ -98,6 +101,7 @@ pub fn resolve(acl: Option<&AclOptions>, token: Option<&str>) -> Result<Caller, 
         return Ok(Caller {
             accessor: ANONYMOUS_ACCESSOR.into(),
             rights: Some(Rights::Write),
+            token_given: token.is_some_and(|t| !t.is_empty()),
         });
     };
     match token.filter(|t| !t.is_empty()) {
@@ -107,6 +111,7 @@ pub fn resolve(acl: Option<&AclOptions>, token: Option<&str>) -> Result<Caller, 
                 DefaultPolicy::Allow => Some(Rights::Write),
                 DefaultPolicy::Deny => None,
             },
+            token_given: false,
         }),
         Some(secret) => acl
             .tokens
@@ -115,6 +120,7 @@ pub fn resolve(acl: Option<&AclOptions>, token: Option<&str>) -> Result<Caller, 
             .map(|(known, rights)| Caller {
                 accessor: accessor_for(known),
                 rights: Some(*rights),
+                token_given: true,
             })
             .ok_or_else(|| HttpError::new(StatusCode::FORBIDDEN, "ACL not found")),
     }

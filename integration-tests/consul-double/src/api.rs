@@ -21,6 +21,7 @@ use serde_json::Value;
 
 use crate::agent::{self, AclOptions, Caller, HttpError};
 use crate::duration;
+use crate::filter;
 use crate::state::{Shared, CRITICAL, PASSING, WARNING};
 
 const DEFAULT_WAIT: Duration = Duration::from_secs(300);
@@ -126,7 +127,19 @@ pub async fn handle(
         Err(_) => Bytes::new(),
     };
     let response = route(&agent, &method, &path, &query, token.as_deref(), &body).await;
-    Ok(response.unwrap_or_else(|err| text(err.status, &err.body)))
+    let mut response = response.unwrap_or_else(|err| text(err.status, &err.body));
+    // Every answer says the ACL default policy: agent/http.go's `wrap` calls
+    // `setACLDefaultPolicy(resp, s.agent.config.ACLResolverSettings.ACLDefaultPolicy)` before
+    // any handler runs, errors included; `acl.default_policy` is "allow" unless configured.
+    let policy = match agent.acl.as_ref().map(|acl| acl.default_policy) {
+        Some(agent::DefaultPolicy::Deny) => "deny",
+        Some(agent::DefaultPolicy::Allow) | None => "allow",
+    };
+    response.headers_mut().insert(
+        HeaderName::from_static("x-consul-default-acl-policy"),
+        HeaderValue::from_static(policy),
+    );
+    Ok(response)
 }
 
 async fn route(
@@ -391,12 +404,23 @@ fn enterprise_params(query: &[(String, String)]) -> Result<(), HttpError> {
             "Invalid query parameter: \"partition\" - Partitions are a Consul Enterprise feature",
         ));
     }
-    if param(query, "filter").is_some_and(|f| !f.is_empty()) {
-        return Err(HttpError::bad_request(
-            "consul-double: filter expressions are not supported",
-        ));
-    }
     Ok(())
+}
+
+/// `?stale` / `?consistent` (Consul reads a parameter's presence, any value), and the
+/// `X-Consul-Effective-Consistency` an answer carries. Both at once is Consul's 400 from
+/// agent/http.go `parseConsistency`: "Cannot specify ?stale with ?consistent, conflicting
+/// semantics".
+fn consistency_param(query: &[(String, String)]) -> Result<&'static str, HttpError> {
+    let has = |name: &str| query.iter().any(|(k, _)| k == name);
+    match (has("stale"), has("consistent")) {
+        (true, true) => Err(HttpError::bad_request(
+            "Cannot specify ?stale with ?consistent, conflicting semantics.",
+        )),
+        (true, false) => Ok("stale"),
+        (false, true) => Ok("consistent"),
+        (false, false) => Ok("leader"),
+    }
 }
 
 async fn health_service(
@@ -419,10 +443,25 @@ async fn health_service(
     enterprise_params(query)?;
     let dc = datacenter_param(agent, query);
     let blocking = blocking_params(query)?;
+    let filter = match param(query, "filter").filter(|f| !f.is_empty()) {
+        Some(text) => Some(filter::parse(&text).map_err(HttpError::bad_request)?),
+        None => None,
+    };
+    let consistency = consistency_param(query)?;
     let can_read = caller.can_read();
+    let token_given = caller.token_given;
     let read = block(agent, &dc, blocking, |datacenter| {
-        let entries = datacenter.health_entries(service, &tags, passing);
-        let filtered = !can_read && !entries.is_empty();
+        let mut entries = datacenter.health_entries(service, &tags, passing);
+        // The filter runs on the query's result, before ACL filtering is reported
+        // (agent/consul/health_endpoint.go ServiceNodes: `filter.Execute(reply.Nodes)`).
+        if let Some(filter) = &filter {
+            entries.retain(|entry| filter::eval(filter, entry));
+        }
+        // Consul masks the "filtered by ACLs" flag for requests without a token:
+        // `maskResultsFilteredByACLs` in agent/consul/rpc.go (`if token == "" {
+        // meta.SetResultsFilteredByACLs(false) }`), so an anonymous caller cannot learn that
+        // anything was hidden.
+        let filtered = !can_read && !entries.is_empty() && token_given;
         let entries = if can_read { entries } else { Vec::new() };
         Read {
             index: datacenter.index_for_service(service),
@@ -431,7 +470,12 @@ async fn health_service(
         }
     })
     .await?;
-    Ok(read_response(agent, &read))
+    let mut response = read_response(agent, &read);
+    response.headers_mut().insert(
+        HeaderName::from_static("x-consul-effective-consistency"),
+        HeaderValue::from_static(consistency),
+    );
+    Ok(response)
 }
 
 async fn catalog_services(
@@ -443,9 +487,11 @@ async fn catalog_services(
     let dc = datacenter_param(agent, query);
     let blocking = blocking_params(query)?;
     let can_read = caller.can_read();
+    let token_given = caller.token_given;
     let read = block(agent, &dc, blocking, |datacenter| {
         let services = datacenter.catalog_services();
-        let filtered = !can_read && !services.is_empty();
+        // Masked for token-less callers, as in health_service (maskResultsFilteredByACLs).
+        let filtered = !can_read && !services.is_empty() && token_given;
         let body = if can_read {
             serde_json::to_value(services).unwrap_or(Value::Null)
         } else {

@@ -40,6 +40,10 @@ pub struct ApiResponse {
     pub index: Option<u64>,
     /// `X-Consul-Results-Filtered-By-ACLs: true` was present.
     pub filtered_by_acls: bool,
+    /// `X-Consul-Default-ACL-Policy` (`allow` or `deny`), when present.
+    pub default_acl_policy: Option<String>,
+    /// `X-Consul-Effective-Consistency` (`leader`, `stale`, `consistent`), when present.
+    pub consistency: Option<String>,
     /// The body.
     pub body: Bytes,
 }
@@ -105,6 +109,15 @@ impl AgentClient {
             .headers()
             .get("X-Consul-Results-Filtered-By-ACLs")
             .is_some_and(|v| v == "true");
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let default_acl_policy = header("X-Consul-Default-ACL-Policy");
+        let consistency = header("X-Consul-Effective-Consistency");
         let body = response
             .into_body()
             .collect()
@@ -115,6 +128,8 @@ impl AgentClient {
             status,
             index,
             filtered_by_acls,
+            default_acl_policy,
+            consistency,
             body,
         })
     }

@@ -32,6 +32,7 @@ mod agent;
 mod api;
 pub mod client;
 mod duration;
+pub mod filter;
 mod state;
 
 use std::io;

@@ -355,7 +355,13 @@ impl Datacenter {
         let mut out = Vec::new();
         for node in self.nodes.values() {
             for service in node.services.values() {
-                if service.name != name || !tags.iter().all(|t| service.tags.contains(t)) {
+                // Tags match case-insensitively, as Consul's `serviceTagFilter`
+                // (agent/consul/state/catalog.go) lowercases both sides.
+                let has = |want: &String| {
+                    let want = want.to_lowercase();
+                    service.tags.iter().any(|t| t.to_lowercase() == want)
+                };
+                if service.name != name || !tags.iter().all(has) {
                     continue;
                 }
                 let checks: Vec<&Check> = node

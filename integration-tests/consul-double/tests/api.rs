@@ -176,14 +176,21 @@ async fn tokens_from_every_source_and_acl_filtering() {
         .unwrap();
     let anonymous = AgentClient::new(&double.address());
 
-    // No token under default deny: filtered, flagged.
+    // No token under default deny: filtered, but never flagged — Consul masks the flag for
+    // blank tokens (maskResultsFilteredByACLs in agent/consul/rpc.go) — while every answer
+    // carries the default policy (setACLDefaultPolicy in agent/http.go).
     let response = get(&anonymous, "/v1/health/service/web").await;
     assert_eq!(response.status, StatusCode::OK);
     assert_eq!(body(&response).trim(), "[]");
-    assert!(response.filtered_by_acls);
+    assert!(!response.filtered_by_acls);
+    assert_eq!(response.default_acl_policy.as_deref(), Some("deny"));
     let catalog = get(&anonymous, "/v1/catalog/services").await;
     assert_eq!(body(&catalog).trim(), "{}");
-    assert!(catalog.filtered_by_acls);
+    assert!(!catalog.filtered_by_acls);
+    assert_eq!(catalog.default_acl_policy.as_deref(), Some("deny"));
+    // Errors carry it too.
+    let missing = get(&anonymous, "/v1/nope").await;
+    assert_eq!(missing.default_acl_policy.as_deref(), Some("deny"));
 
     // The read token, by header, by ?token=, by Bearer.
     let by_header = get(
@@ -276,4 +283,72 @@ fn hyper_client() -> hyper_util::client::legacy::Client<
     http_body_util::Full<bytes::Bytes>,
 > {
     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
+}
+
+#[tokio::test]
+async fn tags_match_case_insensitively_as_consul_does() {
+    // agent/consul/state/catalog.go serviceTagFilter: strings.ToLower on both sides.
+    let double = ConsulDouble::start(Options::default()).unwrap();
+    let agent = AgentClient::new(&double.address());
+    agent
+        .register(&json!({"ID": "w1", "Name": "web", "Port": 80, "Tags": ["Primary", "EU"]}))
+        .await
+        .unwrap();
+    for query in ["tag=primary", "tag=PRIMARY&tag=eu", "tag=Primary"] {
+        let response = get(&agent, &format!("/v1/health/service/web?{query}")).await;
+        let entries: Vec<Value> = serde_json::from_slice(&response.body).unwrap();
+        assert_eq!(entries.len(), 1, "{query}: {}", body(&response));
+    }
+    let none = get(&agent, "/v1/health/service/web?tag=primar").await;
+    assert_eq!(body(&none).trim(), "[]");
+    // ACLs off: the default policy Consul reports is "allow".
+    assert_eq!(none.default_acl_policy.as_deref(), Some("allow"));
+}
+
+#[tokio::test]
+async fn filter_expressions_and_consistency_modes() {
+    let double = ConsulDouble::start(Options::default()).unwrap();
+    let agent = AgentClient::new(&double.address());
+    for (id, version, tags) in [("w1", "1", vec!["a"]), ("w2", "2", vec!["b", "canary"])] {
+        agent
+            .register(&json!({"ID": id, "Name": "web", "Port": 80, "Tags": tags,
+                "Meta": {"version": version}}))
+            .await
+            .unwrap();
+    }
+    let ids = |response: &ApiResponse| -> Vec<String> {
+        let entries: Vec<Value> = serde_json::from_slice(&response.body).unwrap();
+        entries
+            .iter()
+            .map(|e| e["Service"]["ID"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let filtered = |expr: &str| {
+        let mut path = String::from("/v1/health/service/web?filter=");
+        for byte in expr.bytes() {
+            if byte.is_ascii_alphanumeric() || byte == b'.' {
+                path.push(char::from(byte));
+            } else {
+                path.push_str(&format!("%{byte:02X}"));
+            }
+        }
+        path
+    };
+    let r = get(&agent, &filtered(r#"Service.Meta.version == "2""#)).await;
+    assert_eq!(ids(&r), ["w2"]);
+    let r = get(&agent, &filtered(r#""canary" not in Service.Tags"#)).await;
+    assert_eq!(ids(&r), ["w1"]);
+    let r = get(&agent, &filtered("Service.Meta.version ==")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", body(&r));
+    assert!(body(&r).contains("Failed to create boolean expression evaluator"));
+
+    let r = get(&agent, "/v1/health/service/web?stale").await;
+    assert_eq!(r.consistency.as_deref(), Some("stale"));
+    let r = get(&agent, "/v1/health/service/web?consistent=").await;
+    assert_eq!(r.consistency.as_deref(), Some("consistent"));
+    let r = get(&agent, "/v1/health/service/web").await;
+    assert_eq!(r.consistency.as_deref(), Some("leader"));
+    let r = get(&agent, "/v1/health/service/web?stale&consistent").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(body(&r).contains("Cannot specify ?stale with ?consistent"));
 }

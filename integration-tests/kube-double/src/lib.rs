@@ -31,6 +31,7 @@
 //! Not served: TLS (the kubeconfig points at `http://`), other resources, strategic-merge
 //! and JSON patches, `deletecollection`, server-side apply, protobuf.
 
+pub mod controller;
 mod selector;
 mod server;
 mod store;

@@ -49,6 +49,18 @@ pub(crate) struct Settings {
     /// Only instances whose checks all pass. Default true.
     #[serde(default)]
     only_passing: Option<bool>,
+    /// Stale reads (`?stale`): any server answers, not only the leader. Default true, as
+    /// consul-template (`DefaultMaxStale`: "enables stale queries by default for performance
+    /// reasons") and go-micro's consul registry (`AllowStale: true`) do.
+    #[serde(default)]
+    allow_stale: Option<bool>,
+    /// Consistent reads (`?consistent`): the leader confirms its leadership first. Default
+    /// false; true implies `allow_stale = false`.
+    #[serde(default)]
+    consistent: Option<bool>,
+    /// A Consul filter expression for every source of this registry (`?filter=`).
+    #[serde(default)]
+    filter: Option<String>,
 }
 
 /// Where the ACL token comes from.
@@ -101,6 +113,21 @@ pub struct Config {
     pub wait: Duration,
     /// Serve passing instances only (else warning ones too, at `Weights.Warning`).
     pub only_passing: bool,
+    /// The consistency mode sent with every read.
+    pub consistency: Consistency,
+    /// The registry's filter expression, if any.
+    pub filter: Option<String>,
+}
+
+/// Which server may answer a read (Consul's "Consistency Modes", api-docs/features/consistency).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Consistency {
+    /// `?stale`: any server; the default here.
+    Stale,
+    /// No parameter: Consul's `default` mode, the leader answers.
+    Default,
+    /// `?consistent`: the leader, after confirming it still is one.
+    Consistent,
 }
 
 /// Decodes and checks a settings table, reporting every problem found.
@@ -196,6 +223,28 @@ pub fn decode(
         ));
     }
 
+    let consistency = match (settings.allow_stale, settings.consistent) {
+        (Some(true), Some(true)) => {
+            // Consul itself refuses both: "Cannot specify ?stale with ?consistent,
+            // conflicting semantics" (agent/http.go parseConsistency).
+            issues.push(ConfigIssue::new(
+                "consistent",
+                "set either allow_stale = true or consistent = true, not both (Consul refuses ?stale with ?consistent)",
+            ));
+            Consistency::Stale
+        }
+        (_, Some(true)) => Consistency::Consistent,
+        (Some(false), _) => Consistency::Default,
+        _ => Consistency::Stale,
+    };
+    if settings
+        .filter
+        .as_deref()
+        .is_some_and(|f| f.trim().is_empty())
+    {
+        issues.push(ConfigIssue::new("filter", "must not be empty"));
+    }
+
     match address {
         Some(address) if issues.is_empty() => Ok(Config {
             address,
@@ -206,6 +255,8 @@ pub fn decode(
             partition: settings.partition,
             wait,
             only_passing: settings.only_passing.unwrap_or(true),
+            consistency,
+            filter: settings.filter,
         }),
         _ => Err(issues),
     }
@@ -320,6 +371,16 @@ mod tests {
             &["token_file: set either"],
         );
         check(json!({"token": " "}), &["token: must not be empty"]);
+        check(json!({"allow_stale": false, "consistent": true}), &[]);
+        check(
+            json!({"allow_stale": true, "consistent": true}),
+            &["consistent: set either"],
+        );
+        check(json!({"filter": " "}), &["filter: must not be empty"]);
+        check(
+            json!({"allow_stale": "yes"}),
+            &["allow_stale: invalid type"],
+        );
         check(
             json!({"token_file": "/nonexistent/token"}),
             &["token_file: cannot read"],
@@ -331,6 +392,22 @@ mod tests {
                 "ca: cannot read",
                 "datacenter: must not be empty",
             ],
+        );
+    }
+
+    #[test]
+    fn consistency_modes() {
+        let mode = |settings| {
+            decode(&RegistryContext::new("consul"), &settings)
+                .unwrap()
+                .consistency
+        };
+        assert_eq!(mode(json!({})), Consistency::Stale);
+        assert_eq!(mode(json!({"allow_stale": false})), Consistency::Default);
+        assert_eq!(mode(json!({"consistent": true})), Consistency::Consistent);
+        assert_eq!(
+            mode(json!({"allow_stale": false, "consistent": true})),
+            Consistency::Consistent
         );
     }
 

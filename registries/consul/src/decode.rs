@@ -21,6 +21,8 @@ pub const META_SERVICE_ID: &str = "consul.service_id";
 pub const META_TAGS: &str = "consul.tags";
 /// Metadata key: the aggregated check status, `passing` or `warning`.
 pub const META_HEALTH: &str = "consul.health";
+/// The node meta key read as the zone when the service has no `Locality`.
+pub const NODE_META_ZONE: &str = "zone";
 
 #[derive(Debug, Deserialize)]
 struct Entry {
@@ -38,6 +40,15 @@ struct NodeInfo {
     name: Option<String>,
     #[serde(rename = "Address", default)]
     address: Option<String>,
+    #[serde(rename = "Meta", default)]
+    meta: Option<BTreeMap<String, String>>,
+}
+
+/// `Service.Locality` (Consul 1.17+: `{"Region", "Zone"}`).
+#[derive(Debug, Deserialize)]
+struct LocalityInfo {
+    #[serde(rename = "Zone", default)]
+    zone: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -54,6 +65,8 @@ struct ServiceInfo {
     meta: Option<BTreeMap<String, String>>,
     #[serde(rename = "Weights", default)]
     weights: Option<WeightsInfo>,
+    #[serde(rename = "Locality", default)]
+    locality: Option<LocalityInfo>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,6 +117,8 @@ pub struct Candidate {
     pub metadata: Metadata,
     /// A stable name for log lines and malformed-entry bookkeeping (`node/service-id`).
     pub key: String,
+    /// `Service.Locality.Zone`, else the node meta key `zone`.
+    pub zone: Option<String>,
 }
 
 /// What became of one entry.
@@ -127,7 +142,21 @@ pub fn decode_entry(value: &serde_json::Value, tags: &[String], only_passing: bo
     let node = entry.node.unwrap_or(NodeInfo {
         name: None,
         address: None,
+        meta: None,
     });
+    // The zone: `Service.Locality.Zone`, else the node's `zone` meta key (the usual way to
+    // label a node's zone before Locality existed).
+    let zone = entry
+        .service
+        .as_ref()
+        .and_then(|s| s.locality.as_ref())
+        .and_then(|l| l.zone.clone())
+        .or_else(|| {
+            node.meta
+                .as_ref()
+                .and_then(|m| m.get(NODE_META_ZONE).cloned())
+        })
+        .filter(|z| !z.is_empty());
     let Some(service) = entry.service else {
         return Decoded::Malformed(guess_key(value), "entry has no Service".into());
     };
@@ -137,7 +166,11 @@ pub fn decode_entry(value: &serde_json::Value, tags: &[String], only_passing: bo
     let malformed = |why: String| Decoded::Malformed(key.clone(), why);
 
     let service_tags = service.tags.unwrap_or_default();
-    if !tags.iter().all(|want| service_tags.contains(want)) {
+    // Consul matches tags case-insensitively: its state store's `serviceTagFilter`
+    // (agent/consul/state/catalog.go) compares `strings.ToLower` of both sides, so `?tag=V2`
+    // returns an instance tagged `v2`. Re-filtering here must agree, or instances Consul
+    // returned would be dropped.
+    if !tags.iter().all(|want| has_tag(&service_tags, want)) {
         return Decoded::Skip;
     }
     let health = entry
@@ -204,7 +237,14 @@ pub fn decode_entry(value: &serde_json::Value, tags: &[String], only_passing: bo
         weight,
         metadata,
         key,
+        zone,
     })
+}
+
+/// Whether `tags` holds `want`, compared as Consul does (`strings.ToLower` of both).
+pub fn has_tag(tags: &[String], want: &str) -> bool {
+    let want = want.to_lowercase();
+    tags.iter().any(|tag| tag.to_lowercase() == want)
 }
 
 /// `Node.Node/Service.ID` read leniently from an entry that did not decode.
@@ -262,6 +302,13 @@ mod tests {
         check(
             entry(svc(json!({})), ok),
             &[],
+            true,
+            "serve 10.0.0.5:8080 w10 passing",
+        );
+        // Tags match as Consul's serviceTagFilter matches them: case-insensitively.
+        check(
+            entry(svc(json!({"Tags": ["V1", "EU"]})), ok),
+            &["v1", "Eu"],
             true,
             "serve 10.0.0.5:8080 w10 passing",
         );

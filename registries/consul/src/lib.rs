@@ -7,12 +7,16 @@
 //! # token = "..." | token_file = "path"  datacenter = "dc1"  namespace = "..."  partition = "..."
 //! # wait = "5m"                          # blocking-query wait, at most 10m
 //! # only_passing = true                  # false: also serve `warning` instances at Weights.Warning
+//! # allow_stale = true                   # ?stale: any server answers (default); false: the leader
+//! # consistent = false                   # ?consistent: the leader, after confirming it leads
+//! # filter = 'Service.Meta.version == "2"'  # Consul filter expression, for every source
 //!
 //! [[upstreams.orders.sources]]
 //! registry = "consul"
 //! service = "orders"
 //! tags = ["v2"]                          # all must match
 //! # datacenter = "dc2"                   # overrides the registry's
+//! # filter = '"canary" not in Service.Tags'  # and-ed with the registry's filter
 //! ```
 //!
 //! Each watched service runs one blocking-query loop on `GET /v1/health/service/<name>`
@@ -40,7 +44,7 @@ use switchyard_registry::{
     UpdateStream,
 };
 
-use config::{Config, TokenSource};
+use config::{Config, Consistency, TokenSource};
 use watch::{Shared, Watch};
 
 /// How long a TCP (and TLS) connection to the agent may take.
@@ -134,6 +138,25 @@ impl ConsulRegistry {
             if let Some(partition) = &self.config.partition {
                 pairs.append_pair("partition", partition);
             }
+            match self.config.consistency {
+                Consistency::Stale => {
+                    pairs.append_pair("stale", "");
+                }
+                Consistency::Consistent => {
+                    pairs.append_pair("consistent", "");
+                }
+                Consistency::Default => {}
+            }
+            // Consul takes one `filter`: the registry's and the source's must both hold.
+            match (&self.config.filter, &query.filter) {
+                (Some(a), Some(b)) => {
+                    pairs.append_pair("filter", &format!("({a}) and ({b})"));
+                }
+                (Some(f), None) | (None, Some(f)) => {
+                    pairs.append_pair("filter", f);
+                }
+                (None, None) => {}
+            }
         }
         if url.query() == Some("") {
             url.set_query(None);
@@ -176,11 +199,56 @@ impl Registry for ConsulRegistry {
         {
             issues.push(ConfigIssue::new("datacenter", "must not be empty"));
         }
+        if query.filter.as_deref().is_some_and(|f| f.trim().is_empty()) {
+            issues.push(ConfigIssue::new("filter", "must not be empty"));
+        }
         if issues.is_empty() {
             Ok(())
         } else {
             Err(issues)
         }
+    }
+
+    /// With no token configured, asks the agent (`GET /v1/status/leader`, which needs no ACL
+    /// rights: `/v1/agent/self` needs `agent:read`) for its ACL default policy; `deny` means
+    /// every service will answer `[]` to us, and Consul will not say why
+    /// (`maskResultsFilteredByACLs`, agent/consul/rpc.go). An unreachable agent: no warning.
+    async fn warnings(&self, queries: &[ServiceQuery]) -> Vec<String> {
+        if self.config.token != TokenSource::None {
+            return Vec::new();
+        }
+        let mut url = self.config.address.clone();
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.pop_if_empty().extend(["v1", "status", "leader"]);
+        }
+        let Ok(response) = self
+            .shared
+            .client
+            .get(url)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+        else {
+            return Vec::new();
+        };
+        let deny = response
+            .headers()
+            .get("X-Consul-Default-ACL-Policy")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("deny"));
+        if !deny {
+            return Vec::new();
+        }
+        let services: Vec<&str> = queries.iter().map(|q| q.service.as_str()).collect();
+        vec![format!(
+            "the consul agent at {} has ACL default policy deny (X-Consul-Default-ACL-Policy) and no token is configured: {} will answer no instances; set token or token_file",
+            self.config.address.as_str().trim_end_matches('/'),
+            if services.is_empty() {
+                "every service".to_owned()
+            } else {
+                format!("services {}", services.join(", "))
+            },
+        )]
     }
 
     async fn watch(&self, query: &ServiceQuery) -> Result<UpdateStream, RegistryError> {
@@ -244,22 +312,39 @@ mod tests {
         check(
             json!({}),
             ServiceQuery::new("web"),
-            "http://127.0.0.1:8500/v1/health/service/web?passing=true",
+            "http://127.0.0.1:8500/v1/health/service/web?passing=true&stale=",
         );
         check(
-            json!({"only_passing": false, "address": "https://c:8501/consul"}),
+            json!({"only_passing": false, "address": "https://c:8501/consul", "allow_stale": false}),
             ServiceQuery::new("my web"),
             "https://c:8501/consul/v1/health/service/my%20web",
         );
         check(
+            json!({"consistent": true, "filter": "Service.Meta.v == \"2\""}),
+            ServiceQuery::new("web"),
+            "http://127.0.0.1:8500/v1/health/service/web?passing=true&consistent=&filter=Service.Meta.v+%3D%3D+%222%22",
+        );
+        let mut filtered = ServiceQuery::new("web");
+        filtered.filter = Some("\"v2\" in Service.Tags".into());
+        check(
+            json!({"allow_stale": false, "filter": "Node.Meta.rack == a"}),
+            filtered.clone(),
+            "http://127.0.0.1:8500/v1/health/service/web?passing=true&filter=%28Node.Meta.rack+%3D%3D+a%29+and+%28%22v2%22+in+Service.Tags%29",
+        );
+        check(
+            json!({"allow_stale": false}),
+            filtered,
+            "http://127.0.0.1:8500/v1/health/service/web?passing=true&filter=%22v2%22+in+Service.Tags",
+        );
+        check(
             json!({"datacenter": "dc1", "namespace": "n", "partition": "p"}),
             tagged,
-            "http://127.0.0.1:8500/v1/health/service/web?passing=true&tag=v1&tag=a+b&dc=dc1&ns=n&partition=p",
+            "http://127.0.0.1:8500/v1/health/service/web?passing=true&tag=v1&tag=a+b&dc=dc1&ns=n&partition=p&stale=",
         );
         check(
             json!({"datacenter": "dc1"}),
             dc2,
-            "http://127.0.0.1:8500/v1/health/service/web?passing=true&dc=dc2",
+            "http://127.0.0.1:8500/v1/health/service/web?passing=true&dc=dc2&stale=",
         );
     }
 
@@ -275,6 +360,9 @@ mod tests {
         check(ServiceQuery::new("web"), &[]);
         check(ServiceQuery::new(""), &["service"]);
         check(ServiceQuery::new("shop/web"), &["service"]);
+        let mut q = ServiceQuery::new("web");
+        q.filter = Some(" ".into());
+        check(q, &["filter"]);
         let mut q = ServiceQuery::new("web");
         q.port = Some("http".into());
         q.tags = vec!["ok".into(), String::new()];

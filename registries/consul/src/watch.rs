@@ -132,6 +132,8 @@ struct Answer {
     /// `X-Consul-Index`; `None` when the server sent none (it cannot block).
     index: Option<u64>,
     filtered_by_acls: bool,
+    /// `X-Consul-Default-ACL-Policy` said `deny`.
+    default_deny: bool,
     entries: Vec<serde_json::Value>,
 }
 
@@ -234,6 +236,10 @@ impl Watch {
                     "X-Consul-Index went backwards; resetting the blocking query"
                 );
             }
+            if let Some(error) = self.anonymous_deny(&answer) {
+                self.failed = true;
+                return Some(Err(error));
+            }
             if answer.filtered_by_acls {
                 if answer.entries.is_empty() {
                     self.failed = true;
@@ -255,6 +261,32 @@ impl Watch {
             }
             self.publish(&answer.entries).await;
         }
+    }
+
+    /// The error for an empty answer that may be ACL filtering no header admits to.
+    ///
+    /// Consul hides `X-Consul-Results-Filtered-By-ACLs` from requests without a token
+    /// (`maskResultsFilteredByACLs` in agent/consul/rpc.go: `if token == "" {
+    /// meta.SetResultsFilteredByACLs(false) }`), and a request without `X-Consul-Token` runs
+    /// as the agent's default token, blank unless configured. So with default-deny ACLs and
+    /// no token, a service answers `[]` exactly as one with no instances would. What Consul
+    /// does say, on every answer, is its default policy (`setACLDefaultPolicy` in
+    /// agent/http.go, `X-Consul-Default-ACL-Policy`): `deny` plus no token plus an empty
+    /// answer is reported as an error, never published as a healthy empty service (the last
+    /// good set stays, stale). A non-empty answer is served: the anonymous token may have
+    /// been granted `service:read`.
+    fn anonymous_deny(&self, answer: &Answer) -> Option<RegistryError> {
+        if !answer.default_deny || self.token.is_some() || !answer.entries.is_empty() {
+            return None;
+        }
+        Some(RegistryError::unauthorized(format!(
+            "consul at {} answered no instances of {:?} with ACL default policy deny \
+             (X-Consul-Default-ACL-Policy) and no token configured: Consul hides ACL filtering \
+             from requests without a token, so this empty answer proves nothing; set token or \
+             token_file (a token with service:read and node:read)",
+            self.address(),
+            self.service,
+        )))
     }
 
     /// Decodes an answer and queues what changed (everything, as a `Reset`, the first time).
@@ -306,6 +338,11 @@ impl Watch {
             .get("X-Consul-Results-Filtered-By-ACLs")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let default_deny = response
+            .headers()
+            .get("X-Consul-Default-ACL-Policy")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("deny"));
         let body = response
             .bytes()
             .await
@@ -320,6 +357,7 @@ impl Watch {
         Ok(Answer {
             index,
             filtered_by_acls,
+            default_deny,
             entries,
         })
     }
@@ -357,6 +395,7 @@ impl Watch {
             }
             let mut endpoint = Endpoint::new(address).with_weight(candidate.weight);
             endpoint.set_metadata(candidate.metadata);
+            endpoint.set_zone(candidate.zone);
             set.insert(address, endpoint);
         }
         self.malformed = malformed;

@@ -102,6 +102,16 @@ impl Client {
 pub fn classify(result: Result<DnsResponse, ProtoError>) -> Result<Lookup, RegistryError> {
     match result {
         Ok(response) => {
+            // An NXDOMAIN that carries answers is a CNAME chain whose last name does not
+            // exist: RFC 6604 §3 says the RCODE speaks for the last name in the chain, and
+            // hickory passes it through as a response (its `from_response`: "Some NXDOMAIN
+            // responses contain CNAME referrals, that will not be an error"), where the
+            // system resolver reports the name as not found. So: NXDOMAIN, with the negative
+            // TTL of the SOA in the authority section (RFC 2308 §5), not a protocol error.
+            if response.response_code() == ResponseCode::NXDomain {
+                let negative_ttl = response.negative_ttl();
+                return Ok(Lookup::NxDomain { negative_ttl });
+            }
             let mut message = response.into_message();
             match message.response_code() {
                 ResponseCode::NoError => {}
@@ -217,6 +227,8 @@ mod tests {
             Ok(response(ResponseCode::ServFail, 0)),
             "protocol: server answered SERVFAIL",
         );
+        // NXDOMAIN with a CNAME (any answer) in it: the chain's end does not exist.
+        check(Ok(response(ResponseCode::NXDomain, 1)), "nxdomain");
         check(
             Err(ProtoErrorKind::Timeout.into()),
             "unavailable: timed out",

@@ -20,6 +20,7 @@
 
 pub mod answer;
 pub mod client;
+pub mod names;
 pub mod settings;
 pub mod target;
 mod watch;
@@ -78,6 +79,8 @@ pub struct DnsRegistry {
     ctx: RegistryContext,
     settings: Arc<DnsSettings>,
     client: OnceCell<Client>,
+    /// Services that have resolved since start (see [`watch::Resolved`]).
+    resolved: watch::Resolved,
 }
 
 impl DnsRegistry {
@@ -87,6 +90,7 @@ impl DnsRegistry {
             ctx,
             settings: Arc::new(settings),
             client: OnceCell::new(),
+            resolved: watch::Resolved::default(),
         }
     }
 
@@ -149,6 +153,23 @@ impl Registry for DnsRegistry {
         Target::check(query).map(|_| ())
     }
 
+    /// Names that depend on a search domain: they resolve differently here (absolute) than
+    /// through the system resolver (`search` domains of `/etc/resolv.conf` tried first for
+    /// names with fewer dots than `ndots`). Needs no network.
+    async fn warnings(&self, queries: &[ServiceQuery]) -> Vec<String> {
+        let (search, ndots) = match hickory_resolver::system_conf::read_system_conf() {
+            Ok((config, options)) => (
+                config.search().iter().map(ToString::to_string).collect(),
+                options.ndots,
+            ),
+            Err(_) => (Vec::new(), 1),
+        };
+        queries
+            .iter()
+            .filter_map(|query| names::warning(&query.service, &search, ndots))
+            .collect()
+    }
+
     async fn watch(&self, query: &ServiceQuery) -> Result<UpdateStream, RegistryError> {
         let target = Target::check(query).map_err(|issues| {
             let text: Vec<String> = issues.iter().map(ToString::to_string).collect();
@@ -160,6 +181,8 @@ impl Registry for DnsRegistry {
             target,
             self.settings.clone(),
             self.ctx.clone(),
+            query.service.clone(),
+            self.resolved.clone(),
         ))
     }
 }

@@ -38,11 +38,46 @@ pub(crate) struct SettingsTable {
     attempts: Option<u32>,
     /// `udp` (default; falls back to TCP on truncation) or `tcp`.
     protocol: Option<Protocol>,
+    /// Which address records are asked for: `any`, `ipv4`, `ipv6`, `prefer_ipv4` (default) or
+    /// `prefer_ipv6`.
+    address_family: Option<AddressFamily>,
 }
 
 /// The keys of [`SettingsTable`], for the "unknown key" message.
 fn keys() -> &'static [&'static str] {
     field_names::<SettingsTable>()
+}
+
+/// Which address records (A, AAAA) a host is resolved with: Envoy's `dns_lookup_family`
+/// (`V4_ONLY`, `V6_ONLY`, `V4_PREFERRED`, `AUTO`, `ALL`) under Switchyard's names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AddressFamily {
+    /// A and AAAA, every address of both (Envoy `ALL`).
+    Any,
+    /// A only (Envoy `V4_ONLY`).
+    Ipv4,
+    /// AAAA only (Envoy `V6_ONLY`).
+    Ipv6,
+    /// The A addresses; the AAAA ones only when there is no A record (Envoy `V4_PREFERRED`).
+    /// The default: it keeps an IPv4-only host working, and a name with only AAAA records
+    /// still resolves.
+    #[default]
+    PreferIpv4,
+    /// The AAAA addresses; the A ones only when there is no AAAA record (Envoy `AUTO`).
+    PreferIpv6,
+}
+
+impl AddressFamily {
+    /// Whether A records are asked for.
+    pub fn asks_a(self) -> bool {
+        self != AddressFamily::Ipv6
+    }
+
+    /// Whether AAAA records are asked for.
+    pub fn asks_aaaa(self) -> bool {
+        self != AddressFamily::Ipv4
+    }
 }
 
 /// The transport used to talk to the nameservers.
@@ -89,6 +124,8 @@ pub struct DnsSettings {
     pub attempts: u32,
     /// Transport. Default UDP.
     pub protocol: Protocol,
+    /// Address records used. Default `prefer_ipv4`.
+    pub address_family: AddressFamily,
 }
 
 impl Default for DnsSettings {
@@ -100,6 +137,7 @@ impl Default for DnsSettings {
             timeout: DEFAULT_TIMEOUT,
             attempts: DEFAULT_ATTEMPTS,
             protocol: Protocol::Udp,
+            address_family: AddressFamily::PreferIpv4,
         }
     }
 }
@@ -161,6 +199,9 @@ impl DnsSettings {
         }
         if let Some(protocol) = field::<Protocol>(map, "protocol", &mut issues) {
             settings.protocol = protocol;
+        }
+        if let Some(family) = field::<AddressFamily>(map, "address_family", &mut issues) {
+            settings.address_family = family;
         }
 
         if settings.min_ttl > settings.max_ttl {
@@ -279,7 +320,8 @@ mod tests {
         check(json!({}), Ok(DnsSettings::default()));
         check(
             json!({"nameservers": ["127.0.0.1:5353", "::1", "[::1]:53", "ns1.example.test:5300", "dns"],
-                   "min_ttl": "500ms", "max_ttl": "1m", "timeout": "1s", "attempts": 3, "protocol": "tcp"}),
+                   "min_ttl": "500ms", "max_ttl": "1m", "timeout": "1s", "attempts": 3, "protocol": "tcp",
+                   "address_family": "any"}),
             Ok(DnsSettings {
                 nameservers: Some(vec![
                     Nameserver::Addr("127.0.0.1:5353".parse().unwrap()),
@@ -293,8 +335,23 @@ mod tests {
                 timeout: Duration::from_secs(1),
                 attempts: 3,
                 protocol: Protocol::Tcp,
+                address_family: AddressFamily::Any,
             }),
         );
+        for (text, family) in [
+            ("ipv4", AddressFamily::Ipv4),
+            ("ipv6", AddressFamily::Ipv6),
+            ("prefer_ipv4", AddressFamily::PreferIpv4),
+            ("prefer_ipv6", AddressFamily::PreferIpv6),
+        ] {
+            check(
+                json!({"address_family": text}),
+                Ok(DnsSettings {
+                    address_family: family,
+                    ..DnsSettings::default()
+                }),
+            );
+        }
     }
 
     #[test]
@@ -304,10 +361,12 @@ mod tests {
             Err(&["nameserver: unknown field `nameserver`"]),
         );
         check(
-            json!({"nameservers": ["127.0.0.1:99999", "bad host!", 7], "protocol": "quic"}),
+            json!({"nameservers": ["127.0.0.1:99999", "bad host!", 7], "protocol": "quic",
+                   "address_family": "ipv5"}),
             Err(&[
                 "nameservers[2]: invalid type",
                 "protocol: unknown variant `quic`",
+                "address_family: unknown variant `ipv5`",
             ]),
         );
         check(

@@ -77,6 +77,12 @@ impl Target {
         if query.datacenter.is_some() {
             issues.push(ConfigIssue::new("datacenter", "not used by dns sources"));
         }
+        if query.filter.is_some() {
+            issues.push(ConfigIssue::new(
+                "filter",
+                "not used by dns sources (Consul only)",
+            ));
+        }
         match target {
             Some(target) if issues.is_empty() => Ok(target),
             _ => Err(issues),

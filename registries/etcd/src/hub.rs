@@ -43,8 +43,10 @@ pub(crate) const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 const PAGE: i64 = 1000;
 /// Updates buffered per subscriber; a full buffer makes the hub wait (backpressure).
 const SUBSCRIBER_BUFFER: usize = 16;
-/// The largest watch response accepted (one big transaction).
-const MAX_MESSAGE: usize = 64 << 20;
+/// The largest gRPC response accepted, by the watch (one big transaction) and by each page
+/// of the initial read alike (tonic's default, 4 MiB, is less than three values at etcd's
+/// default `--max-request-bytes` of 1.5 MiB).
+pub(crate) const MAX_MESSAGE: usize = 64 << 20;
 
 type Item = Result<Update, RegistryError>;
 
@@ -381,16 +383,30 @@ impl Hub {
         let mut raw: HashMap<String, BTreeMap<String, Raw>> = HashMap::new();
         let mut from = key_prefix.clone().into_bytes();
         let mut revision = 0;
+        // The same message limit as the watch: a page of large values must not fail a read
+        // whose values the watch would have taken one by one.
+        let mut kv = client.kv_client().max_decoding_message_size(MAX_MESSAGE);
+        let mut page = PAGE;
         loop {
             let mut options = GetOptions::new()
                 .with_range(range_end.clone())
-                .with_limit(PAGE);
+                .with_limit(page);
             if revision > 0 {
                 options = options.with_revision(revision);
             }
-            let get = client.get(from.clone(), Some(options));
+            let get = kv.get(from.clone(), Some(options));
             let response = match tokio::time::timeout(REQUEST_TIMEOUT, get).await {
                 Ok(Ok(response)) => response,
+                // Still too large (1000 keys of ~1.5 MiB is 1.5 GiB): halve the page and read
+                // the same keys again, down to one key a page.
+                Ok(Err(err)) if page > 1 && too_large(&err) => {
+                    page = (page / 2).max(1);
+                    tracing::debug!(
+                        page,
+                        "an etcd page exceeded {MAX_MESSAGE} bytes; halving it"
+                    );
+                    continue;
+                }
                 Ok(Err(err)) => return Err(classify("reading the etcd prefix", &err)),
                 Err(_) => {
                     return Err(RegistryError::unavailable(format!(
@@ -615,4 +631,11 @@ async fn parse(
             None
         }
     }
+}
+
+/// Whether a read failed because its answer exceeded [`MAX_MESSAGE`] (tonic's
+/// `OutOfRange` "decoded message length too large").
+fn too_large(err: &etcd_client::Error) -> bool {
+    matches!(err, etcd_client::Error::GRpcStatus(status)
+        if status.code() == tonic::Code::OutOfRange && status.message().contains("too large"))
 }

@@ -116,6 +116,12 @@ impl Registry for EtcdRegistry {
                 "not supported by etcd registries",
             ));
         }
+        if query.filter.is_some() {
+            issues.push(ConfigIssue::new(
+                "filter",
+                "not supported by etcd registries (Consul only)",
+            ));
+        }
         if issues.is_empty() {
             Ok(())
         } else {

@@ -38,9 +38,9 @@ use switchyard_registry::{
 };
 
 use settings::{parse_query, Target};
-pub use settings::{PortSpec, Settings};
+pub use settings::{AddressFamily, PortSpec, Settings};
 use shared::{NamespaceState, NamespaceWatch};
-use slices::{diff, resolve, Published};
+use slices::{diff, resolve_family, Published};
 
 /// Builds Kubernetes registries from `[registries.NAME]` tables with `type = "kubernetes"`.
 #[derive(Clone, Copy, Debug, Default)]
@@ -273,7 +273,8 @@ impl ServiceStream {
         let now = match &slices {
             None => Published::Missing,
             Some(slices) => {
-                let resolved = resolve(slices.values(), &self.target.port);
+                let resolved =
+                    resolve_family(slices.values(), &self.target.port, self.target.family);
                 for problem in &resolved.malformed {
                     self.ctx.metrics.malformed(
                         &self.ctx.name,
@@ -323,6 +324,13 @@ mod tests {
         assert!(build(serde_json::json!({})).is_ok());
         assert!(build(serde_json::json!({"context": "prod", "namespaces": ["shop"]})).is_ok());
         assert_eq!(issues(serde_json::json!({"kubecfg": "x"})), ["kubecfg"]);
+        for family in ["ipv4", "ipv6", "any"] {
+            assert!(build(serde_json::json!({ "address_family": family })).is_ok());
+        }
+        assert_eq!(
+            issues(serde_json::json!({"address_family": "dual"})),
+            ["address_family"]
+        );
         assert_eq!(
             issues(serde_json::json!({"namespaces": "shop"})),
             ["namespaces"]

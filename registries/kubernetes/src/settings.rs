@@ -14,6 +14,7 @@ use switchyard_registry::{ConfigIssue, ServiceQuery};
 /// kubeconfig = "~/.kube/config"   # optional
 /// context = "prod"                # optional
 /// namespaces = ["shop"]           # optional allow-list
+/// address_family = "ipv4"         # optional: ipv4 | ipv6 | any
 /// ```
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +30,30 @@ pub struct Settings {
     /// Namespaces sources may name. Default: none, which allows every namespace.
     #[serde(default)]
     pub namespaces: Option<Vec<String>>,
+    /// Which EndpointSlices of a dual-stack Service are served. Default: `ipv4` when the
+    /// Service has IPv4 slices, else `ipv6` (see [`AddressFamily`]).
+    #[serde(default)]
+    pub address_family: Option<AddressFamily>,
+}
+
+/// The address family served from a Service's EndpointSlices.
+///
+/// An EndpointSlice holds one address family (`addressType`); the EndpointSlice controller
+/// makes one set of slices per family in the Service's `ipFamilies`, each naming the same
+/// pods (pkg/controller/endpointslice/reconciler.go: `getAddressTypesForService`, then a
+/// reconcile per address type). kube-proxy serves one family per proxier (its dual-stack
+/// meta-proxier runs an IPv4 and an IPv6 proxier, each reading only its family's slices),
+/// so a consumer that took every slice would serve each pod twice.
+#[derive(Clone, Copy, Debug, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AddressFamily {
+    /// IPv4 slices only.
+    Ipv4,
+    /// IPv6 slices only.
+    Ipv6,
+    /// Both; a pod (by `targetRef`) already served by an IPv4 address is not served again
+    /// by its IPv6 one, so pods only in IPv6 slices still serve.
+    Any,
 }
 
 impl Settings {
@@ -123,6 +148,8 @@ pub struct Target {
     pub name: String,
     /// The port wanted.
     pub port: PortSpec,
+    /// The family wanted; `None`: IPv4 when the Service has IPv4 slices, else IPv6.
+    pub family: Option<AddressFamily>,
 }
 
 /// Checks a source (keys relative to the source table) and parses it.
@@ -159,6 +186,12 @@ pub fn parse_query(query: &ServiceQuery, settings: &Settings) -> Result<Target, 
             "not supported by kubernetes registries (Consul only)",
         ));
     }
+    if query.filter.is_some() {
+        issues.push(ConfigIssue::new(
+            "filter",
+            "not supported by kubernetes registries (Consul only)",
+        ));
+    }
     if query.datacenter.is_some() {
         issues.push(ConfigIssue::new(
             "datacenter",
@@ -170,6 +203,7 @@ pub fn parse_query(query: &ServiceQuery, settings: &Settings) -> Result<Target, 
             namespace,
             name,
             port,
+            family: settings.address_family,
         }),
         _ => Err(issues),
     }
@@ -248,6 +282,7 @@ mod tests {
             kubeconfig: Some(" ".into()),
             context: Some(String::new()),
             namespaces: Some(vec!["ok".into(), "Not_OK".into()]),
+            address_family: None,
         };
         let paths: Vec<_> = settings.check(None).into_iter().map(|i| i.path).collect();
         assert_eq!(paths, ["kubeconfig", "context", "namespaces[1]"]);

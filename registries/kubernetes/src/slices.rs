@@ -8,7 +8,9 @@
 //! - an endpoint serves when `conditions.ready` is true or absent; when none is ready, the
 //!   endpoints that are `serving` (absent = true) and `terminating` serve instead
 //!   (kube-proxy's terminating fallback, KEP-1669);
-//! - slices of `addressType` IPv4 and IPv6 are used; FQDN slices are skipped (no
+//! - slices of `addressType` IPv4 and IPv6 are used, one family at a time as kube-proxy
+//!   does ([`AddressFamily`]: IPv4 when the Service has IPv4 slices, unless configured), so
+//!   a dual-stack Service's pods are not served twice; FQDN slices are skipped (no
 //!   semantics are defined for them);
 //! - the port is picked per slice, by name or number, or the slice's only port.
 //!
@@ -19,9 +21,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use switchyard_registry::{diff_sorted, Endpoint, Update};
+use switchyard_registry::{diff_sorted, Endpoint, Update, META_HINTS_FOR_ZONES};
 
-use crate::settings::PortSpec;
+use crate::settings::{AddressFamily, PortSpec};
 
 /// The endpoints of one service and what was wrong on the way.
 #[derive(Debug, Default, PartialEq)]
@@ -34,17 +36,52 @@ pub struct Resolved {
     pub skipped: Vec<String>,
 }
 
-/// Resolves the endpoints of one service from its slices (keyed by slice name). Never
-/// panics, whatever the slices hold; the endpoints come sorted by address, each once.
+/// Resolves the endpoints of one service from its slices, with the default family (IPv4
+/// when there are IPv4 slices, else IPv6). See [`resolve_family`].
 pub fn resolve<'a>(
     slices: impl IntoIterator<Item = &'a EndpointSlice>,
     port: &PortSpec,
 ) -> Resolved {
+    resolve_family(slices, port, None)
+}
+
+/// Resolves the endpoints of one service from its slices (keyed by slice name), serving
+/// the slices of `family` (`None`: IPv4 when the Service has IPv4 slices, else IPv6). Never
+/// panics, whatever the slices hold; the endpoints come sorted by address, each once.
+pub fn resolve_family<'a>(
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+    port: &PortSpec,
+    family: Option<AddressFamily>,
+) -> Resolved {
+    let slices: Vec<&EndpointSlice> = slices.into_iter().collect();
+    let family = family.unwrap_or_else(|| {
+        if slices.iter().any(|s| s.address_type == "IPv4") {
+            AddressFamily::Ipv4
+        } else {
+            AddressFamily::Ipv6
+        }
+    });
+    // With `any`, IPv4 slices first, so that a pod's IPv4 address is the one kept.
+    let mut slices = slices;
+    slices.sort_by_key(|s| s.address_type != "IPv4");
     let mut out = Resolved::default();
     // address -> (endpoint, ready, serving-and-terminating)
     let mut seen: BTreeMap<SocketAddr, (Endpoint, bool, bool)> = BTreeMap::new();
+    // Pods (targetRef kind/namespace/name) served by an IPv4 address, for `any`.
+    let mut v4_pods: std::collections::HashSet<String> = std::collections::HashSet::new();
     for slice in slices {
         let slice_name = slice.metadata.name.as_deref().unwrap_or("?");
+        let wanted = match (family, slice.address_type.as_str()) {
+            (AddressFamily::Ipv4, "IPv6") | (AddressFamily::Ipv6, "IPv4") => false,
+            _ => true,
+        };
+        if !wanted {
+            out.skipped.push(format!(
+                "EndpointSlice {slice_name}: addressType {} is not the family served ({family:?})",
+                slice.address_type
+            ));
+            continue;
+        }
         let is_v6 = match slice.address_type.as_str() {
             "IPv4" => false,
             "IPv6" => true,
@@ -99,6 +136,22 @@ pub fn resolve<'a>(
                 ));
                 continue;
             }
+            let pod = endpoint.target_ref.as_ref().and_then(|target| {
+                Some(format!(
+                    "{}/{}/{}",
+                    target.kind.as_deref().unwrap_or("Pod"),
+                    target.namespace.as_deref().unwrap_or(""),
+                    target.name.as_deref()?
+                ))
+            });
+            match (&pod, is_v6) {
+                (Some(pod), false) => {
+                    v4_pods.insert(pod.clone());
+                }
+                // The same pod's other family: already served (only with `any`).
+                (Some(pod), true) if v4_pods.contains(pod) => continue,
+                _ => {}
+            }
             let conditions = endpoint.conditions.clone().unwrap_or_default();
             let ready = conditions.ready.unwrap_or(true);
             let fallback =
@@ -120,6 +173,18 @@ pub fn resolve<'a>(
             }
             if !ready {
                 e.metadata_mut().insert("terminating".into(), "true".into());
+            }
+            // Topology hints (discovery.k8s.io/v1 EndpointHints.forZones), for zone-aware
+            // routing as kube-proxy applies them.
+            let zones: Vec<&str> = endpoint
+                .hints
+                .iter()
+                .flat_map(|hints| hints.for_zones.iter().flatten())
+                .map(|zone| zone.name.as_str())
+                .collect();
+            if !zones.is_empty() {
+                e.metadata_mut()
+                    .insert(META_HINTS_FOR_ZONES.into(), zones.join(","));
             }
             // The same address in two slices (a pod moving between slices): ready wins.
             match seen.get(&address) {
@@ -280,8 +345,18 @@ mod tests {
     }
 
     fn check(slices: &[serde_json::Value], port: PortSpec, expected: &[&str], malformed: usize) {
+        check_family(slices, port, None, expected, malformed);
+    }
+
+    fn check_family(
+        slices: &[serde_json::Value],
+        port: PortSpec,
+        family: Option<AddressFamily>,
+        expected: &[&str],
+        malformed: usize,
+    ) {
         let slices: Vec<EndpointSlice> = slices.iter().cloned().map(slice).collect();
-        let resolved = resolve(&slices, &port);
+        let resolved = resolve_family(&slices, &port, family);
         let got: Vec<String> = resolved
             .endpoints
             .iter()
@@ -429,17 +504,70 @@ mod tests {
             "endpoints": [{"addresses": ["web.example.com"]}]});
         let bad = json!({"metadata": {"name": "b"}, "addressType": "IPv4", "ports": [{"port": 80}],
             "endpoints": [{"addresses": ["not-an-ip"]}, {"addresses": ["10.0.0.1"]}]});
+        check_family(
+            &[v6.clone(), fqdn.clone(), bad.clone()],
+            PortSpec::Only,
+            Some(AddressFamily::Any),
+            &["10.0.0.1:80", "[fd00::1]:80"],
+            2,
+        );
+        // The default serves the IPv4 slices of a Service that has some.
         check(
             &[v6.clone(), fqdn, bad],
             PortSpec::Only,
-            &["10.0.0.1:80", "[fd00::1]:80"],
-            2,
+            &["10.0.0.1:80"],
+            1,
         );
         let resolved = resolve(&[slice(v6)], &PortSpec::Only);
         let e = &resolved.endpoints[0];
         assert_eq!(e.zone(), Some("z1"));
         assert_eq!(e.metadata().get("node").map(String::as_str), Some("n1"));
         assert_eq!(e.metadata().get("pod").map(String::as_str), Some("web-0"));
+    }
+
+    #[test]
+    fn dual_stack_services_serve_each_pod_once() {
+        // As the EndpointSlice controller writes a dual-stack Service: one slice per family,
+        // naming the same pods.
+        let pod = |ip: &str, name: &str| json!({"addresses": [ip], "targetRef": {"kind": "Pod", "namespace": "shop", "name": name}});
+        let v4 = json!({"metadata": {"name": "web-v4"}, "addressType": "IPv4", "ports": [{"port": 80}],
+            "endpoints": [pod("10.0.0.1", "web-0"), pod("10.0.0.2", "web-1")]});
+        let v6 = json!({"metadata": {"name": "web-v6"}, "addressType": "IPv6", "ports": [{"port": 80}],
+            "endpoints": [pod("fd00::1", "web-0"), pod("fd00::2", "web-1"), pod("fd00::3", "web-2")]});
+        let both = [v6.clone(), v4.clone()];
+        check(&both, PortSpec::Only, &["10.0.0.1:80", "10.0.0.2:80"], 0);
+        let only = |family| Some(family);
+        check_family(
+            &both,
+            PortSpec::Only,
+            only(AddressFamily::Ipv4),
+            &["10.0.0.1:80", "10.0.0.2:80"],
+            0,
+        );
+        check_family(
+            &both,
+            PortSpec::Only,
+            only(AddressFamily::Ipv6),
+            &["[fd00::1]:80", "[fd00::2]:80", "[fd00::3]:80"],
+            0,
+        );
+        // Any: each pod once, its IPv4 address where it has one.
+        check_family(
+            &both,
+            PortSpec::Only,
+            only(AddressFamily::Any),
+            &["10.0.0.1:80", "10.0.0.2:80", "[fd00::3]:80"],
+            0,
+        );
+        // An IPv6-only Service serves its IPv6 slices by default.
+        check(
+            std::slice::from_ref(&v6),
+            PortSpec::Only,
+            &["[fd00::1]:80", "[fd00::2]:80", "[fd00::3]:80"],
+            0,
+        );
+        // Asking for IPv4 of an IPv6-only Service: nothing (and no error).
+        check_family(&[v6], PortSpec::Only, only(AddressFamily::Ipv4), &[], 0);
     }
 
     fn set(addrs: &[&str]) -> Published {

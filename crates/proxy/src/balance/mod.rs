@@ -8,6 +8,9 @@
 //! | `random`          | weighted random                                                  |
 //! | `consistent_hash` | a hash ring with weight-proportional virtual nodes (Karger et al., 1997) |
 //!
+//! With `zone_aware = true`, [`ZoneAwareFactory`] wraps the upstream's balancer: picks
+//! prefer the gateway's zone, spilling over by Envoy's zone-aware routing rules.
+//!
 //! Every selector is built once per snapshot (or derived from the previous snapshot's in
 //! O(changes), see [`switchyard_upstream::Selector::update`]) and picks without a lock.
 //! Weighted picks walk the serving list's cumulative-weight index
@@ -17,6 +20,7 @@ pub mod consistent_hash;
 mod least_request;
 mod random;
 mod round_robin;
+pub mod zone_aware;
 
 use std::sync::Arc;
 
@@ -26,6 +30,7 @@ pub use consistent_hash::HashRing;
 pub use least_request::{Ewma, LeastRequest};
 pub use random::WeightedRandom;
 pub use round_robin::RoundRobin;
+pub use zone_aware::ZoneAwareFactory;
 
 /// The balancers config can name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

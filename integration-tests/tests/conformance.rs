@@ -1,0 +1,575 @@
+//! The registry conformance kit (`switchyard_registry::testkit`) run against every backend:
+//! static and file on their own, etcd against a real etcd, dns against a real BIND 9
+//! (`named`, changed with `nsupdate`), consul and kubernetes against the project's doubles
+//! (changed through their real HTTP APIs). Each backend's [`Harness`] below is all it takes;
+//! a new backend adds one.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::json;
+use switchyard_registry::testkit::{self, Case, Harness, Instance, Outcome, Supports};
+use switchyard_registry::{Registry, RegistryContext, RegistryFactory, ServiceQuery};
+
+/// Runs the kit and checks which cases ran.
+async fn conformance(harness: &mut dyn Harness, expected_to_run: &[Case]) {
+    let report = testkit::run(harness).await;
+    assert_eq!(report.passed(), expected_to_run, "{report:?}");
+    for (case, outcome) in &report.cases {
+        if let Outcome::NotApplicable(why) = outcome {
+            println!("{case}: not applicable: {why}");
+        }
+    }
+}
+
+/// Instances by service, as a harness keeps them for backends it must rewrite whole.
+type Book = BTreeMap<String, BTreeMap<SocketAddr, u32>>;
+
+// === static ===
+
+struct StaticHarness {
+    book: Book,
+}
+
+#[async_trait]
+impl Harness for StaticHarness {
+    fn supports(&self) -> Supports {
+        Supports::FIXED
+    }
+    async fn registry(&mut self) -> Arc<dyn Registry> {
+        let services: serde_json::Map<String, serde_json::Value> = self
+            .book
+            .iter()
+            .map(|(service, set)| {
+                let entries: Vec<_> = set
+                    .iter()
+                    .map(|(a, w)| json!({"address": a.to_string(), "weight": w}))
+                    .collect();
+                (service.clone(), json!(entries))
+            })
+            .collect();
+        switchyard_static::StaticFactory
+            .build(
+                RegistryContext::new("static"),
+                &json!({ "services": services }),
+            )
+            .unwrap_or_else(|issues| panic!("{issues:?}"))
+    }
+    async fn register(&mut self, service: &str, instance: Instance) {
+        self.book
+            .entry(service.to_owned())
+            .or_default()
+            .insert(instance.address, instance.weight);
+    }
+}
+
+#[tokio::test]
+async fn static_registry() {
+    let mut harness = StaticHarness { book: Book::new() };
+    conformance(&mut harness, &[Case::FirstSync]).await;
+}
+
+// === file ===
+
+struct FileHarness {
+    dir: tempfile::TempDir,
+    book: Book,
+    malformed: Vec<String>,
+}
+
+impl FileHarness {
+    fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("services.json")
+    }
+
+    /// Rewrites the file whole, atomically (a rename), as config management does.
+    fn write(&self) {
+        let mut groups = Vec::new();
+        for (service, set) in &self.book {
+            for (address, weight) in set {
+                groups.push(json!({"targets": [address.to_string()],
+                    "labels": {"__service__": service, "__weight__": weight.to_string()}}));
+            }
+        }
+        for service in &self.malformed {
+            groups.push(json!({"targets": ["not an address"], "labels": {"__service__": service}}));
+        }
+        let tmp = self.dir.path().join("services.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&groups).unwrap()).unwrap();
+        std::fs::rename(&tmp, self.path()).unwrap();
+    }
+}
+
+#[async_trait]
+impl Harness for FileHarness {
+    fn supports(&self) -> Supports {
+        Supports {
+            restart: false,
+            ..Supports::ALL
+        }
+    }
+    async fn registry(&mut self) -> Arc<dyn Registry> {
+        self.write();
+        switchyard_file::FileFactory
+            .build(
+                RegistryContext::new("file"),
+                &json!({"path": self.path().to_str().unwrap()}),
+            )
+            .unwrap_or_else(|issues| panic!("{issues:?}"))
+    }
+    async fn register(&mut self, service: &str, instance: Instance) {
+        self.book
+            .entry(service.to_owned())
+            .or_default()
+            .insert(instance.address, instance.weight);
+        self.write();
+    }
+    async fn deregister(&mut self, service: &str, address: SocketAddr) {
+        if let Some(set) = self.book.get_mut(service) {
+            set.remove(&address);
+        }
+        self.write();
+    }
+    async fn write_malformed(&mut self, service: &str) {
+        self.malformed.push(service.to_owned());
+        self.write();
+    }
+    async fn delete_service(&mut self, service: &str) {
+        self.book.remove(service);
+        self.write();
+    }
+}
+
+#[tokio::test]
+async fn file_registry() {
+    let mut harness = FileHarness {
+        dir: tempfile::tempdir().unwrap(),
+        book: Book::new(),
+        malformed: Vec::new(),
+    };
+    conformance(
+        &mut harness,
+        &[
+            Case::FirstSync,
+            Case::Add,
+            Case::Remove,
+            Case::Weight,
+            Case::Malformed,
+            Case::Deleted,
+        ],
+    )
+    .await;
+}
+
+// === etcd ===
+
+const ETCD_PREFIX: &str = "/switchyard/services";
+
+struct EtcdHarness {
+    server: switchyard_integration_tests::etcd::EtcdServer,
+}
+
+impl EtcdHarness {
+    async fn client(&self) -> etcd_client::Client {
+        etcd_client::Client::connect([self.server.client_url()], None)
+            .await
+            .expect("etcd client")
+    }
+}
+
+#[async_trait]
+impl Harness for EtcdHarness {
+    fn supports(&self) -> Supports {
+        Supports::ALL
+    }
+    async fn registry(&mut self) -> Arc<dyn Registry> {
+        switchyard_etcd::EtcdFactory
+            .build(
+                RegistryContext::new("etcd"),
+                &json!({"endpoints": [self.server.client_url()]}),
+            )
+            .unwrap_or_else(|issues| panic!("{issues:?}"))
+    }
+    async fn register(&mut self, service: &str, instance: Instance) {
+        let value = json!({"host": instance.address.ip().to_string(),
+            "port": instance.address.port(), "weight": instance.weight});
+        let key = format!("{ETCD_PREFIX}/{service}/{}", instance.address.port());
+        self.client()
+            .await
+            .put(key, value.to_string(), None)
+            .await
+            .expect("put");
+    }
+    async fn deregister(&mut self, service: &str, address: SocketAddr) {
+        let key = format!("{ETCD_PREFIX}/{service}/{}", address.port());
+        self.client().await.delete(key, None).await.expect("delete");
+    }
+    async fn write_malformed(&mut self, service: &str) {
+        let key = format!("{ETCD_PREFIX}/{service}/broken");
+        self.client()
+            .await
+            .put(key, "{not json", None)
+            .await
+            .expect("put");
+    }
+    async fn delete_service(&mut self, service: &str) {
+        let prefix = format!("{ETCD_PREFIX}/{service}/");
+        self.client()
+            .await
+            .delete(
+                prefix,
+                Some(etcd_client::DeleteOptions::new().with_prefix()),
+            )
+            .await
+            .expect("delete prefix");
+    }
+    async fn stop_server(&mut self) {
+        self.server.stop();
+    }
+    async fn start_server(&mut self) {
+        self.server.restart();
+    }
+}
+
+#[tokio::test]
+async fn etcd_registry() {
+    let mut harness = EtcdHarness {
+        server: switchyard_integration_tests::etcd::EtcdServer::start(),
+    };
+    conformance(&mut harness, &Case::ALL).await;
+}
+
+// === dns ===
+
+const DNS_ZONE: &str = "kit.test";
+
+struct DnsHarness {
+    server: switchyard_integration_tests::bind::NamedServer,
+    book: Book,
+}
+
+impl DnsHarness {
+    fn srv_name(service: &str) -> String {
+        format!("_http._tcp.{service}.{DNS_ZONE}.")
+    }
+    fn srv(service: &str, address: SocketAddr, weight: u32) -> String {
+        format!(
+            "{} 1 SRV 0 {weight} {} host.{DNS_ZONE}.",
+            Self::srv_name(service),
+            address.port()
+        )
+    }
+}
+
+#[async_trait]
+impl Harness for DnsHarness {
+    fn supports(&self) -> Supports {
+        Supports::ALL
+    }
+    async fn registry(&mut self) -> Arc<dyn Registry> {
+        switchyard_dns::DnsFactory
+            .build(
+                RegistryContext::new("dns"),
+                &json!({"nameservers": [self.server.addr().to_string()],
+                    "timeout": "300ms", "attempts": 2, "min_ttl": "1s", "max_ttl": "2s"}),
+            )
+            .unwrap_or_else(|issues| panic!("{issues:?}"))
+    }
+    fn query(&self, service: &str) -> ServiceQuery {
+        ServiceQuery::new(Self::srv_name(service).trim_end_matches('.'))
+    }
+    async fn register(&mut self, service: &str, instance: Instance) {
+        let set = self.book.entry(service.to_owned()).or_default();
+        let mut script = String::new();
+        if let Some(old) = set.insert(instance.address, instance.weight) {
+            script.push_str(&format!(
+                "update delete {}\n",
+                Self::srv(service, instance.address, old)
+            ));
+        }
+        script.push_str(&format!(
+            "update add {}\n",
+            Self::srv(service, instance.address, instance.weight)
+        ));
+        self.server.nsupdate(&script);
+    }
+    async fn deregister(&mut self, service: &str, address: SocketAddr) {
+        let weight = self
+            .book
+            .get_mut(service)
+            .and_then(|set| set.remove(&address))
+            .expect("registered before");
+        self.server.nsupdate(&format!(
+            "update delete {}",
+            Self::srv(service, address, weight)
+        ));
+    }
+    async fn write_malformed(&mut self, service: &str) {
+        // An SRV target with no address record: the resolver cannot use it.
+        self.server.nsupdate(&format!(
+            "update add {} 1 SRV 0 1 9 ghost.{DNS_ZONE}.",
+            Self::srv_name(service)
+        ));
+    }
+    async fn delete_service(&mut self, service: &str) {
+        self.book.remove(service);
+        self.server
+            .nsupdate(&format!("update delete {} SRV", Self::srv_name(service)));
+    }
+    async fn stop_server(&mut self) {
+        self.server.stop();
+    }
+    async fn start_server(&mut self) {
+        self.server.start();
+    }
+}
+
+#[tokio::test]
+async fn dns_registry() {
+    let server =
+        switchyard_integration_tests::bind::NamedServer::launch(DNS_ZONE, "host IN A 127.0.0.1");
+    let mut harness = DnsHarness {
+        server,
+        book: Book::new(),
+    };
+    conformance(&mut harness, &Case::ALL).await;
+}
+
+// === consul ===
+
+struct ConsulHarness {
+    double: switchyard_consul_double::ConsulDouble,
+    agent: switchyard_consul_double::client::AgentClient,
+    book: Book,
+}
+
+fn consul_id(service: &str, address: SocketAddr) -> String {
+    format!("{service}-{}", address.port())
+}
+
+#[async_trait]
+impl Harness for ConsulHarness {
+    fn supports(&self) -> Supports {
+        Supports::ALL
+    }
+    async fn registry(&mut self) -> Arc<dyn Registry> {
+        switchyard_consul::ConsulFactory
+            .build(
+                RegistryContext::new("consul"),
+                &json!({"address": self.double.address()}),
+            )
+            .unwrap_or_else(|issues| panic!("{issues:?}"))
+    }
+    async fn register(&mut self, service: &str, instance: Instance) {
+        self.book
+            .entry(service.to_owned())
+            .or_default()
+            .insert(instance.address, instance.weight);
+        self.agent
+            .register(
+                &json!({"ID": consul_id(service, instance.address), "Name": service,
+                "Address": instance.address.ip().to_string(), "Port": instance.address.port(),
+                "Weights": {"Passing": instance.weight, "Warning": 1}}),
+            )
+            .await
+            .expect("register");
+    }
+    async fn deregister(&mut self, service: &str, address: SocketAddr) {
+        if let Some(set) = self.book.get_mut(service) {
+            set.remove(&address);
+        }
+        self.agent
+            .deregister(&consul_id(service, address))
+            .await
+            .expect("deregister");
+    }
+    async fn write_malformed(&mut self, service: &str) {
+        // Consul stores port 0 (a service without a port); the backend cannot route to it.
+        self.agent
+            .register(&json!({"ID": format!("{service}-broken"), "Name": service,
+                "Address": "127.0.0.1", "Port": 0}))
+            .await
+            .expect("register");
+    }
+    async fn delete_service(&mut self, service: &str) {
+        let addresses: Vec<SocketAddr> = self
+            .book
+            .remove(service)
+            .unwrap_or_default()
+            .into_keys()
+            .collect();
+        for address in addresses {
+            self.agent
+                .deregister(&consul_id(service, address))
+                .await
+                .expect("deregister");
+        }
+    }
+    async fn stop_server(&mut self) {
+        self.double.stop();
+    }
+    async fn start_server(&mut self) {
+        self.double.resume().expect("resume the double");
+    }
+}
+
+#[tokio::test]
+async fn consul_registry() {
+    let double =
+        switchyard_consul_double::ConsulDouble::start(switchyard_consul_double::Options::default())
+            .expect("start the Consul double");
+    let agent = switchyard_consul_double::client::AgentClient::new(&double.address());
+    let mut harness = ConsulHarness {
+        double,
+        agent,
+        book: Book::new(),
+    };
+    conformance(&mut harness, &Case::ALL).await;
+}
+
+// === kubernetes ===
+
+struct KubeHarness {
+    double: switchyard_kube_double::KubeDouble,
+    _dir: tempfile::TempDir,
+    kubeconfig: std::path::PathBuf,
+    client: kube::Client,
+    book: Book,
+}
+
+const KUBE_NAMESPACE: &str = "shop";
+
+impl KubeHarness {
+    fn slices(&self) -> kube::Api<k8s_openapi::api::discovery::v1::EndpointSlice> {
+        kube::Api::namespaced(self.client.clone(), KUBE_NAMESPACE)
+    }
+
+    /// One slice per instance (each has its own port, as a slice per port would).
+    fn slice_name(service: &str, address: SocketAddr) -> String {
+        format!("{service}-{}", address.port())
+    }
+}
+
+#[async_trait]
+impl Harness for KubeHarness {
+    fn supports(&self) -> Supports {
+        Supports {
+            // EndpointSlices carry no weights, and the API server validates addresses.
+            weights: false,
+            malformed: false,
+            ..Supports::ALL
+        }
+    }
+    async fn registry(&mut self) -> Arc<dyn Registry> {
+        switchyard_kubernetes::KubernetesFactory
+            .build(
+                RegistryContext::new("k8s"),
+                &json!({"kubeconfig": self.kubeconfig.to_str().unwrap()}),
+            )
+            .unwrap_or_else(|issues| panic!("{issues:?}"))
+    }
+    fn query(&self, service: &str) -> ServiceQuery {
+        let mut query = ServiceQuery::new(format!("{KUBE_NAMESPACE}/{service}"));
+        query.port = Some("http".into());
+        query
+    }
+    async fn register(&mut self, service: &str, instance: Instance) {
+        let name = Self::slice_name(service, instance.address);
+        self.book
+            .entry(service.to_owned())
+            .or_default()
+            .insert(instance.address, instance.weight);
+        let slice: k8s_openapi::api::discovery::v1::EndpointSlice = serde_json::from_value(json!({
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {"name": name, "labels": {"kubernetes.io/service-name": service}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": instance.address.port(), "protocol": "TCP"}],
+            "endpoints": [{"addresses": [instance.address.ip().to_string()],
+                "conditions": {"ready": true}}],
+        }))
+        .unwrap();
+        let api = self.slices();
+        if api.get_opt(&name).await.unwrap().is_none() {
+            api.create(&kube::api::PostParams::default(), &slice)
+                .await
+                .unwrap();
+        }
+    }
+    async fn deregister(&mut self, service: &str, address: SocketAddr) {
+        if let Some(set) = self.book.get_mut(service) {
+            set.remove(&address);
+        }
+        self.slices()
+            .delete(
+                &Self::slice_name(service, address),
+                &kube::api::DeleteParams::default(),
+            )
+            .await
+            .unwrap();
+    }
+    async fn delete_service(&mut self, service: &str) {
+        let addresses: Vec<SocketAddr> = self
+            .book
+            .remove(service)
+            .unwrap_or_default()
+            .into_keys()
+            .collect();
+        for address in addresses {
+            self.slices()
+                .delete(
+                    &Self::slice_name(service, address),
+                    &kube::api::DeleteParams::default(),
+                )
+                .await
+                .unwrap();
+        }
+    }
+    async fn stop_server(&mut self) {
+        self.double.stop().await;
+    }
+    async fn start_server(&mut self) {
+        self.double.start_again().await.expect("start the double");
+    }
+}
+
+#[tokio::test]
+async fn kubernetes_registry() {
+    let double = switchyard_kube_double::KubeDouble::start(
+        switchyard_kube_double::KubeDoubleOptions::default(),
+    )
+    .await
+    .expect("start the API-server double");
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    double.write_kubeconfig(&kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&kubeconfig).unwrap(),
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+    let mut harness = KubeHarness {
+        double,
+        _dir: dir,
+        kubeconfig,
+        client,
+        book: Book::new(),
+    };
+    conformance(
+        &mut harness,
+        &[
+            Case::FirstSync,
+            Case::Add,
+            Case::Remove,
+            Case::ServerDown,
+            Case::Backoff,
+            Case::ServerBack,
+            Case::Deleted,
+        ],
+    )
+    .await;
+}
