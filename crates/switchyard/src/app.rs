@@ -31,7 +31,9 @@ pub fn catalog() -> Catalog {
         .register(switchyard_dns::DnsFactory)
         .register(switchyard_consul::ConsulFactory)
         .register(switchyard_kubernetes::KubernetesFactory)
-        .register(switchyard_nomad::NomadFactory);
+        .register(switchyard_nomad::NomadFactory)
+        .register(switchyard_nacos::NacosFactory)
+        .register(switchyard_eureka::EurekaFactory);
     catalog
 }
 
