@@ -264,10 +264,11 @@ impl Poll {
         }
     }
 
-    /// A full fetch the first time, a delta after; a full fetch again when the delta's hash
+    /// A full fetch the first time (and, as `DiscoveryClient.fetchRegistry`, while the local
+    /// copy holds no application), a delta after; a full fetch again when the delta's hash
     /// code disagrees with the local copy's.
     async fn refresh(&mut self) -> Result<(), RegistryError> {
-        if let Some(apps) = &mut self.apps {
+        if let Some(apps) = self.apps.as_mut().filter(|apps| !apps.is_empty()) {
             let delta = self.shared.get("apps/delta").await?;
             let announced = apply_delta(apps, &delta).map_err(|why| {
                 RegistryError::protocol(format!("eureka answered /apps/delta with {why}"))
