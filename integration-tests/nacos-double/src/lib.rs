@@ -16,7 +16,8 @@
 //!   with `namespaceId` (default `public`), `groupName` (default `DEFAULT_GROUP`),
 //!   `clusterName`/`clusters` (comma-separated) and `healthyOnly`; an unknown service is an
 //!   empty `hosts` list;
-//! - `POST /nacos/v1/auth/login` (`username`, `password`) answering `{"accessToken",
+//! - `POST /nacos/v1/auth/login` (and `/nacos/v1/auth/users/login`, which the Java
+//!   client's `SecurityProxy` uses) with `username`, `password`, answering `{"accessToken",
 //!   "tokenTtl","globalAdmin"}`; with auth on, naming requests need `accessToken=` and get
 //!   403 `token invalid!` or `token expired!` otherwise.
 //!
@@ -200,7 +201,13 @@ async fn handle(inner: Arc<Inner>, request: Request<Incoming>) -> Response<Full<
             .map(|(_, v)| v.clone())
     };
 
-    if path == "/nacos/v1/auth/login" && method == Method::POST {
+    // The Java client's `SecurityProxy` posts to `/v1/auth/users/login`; the docs name
+    // `/v1/auth/login`: the server answers both.
+    if matches!(
+        path.as_str(),
+        "/nacos/v1/auth/login" | "/nacos/v1/auth/users/login"
+    ) && method == Method::POST
+    {
         let (Some(user), Some(password)) = (param("username"), param("password")) else {
             return respond(400, "text/plain", "username and password required", &[]);
         };
