@@ -403,3 +403,41 @@ async fn propagation_latency_benchmark() {
         pick(0.99)
     );
 }
+
+/// A change of weight: `metadata.weight` changed through the metadata operation.
+#[tokio::test]
+async fn a_metadata_weight_change_shifts_traffic() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let double = EurekaDouble::start(Options::default()).expect("eureka double");
+    register(&double, &a).await;
+    register(&double, &b).await;
+    let gateway = Gateway::start(&config(&[double.address()], "")).await;
+    eventually("a and b routed", START, || async {
+        gateway.spread("/", 30).await.len() == 2
+    })
+    .await;
+    call(
+        &double.address(),
+        reqwest::Method::PUT,
+        "/apps/ECHO/a/metadata?weight=4",
+        None,
+    )
+    .await;
+    eventually("a weighs 4 in /api/upstreams", SOON, || async {
+        let upstreams = gateway.admin_json("/api/upstreams").await;
+        upstreams[0]["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["weight"] == 4)
+    })
+    .await;
+    let counts = gateway.spread("/", 400).await;
+    println!("400 requests, a weight 4, b weight 1: {counts:?}");
+    let (na, nb) = (
+        counts.get("a").copied().unwrap_or(0),
+        counts.get("b").copied().unwrap_or(0),
+    );
+    assert_eq!(na + nb, 400, "{counts:?}");
+    assert!(na >= 2 * nb && nb > 0, "weight not honoured: {counts:?}");
+}
