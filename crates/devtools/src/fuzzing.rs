@@ -14,6 +14,9 @@
 //! | [`endpoint_slice`] | EndpointSlice JSON (one or an array) | `switchyard_kubernetes::slices::resolve` by name, number and "only port" |
 //! | [`dns_answer`] | text lines `SRV prio weight port target`, `A target ip`, `W w...` | `switchyard_dns::answer::{srv_endpoints, tier_weights}` |
 //! | [`file_sd`] | a Prometheus file_sd JSON file | `switchyard_file::parse_file_sd` |
+//! | [`nomad_service`] | `/v1/service/<name>` JSON | `switchyard_nomad::decode::decode_entry` per entry |
+//! | [`nacos_instances`] | an instance-list answer (v2 envelope or v1) | `switchyard_nacos::decode::{hosts, decode_host}` |
+//! | [`eureka_apps`] | an `/apps` answer, then `/apps/delta` answers | `switchyard_eureka::decode::{parse_apps, apply_delta, hash_code, decode_instance}` |
 //! | [`router`] | text lines of routes and requests (see [`router`]) | `switchyard_proxy::router::Router` against a reference matcher |
 
 use std::collections::{BTreeSet, HashMap};
@@ -28,7 +31,7 @@ use switchyard_registry::{Endpoint, RegistryContext};
 pub type Target = fn(&[u8]);
 
 /// Every target by name, as `fuzz/fuzz_targets/` and the smoke runner know them.
-pub const TARGETS: [(&str, Target); 7] = [
+pub const TARGETS: [(&str, Target); 10] = [
     ("config", config),
     ("etcd_value", etcd_value),
     ("consul_health", consul_health),
@@ -36,6 +39,9 @@ pub const TARGETS: [(&str, Target); 7] = [
     ("dns_answer", dns_answer),
     ("file_sd", file_sd),
     ("router", router),
+    ("nomad_service", nomad_service),
+    ("nacos_instances", nacos_instances),
+    ("eureka_apps", eureka_apps),
 ];
 
 /// Inputs above this size are ignored: they only slow the fuzzer down.
@@ -567,6 +573,117 @@ fn reference_strip_port(host: &str) -> &str {
     match host.rsplit_once(':') {
         Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
         _ => host,
+    }
+}
+
+// === nomad_service, nacos_instances, eureka_apps ===
+
+/// Decodes `data` as a `/v1/service/<name>` answer: each entry (or the value itself) with
+/// and without a wanted tag.
+pub fn nomad_service(data: &[u8]) {
+    use switchyard_nomad::decode::{decode_entry, Decoded, META_TAGS};
+    if data.len() > MAX_INPUT {
+        return;
+    }
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return;
+    };
+    let entries = match &value {
+        serde_json::Value::Array(entries) => entries.iter().collect::<Vec<_>>(),
+        other => vec![other],
+    };
+    let wanted = ["v2".to_owned()];
+    for entry in entries {
+        for tags in [&wanted[..0], &wanted[..]] {
+            if let Decoded::Serve(candidate) = decode_entry(entry, tags) {
+                assert_ne!(candidate.port, 0, "{candidate:?}: port 0");
+                assert!(!candidate.host.is_empty(), "{candidate:?}: no host");
+                if !tags.is_empty() {
+                    let listed = candidate.metadata.get(META_TAGS).map(String::as_str);
+                    assert!(
+                        listed.is_some_and(|l| l.split(',').any(|t| t == "v2")),
+                        "{candidate:?}: served without the wanted tag"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Decodes `data` as a Nacos instance-list answer and each host in it: only healthy,
+/// enabled instances of positive weight serve, with a port and a weight of at least 1.
+pub fn nacos_instances(data: &[u8]) {
+    use switchyard_nacos::decode::{decode_host, hosts, Decoded};
+    if data.len() > MAX_INPUT {
+        return;
+    }
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return;
+    };
+    let Ok(list) = hosts(&value) else {
+        return;
+    };
+    for host in list {
+        if let Decoded::Serve(candidate) = decode_host(host) {
+            assert_ne!(candidate.port, 0, "{candidate:?}: port 0");
+            assert!(candidate.weight >= 1, "{candidate:?}: weight 0 served");
+            assert_ne!(host["healthy"], false, "{candidate:?}: unhealthy served");
+            assert_ne!(host["enabled"], false, "{candidate:?}: disabled served");
+        }
+    }
+}
+
+/// Decodes `data` as JSON documents separated by a line holding `---`: the first an
+/// `/apps` answer, the others `/apps/delta` answers applied in turn. After each, the local
+/// hash code must count every instance once, and every served instance must be `UP`.
+pub fn eureka_apps(data: &[u8]) {
+    use switchyard_eureka::config::Prefer;
+    use switchyard_eureka::decode::{apply_delta, decode_instance, hash_code, parse_apps, Decoded};
+    if data.len() > MAX_INPUT {
+        return;
+    }
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let mut documents = text.split("\n---\n");
+    let Some(Ok(full)) = documents
+        .next()
+        .map(serde_json::from_str::<serde_json::Value>)
+    else {
+        return;
+    };
+    let Ok((mut apps, _)) = parse_apps(&full) else {
+        return;
+    };
+    let check = |apps: &switchyard_eureka::decode::Apps| {
+        let total: usize = apps.values().map(|a| a.len()).sum();
+        let counted: usize = hash_code(apps)
+            .split('_')
+            .collect::<Vec<_>>()
+            .chunks(2)
+            .filter_map(|pair| pair.get(1)?.parse::<usize>().ok())
+            .sum();
+        assert!(
+            counted <= total,
+            "hash code counts {counted} of {total} instances"
+        );
+        for instance in apps.values().flat_map(|a| a.values()) {
+            for prefer in [Prefer::Ip, Prefer::Hostname] {
+                if let Decoded::Serve(candidate) = decode_instance(instance, prefer) {
+                    assert_eq!(instance["status"], "UP", "{candidate:?}: not UP but served");
+                    assert_ne!(candidate.port, 0, "{candidate:?}: port 0");
+                }
+            }
+        }
+    };
+    check(&apps);
+    for document in documents {
+        let Ok(delta) = serde_json::from_str::<serde_json::Value>(document) else {
+            continue;
+        };
+        if apply_delta(&mut apps, &delta).is_ok() {
+            check(&apps);
+        }
     }
 }
 

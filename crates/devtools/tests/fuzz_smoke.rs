@@ -304,6 +304,21 @@ fn router() {
     smoke("router");
 }
 
+#[test]
+fn nomad_service() {
+    smoke("nomad_service");
+}
+
+#[test]
+fn nacos_instances() {
+    smoke("nacos_instances");
+}
+
+#[test]
+fn eureka_apps() {
+    smoke("eureka_apps");
+}
+
 /// Every target has a test above and a folder of seeds.
 #[test]
 fn every_target_is_covered() {

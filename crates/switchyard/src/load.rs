@@ -24,7 +24,10 @@ pub fn catalog() -> Catalog {
         .register(switchyard_etcd::EtcdFactory)
         .register(switchyard_dns::DnsFactory)
         .register(switchyard_consul::ConsulFactory)
-        .register(switchyard_kubernetes::KubernetesFactory);
+        .register(switchyard_kubernetes::KubernetesFactory)
+        .register(switchyard_nomad::NomadFactory)
+        .register(switchyard_nacos::NacosFactory)
+        .register(switchyard_eureka::EurekaFactory);
     catalog
 }
 
