@@ -30,7 +30,9 @@ pub fn catalog() -> Catalog {
         .register(switchyard_etcd::EtcdFactory)
         .register(switchyard_dns::DnsFactory)
         .register(switchyard_consul::ConsulFactory)
-        .register(switchyard_kubernetes::KubernetesFactory);
+        .register(switchyard_kubernetes::KubernetesFactory)
+        .register(switchyard_zookeeper::ZooKeeperFactory)
+        .register(switchyard_http_sd::HttpSdFactory);
     catalog
 }
 

@@ -270,7 +270,7 @@ mod tests {
             json!({"servers": ["a:1/chroot", "::1:2181", "a:0", "a,b:1"]}),
             &[
                 "servers[0]:",
-                "servers[1]: put an IPv6",
+                "servers[1]: \"::1:2181\": put an IPv6",
                 "servers[2]:",
                 "servers[3]:",
             ],
