@@ -462,3 +462,77 @@ async fn propagation_latency_benchmark() {
         latencies[latencies.len() - 1]
     );
 }
+
+#[test]
+fn check_names_every_bad_key_of_zookeeper_and_http_registries() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        r#"[registries.zk]
+type = "zookeeper"
+servers = ["127.0.0.1", "zk:2181/chroot"]
+root = "services"
+format = "eureka"
+
+[registries.inventory]
+type = "http"
+url = "ftp://inventory/targets"
+refresh_interval = "10ms"
+bearer_token = "a"
+bearer_token_file = "/nonexistent/token"
+
+[upstreams.echo]
+[[upstreams.echo.sources]]
+registry = "zk"
+service = "a/b"
+port = "http"
+[[upstreams.echo.sources]]
+registry = "inventory"
+service = ""
+priority = 1
+
+[[routes]]
+name = "echo"
+path_prefix = "/"
+upstream = "echo"
+"#,
+    )
+    .unwrap();
+    let (code, stderr) = switchyard_integration_tests::gateway::check(&path);
+    println!("{stderr}");
+    assert_eq!(code, 2, "{stderr}");
+    // A bad enum value stops the typed decode, so `format` is reported alone for zk.
+    for key in [
+        "registries.zk.format",
+        "registries.inventory.url",
+        "registries.inventory.refresh_interval",
+        "registries.inventory.bearer_token_file",
+    ] {
+        assert!(
+            stderr.contains(&format!("{key}:")),
+            "{key} not named:\n{stderr}"
+        );
+    }
+
+    std::fs::write(
+        &path,
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("format = \"eureka\"\n", ""),
+    )
+    .unwrap();
+    let (code, stderr) = switchyard_integration_tests::gateway::check(&path);
+    println!("{stderr}");
+    assert_eq!(code, 2, "{stderr}");
+    for key in [
+        "registries.zk.servers[0]",
+        "registries.zk.servers[1]",
+        "registries.zk.root",
+    ] {
+        assert!(
+            stderr.contains(&format!("{key}:")),
+            "{key} not named:\n{stderr}"
+        );
+    }
+}

@@ -304,6 +304,16 @@ fn router() {
     smoke("router");
 }
 
+#[test]
+fn zookeeper_node() {
+    smoke("zookeeper_node");
+}
+
+#[test]
+fn http_sd() {
+    smoke("http_sd");
+}
+
 /// Every target has a test above and a folder of seeds.
 #[test]
 fn every_target_is_covered() {

@@ -5,9 +5,9 @@
 //! configured `Authorization`, and `If-None-Match` with the last good answer's `ETag`.
 //!
 //! Prometheus's rules for the answer (prometheus.io/docs/prometheus/latest/http_sd): only
-//! `200` with `Content-Type: application/json` and a UTF-8 body counts; anything else is an
-//! error and the current list stays. A `304 Not Modified` (our addition, for servers that
-//! honour `If-None-Match`) keeps the current list too, as good.
+//! `200` counts (its body is checked by [`crate::answer`]); anything else is an error and the
+//! current list stays. A `304 Not Modified` (our addition, for servers that honour
+//! `If-None-Match`) keeps the current list too, as good.
 
 use std::time::Duration;
 
@@ -25,10 +25,12 @@ pub const MAX_BODY: usize = 64 << 20;
 pub enum Fetched {
     /// `304`: the list is the one whose `ETag` we sent.
     NotModified,
-    /// `200` with a JSON body, and its `ETag` if any.
+    /// `200`, with its `Content-Type`, body and `ETag` (if any), not decoded yet.
     Body {
-        /// The body, UTF-8.
-        text: String,
+        /// The `Content-Type` header (empty when absent).
+        content_type: String,
+        /// The body.
+        body: Vec<u8>,
         /// The `ETag` to send next time.
         etag: Option<HeaderValue>,
     },
@@ -87,12 +89,8 @@ pub async fn fetch(
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !is_json(content_type) {
-        return Err(RegistryError::protocol(format!(
-            "GET {url}: Content-Type {content_type:?}, expected application/json"
-        )));
-    }
+        .unwrap_or("")
+        .to_owned();
     let etag = response.headers().get(ETAG).cloned();
     let mut body = Vec::new();
     while let Some(chunk) = response
@@ -107,15 +105,11 @@ pub async fn fetch(
         }
         body.extend_from_slice(&chunk);
     }
-    let text = String::from_utf8(body)
-        .map_err(|_| RegistryError::protocol(format!("GET {url}: the body is not UTF-8")))?;
-    Ok(Fetched::Body { text, etag })
-}
-
-/// Prometheus accepts `application/json` with or without parameters.
-fn is_json(content_type: &str) -> bool {
-    let media = content_type.split(';').next().unwrap_or("").trim();
-    media.eq_ignore_ascii_case("application/json")
+    Ok(Fetched::Body {
+        content_type,
+        body,
+        etag,
+    })
 }
 
 /// An error with its sources, so "connection refused" shows, not only "error sending request".
@@ -128,23 +122,4 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn json_content_types() {
-        for (value, ok) in [
-            ("application/json", true),
-            ("application/json; charset=utf-8", true),
-            ("Application/JSON", true),
-            ("text/plain", false),
-            ("application/jsonx", false),
-            ("", false),
-        ] {
-            assert_eq!(is_json(value), ok, "{value}");
-        }
-    }
 }

@@ -22,6 +22,7 @@
 //! `/api/registries`; `200 []` is an authoritative "no targets". A malformed group or target
 //! inside a good list is skipped and counted; the others stay.
 
+pub mod answer;
 pub mod config;
 pub mod fetch;
 pub mod poll;

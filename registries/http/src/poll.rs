@@ -13,10 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::HeaderValue;
-use switchyard_file::{parse_file_sd, Services};
+use switchyard_file::Services;
 use switchyard_registry::{ErrorKind, RegistryContext, RegistryError};
 use tokio::sync::watch;
 
+use crate::answer::{decode_answer, is_json};
 use crate::config::Config;
 use crate::fetch::{fetch, Fetched};
 
@@ -70,21 +71,26 @@ pub async fn run(
         .refresh_interval
         .clamp(Duration::from_secs(1), MAX_FETCH_TIME);
     let mut etag: Option<HeaderValue> = None;
-    let mut last_text: Option<String> = None;
+    let mut last_body: Option<Vec<u8>> = None;
     let mut current: Option<Arc<Services>> = None;
     let mut failures = 0u32;
     loop {
         let outcome = match fetch(&client, &config, etag.as_ref(), timeout).await {
             Ok(Fetched::NotModified) => Ok(None),
-            Ok(Fetched::Body { text, etag: new }) => {
-                if current.is_some() && last_text.as_ref() == Some(&text) {
+            Ok(Fetched::Body {
+                content_type,
+                body,
+                etag: new,
+            }) => {
+                if current.is_some() && is_json(&content_type) && last_body.as_ref() == Some(&body)
+                {
                     etag = new;
                     Ok(None)
                 } else {
-                    match parse_file_sd(&text, &ctx) {
+                    match decode_answer(&content_type, &body, &ctx) {
                         Ok(services) => {
                             etag = new;
-                            last_text = Some(text);
+                            last_body = Some(body);
                             Ok(Some(Arc::new(services)))
                         }
                         Err(error) => Err(RegistryError::protocol(format!(
