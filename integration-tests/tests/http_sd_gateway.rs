@@ -355,15 +355,25 @@ async fn the_readme_example_inventory_server_is_routed_to() {
     )
     .unwrap();
     let port = free_port();
+    let log = dir.path().join("inventory.log");
     let mut server = Command::new("python3")
         .arg(&script)
         .arg(port.to_string())
         .arg(&targets)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("python3 (apt-get install python3) runs the example inventory server");
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the example inventory server did not listen on {port}: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let gateway = Gateway::start(&config(
         &format!("http://127.0.0.1:{port}/targets"),
         "refresh_interval = \"200ms\"",
