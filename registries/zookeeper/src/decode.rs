@@ -129,8 +129,13 @@ pub fn decode_curator(data: &[u8]) -> Decoded {
         },
     };
     let zone = metadata.get("zone").cloned();
+    let Some(host) = valid_host(&host) else {
+        return Decoded::Malformed(format!(
+            "address {host:?} is neither an IP address nor a host name"
+        ));
+    };
     Decoded::Instance(Instance {
-        host: unbracket(&host).to_owned(),
+        host: host.to_owned(),
         port,
         weight,
         zone,
@@ -182,8 +187,13 @@ pub fn decode_dubbo(node_name: &str) -> Decoded {
         },
     };
     let zone = metadata.get("zone").cloned();
+    let Some(host) = valid_host(host) else {
+        return Decoded::Malformed(format!(
+            "{text:?}: host {host:?} is neither an IP address nor a host name"
+        ));
+    };
     Decoded::Instance(Instance {
-        host: unbracket(host).to_owned(),
+        host: host.to_owned(),
         port,
         weight,
         zone,
@@ -191,11 +201,22 @@ pub fn decode_dubbo(node_name: &str) -> Decoded {
     })
 }
 
-/// `[::1]` → `::1`.
-fn unbracket(host: &str) -> &str {
-    host.strip_prefix('[')
+/// The host without IPv6 brackets, when it is an IP address or a DNS name (letters,
+/// digits, `-`, `_` and `.`, at most 253 bytes).
+fn valid_host(host: &str) -> Option<&str> {
+    let bare = host
+        .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host)
+        .unwrap_or(host);
+    if bare.parse::<IpAddr>().is_ok() {
+        return Some(bare);
+    }
+    let name = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    name.then_some(host)
 }
 
 /// Copies string, number and boolean fields as text.
@@ -248,6 +269,9 @@ mod tests {
         check_curator(r#"{"address":"::1","port":1}"#, "::1:1/1");
         check_curator(r#"{"address":"[::1]","sslPort":8443}"#, "::1:8443/1");
         check_curator(r#"{"address":"a.example","port":80}"#, "a.example:80/1");
+        check_curator(r#"{"address":"[::1]F","port":80}"#, "malformed");
+        check_curator(r#"{"address":"a b","port":80}"#, "malformed");
+        check_curator(r#"{"address":"[a.example]","port":80}"#, "malformed");
         check_curator(
             r#"{"address":"10.0.0.5","port":80,"payload":{"weight":5}}"#,
             "10.0.0.5:80/5",
