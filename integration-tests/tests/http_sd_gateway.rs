@@ -4,10 +4,11 @@
 //! keeping the set; a 500, a body that is not a list, a wrong content type and a stopped
 //! server each keeping the last good set (stale, registry down) until a good answer
 //! resyncs; the poller's retries bounded while the server fails; bearer and basic
-//! credentials; and the README's Python example inventory server itself. Plus a benchmark
+//! credentials; an HTTPS server trusted through `ca` only; and the README's Python example
+//! inventory server itself. Plus a benchmark
 //! (ignored by default) printing the change-to-routed propagation latency.
 //!
-//! Needs `cargo build -p switchyard` and python3 (for the README example).
+//! Needs `cargo build -p switchyard`, python3 (the README example, the HTTPS server) and openssl.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -389,6 +390,104 @@ async fn the_readme_example_inventory_server_is_routed_to() {
         gateway.all_reach("/", &["b"])
     })
     .await;
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+/// A Python HTTPS server (standard library `ssl`) answering `body` as HTTP SD JSON with the
+/// certificate `cert` and key `key`.
+const HTTPS_INVENTORY: &str = r#"
+import http.server, ssl, sys
+port, cert, key, body = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4].encode()
+class Targets(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Targets)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(cert, key)
+server.socket = context.wrap_socket(server.socket, server_side=True)
+server.serve_forever()
+"#;
+
+#[tokio::test]
+async fn an_https_inventory_is_trusted_through_the_configured_ca_only() {
+    let a = Backend::start("a");
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let openssl = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=inventory"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-addext", "extendedKeyUsage=serverAuth"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is needed for this test (apt-get install openssl)");
+    assert!(
+        openssl.status.success(),
+        "{}",
+        String::from_utf8_lossy(&openssl.stderr)
+    );
+    let port = free_port();
+    let log = dir.path().join("https.log");
+    let mut server = Command::new("python3")
+        .args(["-c", HTTPS_INVENTORY, &port.to_string()])
+        .arg(&cert)
+        .arg(&key)
+        .arg(list(&[group(&[&a], "")]))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("python3 runs the HTTPS inventory server");
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the HTTPS inventory server did not listen: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let url = format!("https://127.0.0.1:{port}/targets");
+    let trusted = Gateway::start(&config(
+        &url,
+        &format!("refresh_interval = \"200ms\"\nca = \"{}\"", cert.display()),
+    ))
+    .await;
+    eventually(
+        "a routed over https with the CA",
+        Duration::from_secs(20),
+        || trusted.all_reach("/", &["a"]),
+    )
+    .await;
+    let untrusted = Gateway::start(&config(&url, "refresh_interval = \"200ms\"")).await;
+    eventually(
+        "unknown issuer reported",
+        Duration::from_secs(20),
+        || async {
+            let registries = untrusted.admin_json("/api/registries").await;
+            registries[0]["state"] == "down" && registries[0]["last_error"].is_string()
+        },
+    )
+    .await;
+    let registries = untrusted.admin_json("/api/registries").await;
+    println!("without the CA: {}", registries[0]["last_error"]);
+    assert_eq!(untrusted.get("/").await.status, 503);
     let _ = server.kill();
     let _ = server.wait();
 }

@@ -573,62 +573,6 @@ fn reference_strip_port(host: &str) -> &str {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every target takes the empty input and a few plain ones without panicking.
-    #[test]
-    fn targets_accept_plain_inputs() {
-        for (name, target) in TARGETS {
-            for input in [
-                &b""[..],
-                b"\0",
-                b"[]",
-                b"{}",
-                b"\xff\xfe",
-                b"R - / - -\nQ GET - /",
-            ] {
-                target(input);
-                let _ = name;
-            }
-        }
-    }
-
-    /// The reference matcher agrees with the router's own unit-test expectations.
-    #[test]
-    fn reference_router_examples() {
-        let routes = fixed_routes();
-        let none = HeaderMap::new();
-        let find = |host: Option<&str>, method: Method, path: &str, headers: &HeaderMap| {
-            reference_find(&routes, host, path, &method, headers)
-        };
-        assert_eq!(find(None, Method::GET, "/", &none), Some(0));
-        assert_eq!(find(None, Method::GET, "/orders/1", &none), Some(1));
-        assert_eq!(find(None, Method::GET, "/orders/special", &none), Some(2));
-        assert_eq!(
-            find(Some("API.Example.com:8080"), Method::GET, "/orders", &none),
-            Some(3)
-        );
-        assert_eq!(
-            find(Some("www.example.com"), Method::GET, "/orders", &none),
-            Some(4)
-        );
-        assert_eq!(
-            find(Some("a.deep.example.com"), Method::GET, "/", &none),
-            Some(7)
-        );
-        assert_eq!(find(None, Method::POST, "/orders", &none), Some(5));
-        let mut canary = HeaderMap::new();
-        canary.insert("x-canary", HeaderValue::from_static("1"));
-        assert_eq!(find(None, Method::GET, "/orders", &canary), Some(6));
-        assert_eq!(
-            find(Some("only.example"), Method::GET, "/x", &none),
-            Some(0)
-        );
-    }
-}
-
 // === zookeeper_node ===
 
 /// Decodes `data` as a Curator instance node's data and, when it is text, as a Dubbo
@@ -687,5 +631,61 @@ pub fn http_sd(data: &[u8]) {
                 "service {service}: {endpoint:?} has port 0"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every target takes the empty input and a few plain ones without panicking.
+    #[test]
+    fn targets_accept_plain_inputs() {
+        for (name, target) in TARGETS {
+            for input in [
+                &b""[..],
+                b"\0",
+                b"[]",
+                b"{}",
+                b"\xff\xfe",
+                b"R - / - -\nQ GET - /",
+            ] {
+                target(input);
+                let _ = name;
+            }
+        }
+    }
+
+    /// The reference matcher agrees with the router's own unit-test expectations.
+    #[test]
+    fn reference_router_examples() {
+        let routes = fixed_routes();
+        let none = HeaderMap::new();
+        let find = |host: Option<&str>, method: Method, path: &str, headers: &HeaderMap| {
+            reference_find(&routes, host, path, &method, headers)
+        };
+        assert_eq!(find(None, Method::GET, "/", &none), Some(0));
+        assert_eq!(find(None, Method::GET, "/orders/1", &none), Some(1));
+        assert_eq!(find(None, Method::GET, "/orders/special", &none), Some(2));
+        assert_eq!(
+            find(Some("API.Example.com:8080"), Method::GET, "/orders", &none),
+            Some(3)
+        );
+        assert_eq!(
+            find(Some("www.example.com"), Method::GET, "/orders", &none),
+            Some(4)
+        );
+        assert_eq!(
+            find(Some("a.deep.example.com"), Method::GET, "/", &none),
+            Some(7)
+        );
+        assert_eq!(find(None, Method::POST, "/orders", &none), Some(5));
+        let mut canary = HeaderMap::new();
+        canary.insert("x-canary", HeaderValue::from_static("1"));
+        assert_eq!(find(None, Method::GET, "/orders", &canary), Some(6));
+        assert_eq!(
+            find(Some("only.example"), Method::GET, "/x", &none),
+            Some(0)
+        );
     }
 }
