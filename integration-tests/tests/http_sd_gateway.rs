@@ -511,6 +511,9 @@ async fn propagation_latency_benchmark() {
     let mut latencies = Vec::with_capacity(changes);
     for i in 1..=changes {
         let target = &backends[i % 2];
+        // A change lands at a random point of the poll cycle, as real ones do (right after
+        // a routed request, it would always wait one full interval).
+        tokio::time::sleep(Duration::from_millis(fastrand::u64(0..1_000))).await;
         inventory.set(&list(&[group(&[target], "")]));
         let changed = Instant::now();
         latencies.push(gateway.time_until_routed(target.name(), changed).await);
