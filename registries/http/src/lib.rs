@@ -263,6 +263,64 @@ mod tests {
         check(query, &["port", "tags", "datacenter"]);
     }
 
+    fn services(text: &str) -> State {
+        let ctx = RegistryContext::new("http");
+        State::Loaded(Arc::new(
+            switchyard_file::parse_file_sd(text, &ctx).unwrap(),
+        ))
+    }
+
+    fn subscription(rx: watch::Receiver<State>) -> Subscription {
+        Subscription {
+            rx,
+            service: "a".into(),
+            started: false,
+            done: false,
+            last: None,
+        }
+    }
+
+    /// The next item in short form, or "nothing" when none comes within 100 ms.
+    async fn next(s: &mut Subscription) -> String {
+        let item = tokio::time::timeout(std::time::Duration::from_millis(100), s.next()).await;
+        match item {
+            Err(_) => "nothing".into(),
+            Ok(None) => "end".into(),
+            Ok(Some(Err(e))) => format!("error {}", e.message()),
+            Ok(Some(Ok(Update::Reset(e)))) => format!("reset {}", e.len()),
+            Ok(Some(Ok(other))) => format!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn subscriptions_send_changes_once_and_end_on_errors() {
+        let one = r#"[{"targets":["127.0.0.1:1"],"labels":{"__service__":"a"}}]"#;
+        let two = r#"[{"targets":["127.0.0.1:1","127.0.0.1:2"],"labels":{"__service__":"a"}}]"#;
+        let (tx, rx) = watch::channel(State::Pending);
+        let mut s = subscription(rx.clone());
+        assert_eq!(next(&mut s).await, "nothing");
+        tx.send_replace(services(one));
+        assert_eq!(next(&mut s).await, "reset 1");
+        // The same set again (another service changed): nothing.
+        tx.send_replace(services(one));
+        assert_eq!(next(&mut s).await, "nothing");
+        tx.send_replace(services(two));
+        assert_eq!(next(&mut s).await, "reset 2");
+        tx.send_replace(services("[]"));
+        assert_eq!(next(&mut s).await, "DoesNotExist");
+        tx.send_replace(State::Failed {
+            kind: switchyard_registry::ErrorKind::Unavailable,
+            message: "down".into(),
+        });
+        assert_eq!(next(&mut s).await, "error down");
+        assert_eq!(next(&mut s).await, "end");
+        // Watching again while failing waits for the next result instead of failing at once.
+        let mut again = subscription(rx);
+        assert_eq!(next(&mut again).await, "nothing");
+        tx.send_replace(services(one));
+        assert_eq!(next(&mut again).await, "reset 1");
+    }
+
     #[test]
     fn factory_refuses_bad_settings_without_connecting() {
         let err = HttpSdFactory
