@@ -84,6 +84,9 @@ async fn first_sync_add_reweight_remove_malformed_and_deletion_are_streamed() {
 
     kazoo.set("/services/echo/b", &instance(9002, r#"{"weight":4}"#));
     assert_eq!(next(&mut stream).await, "Add 127.0.0.1:9002w4");
+    // Watches fire once: the data watch was armed again by the read its event caused.
+    kazoo.set("/services/echo/b", &instance(9002, r#"{"weight":5}"#));
+    assert_eq!(next(&mut stream).await, "Add 127.0.0.1:9002w5");
 
     // A malformed node: counted, and no update (the set did not change).
     kazoo.register("/services/echo/junk", "{");
