@@ -8,6 +8,8 @@
 #   openssl, curl              certificates for the TLS tests; the compose seed scripts
 #   chromium, chromium-driver  the dashboard's browser test
 #   redis-server               the distributed rate limit tests
+#   zookeeper, python3-venv    real ZooKeeper for the zookeeper registry tests, and the
+#                              virtualenv (target/kazoo-venv) holding kazoo from PyPI
 # Safe to run repeatedly; does nothing when everything is there.
 set -euo pipefail
 
@@ -21,6 +23,8 @@ command -v nsupdate >/dev/null 2>&1 || need+=(bind9-dnsutils)
 command -v openssl  >/dev/null 2>&1 || need+=(openssl)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v curl     >/dev/null 2>&1 || need+=(curl)
+[ -e /usr/share/java/zookeeper.jar ] || need+=(zookeeper)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 # The dashboard's browser test: headless Chromium driven over WebDriver, and a font.
 command -v chromium     >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
@@ -43,5 +47,12 @@ done
 if [ "${NEXTEST_MISSING:-0}" = 1 ]; then
   echo "install-deps: cargo-nextest missing; installing it from crates.io"
   cargo install --locked cargo-nextest >/dev/null
+fi
+# kazoo (Python ZooKeeper client) registers instances in the zookeeper registry tests.
+KAZOO_VENV="$(cd "$(dirname "$0")/.." && pwd)/target/kazoo-venv"
+if ! "$KAZOO_VENV/bin/python" -c 'import kazoo' >/dev/null 2>&1; then
+  echo "install-deps: creating $KAZOO_VENV with kazoo from PyPI"
+  python3 -m venv "$KAZOO_VENV"
+  "$KAZOO_VENV/bin/python" -m pip install --quiet kazoo
 fi
 echo "install-deps: ok"

@@ -1,5 +1,5 @@
 //! The integration-test harness: free ports, real HTTP backends, the real `switchyard`
-//! binary, and launchers for the real registry servers (etcd, bind9) used by the tests in
+//! binary, and launchers for the real registry servers (etcd, bind9, ZooKeeper) used by the tests in
 //! `integration-tests/tests/`.
 //!
 //! Everything binds 127.0.0.1 only, on free ports ([`free_port`]), and everything it
@@ -10,7 +10,9 @@ pub mod backend;
 pub mod bind;
 pub mod etcd;
 pub mod gateway;
+pub mod inventory;
 pub mod redis;
+pub mod zookeeper;
 
 pub use backend::Backend;
 pub use gateway::Gateway;

@@ -18,6 +18,8 @@
 //! | [`nacos_instances`] | an instance-list answer (v2 envelope or v1) | `switchyard_nacos::decode::{hosts, decode_host}` |
 //! | [`eureka_apps`] | an `/apps` answer, then `/apps/delta` answers | `switchyard_eureka::decode::{parse_apps, apply_delta, hash_code, decode_instance}` |
 //! | [`router`] | text lines of routes and requests (see [`router`]) | `switchyard_proxy::router::Router` against a reference matcher |
+//! | [`zookeeper_node`] | a ZooKeeper node's data, and as text its name | `switchyard_zookeeper::decode::{decode_curator, decode_dubbo}` |
+//! | [`http_sd`] | `Content-Type` line, then an HTTP SD body | `switchyard_http_sd::answer::decode_answer` |
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -31,7 +33,7 @@ use switchyard_registry::{Endpoint, RegistryContext};
 pub type Target = fn(&[u8]);
 
 /// Every target by name, as `fuzz/fuzz_targets/` and the smoke runner know them.
-pub const TARGETS: [(&str, Target); 10] = [
+pub const TARGETS: [(&str, Target); 12] = [
     ("config", config),
     ("etcd_value", etcd_value),
     ("consul_health", consul_health),
@@ -42,6 +44,8 @@ pub const TARGETS: [(&str, Target); 10] = [
     ("nomad_service", nomad_service),
     ("nacos_instances", nacos_instances),
     ("eureka_apps", eureka_apps),
+    ("zookeeper_node", zookeeper_node),
+    ("http_sd", http_sd),
 ];
 
 /// Inputs above this size are ignored: they only slow the fuzzer down.
@@ -683,6 +687,67 @@ pub fn eureka_apps(data: &[u8]) {
         };
         if apply_delta(&mut apps, &delta).is_ok() {
             check(&apps);
+        }
+    }
+}
+
+// === zookeeper_node ===
+
+/// Decodes `data` as a Curator instance node's data and, when it is text, as a Dubbo
+/// provider node's name.
+pub fn zookeeper_node(data: &[u8]) {
+    use switchyard_zookeeper::decode::{decode_curator, decode_dubbo, Decoded};
+    if data.len() > MAX_INPUT {
+        return;
+    }
+    let check = |decoded: Decoded, layout: &str| {
+        if let Decoded::Instance(instance) = decoded {
+            assert_ne!(instance.port, 0, "{layout}: {instance:?} has port 0");
+            assert!(
+                !instance.host.is_empty(),
+                "{layout}: {instance:?} has no host"
+            );
+            assert!(
+                !instance.host.starts_with('['),
+                "{layout}: {instance:?} kept its brackets"
+            );
+        }
+    };
+    check(decode_curator(data), "curator");
+    if let Ok(text) = std::str::from_utf8(data) {
+        check(decode_dubbo(text), "dubbo");
+    }
+}
+
+// === http_sd ===
+
+/// Decodes an inventory answer: the first line is the `Content-Type`, the rest the body.
+pub fn http_sd(data: &[u8]) {
+    if data.len() > MAX_INPUT {
+        return;
+    }
+    let (head, body) = match data.iter().position(|b| *b == b'\n') {
+        Some(at) => (&data[..at], &data[at + 1..]),
+        None => (data, &b""[..]),
+    };
+    let Ok(content_type) = std::str::from_utf8(head) else {
+        return;
+    };
+    let ctx = RegistryContext::new("fuzz");
+    let Ok(services) = switchyard_http_sd::answer::decode_answer(content_type, body, &ctx) else {
+        return;
+    };
+    assert!(
+        switchyard_http_sd::answer::is_json(content_type),
+        "accepted Content-Type {content_type:?}"
+    );
+    for (service, endpoints) in &services {
+        for endpoint in endpoints {
+            assert_ne!(
+                endpoint.address.port(),
+                0,
+                "service {service}: {endpoint:?} has port 0"
+            );
         }
     }
 }

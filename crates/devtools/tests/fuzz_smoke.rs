@@ -319,6 +319,16 @@ fn eureka_apps() {
     smoke("eureka_apps");
 }
 
+#[test]
+fn zookeeper_node() {
+    smoke("zookeeper_node");
+}
+
+#[test]
+fn http_sd() {
+    smoke("http_sd");
+}
+
 /// Every target has a test above and a folder of seeds.
 #[test]
 fn every_target_is_covered() {

@@ -27,7 +27,9 @@ pub fn catalog() -> Catalog {
         .register(switchyard_kubernetes::KubernetesFactory)
         .register(switchyard_nomad::NomadFactory)
         .register(switchyard_nacos::NacosFactory)
-        .register(switchyard_eureka::EurekaFactory);
+        .register(switchyard_eureka::EurekaFactory)
+        .register(switchyard_zookeeper::ZooKeeperFactory)
+        .register(switchyard_http_sd::HttpSdFactory);
     catalog
 }
 
