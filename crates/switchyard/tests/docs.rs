@@ -315,6 +315,25 @@ fn schema_describes_every_section() {
         undescribed.is_empty(),
         "sections without a typed schema (add them to crates/switchyard/src/schema.rs): {undescribed:?}"
     );
+    // Every registry type describes its keys (else its table would accept anything and its
+    // keys would be missing from docs/configuration.md without the docs test noticing).
+    let variants = schema["properties"]["registries"]["additionalProperties"]["oneOf"]
+        .as_array()
+        .expect("one variant per registry type");
+    assert!(variants.len() >= 6, "{variants:?}");
+    let bare: Vec<&str> = variants
+        .iter()
+        .filter(|v| {
+            v["properties"].as_object().map_or(0, |p| p.len()) <= 1
+                || v["additionalProperties"] != Value::Bool(false)
+        })
+        .map(|v| v["properties"]["type"]["const"].as_str().unwrap_or("?"))
+        .collect();
+    assert!(
+        bare.is_empty(),
+        "registry types without a settings schema (implement RegistryFactory::settings_schema \
+         with a JsonSchema derive on the settings struct): {bare:?}"
+    );
 }
 
 // === links ===
