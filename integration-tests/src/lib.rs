@@ -10,6 +10,7 @@ pub mod backend;
 pub mod bind;
 pub mod etcd;
 pub mod gateway;
+pub mod grpc;
 pub mod redis;
 
 pub use backend::Backend;

@@ -4,6 +4,8 @@
 //! - [`balance`]: the balancers, each a [`switchyard_upstream::SelectorFactory`].
 //! - [`proxy`]: the request path — route, pick, forward with retries and timeouts.
 //! - [`client`]: the upstream HTTP/1.1 client, a lock-free keep-alive pool per endpoint.
+//! - [`protocol`]: which protocol an upstream's endpoints speak (`http1`, `h2c`, `h2`, `auto`).
+//! - [`grpc`]: gRPC-aware errors, `grpc-timeout`, the per-call status (metrics, access log).
 //! - [`forward`]: hop-by-hop stripping, `X-Forwarded-*`, request ids.
 //! - [`filter`]: the per-route policy hook (auth, rate limits, cache, rewrites).
 //! - [`server`]: the HTTP/1.1 + h2c listener with graceful drain.
@@ -22,9 +24,11 @@ pub mod error;
 pub mod filter;
 pub mod first_bytes;
 pub mod forward;
+pub mod grpc;
 pub mod head_guard;
 pub mod limits;
 pub mod metrics;
+pub mod protocol;
 pub mod proxy;
 pub mod router;
 pub mod server;

@@ -24,8 +24,10 @@ use crate::client::{ClientSettings, UpstreamClient};
 use crate::error::ProxyError;
 use crate::filter::{Filter, RequestContext};
 use crate::forward::{self, RequestId};
+use crate::grpc;
 use crate::limits::{BodyLimit, Cidr, LimitedBody, Tripped};
 use crate::metrics::RouteMetrics;
+use crate::protocol::{UpstreamProtocol, Wire};
 use crate::router::{PathMatch, RouteMatch, Router};
 use crate::upstream_tls::UpstreamTls;
 
@@ -49,6 +51,8 @@ pub struct UpstreamOptions {
     pub hash_on: Option<HashOn>,
     /// TLS to the endpoints (`[upstreams.NAME.tls]`); `None` is plain HTTP.
     pub tls: Option<Arc<UpstreamTls>>,
+    /// The protocol spoken to the endpoints (`protocol`). Default HTTP/1.1.
+    pub protocol: UpstreamProtocol,
 }
 
 /// One route as config describes it.
@@ -176,6 +180,12 @@ impl Table {
         for route in &self.routes {
             route.metrics.render_histogram(out);
         }
+        out.push_str("# HELP switchyard_grpc_responses_total gRPC calls answered, by route and final grpc-status.\n");
+        out.push_str("# TYPE switchyard_grpc_responses_total counter\n");
+        self.no_route.render_grpc(out);
+        for route in &self.routes {
+            route.metrics.render_grpc(out);
+        }
     }
 }
 
@@ -270,6 +280,7 @@ impl Proxy {
             connect_timeout: settings.connect_timeout,
             idle_timeout: settings.pool_idle_timeout,
             max_idle_per_endpoint: settings.pool_max_idle_per_endpoint,
+            h2: crate::client::h2::H2Settings::default(),
         });
         client.start_sweeper();
         Proxy {
@@ -368,25 +379,34 @@ impl Proxy {
             route: None,
             endpoint: None,
             client_ip: peer.ip.clone(),
+            grpc_status: None,
         });
+        let grpc = grpc::is_grpc(request.headers());
         let (response, metrics, endpoint) = match found {
-            None => (
-                refused.unwrap_or(ProxyError::NoRoute).response(request_id),
-                table.no_route.clone(),
-                None,
-            ),
+            None => {
+                let error = refused.unwrap_or(ProxyError::NoRoute);
+                let response = if grpc {
+                    grpc::error_response(grpc::error_code(error), error.message(), request_id)
+                } else {
+                    error.response(request_id)
+                };
+                (response, table.no_route.clone(), None)
+            }
             Some(index) => {
                 let route = &table.routes[index];
                 let (response, endpoint) = if route.spec.filters.is_empty() {
-                    self.forward_answer(route, request, peer, &id).await
+                    self.forward_answer(route, request, peer, &id, grpc).await
                 } else {
-                    self.forward_filtered(route, request, peer, &id, start)
+                    self.forward_filtered(route, request, peer, &id, start, grpc)
                         .await
                 };
                 (response, route.metrics.clone(), endpoint)
             }
         };
         metrics.record(response.status().as_u16(), start.elapsed());
+        if grpc {
+            return grpc_completion(response, metrics, log, found.is_some(), endpoint);
+        }
         match log {
             None => response,
             Some(mut entry) => {
@@ -406,6 +426,7 @@ impl Proxy {
         request: Request<Incoming>,
         peer: &Peer,
         id: &RequestId,
+        grpc: bool,
     ) -> (Response<ProxyBody>, Option<SocketAddr>) {
         let forwarded = {
             let (parts, body) = request.into_parts();
@@ -414,7 +435,7 @@ impl Proxy {
         .await;
         match forwarded {
             Ok((response, endpoint)) => (response, Some(endpoint)),
-            Err((error, endpoint)) => (error.response(&id.value), endpoint),
+            Err((error, endpoint)) => (error_response(error, &id.value, grpc), endpoint),
         }
     }
 
@@ -426,6 +447,7 @@ impl Proxy {
         peer: &Peer,
         id: &RequestId,
         start: Instant,
+        grpc: bool,
     ) -> (Response<ProxyBody>, Option<SocketAddr>) {
         let request_id = &id.value;
         let (mut parts, body) = request.into_parts();
@@ -450,13 +472,15 @@ impl Proxy {
             }
         }
         let (mut response, endpoint) = match answered {
+            // A policy's own answer (401, 403, 429, ...) in gRPC's form for a gRPC call.
+            Some(response) if grpc => (grpc::translate(response, request_id), None),
             Some(response) => (response, None),
             None => match self
                 .forward(route, parts, body, peer, original_host, id)
                 .await
             {
                 Ok((response, endpoint)) => (response, Some(endpoint)),
-                Err((error, endpoint)) => (error.response(request_id), endpoint),
+                Err((error, endpoint)) => (error_response(error, request_id, grpc), endpoint),
             },
         };
         for filter in filters[..ran].iter().rev() {
@@ -494,6 +518,12 @@ impl Proxy {
             .as_ref()
             .map_or(0, |on| request_hash(on, &parts, client));
         let host = original_host.or_else(|| fields.host.clone());
+        // `TE: trailers` is hop-by-hop, but HTTP/2 carries it end to end (gRPC needs it).
+        let te_trailers = fields.hop_by_hop
+            && parts
+                .headers
+                .get(header::TE)
+                .is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"));
         let upgrade = if fields.connection {
             crate::upgrade::requested(&parts.headers)
         } else {
@@ -561,6 +591,11 @@ impl Proxy {
         } else {
             fields.host.is_some()
         };
+        // A gRPC call's deadline (`grpc-timeout`) bounds the wait when shorter.
+        let timeout = match crate::grpc::timeout(&parts.headers) {
+            Some(deadline) => deadline.min(route.spec.timeout),
+            None => route.spec.timeout,
+        };
         let snapshot = route.upstream.snapshot_full();
         let can_retry = replayable && snapshot_has_alternatives(&snapshot);
         let mut failed: Vec<SocketAddr> = Vec::new();
@@ -588,23 +623,42 @@ impl Proxy {
                 // Moved, not copied: a retry takes them back from the request below.
                 *upstream_request.headers_mut() = std::mem::take(&mut parts.headers);
                 if !client_sent_host {
-                    // HTTP/1.1 requires a Host upstream (replacing a previous attempt's).
-                    if let Ok(authority) = HeaderValue::from_maybe_shared(endpoint.authority()) {
+                    // HTTP/1.1 requires a Host upstream (replacing a previous attempt's): an
+                    // HTTP/2 client's `:authority`, else the endpoint's address.
+                    let authority = match parts.uri.authority() {
+                        Some(authority) => HeaderValue::from_str(authority.as_str()),
+                        None => HeaderValue::from_maybe_shared(endpoint.authority()),
+                    };
+                    if let Ok(authority) = authority {
                         upstream_request
                             .headers_mut()
                             .insert(header::HOST, authority);
                     }
                 }
                 let client = &self.client;
-                if upgrade {
+                let wire = route.options.protocol.wire(endpoint.endpoint.metadata());
+                if wire == Wire::Http2 && !upgrade {
+                    let headers = upstream_request.headers_mut();
+                    added.insert_into(headers);
+                    if te_trailers {
+                        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+                    }
+                    // Boxed: the HTTP/2 exchange's future is large and this path is the rarer.
+                    let send = Box::pin(client.send_h2(address, tls, &mut upstream_request));
+                    let result = tokio::time::timeout(timeout, send).await;
+                    if can_retry {
+                        parts.headers = std::mem::take(upstream_request.headers_mut());
+                    }
+                    result
+                } else if upgrade {
                     // hyper's client encodes this one: the added fields go into the map.
                     added.insert_into(upstream_request.headers_mut());
                     // Boxed, as rare and large (see UpstreamClient::send).
                     let send = Box::pin(client.send_upgrade(address, tls, upstream_request));
-                    tokio::time::timeout(route.spec.timeout, send).await
+                    tokio::time::timeout(timeout, send).await
                 } else {
                     let send = client.send(address, tls, &mut upstream_request, &added);
-                    let result = tokio::time::timeout(route.spec.timeout, send).await;
+                    let result = tokio::time::timeout(timeout, send).await;
                     if can_retry {
                         parts.headers = std::mem::take(upstream_request.headers_mut());
                     }
@@ -684,6 +738,45 @@ impl Proxy {
             route.upstream.health_changed();
         }
     }
+}
+
+/// The gateway's error answer: short JSON, or trailers-only for a gRPC call.
+fn error_response(error: ProxyError, request_id: &HeaderValue, grpc: bool) -> Response<ProxyBody> {
+    if grpc {
+        grpc::error_response(grpc::error_code(error), error.message(), request_id)
+    } else {
+        error.response(request_id)
+    }
+}
+
+/// Hooks a gRPC call's response so that its final status (a trailers-only head's, else
+/// its trailers') is counted on the route and written to its access log line.
+fn grpc_completion(
+    response: Response<ProxyBody>,
+    metrics: Arc<RouteMetrics>,
+    log: Option<Entry>,
+    routed: bool,
+    endpoint: Option<SocketAddr>,
+) -> Response<ProxyBody> {
+    let status = response.status();
+    let entry = log.map(|mut entry| {
+        entry.status = status.as_u16();
+        entry.route = routed.then(|| metrics.clone());
+        entry.endpoint = endpoint;
+        Box::new(entry)
+    });
+    let completion = grpc::GrpcCompletion {
+        metrics,
+        code: grpc::status_of(response.headers()),
+        fallback: if status == http::StatusCode::OK {
+            grpc::code::UNKNOWN
+        } else {
+            grpc::http_code(status)
+        },
+        entry,
+    };
+    let (parts, body) = response.into_parts();
+    Response::from_parts(parts, body.on_complete(Box::new(completion)))
 }
 
 /// Extra attempts allowed after connect failures, beyond the route's `retries`.

@@ -248,6 +248,10 @@ pub struct UpstreamConfig {
     /// TLS to the endpoints. Default: none (plain HTTP).
     #[serde(default)]
     pub tls: Option<UpstreamTlsConfig>,
+    /// What to speak to the endpoints: `http1` (default) | `h2c` | `h2` (needs `[tls]`) |
+    /// `auto` (per endpoint, from its registry's protocol label; docs/grpc.md).
+    #[serde(default)]
+    pub protocol: Option<String>,
 }
 
 /// `[upstreams.NAME.tls]`: connect to the endpoints over TLS (1.2+, ALPN http/1.1).

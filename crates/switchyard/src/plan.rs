@@ -119,9 +119,23 @@ pub fn build(
                 }
             },
         };
+        let protocol = match upstream_protocol(upstream) {
+            Ok(protocol) => protocol,
+            Err(issue) => {
+                issues.push(issue.under(&path));
+                Default::default()
+            }
+        };
         match build_upstream(name, upstream, &config, &registries) {
             Ok((spec, hash_on)) => {
-                upstream_options.insert(name.clone(), UpstreamOptions { hash_on, tls });
+                upstream_options.insert(
+                    name.clone(),
+                    UpstreamOptions {
+                        hash_on,
+                        tls,
+                        protocol,
+                    },
+                );
                 upstreams.push(spec);
             }
             Err(errors) => issues.extend(errors.into_iter().map(|e| e.under(&path))),
@@ -224,6 +238,26 @@ fn upstream_tls(tls: &UpstreamTlsConfig, base_dir: &Path) -> Result<UpstreamTls,
         };
         ConfigIssue::new(key, message)
     })
+}
+
+/// `protocol` of `[upstreams.NAME]`: `h2` needs `[tls]`.
+fn upstream_protocol(
+    upstream: &UpstreamConfig,
+) -> Result<switchyard_proxy::protocol::UpstreamProtocol, ConfigIssue> {
+    use switchyard_proxy::protocol::UpstreamProtocol;
+    let Some(text) = &upstream.protocol else {
+        return Ok(UpstreamProtocol::Http1);
+    };
+    let protocol: UpstreamProtocol = text
+        .parse()
+        .map_err(|message| ConfigIssue::new("protocol", message))?;
+    if protocol == UpstreamProtocol::H2 && upstream.tls.is_none() {
+        return Err(ConfigIssue::new(
+            "protocol",
+            "h2 is HTTP/2 over TLS and needs [tls] (h2c is cleartext)",
+        ));
+    }
+    Ok(protocol)
 }
 
 fn build_upstream(
