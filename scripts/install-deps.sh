@@ -8,6 +8,7 @@
 #   openssl, curl              certificates for the TLS tests; the compose seed scripts
 #   chromium, chromium-driver  the dashboard's browser test
 #   redis-server               the distributed rate limit tests
+#   python3-venv               the gRPC tests' virtualenv (grpcio from PyPI, under target/)
 # Safe to run repeatedly; does nothing when everything is there.
 set -euo pipefail
 
@@ -43,5 +44,19 @@ done
 if [ "${NEXTEST_MISSING:-0}" = 1 ]; then
   echo "install-deps: cargo-nextest missing; installing it from crates.io"
   cargo install --locked cargo-nextest >/dev/null
+fi
+# The gRPC tests' peers: grpcio (+ tools, health checking) from PyPI wheels in a
+# virtualenv under target/ (integration-tests/grpc/requirements.txt pins the versions).
+command -v flock >/dev/null 2>&1 || { echo "install-deps: flock (util-linux) missing" >&2; exit 1; }
+python3 -c 'import venv, ensurepip' 2>/dev/null || {
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+}
+GRPC_VENV="$(cd "$(dirname "$0")/.." && pwd)/target/grpc-venv"
+if [ ! -e "$GRPC_VENV/.installed" ]; then
+  echo "install-deps: making $GRPC_VENV (grpcio)"
+  mkdir -p "$(dirname "$GRPC_VENV")"
+  flock "$GRPC_VENV.lock" sh -c "[ -e '$GRPC_VENV/.installed' ] || { rm -rf '$GRPC_VENV' && python3 -m venv '$GRPC_VENV' && '$GRPC_VENV/bin/pip' install -q --disable-pip-version-check --only-binary=:all: -r '$(dirname "$0")/../integration-tests/grpc/requirements.txt' && touch '$GRPC_VENV/.installed'; }"
 fi
 echo "install-deps: ok"

@@ -2,6 +2,7 @@
 
   client.py TARGET spread N          N unary calls on one channel: {"counts": {name: n}}
   client.py TARGET call METHOD [TIMEOUT]  one unary call: {"code", "details", "trailing", "reply"}
+  client.py TARGET codes METHOD N    N unary calls: {"codes": {status name: n}}
   client.py TARGET bidi N            N messages each way on one stream, checked in order
   client.py TARGET retrying N        N unary calls, each retried (UNAVAILABLE) up to 5
                                      attempts by grpcio's retry policy: {"failed": n, "counts"}
@@ -65,6 +66,18 @@ def main():
                 "details": error.details(),
                 "trailing": dict(error.trailing_metadata() or ()),
             })
+    elif command == "codes":
+        ch = channel(target)
+        call = ch.unary_unary("/" + args[0])
+        codes = {}
+        for i in range(int(args[1])):
+            try:
+                call(b"%d" % i, timeout=20)
+                code = "OK"
+            except grpc.RpcError as error:
+                code = error.code().name
+            codes[code] = codes.get(code, 0) + 1
+        out({"codes": codes})
     elif command == "bidi":
         n = int(args[0])
         ch = channel(target)

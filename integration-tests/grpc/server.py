@@ -6,6 +6,7 @@ Methods of service test.Echo:
   Slow          sleeps 3 s, then answers
   Bidi          echoes each message of a bidirectional stream, in order
   Flood         server streaming: 64 KiB messages until the client cancels
+  Flaky         UNAVAILABLE from a server whose name starts with "bad", else like Unary
 grpc.health.v1.Health answers from a status set on stdin ("SERVING" / "NOT_SERVING").
 
 Usage: server.py PORT NAME. Prints "ready" once listening; SIGTERM stops gracefully
@@ -36,6 +37,11 @@ def main():
         time.sleep(3)
         return b"slow"
 
+    def flaky(request, context):
+        if name.startswith("bad"):
+            context.abort(grpc.StatusCode.UNAVAILABLE, "bad instance")
+        return name.encode() + b":" + request
+
     def bidi(requests, context):
         for message in requests:
             yield message
@@ -51,6 +57,7 @@ def main():
         "Slow": grpc.unary_unary_rpc_method_handler(slow),
         "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
         "Flood": grpc.unary_stream_rpc_method_handler(flood),
+        "Flaky": grpc.unary_unary_rpc_method_handler(flaky),
     }
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=32))
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", handlers),))

@@ -225,3 +225,71 @@ async fn graceful_goaway_and_a_killed_instance_cost_no_call_of_a_retrying_client
     assert_eq!(result["failed"], 0, "{result}");
     assert!(result["counts"]["c"].as_u64().unwrap() > 0, "{result}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_on_unavailable_sends_the_call_to_another_instance() {
+    let (bad, good) = (GrpcServer::start("bad"), GrpcServer::start("good"));
+    // Without retry_on, the bad instance's UNAVAILABLE reaches the client...
+    let plain = Gateway::start(&config(&[(&bad, 1), (&good, 1)], "", "")).await;
+    let plain_target = target(&plain);
+    let codes = tokio::task::spawn_blocking(move || {
+        client(&plain_target, &["codes", "test.Echo/Flaky", "20"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(codes["codes"]["UNAVAILABLE"], 10, "{codes}");
+    // ...with it, the gateway sends those calls to the other instance.
+    let retrying = Gateway::start(&config(
+        &[(&bad, 1), (&good, 1)],
+        "",
+        "retry_on = [\"unavailable\", \"connect_failure\"]\nretries = 1\n",
+    ))
+    .await;
+    let target = target(&retrying);
+    let codes =
+        tokio::task::spawn_blocking(move || client(&target, &["codes", "test.Echo/Flaky", "20"]))
+            .await
+            .unwrap();
+    assert_eq!(codes["codes"], serde_json::json!({"OK": 20}), "{codes}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_web_text_unary_from_a_plain_http1_client() {
+    use base64::Engine as _;
+    let server = GrpcServer::start("web-a");
+    let gateway = Gateway::start(&config(&[(&server, 1)], "", "grpc_web = true\n")).await;
+    // One message frame: uncompressed, 5 bytes, "hello"; base64 as grpc-web-text sends it.
+    let body = base64::engine::general_purpose::STANDARD.encode(b"\x00\x00\x00\x00\x05hello");
+    let http1 = reqwest::Client::builder().http1_only().build().unwrap();
+    let response = http1
+        .post(gateway.url("/test.Echo/Unary"))
+        .header("content-type", "application/grpc-web-text")
+        .header("x-grpc-web", "1")
+        .header("accept", "application/grpc-web-text")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), reqwest::Version::HTTP_11);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/grpc-web-text+proto"
+    );
+    let text = response.text().await.unwrap();
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .unwrap_or_else(|e| panic!("{text:?}: {e}"));
+    // The answer's message frame, then the trailers frame (flag 0x80).
+    let reply = b"web-a:hello";
+    assert_eq!(raw[0], 0);
+    assert_eq!(
+        u32::from_be_bytes(raw[1..5].try_into().unwrap()) as usize,
+        reply.len()
+    );
+    assert_eq!(&raw[5..5 + reply.len()], reply);
+    let trailers = &raw[5 + reply.len()..];
+    assert_eq!(trailers[0], 0x80, "{raw:?}");
+    let block = String::from_utf8_lossy(&trailers[5..]);
+    assert!(block.contains("grpc-status:0\r\n"), "{block}");
+}

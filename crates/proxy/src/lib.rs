@@ -6,6 +6,7 @@
 //! - [`client`]: the upstream HTTP/1.1 client, a lock-free keep-alive pool per endpoint.
 //! - [`protocol`]: which protocol an upstream's endpoints speak (`http1`, `h2c`, `h2`, `auto`).
 //! - [`grpc`]: gRPC-aware errors, `grpc-timeout`, the per-call status (metrics, access log).
+//! - [`grpc_web`]: gRPC-Web to gRPC and back (`grpc_web = true` on a route).
 //! - [`forward`]: hop-by-hop stripping, `X-Forwarded-*`, request ids.
 //! - [`filter`]: the per-route policy hook (auth, rate limits, cache, rewrites).
 //! - [`server`]: the HTTP/1.1 + h2c listener with graceful drain.
@@ -25,6 +26,7 @@ pub mod filter;
 pub mod first_bytes;
 pub mod forward;
 pub mod grpc;
+pub mod grpc_web;
 pub mod head_guard;
 pub mod limits;
 pub mod metrics;
@@ -39,4 +41,4 @@ pub mod upstream_tls;
 pub use balance::BalancerKind;
 pub use filter::{Filter, RequestContext};
 pub use head_guard::HeadGuard;
-pub use proxy::{HashOn, Proxy, ProxySettings, RouteSpec, Table, UpstreamOptions};
+pub use proxy::{HashOn, Proxy, ProxySettings, RetryOn, RouteSpec, Table, UpstreamOptions};

@@ -74,6 +74,30 @@ pub struct RouteSpec {
     pub max_body: Option<u64>,
     /// Policies, in the order the route lists them.
     pub filters: Vec<Arc<dyn Filter>>,
+    /// Extra retry conditions (`retry_on`). Default: none.
+    pub retry_on: RetryOn,
+    /// Translate gRPC-Web to gRPC and back (`grpc_web`). Default false.
+    pub grpc_web: bool,
+}
+
+/// A route's `retry_on`: conditions under which a call goes again to another endpoint,
+/// before any byte of the answer went to the client.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RetryOn {
+    /// `connect_failure`: the connection could not be opened (nothing was sent). Such
+    /// failures are retried anyway (up to 3 times) for requests that can be replayed;
+    /// listed, they are also retried for gRPC calls whose body was buffered.
+    pub connect_failure: bool,
+    /// gRPC statuses (bit `1 << code`) that, answered trailers-only by the endpoint, send a
+    /// gRPC call whose request fit the replay buffer to another endpoint.
+    pub grpc: u32,
+}
+
+impl RetryOn {
+    /// Whether any condition is set.
+    pub fn any(self) -> bool {
+        self.connect_failure || self.grpc != 0
+    }
 }
 
 /// A route bound to its running upstream.
@@ -156,6 +180,27 @@ impl Table {
     /// The upstream cache this table routes to.
     pub fn cache(&self) -> &Arc<UpstreamCache> {
         &self.cache
+    }
+
+    /// The options of upstream `name` (its protocol, TLS), when a route uses it.
+    pub fn upstream_options(&self, name: &str) -> Option<&UpstreamOptions> {
+        self.routes
+            .iter()
+            .find(|r| &*r.spec.upstream == name)
+            .map(|r| &*r.options)
+    }
+
+    /// The protocol spoken to an endpoint of upstream `name` whose labels are `metadata`:
+    /// `http1`, `h2c` or `h2` (`/api/upstreams`).
+    pub fn endpoint_protocol(
+        &self,
+        name: &str,
+        metadata: &switchyard_registry::Metadata,
+    ) -> &'static str {
+        match self.upstream_options(name) {
+            Some(options) => options.protocol.wire(metadata).name(options.tls.is_some()),
+            None => Wire::Http1.name(false),
+        }
     }
 
     /// Every route's spec, in config order.
@@ -381,7 +426,9 @@ impl Proxy {
             client_ip: peer.ip.clone(),
             grpc_status: None,
         });
-        let grpc = grpc::is_grpc(request.headers());
+        // gRPC-Web calls get the gateway's errors in gRPC form too (trailers-only).
+        let grpc =
+            grpc::is_grpc(request.headers()) || crate::grpc_web::mode(request.headers()).is_some();
         let (response, metrics, endpoint) = match found {
             None => {
                 let error = refused.unwrap_or(ProxyError::NoRoute);
@@ -503,6 +550,15 @@ impl Proxy {
     ) -> Result<(Response<ProxyBody>, SocketAddr), (ProxyError, Option<SocketAddr>)> {
         let request_id = &id.value;
         let client = peer.address;
+        let web = if route.spec.grpc_web {
+            crate::grpc_web::mode(&parts.headers)
+        } else {
+            None
+        };
+        if web.is_some() {
+            crate::grpc_web::request_head(&mut parts.headers);
+        }
+        let grpc = web.is_some() || grpc::is_grpc(&parts.headers);
         let mut fields = forward::RequestFields::of(&parts.headers);
         if fields.ambiguous_length() {
             return Err((ProxyError::BadRequest, None));
@@ -519,11 +575,12 @@ impl Proxy {
             .map_or(0, |on| request_hash(on, &parts, client));
         let host = original_host.or_else(|| fields.host.clone());
         // `TE: trailers` is hop-by-hop, but HTTP/2 carries it end to end (gRPC needs it).
-        let te_trailers = fields.hop_by_hop
-            && parts
-                .headers
-                .get(header::TE)
-                .is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"));
+        let te_trailers = web.is_some()
+            || fields.hop_by_hop
+                && parts
+                    .headers
+                    .get(header::TE)
+                    .is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"));
         let upgrade = if fields.connection {
             crate::upgrade::requested(&parts.headers)
         } else {
@@ -584,6 +641,25 @@ impl Proxy {
                 flag,
             ))
         });
+        if let Some(mode) = web {
+            body = body.map(|b| crate::grpc_web::request_body(b, mode));
+        }
+        // A gRPC call on a route with `retry_on` is kept (when its request fits the replay
+        // buffer), so that another endpoint can be sent it.
+        let buffered = if grpc && route.spec.retry_on.any() {
+            match body.take() {
+                Some(b) => match buffer_small(b).await {
+                    Ok(bytes) => Some(bytes),
+                    Err(rest) => {
+                        body = Some(rest);
+                        None
+                    }
+                },
+                None => None,
+            }
+        } else {
+            None
+        };
         // An HTTP/1.0 client may send no Host; each attempt then names its own endpoint.
         // (`Connection` may have named `Host` for stripping: then look.)
         let client_sent_host = if fields.connection {
@@ -597,7 +673,7 @@ impl Proxy {
             None => route.spec.timeout,
         };
         let snapshot = route.upstream.snapshot_full();
-        let can_retry = replayable && snapshot_has_alternatives(&snapshot);
+        let can_retry = (replayable || buffered.is_some()) && snapshot_has_alternatives(&snapshot);
         let mut failed: Vec<SocketAddr> = Vec::new();
         let mut last_error = ProxyError::NoHealthyEndpoint;
         let (mut retries_left, mut connect_retries_left) =
@@ -616,8 +692,10 @@ impl Proxy {
             // own slot in this function's future, and every request's future is moved into
             // place by hyper (see ARCHITECTURE.md, request path).
             let result = {
-                let mut upstream_request =
-                    Request::new(body.take().unwrap_or_else(ProxyBody::empty));
+                let mut upstream_request = Request::new(match &buffered {
+                    Some(bytes) => ProxyBody::full(bytes.clone()),
+                    None => body.take().unwrap_or_else(ProxyBody::empty),
+                });
                 *upstream_request.method_mut() = parts.method.clone();
                 *upstream_request.uri_mut() = Uri::from(path.clone());
                 // Moved, not copied: a retry takes them back from the request below.
@@ -668,6 +746,19 @@ impl Proxy {
             endpoint.stats.finish(started.elapsed());
             let error = match result {
                 Ok(Ok(response)) => {
+                    // A trailers-only gRPC status listed in `retry_on`: another endpoint.
+                    let retry_status = buffered.is_some()
+                        && retries_left > 0
+                        && grpc::status_of(response.headers()).is_some_and(|code| {
+                            code < 32 && route.spec.retry_on.grpc & (1 << code) != 0
+                        });
+                    if retry_status {
+                        tracing::debug!(upstream = route.upstream.name(), %address, "gRPC status in retry_on: trying another endpoint");
+                        endpoint.stats.record_success();
+                        failed.push(address);
+                        retries_left -= 1;
+                        continue;
+                    }
                     let failed =
                         response.status().is_server_error() && route.upstream.outlier().count_5xx;
                     if failed {
@@ -694,7 +785,12 @@ impl Proxy {
                         let idle = self.settings.upgrade_idle_timeout;
                         tokio::spawn(crate::upgrade::tunnel(client_side, upstream_side, idle));
                     }
-                    return Ok((Response::from_parts(parts, body), address));
+                    let response = Response::from_parts(parts, body);
+                    let response = match web {
+                        Some(mode) => crate::grpc_web::response(response, mode),
+                        None => response,
+                    };
+                    return Ok((response, address));
                 }
                 Ok(Err(error)) => {
                     tracing::debug!(upstream = route.upstream.name(), %address, "upstream request failed: {error:?}");
@@ -777,6 +873,57 @@ fn grpc_completion(
     };
     let (parts, body) = response.into_parts();
     Response::from_parts(parts, body.on_complete(Box::new(completion)))
+}
+
+/// Most request bytes kept to send a gRPC call again (`retry_on`). 64 KiB.
+const RETRY_BUFFER: usize = 64 * 1024;
+
+/// How long to wait for the rest of a request body that may be kept for a retry.
+const RETRY_BUFFER_WAIT: Duration = Duration::from_millis(100);
+
+/// Reads `body` whole when it ends within [`RETRY_BUFFER`] bytes and
+/// [`RETRY_BUFFER_WAIT`] (a unary call's message arrives with its headers); otherwise gives
+/// back a body that yields what was read, then the rest (a streaming call is not kept).
+async fn buffer_small(mut body: ProxyBody) -> Result<bytes::Bytes, ProxyBody> {
+    use http_body_util::BodyExt;
+    let mut kept = bytes::BytesMut::new();
+    let mut trailers = None;
+    let deadline = tokio::time::Instant::now() + RETRY_BUFFER_WAIT;
+    loop {
+        if body.is_end_stream() {
+            if trailers.is_none() {
+                return Ok(kept.freeze());
+            }
+            break;
+        }
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => {
+                    kept.extend_from_slice(&data);
+                    if kept.len() > RETRY_BUFFER {
+                        break;
+                    }
+                }
+                Err(frame) => {
+                    trailers = frame.into_trailers().ok();
+                    break;
+                }
+            },
+            Ok(None) => return Ok(kept.freeze()),
+            Ok(Some(Err(_))) | Err(_) => break,
+        }
+    }
+    let prefix = futures::stream::iter(
+        [
+            Some(Ok(http_body::Frame::data(kept.freeze()))),
+            trailers.map(|t| Ok(http_body::Frame::trailers(t))),
+        ]
+        .into_iter()
+        .flatten(),
+    );
+    let rest = http_body_util::BodyStream::new(body);
+    let chained = http_body_util::StreamBody::new(futures::StreamExt::chain(prefix, rest));
+    Err(ProxyBody::boxed(BodyExt::boxed_unsync(chained)))
 }
 
 /// Extra attempts allowed after connect failures, beyond the route's `retries`.

@@ -178,7 +178,13 @@ fn readyz(app: &App) -> AdminResponse {
 /// `GET /api/upstreams`: every upstream, as [`upstream_json`] describes it.
 pub fn upstreams(app: &App) -> Value {
     let table = app.proxy.table();
-    Value::Array(table.cache().iter().map(|u| upstream_json(u)).collect())
+    Value::Array(
+        table
+            .cache()
+            .iter()
+            .map(|u| upstream_json(u, &table))
+            .collect(),
+    )
 }
 
 /// `GET /api/upstreams/<name>`: one upstream, or `None` when no upstream has that name.
@@ -186,11 +192,14 @@ pub fn upstreams(app: &App) -> Value {
 /// the one upstream asked about.
 pub fn upstream(app: &App, name: &str) -> Option<Value> {
     let table = app.proxy.table();
-    table.cache().get(name).map(|u| upstream_json(u))
+    table.cache().get(name).map(|u| upstream_json(u, &table))
 }
 
 /// One upstream: its endpoints with their state, and its sources' sync status.
-fn upstream_json(upstream: &switchyard_upstream::Upstream) -> Value {
+fn upstream_json(
+    upstream: &switchyard_upstream::Upstream,
+    table: &switchyard_proxy::Table,
+) -> Value {
     let snapshot = upstream.snapshot();
     let endpoints: Vec<Value> = snapshot
         .endpoints
@@ -208,6 +217,7 @@ fn upstream_json(upstream: &switchyard_upstream::Upstream) -> Value {
                 "source": {"registry": e.source.registry, "service": e.source.service},
                 "zone": e.endpoint.zone(),
                 "metadata": e.endpoint.metadata(),
+                "protocol": table.endpoint_protocol(upstream.name(), e.endpoint.metadata()),
                 "health": {
                     "registry": e.endpoint.healthy,
                     "active": e.stats.active_healthy(),

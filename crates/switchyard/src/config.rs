@@ -287,12 +287,16 @@ pub enum PanicModeConfig {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckConfig {
-    /// `http` (default) or `tcp`.
+    /// `http` (default), `tcp` or `grpc`.
     #[serde(rename = "type", default)]
     pub kind: HealthCheckType,
     /// Path to GET. Default `/`.
     #[serde(default = "default_health_path")]
     pub path: String,
+    /// `grpc`: the service whose health to ask (`HealthCheckRequest.service`). Default ""
+    /// (the server as a whole).
+    #[serde(default)]
+    pub service: Option<String>,
     /// `Host` header. Default: the endpoint's address.
     #[serde(default)]
     pub host: Option<String>,
@@ -338,6 +342,8 @@ pub enum HealthCheckType {
     Http,
     /// TCP connect.
     Tcp,
+    /// `grpc.health.v1.Health/Check` over h2c.
+    Grpc,
 }
 
 /// A healthy status code or an inclusive range `"200-299"`.
@@ -472,6 +478,13 @@ pub struct RouteConfig {
     /// Largest request body on this route. Default: `server.max_body`.
     #[serde(default)]
     pub max_body: Option<ByteSize>,
+    /// What else to retry on another endpoint: `connect_failure` and gRPC status names
+    /// (`unavailable`, `resource_exhausted`, ...; docs/grpc.md). Default: none.
+    #[serde(default)]
+    pub retry_on: Vec<String>,
+    /// Translate gRPC-Web (`application/grpc-web*`) to gRPC and back. Default false.
+    #[serde(default)]
+    pub grpc_web: bool,
     /// Every other key of the route table: its policies, decoded by the policy layer
     /// (which refuses the keys it does not know).
     #[serde(skip)]
@@ -595,7 +608,7 @@ pub const POLICY_SECTIONS: [&str; 3] = ["consumers", "auth", "route_defaults"];
 
 /// The keys of a `[[routes]]` table that the router itself reads; every other key of a
 /// route is a policy (`auth`, `rate_limit`, `cache`, ...) decoded by the policy layer.
-pub const ROUTE_KEYS: [&str; 11] = [
+pub const ROUTE_KEYS: [&str; 13] = [
     "max_body",
     "name",
     "host",
@@ -607,6 +620,8 @@ pub const ROUTE_KEYS: [&str; 11] = [
     "strip_prefix",
     "timeout",
     "retries",
+    "retry_on",
+    "grpc_web",
 ];
 
 /// Decodes a config value. Tables that do not decode are reported, with their key

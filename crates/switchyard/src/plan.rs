@@ -473,6 +473,18 @@ fn health_check_spec(check: &HealthCheckConfig) -> Result<HealthCheckSpec, Vec<C
     if check.kind == HealthCheckType::Tcp && check.path != "/" {
         issues.push(ConfigIssue::new("path", "a tcp check has no path"));
     }
+    if check.kind == HealthCheckType::Grpc && check.path != "/" {
+        issues.push(ConfigIssue::new(
+            "path",
+            "a grpc check calls grpc.health.v1.Health/Check (name the service with `service`)",
+        ));
+    }
+    if check.kind != HealthCheckType::Grpc && check.service.is_some() {
+        issues.push(ConfigIssue::new(
+            "service",
+            "only a grpc check has a service",
+        ));
+    }
     if !issues.is_empty() {
         return Err(issues);
     }
@@ -484,6 +496,9 @@ fn health_check_spec(check: &HealthCheckConfig) -> Result<HealthCheckSpec, Vec<C
                 expected,
             },
             HealthCheckType::Tcp => HealthCheckKind::Tcp,
+            HealthCheckType::Grpc => HealthCheckKind::Grpc {
+                service: check.service.clone().unwrap_or_default(),
+            },
         },
         interval: check.interval,
         timeout: check.timeout,
@@ -601,6 +616,26 @@ fn build_route(
     if route.strip_prefix && route.path_prefix.is_none() {
         issues.push(ConfigIssue::new("strip_prefix", "needs path_prefix"));
     }
+    let mut retry_on = switchyard_proxy::RetryOn::default();
+    for (i, name) in route.retry_on.iter().enumerate() {
+        if name == "connect_failure" {
+            retry_on.connect_failure = true;
+        } else if let Some(code) = switchyard_proxy::grpc::status_code(name) {
+            retry_on.grpc |= 1 << code;
+        } else {
+            issues.push(ConfigIssue::new(
+                format!("retry_on[{i}]"),
+                format!(
+                    "unknown condition {name:?} (known: connect_failure, {})",
+                    switchyard_proxy::grpc::STATUS_NAMES
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+    }
     if !issues.is_empty() {
         return Err(issues);
     }
@@ -621,5 +656,7 @@ fn build_route(
         retries: route.retries,
         max_body: route.max_body.map(|b| b.0),
         filters: Vec::new(),
+        retry_on,
+        grpc_web: route.grpc_web,
     })
 }

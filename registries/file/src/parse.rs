@@ -54,12 +54,16 @@ pub fn parse_file_sd(text: &str, ctx: &RegistryContext) -> Result<Services, Stri
             }
         };
         let zone = label("__zone__").or_else(|| label("zone"));
-        let metadata: Metadata = group
+        let mut metadata: Metadata = group
             .labels
             .iter()
             .filter(|(k, _)| !k.starts_with("__"))
             .filter_map(|(k, v)| Some((k.clone(), label_text(v)?)))
             .collect();
+        // `__protocol__` (h2c, grpc, ...) is the `protocol` label `protocol = "auto"` reads.
+        if let Some(protocol) = label("__protocol__") {
+            metadata.insert("protocol".into(), protocol);
+        }
         let endpoints = services.entry(service.clone()).or_default();
         for target in &group.targets {
             // Port 0 is nobody's listening port: such a target is malformed.

@@ -203,9 +203,13 @@ pub struct H2Body {
 impl H2Body {
     /// The body of `recv`; `cancel` reaches the request's pump.
     pub fn new(recv: RecvStream, cancel: oneshot::Sender<()>, slot: StreamSlot) -> Self {
+        // A trailers-only answer (HEADERS with END_STREAM, as gRPC sends an error) has no
+        // body: said so, the server side ends its stream with the head too, not with an
+        // empty DATA frame after it (which grpcio rejects).
+        let ended = recv.is_end_stream();
         H2Body {
-            data_done: recv.is_end_stream(),
-            done: false,
+            data_done: ended,
+            done: ended,
             recv,
             cancel: Some(cancel),
             _slot: slot,
