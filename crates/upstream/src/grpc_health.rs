@@ -81,15 +81,12 @@ async fn call(
     let message = unframe(&data).ok_or("malformed answer")?;
     match response_status(message) {
         Some(SERVING) => Ok(()),
-        Some(status) => Err(format!(
-            "{}",
-            match status {
-                0 => "UNKNOWN",
-                2 => "NOT_SERVING",
-                3 => "SERVICE_UNKNOWN",
-                _ => "not SERVING",
-            }
-        )),
+        Some(status) => Err(match status {
+            0 => "UNKNOWN".to_owned(),
+            2 => "NOT_SERVING".to_owned(),
+            3 => "SERVICE_UNKNOWN".to_owned(),
+            other => format!("status {other}, not SERVING"),
+        }),
         None => Err("malformed answer".into()),
     }
 }
