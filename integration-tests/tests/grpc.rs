@@ -293,3 +293,50 @@ async fn grpc_web_text_unary_from_a_plain_http1_client() {
     let block = String::from_utf8_lossy(&trailers[5..]);
     assert!(block.contains("grpc-status:0\r\n"), "{block}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http2_client_reaches_an_http1_upstream() {
+    // Protocol translation the other way: HTTP/2 (prior knowledge) in, HTTP/1.1 out.
+    let backend = switchyard_integration_tests::Backend::start("h1");
+    let gateway = Gateway::start(&format!(
+        r#"
+[registries.local]
+type = "static"
+services.web = ["{}"]
+
+[upstreams.web]
+[[upstreams.web.sources]]
+registry = "local"
+service = "web"
+
+[[routes]]
+path_prefix = "/"
+upstream = "web"
+"#,
+        backend.address()
+    ))
+    .await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let response = h2
+        .post(gateway.url("/orders?x=1"))
+        .body("payload")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "h1");
+    let seen = backend.seen();
+    let last = seen.last().expect("the backend saw the request");
+    assert_eq!(last.method, "POST");
+    assert_eq!(last.path, "/orders?x=1");
+    assert_eq!(last.body, b"payload");
+    // The client's :authority became the HTTP/1.1 Host.
+    assert_eq!(
+        last.header("host"),
+        [format!("127.0.0.1:{}", gateway.port).as_str()]
+    );
+}
