@@ -340,3 +340,38 @@ upstream = "web"
         [format!("127.0.0.1:{}", gateway.port).as_str()]
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn route_policies_answer_grpc_calls_in_grpc_terms() {
+    let server = GrpcServer::start("a");
+    let base = config(&[(&server, 1)], "", "");
+    // Route `grpc` needs an API key; route `limited` allows one call a minute.
+    let gateway = Gateway::start(&format!(
+        r#"{base}auth = ["key"]
+
+[consumers.alice]
+keys = ["alice-key"]
+
+[[routes]]
+name = "limited"
+path_prefix = "/limited.Echo/"
+upstream = "echo"
+rate_limit = {{ rate = 1, per = "1m", burst = 1, key = "client_ip" }}
+"#
+    ))
+    .await;
+    let target = target(&gateway);
+    let unauthenticated = client(&target, &["call", "test.Echo/Unary"]);
+    assert_eq!(
+        unauthenticated["code"], "UNAUTHENTICATED",
+        "{unauthenticated}"
+    );
+    let codes =
+        tokio::task::spawn_blocking(move || client(&target, &["codes", "limited.Echo/Unary", "3"]))
+            .await
+            .unwrap();
+    // The first call reaches the server (which has no such service: UNIMPLEMENTED from
+    // grpcio itself); the next two are rate limited.
+    assert_eq!(codes["codes"]["RESOURCE_EXHAUSTED"], 2, "{codes}");
+    assert_eq!(codes["codes"]["UNIMPLEMENTED"], 1, "{codes}");
+}

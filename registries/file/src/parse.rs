@@ -131,6 +131,24 @@ mod tests {
     }
 
     #[test]
+    fn protocol_label_becomes_the_protocol_metadata() {
+        let ctx = RegistryContext::new("files");
+        let services = parse_file_sd(
+            r#"[{"targets":["127.0.0.1:1"],"labels":{"__service__":"a","__protocol__":"h2c","team":"x"}},
+                {"targets":["127.0.0.1:2"],"labels":{"__service__":"b"}}]"#,
+            &ctx,
+        )
+        .expect("parses");
+        let a = &services["a"][0];
+        assert_eq!(
+            a.metadata().get("protocol").map(String::as_str),
+            Some("h2c")
+        );
+        assert_eq!(a.metadata().get("team").map(String::as_str), Some("x"));
+        assert!(services["b"][0].metadata().get("protocol").is_none());
+    }
+
+    #[test]
     fn groups_labels_and_bad_entries() {
         check(r#"[]"#, &[], 0);
         check(
