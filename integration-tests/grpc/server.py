@@ -9,7 +9,7 @@ Methods of service test.Echo:
   Flaky         UNAVAILABLE from a server whose name starts with "bad", else like Unary
 grpc.health.v1.Health answers from a status set on stdin ("SERVING" / "NOT_SERVING").
 
-Usage: server.py PORT NAME. Prints "ready" once listening; SIGTERM stops gracefully
+Usage: server.py PORT NAME [CERT KEY] (with CERT and KEY: TLS, ALPN h2). Prints "ready" once listening; SIGTERM stops gracefully
 (GOAWAY, calls in flight finish within 5 s).
 """
 
@@ -65,7 +65,12 @@ def main():
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     health_servicer.set("test.Echo", health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    if len(sys.argv) > 4:
+        with open(sys.argv[3], "rb") as cert, open(sys.argv[4], "rb") as key:
+            credentials = grpc.ssl_server_credentials(((key.read(), cert.read()),))
+        server.add_secure_port(f"127.0.0.1:{port}", credentials)
+    else:
+        server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
 
     stopped = threading.Event()

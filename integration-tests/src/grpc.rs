@@ -77,10 +77,24 @@ impl GrpcServer {
 
     /// Starts a server on `port`.
     pub fn start_on(name: &str, port: u16) -> GrpcServer {
-        let mut child = Command::new(python())
+        Self::spawn(name, port, None)
+    }
+
+    /// Starts a server that speaks TLS (ALPN h2) with the PEM files `cert` and `key`.
+    pub fn start_tls(name: &str, cert: &Path, key: &Path) -> GrpcServer {
+        Self::spawn(name, free_port(), Some((cert, key)))
+    }
+
+    fn spawn(name: &str, port: u16, tls: Option<(&Path, &Path)>) -> GrpcServer {
+        let mut command = Command::new(python());
+        command
             .arg(scripts().join("server.py"))
             .arg(port.to_string())
-            .arg(name)
+            .arg(name);
+        if let Some((cert, key)) = tls {
+            command.arg(cert).arg(key);
+        }
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -375,3 +375,68 @@ rate_limit = {{ rate = 1, per = "1m", burst = 1, key = "client_ip" }}
     assert_eq!(codes["codes"]["RESOURCE_EXHAUSTED"], 2, "{codes}");
     assert_eq!(codes["codes"]["UNIMPLEMENTED"], 1, "{codes}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn protocol_h2_speaks_tls_with_alpn_h2_to_the_instance() {
+    // A certificate for orders.test, made by openssl; grpcio serves it with ALPN h2.
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=orders.test"])
+        .args(["-addext", "subjectAltName=DNS:orders.test"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl is needed (apt-get install openssl)");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let server = GrpcServer::start_tls("tls-a", &cert, &key);
+    let gateway = Gateway::start(&format!(
+        r#"
+[registries.local]
+type = "static"
+services.echo = ["{}"]
+
+[upstreams.echo]
+protocol = "h2"
+[upstreams.echo.tls]
+ca_file = "{}"
+server_name = "orders.test"
+[[upstreams.echo.sources]]
+registry = "local"
+service = "echo"
+
+[[routes]]
+path_prefix = "/test.Echo/"
+upstream = "echo"
+"#,
+        server.address(),
+        cert.display()
+    ))
+    .await;
+    let target = target(&gateway);
+    let reply = tokio::task::spawn_blocking(move || client(&target, &["call", "test.Echo/Unary"]))
+        .await
+        .unwrap();
+    assert_eq!(reply["code"], "OK", "{reply}");
+    assert_eq!(reply["reply"], "tls-a:hello");
+    let upstreams = gateway.admin_json("/api/upstreams").await;
+    assert_eq!(
+        upstreams[0]["endpoints"][0]["protocol"], "h2",
+        "{upstreams}"
+    );
+}
