@@ -59,18 +59,28 @@ def main():
         "Flood": grpc.unary_stream_rpc_method_handler(flood),
         "Flaky": grpc.unary_unary_rpc_method_handler(flaky),
     }
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=32))
+    # No SO_REUSEPORT (grpcio's default): a port another test's server holds must fail
+    # here, not silently share the port with it.
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=32), options=[("grpc.so_reuseport", 0)]
+    )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", handlers),))
     health_servicer = health.HealthServicer()
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     health_servicer.set("test.Echo", health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    if len(sys.argv) > 4:
-        with open(sys.argv[3], "rb") as cert, open(sys.argv[4], "rb") as key:
-            credentials = grpc.ssl_server_credentials(((key.read(), cert.read()),))
-        server.add_secure_port(f"127.0.0.1:{port}", credentials)
-    else:
-        server.add_insecure_port(f"127.0.0.1:{port}")
+    try:
+        if len(sys.argv) > 4:
+            with open(sys.argv[3], "rb") as cert, open(sys.argv[4], "rb") as key:
+                credentials = grpc.ssl_server_credentials(((key.read(), cert.read()),))
+            bound = server.add_secure_port(f"127.0.0.1:{port}", credentials)
+        else:
+            bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    except RuntimeError:
+        bound = 0
+    if bound != port:
+        print("bind failed", flush=True)
+        sys.exit(2)
     server.start()
 
     stopped = threading.Event()

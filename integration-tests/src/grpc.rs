@@ -72,20 +72,31 @@ pub struct GrpcServer {
 impl GrpcServer {
     /// Starts a server named `name` on a free port and waits until it listens.
     pub fn start(name: &str) -> GrpcServer {
-        Self::start_on(name, free_port())
+        Self::on_a_free_port(name, None)
     }
 
     /// Starts a server on `port`.
     pub fn start_on(name: &str, port: u16) -> GrpcServer {
-        Self::spawn(name, port, None)
+        Self::spawn(name, port, None).unwrap_or_else(|| panic!("port {port} is taken"))
     }
 
     /// Starts a server that speaks TLS (ALPN h2) with the PEM files `cert` and `key`.
     pub fn start_tls(name: &str, cert: &Path, key: &Path) -> GrpcServer {
-        Self::spawn(name, free_port(), Some((cert, key)))
+        Self::on_a_free_port(name, Some((cert, key)))
     }
 
-    fn spawn(name: &str, port: u16, tls: Option<(&Path, &Path)>) -> GrpcServer {
+    /// Starts on a free port, trying another when a parallel test took the one picked.
+    fn on_a_free_port(name: &str, tls: Option<(&Path, &Path)>) -> GrpcServer {
+        for _ in 0..10 {
+            if let Some(server) = Self::spawn(name, free_port(), tls) {
+                return server;
+            }
+        }
+        panic!("gRPC server {name}: no free port in 10 tries");
+    }
+
+    /// The server, or `None` when its port was taken.
+    fn spawn(name: &str, port: u16, tls: Option<(&Path, &Path)>) -> Option<GrpcServer> {
         let mut command = Command::new(python());
         command
             .arg(scripts().join("server.py"))
@@ -116,8 +127,15 @@ impl GrpcServer {
             port,
             name: name.to_owned(),
         };
-        server.expect_line("ready", Duration::from_secs(60));
-        server
+        let first = server
+            .lines
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("gRPC server {name}: no \"ready\" line: {e}"));
+        match first.as_str() {
+            "ready" => Some(server),
+            "bind failed" => None,
+            other => panic!("gRPC server {name}: {other:?} instead of \"ready\""),
+        }
     }
 
     fn expect_line(&self, wanted: &str, within: Duration) {
