@@ -30,11 +30,14 @@ pub enum Mode {
 
 /// The gRPC-Web mode of a request, from its `content-type`.
 pub fn mode(headers: &HeaderMap) -> Option<Mode> {
-    let value = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
-    let value = value.to_ascii_lowercase();
-    if value.starts_with("application/grpc-web-text") {
+    // No allocation: this runs on every request of the path (for the gateway's errors).
+    let value = headers.get(header::CONTENT_TYPE)?.as_bytes();
+    let starts = |prefix: &[u8]| {
+        value.len() >= prefix.len() && value[..prefix.len()].eq_ignore_ascii_case(prefix)
+    };
+    if starts(b"application/grpc-web-text") {
         Some(Mode::Text)
-    } else if value.starts_with("application/grpc-web") {
+    } else if starts(b"application/grpc-web") {
         Some(Mode::Binary)
     } else {
         None
