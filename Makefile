@@ -1,5 +1,5 @@
 # Switchyard: the two commands a newcomer needs are `make demo` and `make test`.
-.PHONY: demo demo-build test build lint fmt bench bench-scale bench-allocs bench-cost fuzz clean
+.PHONY: demo demo-build test build lint fmt bench bench-scale bench-allocs bench-cost bench-grpc fuzz clean
 
 CARGO ?= cargo
 
@@ -42,6 +42,11 @@ bench-allocs:
 ## and HAProxy: counts that do not move with the machine's load (BENCHMARKS.md §1).
 bench-cost:
 	bash bench/cost.sh
+
+## The gRPC rows: unary calls over h2c through Switchyard, nginx grpc_pass and HAProxy proto h2
+## (h2load), and an HTTP/2 client to an HTTP/1.1 upstream (docs/grpc.md).
+bench-grpc:
+	bash bench/grpc.sh
 
 ## Longer fuzzing with cargo-fuzz (nightly); CI runs the short stable smoke run (docs/fuzzing.md).
 fuzz:

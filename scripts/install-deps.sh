@@ -10,6 +10,7 @@
 #   redis-server               the distributed rate limit tests
 #   zookeeper, python3-venv    real ZooKeeper for the zookeeper registry tests, and the
 #                              virtualenv (target/kazoo-venv) holding kazoo from PyPI
+#   python3-venv               the gRPC tests' virtualenv (grpcio from PyPI, under target/)
 # Safe to run repeatedly; does nothing when everything is there.
 set -euo pipefail
 
@@ -54,5 +55,19 @@ if ! "$KAZOO_VENV/bin/python" -c 'import kazoo' >/dev/null 2>&1; then
   echo "install-deps: creating $KAZOO_VENV with kazoo from PyPI"
   python3 -m venv "$KAZOO_VENV"
   "$KAZOO_VENV/bin/python" -m pip install --quiet kazoo
+fi
+# The gRPC tests' peers: grpcio (+ tools, health checking) from PyPI wheels in a
+# virtualenv under target/ (integration-tests/grpc/requirements.txt pins the versions).
+command -v flock >/dev/null 2>&1 || { echo "install-deps: flock (util-linux) missing" >&2; exit 1; }
+python3 -c 'import venv, ensurepip' 2>/dev/null || {
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+}
+GRPC_VENV="$(cd "$(dirname "$0")/.." && pwd)/target/grpc-venv"
+if [ ! -e "$GRPC_VENV/.installed" ]; then
+  echo "install-deps: making $GRPC_VENV (grpcio)"
+  mkdir -p "$(dirname "$GRPC_VENV")"
+  flock "$GRPC_VENV.lock" sh -c "[ -e '$GRPC_VENV/.installed' ] || { rm -rf '$GRPC_VENV' && python3 -m venv '$GRPC_VENV' && '$GRPC_VENV/bin/pip' install -q --disable-pip-version-check --only-binary=:all: -r '$(dirname "$0")/../integration-tests/grpc/requirements.txt' && touch '$GRPC_VENV/.installed'; }"
 fi
 echo "install-deps: ok"

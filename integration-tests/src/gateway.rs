@@ -232,6 +232,22 @@ impl Gateway {
         panic!("gateway not ready within 10 s; stderr:\n{}", self.stderr());
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Resident memory of the process, in KiB (Linux `/proc/PID/status` VmRSS).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/PID/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
     /// Sends a signal (`HUP`, `TERM`, `KILL`) with kill(1).
     pub fn signal(&self, signal: &str) {
         let pid = self.child.as_ref().expect("running").id();

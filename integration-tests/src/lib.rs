@@ -11,6 +11,7 @@ pub mod bind;
 pub mod etcd;
 pub mod gateway;
 pub mod inventory;
+pub mod grpc;
 pub mod redis;
 pub mod zookeeper;
 

@@ -225,6 +225,8 @@ pub struct Entry {
     pub endpoint: Option<SocketAddr>,
     /// The client's IP (the connection's, as text).
     pub client_ip: HeaderValue,
+    /// A gRPC call's final status (`grpc_status` in the line, only for gRPC calls).
+    pub grpc_status: Option<u16>,
 }
 
 impl Completion for Entry {
@@ -278,6 +280,10 @@ impl Entry {
         write_u64(line, bytes);
         line.extend_from_slice(b",\"client\":");
         json_str(line, self.client_ip.to_str().unwrap_or(""));
+        if let Some(code) = self.grpc_status {
+            line.extend_from_slice(b",\"grpc_status\":");
+            write_u64(line, u64::from(code));
+        }
         line.extend_from_slice(b"}\n");
     }
 }
@@ -462,6 +468,7 @@ mod tests {
             route: None,
             endpoint: Some("127.0.0.1:8080".parse().unwrap()),
             client_ip: HeaderValue::from_static("::1"),
+            grpc_status: None,
         })
     }
 

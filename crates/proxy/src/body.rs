@@ -15,6 +15,10 @@ use hyper::body::Incoming;
 pub trait Completion: Send + Sync + 'static {
     /// Called exactly once.
     fn complete(self: Box<Self>, bytes: u64);
+
+    /// Called with a trailers frame as it goes through (gRPC's final status). Default:
+    /// nothing.
+    fn trailers(&mut self, _trailers: &http::HeaderMap) {}
 }
 
 /// The error type of every body the proxy handles.
@@ -143,6 +147,10 @@ impl Body for ProxyBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.sent += data.len() as u64;
+                } else if let (Some(trailers), Some(c)) =
+                    (frame.trailers_ref(), this.completion.as_mut())
+                {
+                    c.trailers(trailers);
                 }
             }
             Poll::Ready(None) | Poll::Ready(Some(Err(_))) => this.finish(),

@@ -4,6 +4,9 @@
 //! - [`balance`]: the balancers, each a [`switchyard_upstream::SelectorFactory`].
 //! - [`proxy`]: the request path — route, pick, forward with retries and timeouts.
 //! - [`client`]: the upstream HTTP/1.1 client, a lock-free keep-alive pool per endpoint.
+//! - [`protocol`]: which protocol an upstream's endpoints speak (`http1`, `h2c`, `h2`, `auto`).
+//! - [`grpc`]: gRPC-aware errors, `grpc-timeout`, the per-call status (metrics, access log).
+//! - [`grpc_web`]: gRPC-Web to gRPC and back (`grpc_web = true` on a route).
 //! - [`forward`]: hop-by-hop stripping, `X-Forwarded-*`, request ids.
 //! - [`hygiene`]: before routing: owned identity headers out, one validated host, the
 //!   normalized path ([`path`]).
@@ -30,11 +33,14 @@ pub mod forward;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod grammar;
+pub mod grpc;
+pub mod grpc_web;
 pub mod head_guard;
 pub mod hygiene;
 pub mod limits;
 pub mod metrics;
 pub mod path;
+pub mod protocol;
 pub mod proxy;
 pub mod router;
 pub mod server;
@@ -45,4 +51,4 @@ pub mod upstream_tls;
 pub use balance::BalancerKind;
 pub use filter::{Filter, RequestContext};
 pub use head_guard::HeadGuard;
-pub use proxy::{HashOn, Proxy, ProxySettings, RouteSpec, Table, UpstreamOptions};
+pub use proxy::{HashOn, Proxy, ProxySettings, RetryOn, RouteSpec, Table, UpstreamOptions};

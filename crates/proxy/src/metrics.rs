@@ -42,6 +42,9 @@ pub struct RouteMetrics {
     buckets: [AtomicU64; BUCKETS.len()],
     count: AtomicU64,
     sum_us: AtomicU64,
+    /// `switchyard_grpc_responses_total{route,code}`: one counter per gRPC status (0–16),
+    /// allocated at the route's first gRPC call (8 bytes a route until then).
+    grpc: std::sync::OnceLock<Box<[AtomicU64; 17]>>,
 }
 
 impl RouteMetrics {
@@ -55,6 +58,7 @@ impl RouteMetrics {
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             count: AtomicU64::new(0),
             sum_us: AtomicU64::new(0),
+            grpc: std::sync::OnceLock::new(),
         }
     }
 
@@ -68,6 +72,33 @@ impl RouteMetrics {
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_us
             .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Records a gRPC call's final status (codes past 16 count as UNKNOWN, 2).
+    pub fn record_grpc(&self, code: u16) {
+        let counters = self
+            .grpc
+            .get_or_init(|| Box::new(std::array::from_fn(|_| AtomicU64::new(0))));
+        let code = if code > 16 { 2 } else { usize::from(code) };
+        counters[code].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Appends this route's `switchyard_grpc_responses_total` lines (none before its first
+    /// gRPC call).
+    pub fn render_grpc(&self, out: &mut String) {
+        let Some(counters) = self.grpc.get() else {
+            return;
+        };
+        for (code, counter) in counters.iter().enumerate() {
+            let n = counter.load(Ordering::Relaxed);
+            if n > 0 {
+                let _ = writeln!(
+                    out,
+                    "switchyard_grpc_responses_total{{route=\"{}\",code=\"{code}\"}} {n}",
+                    escape(&self.route)
+                );
+            }
+        }
     }
 
     fn count_status(&self, status: u16) {

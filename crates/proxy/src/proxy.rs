@@ -24,10 +24,12 @@ use crate::client::{ClientSettings, UpstreamClient};
 use crate::error::{self, ProxyError};
 use crate::filter::{Filter, RequestContext};
 use crate::forward::{self, RequestId};
+use crate::grpc;
 use crate::hygiene::{self, Refused};
 use crate::limits::{BodyLimit, Cidr, LimitedBody, Tripped};
 use crate::metrics::RouteMetrics;
 use crate::path::{self, Normalized, PathNormalization};
+use crate::protocol::{UpstreamProtocol, Wire};
 use crate::router::{PathMatch, RouteMatch, Router};
 use crate::upgrade::Offer;
 use crate::upstream_tls::UpstreamTls;
@@ -52,6 +54,8 @@ pub struct UpstreamOptions {
     pub hash_on: Option<HashOn>,
     /// TLS to the endpoints (`[upstreams.NAME.tls]`); `None` is plain HTTP.
     pub tls: Option<Arc<UpstreamTls>>,
+    /// The protocol spoken to the endpoints (`protocol`). Default HTTP/1.1.
+    pub protocol: UpstreamProtocol,
 }
 
 /// One route as config describes it.
@@ -77,6 +81,30 @@ pub struct RouteSpec {
     /// after the upstream's 101; others get 403. Default `["websocket"]`. `h2c` is never
     /// forwarded.
     pub upgrades: Vec<String>,
+    /// Extra retry conditions (`retry_on`). Default: none.
+    pub retry_on: RetryOn,
+    /// Translate gRPC-Web to gRPC and back (`grpc_web`). Default false.
+    pub grpc_web: bool,
+}
+
+/// A route's `retry_on`: conditions under which a call goes again to another endpoint,
+/// before any byte of the answer went to the client.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RetryOn {
+    /// `connect_failure`: the connection could not be opened (nothing was sent). Such
+    /// failures are retried anyway (up to 3 times) for requests that can be replayed;
+    /// listed, they are also retried for gRPC calls whose body was buffered.
+    pub connect_failure: bool,
+    /// gRPC statuses (bit `1 << code`) that, answered trailers-only by the endpoint, send a
+    /// gRPC call whose request fit the replay buffer to another endpoint.
+    pub grpc: u32,
+}
+
+impl RetryOn {
+    /// Whether any condition is set.
+    pub fn any(self) -> bool {
+        self.connect_failure || self.grpc != 0
+    }
 }
 
 /// A route bound to its running upstream.
@@ -161,6 +189,27 @@ impl Table {
         &self.cache
     }
 
+    /// The options of upstream `name` (its protocol, TLS), when a route uses it.
+    pub fn upstream_options(&self, name: &str) -> Option<&UpstreamOptions> {
+        self.routes
+            .iter()
+            .find(|r| &*r.spec.upstream == name)
+            .map(|r| &*r.options)
+    }
+
+    /// The protocol spoken to an endpoint of upstream `name` whose labels are `metadata`:
+    /// `http1`, `h2c` or `h2` (`/api/upstreams`).
+    pub fn endpoint_protocol(
+        &self,
+        name: &str,
+        metadata: &switchyard_registry::Metadata,
+    ) -> &'static str {
+        match self.upstream_options(name) {
+            Some(options) => options.protocol.wire(metadata).name(options.tls.is_some()),
+            None => Wire::Http1.name(false),
+        }
+    }
+
     /// Every route's spec, in config order.
     pub fn routes(&self) -> impl Iterator<Item = &RouteSpec> {
         self.routes.iter().map(|r| &r.spec)
@@ -182,6 +231,12 @@ impl Table {
         out.push_str("# TYPE switchyard_request_duration_seconds histogram\n");
         for route in &self.routes {
             route.metrics.render_histogram(out);
+        }
+        out.push_str("# HELP switchyard_grpc_responses_total gRPC calls answered, by route and final grpc-status.\n");
+        out.push_str("# TYPE switchyard_grpc_responses_total counter\n");
+        self.no_route.render_grpc(out);
+        for route in &self.routes {
+            route.metrics.render_grpc(out);
         }
     }
 }
@@ -281,6 +336,7 @@ impl Proxy {
             connect_timeout: settings.connect_timeout,
             idle_timeout: settings.pool_idle_timeout,
             max_idle_per_endpoint: settings.pool_max_idle_per_endpoint,
+            h2: crate::client::h2::H2Settings::default(),
         });
         client.start_sweeper();
         Proxy {
@@ -392,20 +448,32 @@ impl Proxy {
             route: None,
             endpoint: None,
             client_ip: peer.ip.clone(),
+            grpc_status: None,
         });
+        // gRPC-Web calls get the gateway's errors in gRPC form too (trailers-only).
+        let grpc =
+            grpc::is_grpc(request.headers()) || crate::grpc_web::mode(request.headers()).is_some();
         let (response, metrics, endpoint) = match found {
-            None => (
-                answered
-                    .unwrap_or_else(|| refused.unwrap_or(ProxyError::NoRoute).response(request_id)),
-                table.no_route.clone(),
-                None,
-            ),
+            None => {
+                let response = match answered {
+                    Some(response) => response,
+                    None => {
+                        let error = refused.unwrap_or(ProxyError::NoRoute);
+                        if grpc {
+                            grpc::error_response(grpc::error_code(error), error.message(), request_id)
+                        } else {
+                            error.response(request_id)
+                        }
+                    }
+                };
+                (response, table.no_route.clone(), None)
+            }
             Some(index) => {
                 let route = &table.routes[index];
                 let (response, endpoint) = if route.spec.filters.is_empty() {
-                    self.forward_answer(route, request, peer, &id).await
+                    self.forward_answer(route, request, peer, &id, grpc).await
                 } else {
-                    self.forward_filtered(route, request, peer, &id, start)
+                    self.forward_filtered(route, request, peer, &id, start, grpc)
                         .await
                 };
                 (response, route.metrics.clone(), endpoint)
@@ -418,6 +486,9 @@ impl Proxy {
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if grpc {
+            return grpc_completion(response, metrics, log, found.is_some(), endpoint);
         }
         match log {
             None => response,
@@ -438,6 +509,7 @@ impl Proxy {
         request: Request<Incoming>,
         peer: &Peer,
         id: &RequestId,
+        grpc: bool,
     ) -> (Response<ProxyBody>, Option<SocketAddr>) {
         let forwarded = {
             let (parts, body) = request.into_parts();
@@ -446,7 +518,7 @@ impl Proxy {
         .await;
         match forwarded {
             Ok((response, endpoint)) => (response, Some(endpoint)),
-            Err((error, endpoint)) => (error.response(&id.value), endpoint),
+            Err((error, endpoint)) => (error_response(error, &id.value, grpc), endpoint),
         }
     }
 
@@ -458,6 +530,7 @@ impl Proxy {
         peer: &Peer,
         id: &RequestId,
         start: Instant,
+        grpc: bool,
     ) -> (Response<ProxyBody>, Option<SocketAddr>) {
         let request_id = &id.value;
         let (mut parts, body) = request.into_parts();
@@ -482,13 +555,15 @@ impl Proxy {
             }
         }
         let (mut response, endpoint) = match answered {
+            // A policy's own answer (401, 403, 429, ...) in gRPC's form for a gRPC call.
+            Some(response) if grpc => (grpc::translate(response, request_id), None),
             Some(response) => (response, None),
             None => match self
                 .forward(route, parts, body, peer, original_host, id)
                 .await
             {
                 Ok((response, endpoint)) => (response, Some(endpoint)),
-                Err((error, endpoint)) => (error.response(request_id), endpoint),
+                Err((error, endpoint)) => (error_response(error, request_id, grpc), endpoint),
             },
         };
         for filter in filters[..ran].iter().rev() {
@@ -511,6 +586,15 @@ impl Proxy {
     ) -> Result<(Response<ProxyBody>, SocketAddr), (ProxyError, Option<SocketAddr>)> {
         let request_id = &id.value;
         let client = peer.address;
+        let web = if route.spec.grpc_web {
+            crate::grpc_web::mode(&parts.headers)
+        } else {
+            None
+        };
+        if web.is_some() {
+            crate::grpc_web::request_head(&mut parts.headers);
+        }
+        let grpc = web.is_some() || grpc::is_grpc(&parts.headers);
         let mut fields = forward::RequestFields::of(&parts.headers);
         let max_body = route.spec.max_body.unwrap_or(self.settings.max_body_bytes);
         let declared = fields.content_length();
@@ -523,6 +607,13 @@ impl Proxy {
             .as_ref()
             .map_or(0, |on| request_hash(on, &parts, client));
         let host = original_host.or_else(|| fields.host.clone());
+        // `TE: trailers` is hop-by-hop, but HTTP/2 carries it end to end (gRPC needs it).
+        let te_trailers = web.is_some()
+            || fields.hop_by_hop
+                && parts
+                    .headers
+                    .get(header::TE)
+                    .is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"));
         let upgrade = if fields.connection {
             crate::upgrade::requested(&parts.headers)
         } else {
@@ -593,11 +684,35 @@ impl Proxy {
                 flag,
             ))
         });
+        if let Some(mode) = web {
+            body = body.map(|b| crate::grpc_web::request_body(b, mode));
+        }
+        // A gRPC call on a route with `retry_on` is kept (when its request fits the replay
+        // buffer), so that another endpoint can be sent it.
+        let buffered = if grpc && route.spec.retry_on.any() {
+            match body.take() {
+                Some(b) => match buffer_small(b).await {
+                    Ok(bytes) => Some(bytes),
+                    Err(rest) => {
+                        body = Some(rest);
+                        None
+                    }
+                },
+                None => None,
+            }
+        } else {
+            None
+        };
         // An HTTP/1.0 client may send no Host; each attempt then names its own endpoint.
         // (Host is never stripped as hop-by-hop, whatever `Connection` names.)
         let client_sent_host = fields.host.is_some();
+        // A gRPC call's deadline (`grpc-timeout`) bounds the wait when shorter.
+        let timeout = match crate::grpc::timeout(&parts.headers) {
+            Some(deadline) => deadline.min(route.spec.timeout),
+            None => route.spec.timeout,
+        };
         let snapshot = route.upstream.snapshot_full();
-        let can_retry = replayable && snapshot_has_alternatives(&snapshot);
+        let can_retry = (replayable || buffered.is_some()) && snapshot_has_alternatives(&snapshot);
         let mut failed: Vec<SocketAddr> = Vec::new();
         let mut last_error = ProxyError::NoHealthyEndpoint;
         let (mut retries_left, mut connect_retries_left) =
@@ -616,30 +731,51 @@ impl Proxy {
             // own slot in this function's future, and every request's future is moved into
             // place by hyper (see ARCHITECTURE.md, request path).
             let result = {
-                let mut upstream_request =
-                    Request::new(body.take().unwrap_or_else(ProxyBody::empty));
+                let mut upstream_request = Request::new(match &buffered {
+                    Some(bytes) => ProxyBody::full(bytes.clone()),
+                    None => body.take().unwrap_or_else(ProxyBody::empty),
+                });
                 *upstream_request.method_mut() = parts.method.clone();
                 *upstream_request.uri_mut() = Uri::from(path.clone());
                 // Moved, not copied: a retry takes them back from the request below.
                 *upstream_request.headers_mut() = std::mem::take(&mut parts.headers);
                 if !client_sent_host {
-                    // HTTP/1.1 requires a Host upstream (replacing a previous attempt's).
-                    if let Ok(authority) = HeaderValue::from_maybe_shared(endpoint.authority()) {
+                    // HTTP/1.1 requires a Host upstream (replacing a previous attempt's): an
+                    // HTTP/2 client's `:authority`, else the endpoint's address.
+                    let authority = match parts.uri.authority() {
+                        Some(authority) => HeaderValue::from_str(authority.as_str()),
+                        None => HeaderValue::from_maybe_shared(endpoint.authority()),
+                    };
+                    if let Ok(authority) = authority {
                         upstream_request
                             .headers_mut()
                             .insert(header::HOST, authority);
                     }
                 }
                 let client = &self.client;
-                if upgrade {
+                let wire = route.options.protocol.wire(endpoint.endpoint.metadata());
+                if wire == Wire::Http2 && !upgrade {
+                    let headers = upstream_request.headers_mut();
+                    added.insert_into(headers);
+                    if te_trailers {
+                        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+                    }
+                    // Boxed: the HTTP/2 exchange's future is large and this path is the rarer.
+                    let send = Box::pin(client.send_h2(address, tls, &mut upstream_request));
+                    let result = tokio::time::timeout(timeout, send).await;
+                    if can_retry {
+                        parts.headers = std::mem::take(upstream_request.headers_mut());
+                    }
+                    result
+                } else if upgrade {
                     // hyper's client encodes this one: the added fields go into the map.
                     added.insert_into(upstream_request.headers_mut());
                     // Boxed, as rare and large (see UpstreamClient::send).
                     let send = Box::pin(client.send_upgrade(address, tls, upstream_request));
-                    tokio::time::timeout(route.spec.timeout, send).await
+                    tokio::time::timeout(timeout, send).await
                 } else {
                     let send = client.send(address, tls, &mut upstream_request, &added);
-                    let result = tokio::time::timeout(route.spec.timeout, send).await;
+                    let result = tokio::time::timeout(timeout, send).await;
                     if can_retry {
                         parts.headers = std::mem::take(upstream_request.headers_mut());
                     }
@@ -649,6 +785,19 @@ impl Proxy {
             endpoint.stats.finish(started.elapsed());
             let error = match result {
                 Ok(Ok(response)) => {
+                    // A trailers-only gRPC status listed in `retry_on`: another endpoint.
+                    let retry_status = buffered.is_some()
+                        && retries_left > 0
+                        && grpc::status_of(response.headers()).is_some_and(|code| {
+                            code < 32 && route.spec.retry_on.grpc & (1 << code) != 0
+                        });
+                    if retry_status {
+                        tracing::debug!(upstream = route.upstream.name(), %address, "gRPC status in retry_on: trying another endpoint");
+                        endpoint.stats.record_success();
+                        failed.push(address);
+                        retries_left -= 1;
+                        continue;
+                    }
                     let failed =
                         response.status().is_server_error() && route.upstream.outlier().count_5xx;
                     if failed {
@@ -675,7 +824,12 @@ impl Proxy {
                         let idle = self.settings.upgrade_idle_timeout;
                         tokio::spawn(crate::upgrade::tunnel(client_side, upstream_side, idle));
                     }
-                    return Ok((Response::from_parts(parts, body), address));
+                    let response = Response::from_parts(parts, body);
+                    let response = match web {
+                        Some(mode) => crate::grpc_web::response(response, mode),
+                        None => response,
+                    };
+                    return Ok((response, address));
                 }
                 Ok(Err(error)) => {
                     tracing::debug!(upstream = route.upstream.name(), %address, "upstream request failed: {error:?}");
@@ -719,6 +873,96 @@ impl Proxy {
             route.upstream.health_changed();
         }
     }
+}
+
+/// The gateway's error answer: short JSON, or trailers-only for a gRPC call.
+fn error_response(error: ProxyError, request_id: &HeaderValue, grpc: bool) -> Response<ProxyBody> {
+    if grpc {
+        grpc::error_response(grpc::error_code(error), error.message(), request_id)
+    } else {
+        error.response(request_id)
+    }
+}
+
+/// Hooks a gRPC call's response so that its final status (a trailers-only head's, else
+/// its trailers') is counted on the route and written to its access log line.
+fn grpc_completion(
+    response: Response<ProxyBody>,
+    metrics: Arc<RouteMetrics>,
+    log: Option<Entry>,
+    routed: bool,
+    endpoint: Option<SocketAddr>,
+) -> Response<ProxyBody> {
+    let status = response.status();
+    let entry = log.map(|mut entry| {
+        entry.status = status.as_u16();
+        entry.route = routed.then(|| metrics.clone());
+        entry.endpoint = endpoint;
+        Box::new(entry)
+    });
+    let completion = grpc::GrpcCompletion {
+        metrics,
+        code: grpc::status_of(response.headers()),
+        fallback: if status == http::StatusCode::OK {
+            grpc::code::UNKNOWN
+        } else {
+            grpc::http_code(status)
+        },
+        entry,
+    };
+    let (parts, body) = response.into_parts();
+    Response::from_parts(parts, body.on_complete(Box::new(completion)))
+}
+
+/// Most request bytes kept to send a gRPC call again (`retry_on`). 64 KiB.
+const RETRY_BUFFER: usize = 64 * 1024;
+
+/// How long to wait for the rest of a request body that may be kept for a retry.
+const RETRY_BUFFER_WAIT: Duration = Duration::from_millis(100);
+
+/// Reads `body` whole when it ends within [`RETRY_BUFFER`] bytes and
+/// [`RETRY_BUFFER_WAIT`] (a unary call's message arrives with its headers); otherwise gives
+/// back a body that yields what was read, then the rest (a streaming call is not kept).
+async fn buffer_small(mut body: ProxyBody) -> Result<bytes::Bytes, ProxyBody> {
+    use http_body_util::BodyExt;
+    let mut kept = bytes::BytesMut::new();
+    let mut trailers = None;
+    let deadline = tokio::time::Instant::now() + RETRY_BUFFER_WAIT;
+    loop {
+        if body.is_end_stream() {
+            if trailers.is_none() {
+                return Ok(kept.freeze());
+            }
+            break;
+        }
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => {
+                    kept.extend_from_slice(&data);
+                    if kept.len() > RETRY_BUFFER {
+                        break;
+                    }
+                }
+                Err(frame) => {
+                    trailers = frame.into_trailers().ok();
+                    break;
+                }
+            },
+            Ok(None) => return Ok(kept.freeze()),
+            Ok(Some(Err(_))) | Err(_) => break,
+        }
+    }
+    let prefix = futures::stream::iter(
+        [
+            Some(Ok(http_body::Frame::data(kept.freeze()))),
+            trailers.map(|t| Ok(http_body::Frame::trailers(t))),
+        ]
+        .into_iter()
+        .flatten(),
+    );
+    let rest = http_body_util::BodyStream::new(body);
+    let chained = http_body_util::StreamBody::new(futures::StreamExt::chain(prefix, rest));
+    Err(ProxyBody::boxed(BodyExt::boxed_unsync(chained)))
 }
 
 /// Extra attempts allowed after connect failures, beyond the route's `retries`.

@@ -1,5 +1,5 @@
 //! TLS to upstream endpoints (`[upstreams.NAME.tls]`): rustls client connections, TLS 1.2
-//! and 1.3 only, ALPN `http/1.1`, the server's certificate verified against a CA bundle
+//! and 1.3 only, ALPN `http/1.1` (or `h2` for `protocol = "h2"`), the server's certificate verified against a CA bundle
 //! (or the Mozilla roots when none is given) for a configured name, or for the endpoint's
 //! IP address when no name is configured (registries usually hand out IPs).
 
@@ -30,6 +30,8 @@ pub struct UpstreamTlsSpec {
 /// A loaded upstream TLS config, shared by every connection of the upstream.
 pub struct UpstreamTls {
     connector: TlsConnector,
+    /// The same config offering ALPN `h2` only (`protocol = "h2"`).
+    connector_h2: TlsConnector,
     server_name: Option<ServerName<'static>>,
     /// Distinguishes pools: connections made with one config are not reused by another.
     id: u64,
@@ -76,9 +78,12 @@ impl UpstreamTls {
             .map_err(|e| e.to_string())?
             .with_root_certificates(roots)
             .with_no_client_auth();
+        let mut config_h2 = config.clone();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config_h2.alpn_protocols = vec![b"h2".to_vec()];
         Ok(UpstreamTls {
             connector: TlsConnector::from(Arc::new(config)),
+            connector_h2: TlsConnector::from(Arc::new(config_h2)),
             server_name,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         })
@@ -103,6 +108,33 @@ impl UpstreamTls {
             .clone()
             .unwrap_or_else(|| ServerName::IpAddress(address.ip().into()));
         self.connector.connect(name, stream).await
+    }
+
+    /// [`UpstreamTls::connect`], offering ALPN `h2` instead of `http/1.1` when `h2`; a
+    /// server that does not select `h2` fails the connection.
+    ///
+    /// # Errors
+    /// As [`UpstreamTls::connect`], or the server did not negotiate `h2`.
+    pub async fn connect_alpn(
+        &self,
+        stream: TcpStream,
+        address: SocketAddr,
+        h2: bool,
+    ) -> std::io::Result<TlsStream<TcpStream>> {
+        if !h2 {
+            return self.connect(stream, address).await;
+        }
+        let name = self
+            .server_name
+            .clone()
+            .unwrap_or_else(|| ServerName::IpAddress(address.ip().into()));
+        let stream = self.connector_h2.connect(name, stream).await?;
+        if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+            return Err(std::io::Error::other(
+                "the endpoint did not negotiate ALPN h2",
+            ));
+        }
+        Ok(stream)
     }
 }
 

@@ -183,7 +183,7 @@ pub fn upstreams(app: &App) -> Value {
         table
             .cache()
             .iter()
-            .map(|u| upstream_json(u, zone.as_deref()))
+            .map(|u| upstream_json(u, &table, zone.as_deref()))
             .collect(),
     )
 }
@@ -197,12 +197,16 @@ pub fn upstream(app: &App, name: &str) -> Option<Value> {
     table
         .cache()
         .get(name)
-        .map(|u| upstream_json(u, zone.as_deref()))
+        .map(|u| upstream_json(u, &table, zone.as_deref()))
 }
 
 /// One upstream: its endpoints with their state, and its sources' sync status. `local`
 /// says whether an endpoint is in the gateway's `[server] zone` (null without one).
-fn upstream_json(upstream: &switchyard_upstream::Upstream, zone: Option<&str>) -> Value {
+fn upstream_json(
+    upstream: &switchyard_upstream::Upstream,
+    table: &switchyard_proxy::Table,
+    zone: Option<&str>,
+) -> Value {
     let snapshot = upstream.snapshot();
     let endpoints: Vec<Value> = snapshot
         .endpoints
@@ -221,6 +225,7 @@ fn upstream_json(upstream: &switchyard_upstream::Upstream, zone: Option<&str>) -
                 "zone": e.endpoint.zone(),
                 "local": zone.map(|zone| switchyard_proxy::balance::zone_aware::is_local(e, zone)),
                 "metadata": e.endpoint.metadata(),
+                "protocol": table.endpoint_protocol(upstream.name(), e.endpoint.metadata()),
                 "health": {
                     "registry": e.endpoint.healthy,
                     "active": e.stats.active_healthy(),

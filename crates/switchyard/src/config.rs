@@ -339,6 +339,10 @@ pub struct UpstreamConfig {
     /// Envoy's zone-aware routing rules. Default false.
     #[serde(default)]
     pub zone_aware: bool,
+    /// What to speak to the endpoints: `http1` (default) | `h2c` | `h2` (needs `[tls]`) |
+    /// `auto` (per endpoint, from its registry's protocol label; docs/grpc.md).
+    #[serde(default)]
+    pub protocol: Option<String>,
 }
 
 /// `[upstreams.NAME.tls]`: connect to the endpoints over TLS (1.2+, ALPN http/1.1).
@@ -374,12 +378,16 @@ pub enum PanicModeConfig {
 #[derive(Clone, Debug, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckConfig {
-    /// `http` (default) or `tcp`.
+    /// `http` (default), `tcp` or `grpc`.
     #[serde(rename = "type", default)]
     pub kind: HealthCheckType,
     /// Path to GET. Default `/`.
     #[serde(default = "default_health_path")]
     pub path: String,
+    /// `grpc`: the service whose health to ask (`HealthCheckRequest.service`). Default ""
+    /// (the server as a whole).
+    #[serde(default)]
+    pub service: Option<String>,
     /// `Host` header. Default: the endpoint's address.
     #[serde(default)]
     pub host: Option<String>,
@@ -427,6 +435,8 @@ pub enum HealthCheckType {
     Http,
     /// TCP connect.
     Tcp,
+    /// `grpc.health.v1.Health/Check` over h2c.
+    Grpc,
 }
 
 /// A healthy status code or an inclusive range `"200-299"`.
@@ -574,6 +584,13 @@ pub struct RouteConfig {
     /// 403, `h2c` is never forwarded. Default `["websocket"]`.
     #[serde(default = "default_upgrades")]
     pub upgrades: Vec<String>,
+    /// What else to retry on another endpoint: `connect_failure` and gRPC status names
+    /// (`unavailable`, `resource_exhausted`, ...; docs/grpc.md). Default: none.
+    #[serde(default)]
+    pub retry_on: Vec<String>,
+    /// Translate gRPC-Web (`application/grpc-web*`) to gRPC and back. Default false.
+    #[serde(default)]
+    pub grpc_web: bool,
     /// Every other key of the route table: its policies, decoded by the policy layer
     /// (which refuses the keys it does not know).
     #[serde(skip)]

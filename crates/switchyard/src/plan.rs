@@ -121,9 +121,23 @@ pub fn build(
                 }
             },
         };
+        let protocol = match upstream_protocol(upstream) {
+            Ok(protocol) => protocol,
+            Err(issue) => {
+                issues.push(issue.under(&path));
+                Default::default()
+            }
+        };
         match build_upstream(name, upstream, &config, &registries) {
             Ok((spec, hash_on)) => {
-                upstream_options.insert(name.clone(), UpstreamOptions { hash_on, tls });
+                upstream_options.insert(
+                    name.clone(),
+                    UpstreamOptions {
+                        hash_on,
+                        tls,
+                        protocol,
+                    },
+                );
                 upstreams.push(spec);
             }
             Err(errors) => issues.extend(errors.into_iter().map(|e| e.under(&path))),
@@ -226,6 +240,26 @@ fn upstream_tls(tls: &UpstreamTlsConfig, base_dir: &Path) -> Result<UpstreamTls,
         };
         ConfigIssue::new(key, message)
     })
+}
+
+/// `protocol` of `[upstreams.NAME]`: `h2` needs `[tls]`.
+fn upstream_protocol(
+    upstream: &UpstreamConfig,
+) -> Result<switchyard_proxy::protocol::UpstreamProtocol, ConfigIssue> {
+    use switchyard_proxy::protocol::UpstreamProtocol;
+    let Some(text) = &upstream.protocol else {
+        return Ok(UpstreamProtocol::Http1);
+    };
+    let protocol: UpstreamProtocol = text
+        .parse()
+        .map_err(|message| ConfigIssue::new("protocol", message))?;
+    if protocol == UpstreamProtocol::H2 && upstream.tls.is_none() {
+        return Err(ConfigIssue::new(
+            "protocol",
+            "h2 is HTTP/2 over TLS and needs [tls] (h2c is cleartext)",
+        ));
+    }
+    Ok(protocol)
 }
 
 fn build_upstream(
@@ -460,6 +494,18 @@ fn health_check_spec(check: &HealthCheckConfig) -> Result<HealthCheckSpec, Vec<C
     if check.kind == HealthCheckType::Tcp && check.path != "/" {
         issues.push(ConfigIssue::new("path", "a tcp check has no path"));
     }
+    if check.kind == HealthCheckType::Grpc && check.path != "/" {
+        issues.push(ConfigIssue::new(
+            "path",
+            "a grpc check calls grpc.health.v1.Health/Check (name the service with `service`)",
+        ));
+    }
+    if check.kind != HealthCheckType::Grpc && check.service.is_some() {
+        issues.push(ConfigIssue::new(
+            "service",
+            "only a grpc check has a service",
+        ));
+    }
     if !issues.is_empty() {
         return Err(issues);
     }
@@ -471,6 +517,9 @@ fn health_check_spec(check: &HealthCheckConfig) -> Result<HealthCheckSpec, Vec<C
                 expected,
             },
             HealthCheckType::Tcp => HealthCheckKind::Tcp,
+            HealthCheckType::Grpc => HealthCheckKind::Grpc {
+                service: check.service.clone().unwrap_or_default(),
+            },
         },
         interval: check.interval,
         timeout: check.timeout,
@@ -601,6 +650,26 @@ fn build_route(
             ));
         }
     }
+    let mut retry_on = switchyard_proxy::RetryOn::default();
+    for (i, name) in route.retry_on.iter().enumerate() {
+        if name == "connect_failure" {
+            retry_on.connect_failure = true;
+        } else if let Some(code) = switchyard_proxy::grpc::status_code(name) {
+            retry_on.grpc |= 1 << code;
+        } else {
+            issues.push(ConfigIssue::new(
+                format!("retry_on[{i}]"),
+                format!(
+                    "unknown condition {name:?} (known: connect_failure, {})",
+                    switchyard_proxy::grpc::STATUS_NAMES
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+    }
     if !issues.is_empty() {
         return Err(issues);
     }
@@ -626,5 +695,7 @@ fn build_route(
             .iter()
             .map(|p| p.to_ascii_lowercase())
             .collect(),
+        retry_on,
+        grpc_web: route.grpc_web,
     })
 }

@@ -1,6 +1,6 @@
 //! Active health checks: every `interval`, probe every endpoint of the upstream (all
 //! tiers, so a failover tier is known good before it is needed) with an HTTP GET or a TCP
-//! connect, and flip the endpoint's active-health flag after `healthy_threshold` successes
+//! connect (or a gRPC `Health/Check` call, [`crate::grpc_health`]), and flip the endpoint's active-health flag after `healthy_threshold` successes
 //! or `unhealthy_threshold` failures in a row. Flips are sent to the upstream's actor,
 //! which re-evaluates those endpoints in the snapshot. Probes are plain HTTP/1.1 over a fresh connection
 //! (`Connection: close`), so they measure what a new connection would meet.
@@ -73,6 +73,9 @@ pub(crate) async fn run(
 /// One probe of one endpoint.
 pub(crate) async fn probe(spec: &HealthCheckSpec, address: SocketAddr) -> Result<(), String> {
     let attempt = async {
+        if let HealthCheckKind::Grpc { service } = &spec.kind {
+            return crate::grpc_health::check(address, service).await;
+        }
         let mut stream = TcpStream::connect(address)
             .await
             .map_err(|e| format!("connect: {e}"))?;

@@ -21,6 +21,7 @@
 mod apply;
 mod cache;
 pub mod chunked;
+mod grpc_health;
 mod health_check;
 mod metrics;
 mod selector;

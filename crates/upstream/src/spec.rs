@@ -111,6 +111,11 @@ pub enum HealthCheckKind {
     },
     /// A TCP connection that opens is healthy.
     Tcp,
+    /// `grpc.health.v1.Health/Check` over h2c; healthy when the answer is SERVING.
+    Grpc {
+        /// The service to ask about; "" = the server as a whole. Default "".
+        service: String,
+    },
 }
 
 /// Guards against a registry's partial answer: a source whose set suddenly shrinks

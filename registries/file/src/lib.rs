@@ -6,7 +6,8 @@
 //! ```
 //!
 //! Labels with meaning: `__service__` (required: the service the targets belong to),
-//! `__weight__` (default 1), `__priority__` (default 0), `__zone__` or `zone`. Other labels
+//! `__weight__` (default 1), `__priority__` (default 0), `__zone__` or `zone`, `__protocol__`
+//! (the endpoints' `protocol` label: `h2c`, `grpc`, ... for `protocol = "auto"` upstreams). Other labels
 //! are kept as endpoint metadata.
 //!
 //! One watcher per registry (inotify through the `notify` crate on the file's directory,

@@ -54,12 +54,16 @@ pub fn parse_file_sd(text: &str, ctx: &RegistryContext) -> Result<Services, Stri
             }
         };
         let zone = label("__zone__").or_else(|| label("zone"));
-        let metadata: Metadata = group
+        let mut metadata: Metadata = group
             .labels
             .iter()
             .filter(|(k, _)| !k.starts_with("__"))
             .filter_map(|(k, v)| Some((k.clone(), label_text(v)?)))
             .collect();
+        // `__protocol__` (h2c, grpc, ...) is the `protocol` label `protocol = "auto"` reads.
+        if let Some(protocol) = label("__protocol__") {
+            metadata.insert("protocol".into(), protocol);
+        }
         let endpoints = services.entry(service.clone()).or_default();
         for target in &group.targets {
             // Port 0 is nobody's listening port: such a target is malformed.
@@ -124,6 +128,24 @@ mod tests {
             .collect();
         assert_eq!(got, want, "{text}");
         assert_eq!(ctx.metrics.errors(), errors, "{text}");
+    }
+
+    #[test]
+    fn protocol_label_becomes_the_protocol_metadata() {
+        let ctx = RegistryContext::new("files");
+        let services = parse_file_sd(
+            r#"[{"targets":["127.0.0.1:1"],"labels":{"__service__":"a","__protocol__":"h2c","team":"x"}},
+                {"targets":["127.0.0.1:2"],"labels":{"__service__":"b"}}]"#,
+            &ctx,
+        )
+        .expect("parses");
+        let a = &services["a"][0];
+        assert_eq!(
+            a.metadata().get("protocol").map(String::as_str),
+            Some("h2c")
+        );
+        assert_eq!(a.metadata().get("team").map(String::as_str), Some("x"));
+        assert!(services["b"][0].metadata().get("protocol").is_none());
     }
 
     #[test]

@@ -113,6 +113,14 @@ pub fn resolve_family<'a>(
                 continue;
             }
         };
+        // The port's appProtocol (`kubernetes.io/h2c`, `grpc`, ...) as the endpoints'
+        // `protocol` label, which `protocol = "auto"` upstreams read.
+        let app_protocol = slice
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.port == Some(i32::from(number)))
+            .and_then(|p| p.app_protocol.clone());
         for endpoint in slice.endpoints.iter().flatten() {
             let Some(first) = endpoint.addresses.first() else {
                 out.malformed.push(format!(
@@ -185,6 +193,9 @@ pub fn resolve_family<'a>(
             if !zones.is_empty() {
                 e.metadata_mut()
                     .insert(META_HINTS_FOR_ZONES.into(), zones.join(","));
+            }
+            if let Some(protocol) = &app_protocol {
+                e.metadata_mut().insert("protocol".into(), protocol.clone());
             }
             // The same address in two slices (a pod moving between slices): ready wins.
             match seen.get(&address) {

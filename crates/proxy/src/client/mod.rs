@@ -24,6 +24,7 @@
 
 pub mod codec;
 mod connection;
+pub mod h2;
 
 pub use codec::AddedFields;
 pub use connection::{ExchangeError, UpstreamBody};
@@ -60,6 +61,8 @@ pub struct ClientSettings {
     pub idle_timeout: Duration,
     /// Idle connections kept per endpoint; more are closed. Default 256.
     pub max_idle_per_endpoint: usize,
+    /// The HTTP/2 pools' settings (upstreams with `protocol = "h2c" | "h2"`).
+    pub h2: h2::H2Settings,
 }
 
 impl Default for ClientSettings {
@@ -68,6 +71,7 @@ impl Default for ClientSettings {
             connect_timeout: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(90),
             max_idle_per_endpoint: 256,
+            h2: h2::H2Settings::default(),
         }
     }
 }
@@ -81,6 +85,8 @@ pub enum SendError {
     Upstream(ExchangeError),
     /// The upgrade exchange (hyper's client) failed.
     Upgrade(hyper::Error),
+    /// The HTTP/2 stream failed before a response head arrived.
+    H2(::h2::Error),
 }
 
 impl SendError {
@@ -96,6 +102,7 @@ impl std::fmt::Display for SendError {
             SendError::Connect(e) => write!(f, "connect: {e}"),
             SendError::Upstream(e) => write!(f, "upstream: {e}"),
             SendError::Upgrade(e) => write!(f, "upstream upgrade: {e}"),
+            SendError::H2(e) => write!(f, "upstream HTTP/2: {e}"),
         }
     }
 }
@@ -184,6 +191,7 @@ pub struct UpstreamClient {
     settings: ClientSettings,
     http1: http1::Builder,
     epoch: Instant,
+    h2: h2::H2Client,
 }
 
 impl UpstreamClient {
@@ -193,6 +201,7 @@ impl UpstreamClient {
         http1.max_buf_size(512 * 1024);
         Arc::new(UpstreamClient {
             pools: DashMap::with_hasher(foldhash::fast::RandomState::default()),
+            h2: h2::H2Client::new(settings.h2.clone()),
             settings,
             http1,
             epoch: Instant::now(),
@@ -260,7 +269,7 @@ impl UpstreamClient {
                 // Boxed: the connect and TLS handshake futures are large, and kept inline
                 // they would make every request's future (moved into place per request)
                 // that much larger.
-                None => Connection::new(Box::pin(self.open(address, tls)).await?),
+                None => Connection::new(Box::pin(self.open(address, tls, false)).await?),
             };
             match connection::exchange(conn, request, added, pool.clone()).await {
                 Ok(response) => return Ok(response),
@@ -284,7 +293,7 @@ impl UpstreamClient {
         tls: Option<&UpstreamTls>,
         request: Request<ProxyBody>,
     ) -> Result<Response<ProxyBody>, SendError> {
-        let stream = self.open(address, tls).await?;
+        let stream = self.open(address, tls, false).await?;
         let (mut sender, conn) = self
             .http1
             .handshake(TokioIo::new(stream))
@@ -300,6 +309,31 @@ impl UpstreamClient {
             .await
             .map_err(SendError::Upgrade)?;
         Ok(response.map(ProxyBody::stream))
+    }
+
+    /// Sends `request` over HTTP/2 (h2c, or h2 over TLS when `tls` is given) on a pooled
+    /// multiplexed connection ([`h2`]). The `Host` field becomes `:authority`; the body is
+    /// taken, the head left for a retry.
+    ///
+    /// # Errors
+    /// As [`UpstreamClient::send`], or [`SendError::H2`].
+    pub async fn send_h2(
+        &self,
+        address: SocketAddr,
+        tls: Option<&UpstreamTls>,
+        request: &mut Request<ProxyBody>,
+    ) -> Result<Response<ProxyBody>, SendError> {
+        let tls_id = tls.map_or(0, UpstreamTls::id);
+        self.h2
+            .send(address, tls_id, request, || {
+                Box::pin(self.open(address, tls, true))
+            })
+            .await
+    }
+
+    /// The HTTP/2 pools (tests and diagnostics).
+    pub fn h2(&self) -> &h2::H2Client {
+        &self.h2
     }
 
     fn pool(&self, key: PoolKey) -> Arc<EndpointPool> {
@@ -328,12 +362,14 @@ impl UpstreamClient {
         None
     }
 
-    /// Opens a TCP connection (and runs the TLS handshake when `tls` is given), all
-    /// within the connect timeout. A failure here means nothing was sent.
+    /// Opens a TCP connection (and runs the TLS handshake when `tls` is given, offering
+    /// ALPN `h2` when `h2`), all within the connect timeout. A failure here means nothing
+    /// was sent.
     async fn open(
         &self,
         address: SocketAddr,
         tls: Option<&UpstreamTls>,
+        h2: bool,
     ) -> Result<UpstreamIo, SendError> {
         tokio::time::timeout(self.settings.connect_timeout, async {
             let stream = TcpStream::connect(address)
@@ -342,7 +378,7 @@ impl UpstreamClient {
             let _ = stream.set_nodelay(true);
             match tls {
                 None => Ok(UpstreamIo::Plain(stream)),
-                Some(tls) => match tls.connect(stream, address).await {
+                Some(tls) => match tls.connect_alpn(stream, address, h2).await {
                     Ok(stream) => Ok(UpstreamIo::Tls(Box::new(stream))),
                     Err(error) => {
                         tracing::warn!(%address, "TLS handshake with the endpoint failed: {error}");
