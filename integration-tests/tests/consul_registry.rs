@@ -731,3 +731,31 @@ async fn a_server_without_index_headers_is_polled_slowly() {
     println!("requests in 3 s without X-Consul-Index: {requests}");
     assert!((1..=5).contains(&requests), "{requests} requests in 3 s");
 }
+
+#[tokio::test]
+async fn service_locality_is_the_endpoint_zone() {
+    // Consul 1.17+ `Service.Locality` (structs.Locality {Region, Zone}) gives zone-aware
+    // routing its zone.
+    let double = double();
+    let agent = AgentClient::new(&double.address());
+    agent
+        .register(
+            &json!({"ID": "a", "Name": "web", "Address": "127.0.0.1", "Port": 9001,
+            "Locality": {"Region": "eu-west-1", "Zone": "eu-west-1a"}}),
+        )
+        .await
+        .unwrap();
+    register(&agent, "b", 9002, &[]).await;
+    let (zoned, _) = registry(&double, json!({}));
+    let mut s = zoned.watch(&query("web", &[], None)).await.unwrap();
+    let Update::Reset(endpoints) = next(&mut s, "locality").await else {
+        panic!("expected a reset")
+    };
+    let zones: Vec<(u16, Option<&str>)> = endpoints
+        .iter()
+        .map(|e| (e.address.port(), e.zone()))
+        .collect();
+    let mut zones = zones;
+    zones.sort_unstable();
+    assert_eq!(zones, [(9001, Some("eu-west-1a")), (9002, None)]);
+}

@@ -371,7 +371,12 @@ async fn config_mixed_toml_runs_against_local_registries() {
     let web_consul = apps(&["web-consul"]);
     let web_k8s = apps(&["web-k8s"]);
     let inventory_etcd = apps(&["inventory-etcd"]);
-    let dns = Dns::local(&[("orders", &[&orders_dns[0]])]);
+    let mut dns = Dns::local(&[("orders", &[&orders_dns[0]])]);
+    // The inventory fallback's A record (its tier 1; nothing listens there). Without it the
+    // name would never have resolved, which is reported as an error, not an empty service,
+    // and would hold /readyz until startup_grace.
+    dns.knobs()
+        .nsupdate("update add inventory.example.test 1 A 127.0.0.1");
 
     // Instances of every service the example's sources name, in their registries.
     let mut seeded = 0;
@@ -389,7 +394,7 @@ async fn config_mixed_toml_runs_against_local_registries() {
                     continue;
                 }
                 ("inventory", "dns") => {
-                    // A/AAAA fallback; the test zone has no such name (NXDOMAIN: empty).
+                    // A/AAAA fallback; its record is added to the test zone above.
                     seeded += 1;
                     continue;
                 }

@@ -227,6 +227,22 @@ pub fn decode_registration(body: &[u8]) -> Result<Registration, HttpError> {
         "ServiceDefinition.EnableTagOverride",
     )?
     .unwrap_or(false);
+    // `Locality` (structs.Locality: `Region`, `Zone`, both strings), kept as registered.
+    let locality = match field(&obj, &["Locality"]) {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(l)) => {
+            let region = string(l, &["Region"], "Locality.Region")?.unwrap_or_default();
+            let zone = string(l, &["Zone"], "Locality.Zone")?.unwrap_or_default();
+            Some(serde_json::json!({"Region": region, "Zone": zone}))
+        }
+        Some(other) => {
+            return Err(decode_error(
+                "ServiceDefinition.Locality",
+                "Locality",
+                other,
+            ))
+        }
+    };
     let weights = match field(&obj, &["Weights"]) {
         None => (1, 1),
         Some(Value::Object(w)) => {
@@ -281,6 +297,7 @@ pub fn decode_registration(body: &[u8]) -> Result<Registration, HttpError> {
             meta,
             weights,
             enable_tag_override,
+            locality,
             create_index: 0,
             modify_index: 0,
         },

@@ -99,6 +99,8 @@ pub struct Service {
     pub meta: BTreeMap<String, String>,
     pub weights: (i64, i64),
     pub enable_tag_override: bool,
+    /// `Locality` (`{"Region", "Zone"}`, Consul 1.17+), when registered with one.
+    pub locality: Option<Value>,
     pub create_index: u64,
     pub modify_index: u64,
 }
@@ -168,6 +170,7 @@ impl Cluster {
                 meta: BTreeMap::from([("raft_version".into(), "3".into())]),
                 weights: (1, 1),
                 enable_tag_override: false,
+                locality: None,
                 create_index: index,
                 modify_index: index,
             },
@@ -416,7 +419,7 @@ impl Datacenter {
 
 /// The JSON of a service instance, as `/v1/health/service` gives it.
 pub fn service_json(service: &Service) -> Value {
-    json!({
+    let mut out = json!({
         "ID": service.id,
         "Service": service.name,
         "Tags": service.tags,
@@ -430,7 +433,12 @@ pub fn service_json(service: &Service) -> Value {
         "PeerName": "",
         "CreateIndex": service.create_index,
         "ModifyIndex": service.modify_index,
-    })
+    });
+    // `Locality *Locality `json:",omitempty"`` in structs.NodeService: absent when unset.
+    if let Some(locality) = &service.locality {
+        out["Locality"] = locality.clone();
+    }
+    out
 }
 
 /// The JSON of a check, as `/v1/health/service` gives it.

@@ -71,10 +71,10 @@ pub fn resolve_family<'a>(
     let mut v4_pods: std::collections::HashSet<String> = std::collections::HashSet::new();
     for slice in slices {
         let slice_name = slice.metadata.name.as_deref().unwrap_or("?");
-        let wanted = match (family, slice.address_type.as_str()) {
-            (AddressFamily::Ipv4, "IPv6") | (AddressFamily::Ipv6, "IPv4") => false,
-            _ => true,
-        };
+        let wanted = !matches!(
+            (family, slice.address_type.as_str()),
+            (AddressFamily::Ipv4, "IPv6") | (AddressFamily::Ipv6, "IPv4")
+        );
         if !wanted {
             out.skipped.push(format!(
                 "EndpointSlice {slice_name}: addressType {} is not the family served ({family:?})",
@@ -534,6 +534,22 @@ mod tests {
         assert_eq!(e.zone(), Some("z1"));
         assert_eq!(e.metadata().get("node").map(String::as_str), Some("n1"));
         assert_eq!(e.metadata().get("pod").map(String::as_str), Some("web-0"));
+    }
+
+    #[test]
+    fn topology_hints_are_kept_for_zone_aware_routing() {
+        let hinted = json!({"metadata": {"name": "h"}, "addressType": "IPv4", "ports": [{"port": 80}],
+            "endpoints": [{"addresses": ["10.0.0.1"], "zone": "a",
+                           "hints": {"forZones": [{"name": "a"}, {"name": "b"}]}},
+                          {"addresses": ["10.0.0.2"], "zone": "b"}]});
+        let resolved = resolve(&[slice(hinted)], &PortSpec::Only);
+        let hints: Vec<Option<&str>> = resolved
+            .endpoints
+            .iter()
+            .map(|e| e.metadata().get(META_HINTS_FOR_ZONES).map(String::as_str))
+            .collect();
+        assert_eq!(hints, [Some("a,b"), None]);
+        assert_eq!(resolved.endpoints[1].zone(), Some("b"));
     }
 
     #[test]
