@@ -335,8 +335,11 @@ impl Proxy {
         let in_flight = self.in_flight.fetch_add(1, Ordering::Relaxed);
         let _in_flight = InFlight(&self.in_flight);
         let table = self.table.load();
-        // The path as the client sent it, for the access log (a reference count, no copy).
-        let sent_path = request.uri().path_and_query().cloned();
+        // The path as the client sent it, for the access log.
+        let sent_path = self
+            .access_log
+            .as_ref()
+            .and_then(|_| request.uri().path_and_query().cloned());
         let mut answered = None;
         let mut upgrade_asked = false;
         let refused =
