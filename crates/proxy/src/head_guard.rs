@@ -6,19 +6,26 @@
 //! ambiguity. [`HeadGuard`] wraps a client connection and reads the request byte stream
 //! before hyper does. It checks each request head line by line as it arrives, then follows
 //! the body framing (a `Content-Length` count, or the chunked state machine) to the next head
-//! on a keep-alive connection. The following are refused with `400` and the connection is
-//! closed:
+//! on a keep-alive connection. The following are refused with `400` (`501`, `413` where
+//! said) and the connection is closed:
 //!
-//! - a bare LF as a line end, a CR or NUL or other control byte in a header value, and
-//!   obs-fold (a header line starting with whitespace), RFC 9112 §2.2 and §5.2;
-//! - a header name that is not a token, or whitespace before the colon, §5.1;
+//! - a bare LF as a line end, RFC 9112 §2.2;
 //! - `Content-Length` that is not a plain decimal number, or that is sent more than once,
-//!   even with equal values (`1, 1` too), §6.3;
-//! - `Transfer-Encoding` whose last coding is not `chunked`, `chunked` applied twice, or
-//!   `Transfer-Encoding` in an HTTP/1.0 request, §6.1;
+//!   even with equal values (`1, 1` too), §6.3; one over 2^63-1, which hyper cannot
+//!   represent (`413`);
+//! - a transfer coding other than `chunked` (`501`, as nginx and Caddy answer), `chunked`
+//!   applied twice or with parameters, an empty list element, or `Transfer-Encoding` in an
+//!   HTTP/1.0 request, §6.1;
 //! - `Content-Length` together with `Transfer-Encoding`, in either order (RFC 9112 lets a
 //!   server pick one; the guard refuses both, as Envoy does by default);
-//! - a chunked body whose framing is broken (size line, chunk CRLF or trailers).
+//! - a method longer than 32 bytes (`501`, RFC 9110 §9.1);
+//! - a chunked body whose framing is broken (size line, chunk CRLF or trailers); size lines
+//!   are read with [`crate::grammar::chunk_size_line`], the upstream codec's grammar too.
+//!
+//! Left to httparse, which hyper runs next on the same bytes and which refuses them with
+//! hyper's own `400` and a closed connection: a header name that is not a token,
+//! whitespace before the colon, obs-fold, and control bytes in a header value (see
+//! [`Scanner::header`]).
 //!
 //! A refused head never reaches hyper whole, so the request is never forwarded. The requests
 //! before it on the same connection are answered first. This relies on hyper reading a new
@@ -37,7 +44,9 @@
 //! and the request line's grammar (the guard checks it with `httparse`, as hyper does).
 //! It stops looking at a connection that starts with the HTTP/2 preface
 //! (`PRI * HTTP/2.0`), and after a request that asks for an upgrade (`Connection: upgrade`
-//! with `Upgrade`), since the bytes after it may belong to the upgraded protocol.
+//! with `Upgrade`), since the bytes after it may belong to the upgraded protocol; unless
+//! such a request is answered with 101, the request path closes the connection after the
+//! answer ([`crate::hygiene::Admission::upgrade`]).
 //!
 //! Cost: a head that arrives in one read is checked in place in hyper's buffer, with a
 //! `memchr` search for each line end and one pass over each header line. There is no copy

@@ -391,10 +391,14 @@ impl Proxy {
         let in_flight = self.in_flight.fetch_add(1, Ordering::Relaxed);
         let _in_flight = InFlight(&self.in_flight);
         let table = self.table.load();
-        // The path as the client sent it, for the access log (a reference count, no copy).
-        let sent_path = request.uri().path_and_query().cloned();
+        // The path as the client sent it, for the access log.
+        let sent_path = self
+            .access_log
+            .as_ref()
+            .and_then(|_| request.uri().path_and_query().cloned());
         let mut answered = None;
-        let mut upgrade_asked = false;
+        let upgrade_asked;
+        let http1 = request.version() < http::Version::HTTP_2;
         let refused =
             if self.settings.max_in_flight != 0 && in_flight >= self.settings.max_in_flight {
                 Some(ProxyError::Overloaded)
@@ -406,22 +410,28 @@ impl Proxy {
             {
                 Some(ProxyError::UriTooLong)
             } else {
-                // Identity headers out, one validated host, the normalized path: before
-                // any route decision (crate::hygiene).
-                let admission = hygiene::admit(&mut request, &self.settings.path_normalization);
-                upgrade_asked = admission.upgrade && request.version() < http::Version::HTTP_2;
-                match admission.result {
-                    Ok(_) => None,
-                    Err(Refused::BadRequest(why)) => {
-                        tracing::debug!("request refused with 400: {why}");
-                        Some(ProxyError::BadRequest)
-                    }
-                    Err(Refused::Redirect(location)) => {
-                        answered = Some(error::redirect(&location, request_id));
-                        Some(ProxyError::BadRequest)
-                    }
-                }
+                None
             };
+        let refused = if refused.is_some() {
+            upgrade_asked = http1 && request.headers().contains_key(header::UPGRADE);
+            refused
+        } else {
+            // Identity headers out, one validated host, the normalized path: before any
+            // route decision (crate::hygiene).
+            let admission = hygiene::admit(&mut request, &self.settings.path_normalization);
+            upgrade_asked = http1 && admission.upgrade;
+            match admission.result {
+                Ok(_) => None,
+                Err(Refused::BadRequest(why)) => {
+                    tracing::debug!("request refused with 400: {why}");
+                    Some(ProxyError::BadRequest)
+                }
+                Err(Refused::Redirect(location)) => {
+                    answered = Some(error::redirect(&location, request_id));
+                    Some(ProxyError::BadRequest)
+                }
+            }
+        };
         let host = request
             .headers()
             .get(header::HOST)

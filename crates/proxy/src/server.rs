@@ -294,10 +294,14 @@ fn redirect_to_https(
         .and_then(|h| h.to_str().ok())
         .or_else(|| request.uri().host())
         .unwrap_or("localhost");
-    let host = host
-        .rsplit_once(':')
-        .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
-        .map_or(host, |(h, _)| h);
+    // Only a valid host goes into the Location (never `evil.example/x` or userinfo).
+    let Some(host) =
+        crate::grammar::host(host.as_bytes()).and_then(|h| std::str::from_utf8(h).ok())
+    else {
+        let mut response = hyper::Response::new(ProxyBody::empty());
+        *response.status_mut() = http::StatusCode::BAD_REQUEST;
+        return response;
+    };
     let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
     let location = if port == 443 {
         format!("https://{host}{path}")
