@@ -31,6 +31,7 @@ pub fn catalog() -> Catalog {
         .register(switchyard_dns::DnsFactory)
         .register(switchyard_consul::ConsulFactory)
         .register(switchyard_kubernetes::KubernetesFactory);
+    catalog.register(switchyard_docker::DockerFactory);
     catalog
 }
 
