@@ -163,6 +163,9 @@ const EVENTS: [&str; 6] = [
     "unpause",
 ];
 
+/// The pause before the list that follows every list made for an event. Default 250 ms.
+const SETTLE: Duration = Duration::from_millis(250);
+
 /// Reconnect delays: 250 ms doubling to 5 s, so an engine back from a restart is seen
 /// within seconds.
 const RETRY_INITIAL: Duration = Duration::from_millis(250);
@@ -242,22 +245,31 @@ async fn follow(
     {
         return Ok(());
     }
+    // A list made at once after `die` may still show the container running (the engine logs
+    // the event before its list view catches up): one more list follows after a pause.
+    let mut settle: Option<tokio::time::Instant> = None;
     loop {
+        let settle_at = settle.unwrap_or_else(|| tokio::time::Instant::now() + SETTLE * 1000);
         let event = tokio::select! {
-            event = events.next() => event,
+            event = events.next() => Some(event),
+            () = tokio::time::sleep_until(settle_at), if settle.is_some() => None,
             () = tx.closed() => return Ok(()),
         };
         match event {
-            None => return Err(("the event stream ended".to_owned(), true)),
-            Some(Err(error)) => return Err((format!("the event stream broke: {error}"), true)),
-            Some(Ok(event)) => {
-                tracing::debug!(registry = %ctx.name, action = ?event.action, "docker event");
+            None => settle = None,
+            Some(None) => return Err(("the event stream ended".to_owned(), true)),
+            Some(Some(Err(error))) => {
+                return Err((format!("the event stream broke: {error}"), true))
             }
-        }
-        // Several events at once (a compose project stopping) make one list.
-        while let Some(Some(more)) = events.next().now_or_never() {
-            if let Err(error) = more {
-                return Err((format!("the event stream broke: {error}"), true));
+            Some(Some(Ok(event))) => {
+                tracing::debug!(registry = %ctx.name, action = ?event.action, "docker event");
+                // Several events at once (a compose project stopping) make one list.
+                while let Some(Some(more)) = events.next().now_or_never() {
+                    if let Err(error) = more {
+                        return Err((format!("the event stream broke: {error}"), true));
+                    }
+                }
+                settle = Some(tokio::time::Instant::now() + SETTLE);
             }
         }
         let services = list(&docker, network, ctx)
