@@ -205,7 +205,7 @@ impl Engine {
                 }
             }
         }
-        let tar = Command::new("tar")
+        let mut tar = Command::new("tar")
             .arg("-C")
             .arg(&root)
             .args(["-cf", "-", "."])
@@ -216,10 +216,14 @@ impl Engine {
             .arg("-H")
             .arg(self.host())
             .args(["import", "-", IMAGE])
-            .stdin(tar.stdout.expect("tar stdout"))
+            .stdin(tar.stdout.take().expect("tar stdout"))
             .stdout(Stdio::null())
             .status()
             .expect("docker import");
+        assert!(
+            tar.wait().expect("wait for tar").success(),
+            "tar of the test image failed"
+        );
         assert!(status.success(), "docker import of the test image failed");
     }
 }
