@@ -8,6 +8,9 @@
 #   openssl, curl              certificates for the TLS tests; the compose seed scripts
 #   chromium, chromium-driver  the dashboard's browser test
 #   redis-server               the distributed rate limit tests
+#   docker.io, docker-compose, debootstrap   the compose tests and the docker registry's
+#                              (an engine, Compose, the local base image); skipped where an
+#                              engine already answers with Compose (Docker Desktop)
 # Safe to run repeatedly; does nothing when everything is there.
 set -euo pipefail
 
@@ -25,6 +28,12 @@ command -v curl     >/dev/null 2>&1 || need+=(curl)
 command -v chromium     >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
+# Docker: the engine (dockerd) unless one answers already, Compose v2 or v1, debootstrap.
+if ! command -v dockerd >/dev/null 2>&1 && ! docker version --format '{{.Server.Version}}' >/dev/null 2>&1; then
+  need+=(docker.io)
+fi
+docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
 command -v cargo-nextest >/dev/null 2>&1 || [ -x "$HOME/.cargo/bin/cargo-nextest" ] || NEXTEST_MISSING=1
 
 if [ ${#need[@]} -gt 0 ]; then
