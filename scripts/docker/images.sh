@@ -87,7 +87,8 @@ build() {
     return
   fi
   local log="$work/build-${image//[\/:]/-}.log"
-  docker build -f "$dockerfile" --build-arg "BASE_IMAGE=$BASE" --label "switchyard.inputs=$hash" \
+  # --network host: build steps need no bridge (and every container here is host-network).
+  docker build --network host -f "$dockerfile" --build-arg "BASE_IMAGE=$BASE" --label "switchyard.inputs=$hash" \
     -t "$image" "$@" "$context" >"$log" 2>&1 || {
     echo "images: building $image failed; the end of $log:" >&2; tail -20 "$log" >&2; exit 1; }
   echo "images: $image built"

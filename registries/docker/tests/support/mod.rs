@@ -1,7 +1,8 @@
 //! A private Docker engine for the docker registry's tests: its own `dockerd` (Debian package
-//! docker.io) on a socket in a temp dir, with its own data and exec roots, no bridge and no
-//! iptables rules, so a test may stop and restart it without touching the machine's engine
-//! or any other test's. Containers run on the host network (`sleep` from a tiny image made
+//! docker.io) on a socket in a temp dir, with its own data and exec roots, its own bridge
+//! interface and no iptables rules, so a test may stop and restart it without touching the
+//! machine's engine or any other test's. (Not `--bridge=none`: a daemon started so deletes
+//! the host's `docker0`, the machine engine's default bridge.) Containers run on the host network (`sleep` from a tiny image made
 //! here from the host's own sleep, true, false and sh), each naming its loopback port
 //! in `switchyard.port`: nothing is pulled.
 //!
@@ -32,6 +33,7 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 pub struct Engine {
     dir: tempfile::TempDir,
     child: Option<Child>,
+    bridge: String,
 }
 
 impl Engine {
@@ -51,7 +53,12 @@ impl Engine {
             .prefix("sy-dk-")
             .tempdir_in("/tmp")
             .expect("temp dir");
-        let mut engine = Engine { dir, child: None };
+        let bridge = make_bridge();
+        let mut engine = Engine {
+            dir,
+            child: None,
+            bridge,
+        };
         engine.start_daemon();
         engine.load_image();
         engine
@@ -84,8 +91,9 @@ impl Engine {
             .arg(dir.join("x"))
             .arg("--pidfile")
             .arg(dir.join("d.pid"))
+            .arg("--bridge")
+            .arg(&self.bridge)
             .args([
-                "--bridge=none",
                 "--iptables=false",
                 "--ip-masq=false",
                 "--userland-proxy=false",
@@ -228,6 +236,36 @@ impl Engine {
     }
 }
 
+/// Creates a bridge interface of the test's own (named after the process, on a private
+/// 10.213.X.0/24 address no container traffic uses: the tests' containers run on the host
+/// network) for the private engine's default network.
+fn make_bridge() -> String {
+    let pid = std::process::id();
+    let name = format!("sydk{}", pid % 100_000_000);
+    let ip = |args: &[&str]| {
+        let out = Command::new("ip")
+            .args(args)
+            .output()
+            .expect("run ip (apt-get install iproute2)");
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let _ = Command::new("ip").args(["link", "del", &name]).output();
+    ip(&["link", "add", &name, "type", "bridge"]);
+    ip(&[
+        "addr",
+        "add",
+        &format!("10.213.{}.1/24", pid % 250),
+        "dev",
+        &name,
+    ]);
+    ip(&["link", "set", &name, "up"]);
+    name
+}
+
 /// Copies `path` (following symlinks) to the same path under `root`.
 fn copy_into(root: &Path, path: &Path) {
     let target = root.join(path.strip_prefix("/").unwrap());
@@ -248,6 +286,9 @@ impl Drop for Engine {
             }
             self.stop_daemon();
         }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
     }
 }
 
