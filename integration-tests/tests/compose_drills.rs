@@ -163,12 +163,13 @@ impl Load {
                     let client = client();
                     while !stop.load(Ordering::Relaxed) {
                         let result = get(&client, path).await;
-                        let mut counts = counts.lock().unwrap();
-                        match result {
-                            Ok(instance) => *counts.ok.entry(instance).or_default() += 1,
-                            Err(error) => counts.failed.push(error),
+                        {
+                            let mut counts = counts.lock().unwrap();
+                            match result {
+                                Ok(instance) => *counts.ok.entry(instance).or_default() += 1,
+                                Err(error) => counts.failed.push(error),
+                            }
                         }
-                        drop(counts);
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }
                 })
@@ -348,6 +349,16 @@ async fn the_gateway_restarted_while_etcd_is_down_routes_at_once_from_its_state_
         .find(|u| u["name"] == "inventory")
         .unwrap();
     println!("inventory after the restart: {}", inventory["sources"]);
+    let etcd_source = inventory["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["registry"] == "etcd")
+        .unwrap();
+    assert_eq!(
+        etcd_source["restored"], true,
+        "the etcd set came from [state] dir: {etcd_source}"
+    );
 
     compose(&["start", "etcd"]);
     eventually("etcd ok again", || async {

@@ -49,5 +49,5 @@ export SWITCHYARD_TEST_KUBECONFIG="$root/target/docker/kubeconfig.yaml"
 phase "mixed-registry tests against the composed registries"
 $CARGO nextest run -p switchyard-integration-tests --test mixed_tiers --no-fail-fast
 phase "drills"
-$CARGO nextest run -p switchyard-integration-tests --test compose_drills --no-fail-fast \
-  --test-threads 1 --no-capture
+# --no-capture: the drills' counts in the output, and one test at a time.
+$CARGO nextest run -p switchyard-integration-tests --test compose_drills --no-fail-fast --no-capture
