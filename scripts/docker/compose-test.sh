@@ -27,8 +27,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-phase "building the binaries the images hold"
-$CARGO build -q -p switchyard -p switchyard-consul-double -p switchyard-kube-double
+# The workspace's test build, as `make test` makes it just before (then this is a no-op): it
+# also builds the binaries the images hold (target/debug/switchyard, consul-double,
+# switchyard-kube-double). Selecting the same packages as `make test` keeps cargo from
+# rebuilding dependencies with another feature set.
+phase "building the tests and the binaries the images hold"
+$CARGO nextest run --workspace --no-run
 phase "images"
 scripts/docker/images.sh
 phase "compose up"
@@ -47,7 +51,7 @@ export SWITCHYARD_TEST_ETCD=http://127.28.0.3:2379
 export SWITCHYARD_TEST_DNS=127.0.0.1:1053
 export SWITCHYARD_TEST_KUBECONFIG="$root/target/docker/kubeconfig.yaml"
 phase "mixed-registry tests against the composed registries"
-$CARGO nextest run -p switchyard-integration-tests --test mixed_tiers --no-fail-fast
+$CARGO nextest run --workspace -E 'binary(mixed_tiers)' --no-fail-fast
 phase "drills"
 # --no-capture: the drills' counts in the output, and one test at a time.
-$CARGO nextest run -p switchyard-integration-tests --test compose_drills --no-fail-fast --no-capture
+$CARGO nextest run --workspace -E 'binary(compose_drills)' --no-fail-fast --no-capture
