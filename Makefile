@@ -1,5 +1,5 @@
 # Switchyard: the two commands a newcomer needs are `make demo` and `make test`.
-.PHONY: demo demo-build test build lint fmt bench bench-scale bench-allocs bench-cost bench-grpc fuzz clean
+.PHONY: demo demo-build test build lint fmt bench bench-scale bench-allocs bench-cost bench-grpc fuzz clean images compose-up compose-down compose-test
 
 CARGO ?= cargo
 
@@ -17,9 +17,11 @@ demo-build:
 ## Install what the tests need (Debian), build, and run every test.
 # The workspace's test build also builds target/debug/switchyard (crates/switchyard has
 # integration tests), which the end-to-end tests start: no separate build step.
+# The compose drills need the composed project: `make compose-test` runs them after it.
 test:
 	scripts/install-deps.sh
-	$(CARGO) nextest run --workspace --no-fail-fast
+	$(CARGO) nextest run --workspace --no-fail-fast -E 'not binary(compose_drills)'
+	$(MAKE) compose-test
 
 build:
 	scripts/with-protoc.sh $(CARGO) build --release -p switchyard
@@ -62,3 +64,22 @@ fmt:
 
 clean:
 	$(CARGO) clean
+
+## Every image of the local compose project, built without a registry (docs/compose.md):
+## a Debian base by debootstrap (once), then the gateway, etcd, bind9 and the doubles on it.
+images:
+	scripts/docker/engine.sh ensure
+	$(CARGO) build -p switchyard -p switchyard-consul-double -p switchyard-kube-double
+	scripts/docker/images.sh
+
+## The docker-compose.yml demo from local images: gateway 127.0.0.1:8080, admin 127.0.0.1:9901.
+compose-up: images
+	scripts/docker/compose.sh up -d
+	scripts/docker/compose-wait.sh
+
+compose-down:
+	scripts/docker/compose.sh down -v --remove-orphans
+
+## The mixed-registry tests and the drills against the local compose project (make test runs it).
+compose-test:
+	scripts/docker/compose-test.sh

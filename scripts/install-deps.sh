@@ -11,6 +11,9 @@
 #   zookeeper, python3-venv    real ZooKeeper for the zookeeper registry tests, and the
 #                              virtualenv (target/kazoo-venv) holding kazoo from PyPI
 #   python3-venv               the gRPC tests' virtualenv (grpcio from PyPI, under target/)
+#   docker.io, docker-compose, debootstrap   the compose tests and the docker registry's
+#                              (an engine, Compose, the local base image); skipped where an
+#                              engine already answers with Compose (Docker Desktop)
 # Safe to run repeatedly; does nothing when everything is there.
 set -euo pipefail
 
@@ -30,6 +33,13 @@ python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 command -v chromium     >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
+# Docker: the engine (dockerd) unless one answers already, Compose v2 or v1, debootstrap.
+if ! command -v dockerd >/dev/null 2>&1 && ! docker version --format '{{.Server.Version}}' >/dev/null 2>&1; then
+  need+=(docker.io)
+fi
+docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
+command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need+=(iproute2)   # the docker registry tests' bridge
 command -v cargo-nextest >/dev/null 2>&1 || [ -x "$HOME/.cargo/bin/cargo-nextest" ] || NEXTEST_MISSING=1
 
 if [ ${#need[@]} -gt 0 ]; then

@@ -3,7 +3,8 @@
 //!
 //! - every registry address the config names, once the gateway service's `SWITCHYARD__`
 //!   variables are applied, is a compose service running that registry (the kubeconfig is
-//!   exported by a service onto a volume the gateway mounts, pointing at the k3s service);
+//!   exported by a service onto a volume the gateway mounts, pointing at the k3s service,
+//!   `kubernetes`);
 //! - every service a source names is seeded: registered by the Consul seed script, put by the
 //!   etcd seed script, in the CoreDNS zone (SRV targets and A records on the fixed addresses
 //!   of the sample containers), a Service in the k3s manifests applied by the Kubernetes seed;
@@ -332,22 +333,22 @@ fn every_registry_address_of_config_mixed_toml_is_a_compose_service() {
             "{script_path} does not write {written}"
         );
         assert!(
-            script.contains("https://k3s:6443"),
-            "{script_path} does not point the kubeconfig at k3s:6443"
+            script.contains("https://kubernetes:6443"),
+            "{script_path} does not point the kubeconfig at kubernetes:6443"
         );
         assert_service(
             &services,
             &format!("registries.{name} (kubeconfig {path}, written by {writer})"),
-            "k3s",
+            "kubernetes",
             "rancher/k3s:",
         );
-        let k3s = words(&services["k3s"]["command"]);
+        let k3s = words(&services["kubernetes"]["command"]);
         assert!(
-            k3s.contains(&"--tls-san=k3s".to_owned()),
-            "k3s's certificate must name k3s: {k3s:?}"
+            k3s.contains(&"--tls-san=kubernetes".to_owned()),
+            "k3s's certificate must name the service, kubernetes: {k3s:?}"
         );
         assert_eq!(
-            services["k3s"]["privileged"].as_bool(),
+            services["kubernetes"]["privileged"].as_bool(),
             Some(true),
             "k3s runs privileged"
         );
@@ -401,9 +402,17 @@ fn the_gateway_is_built_from_the_repository_dockerfile() {
         .collect();
     assert_eq!(
         froms,
-        ["FROM rust:1-bookworm AS build", "FROM debian:bookworm-slim"],
-        "multi-stage: build on rust:1-bookworm, run on debian:bookworm-slim"
+        [
+            "FROM ${BASE_IMAGE} AS base",
+            "FROM base AS runtime",
+            "FROM rust:1-bookworm AS build",
+            "FROM base",
+        ],
+        "multi-stage: build on rust:1-bookworm, run on the base (debian:bookworm-slim by \
+         default); stage runtime takes a binary built on the host"
     );
+    assert!(dockerfile.contains("ARG BASE_IMAGE=debian:bookworm-slim"));
+    assert!(dockerfile.contains("COPY --from=build /usr/local/bin/switchyard"));
     assert!(
         dockerfile.contains("protobuf-compiler"),
         "protoc for etcd-client"
@@ -606,7 +615,7 @@ fn every_service_the_config_names_is_seeded_in_its_registry() {
                             assert_sample(&services, &what, sample, port);
                         }
                     }
-                    let coredns = &services["coredns"];
+                    let coredns = &services["dns"];
                     assert!(volumes(coredns)
                         .contains(&("./deploy/compose/coredns".into(), "/etc/coredns".into())));
                 }

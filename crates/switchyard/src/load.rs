@@ -29,7 +29,8 @@ pub fn catalog() -> Catalog {
         .register(switchyard_nacos::NacosFactory)
         .register(switchyard_eureka::EurekaFactory)
         .register(switchyard_zookeeper::ZooKeeperFactory)
-        .register(switchyard_http_sd::HttpSdFactory);
+        .register(switchyard_http_sd::HttpSdFactory)
+        .register(switchyard_docker::DockerFactory);
     catalog
 }
 

@@ -2,8 +2,8 @@
 # Exports k3s's admin kubeconfig for the docker-compose demo. k3s writes it (server
 # https://127.0.0.1:6443) to the shared volume mounted at /output (K3S_KUBECONFIG_OUTPUT).
 # This writes:
-#   /kube/kubeconfig.yaml      server https://k3s:6443, for the gateway and the seed
-#                              container (the k3s certificate has "k3s" as a SAN: --tls-san)
+#   /kube/kubeconfig.yaml      server https://kubernetes:6443, for the gateway and the seed
+#                              container (the k3s certificate names "kubernetes": --tls-san)
 #   /host-out/kubeconfig.yaml  server https://127.0.0.1:6443 unchanged, for the host
 #                              (port 6443 is published): kubectl and the integration tests
 set -eu
@@ -22,11 +22,11 @@ grep -q 'server: https://127.0.0.1:6443' "$src" || {
     grep 'server:' "$src" >&2
     exit 1
 }
-sed 's#server: https://127.0.0.1:6443#server: https://k3s:6443#' "$src" > /kube/kubeconfig.yaml.tmp
+sed 's#server: https://127.0.0.1:6443#server: https://kubernetes:6443#' "$src" > /kube/kubeconfig.yaml.tmp
 chmod 644 /kube/kubeconfig.yaml.tmp
 mv /kube/kubeconfig.yaml.tmp /kube/kubeconfig.yaml
 if [ -d /host-out ]; then
     cp "$src" /host-out/kubeconfig.yaml
     chmod 644 /host-out/kubeconfig.yaml
 fi
-echo "export-kubeconfig: wrote /kube/kubeconfig.yaml (server https://k3s:6443) and deploy/compose/out/kubeconfig.yaml (server https://127.0.0.1:6443)"
+echo "export-kubeconfig: wrote /kube/kubeconfig.yaml (server https://kubernetes:6443) and deploy/compose/out/kubeconfig.yaml (server https://127.0.0.1:6443)"
