@@ -273,7 +273,8 @@ pub fn quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
 
 // === tables ===
 
-fn s(v: &Value) -> String {
+/// A JSON value as a table cell: a string without its quotes, `null` as `-`.
+fn cell(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),
@@ -348,7 +349,7 @@ fn render(
         let endpoints = u["endpoints"].as_array().unwrap_or(&empty);
         if endpoints.is_empty() {
             rows.push(vec![
-                s(&u["name"]),
+                cell(&u["name"]),
                 "(no endpoints)".into(),
                 "-".into(),
                 "-".into(),
@@ -359,17 +360,17 @@ fn render(
             ]);
         }
         for e in endpoints {
-            let mut tier = format!("{}.{}", s(&e["priority"]), s(&e["endpoint_priority"]));
+            let mut tier = format!("{}.{}", cell(&e["priority"]), cell(&e["endpoint_priority"]));
             if e["serving"].as_bool() == Some(true) {
                 tier.push_str(" serving");
             }
             rows.push(vec![
-                s(&u["name"]),
-                s(&e["address"]),
+                cell(&u["name"]),
+                cell(&e["address"]),
                 format!(
                     "{}/{}",
-                    s(&e["source"]["registry"]),
-                    s(&e["source"]["service"])
+                    cell(&e["source"]["registry"]),
+                    cell(&e["source"]["service"])
                 ),
                 tier,
                 if e["healthy"].as_bool() == Some(true) {
@@ -383,7 +384,7 @@ fn render(
                 } else {
                     "fresh".into()
                 },
-                s(&e["in_flight"]),
+                cell(&e["in_flight"]),
             ]);
         }
     }
@@ -416,7 +417,7 @@ fn render(
                 "last_error",
             ]
             .iter()
-            .map(|k| s(&r[*k]))
+            .map(|k| cell(&r[*k]))
             .collect()
         })
         .collect();
@@ -439,17 +440,17 @@ fn render(
         .iter()
         .map(|r| {
             let path = if r["path"].is_string() {
-                s(&r["path"])
+                cell(&r["path"])
             } else {
-                format!("{}*", s(&r["path_prefix"]))
+                format!("{}*", cell(&r["path_prefix"]))
             };
-            let name = s(&r["name"]);
+            let name = cell(&r["name"]);
             let rate = rates.get(&name);
             vec![
                 name,
-                s(&r["host"]),
+                cell(&r["host"]),
                 path,
-                s(&r["upstream"]),
+                cell(&r["upstream"]),
                 rate.map_or("-".into(), |r| format!("{:.1}", r.rate)),
                 rate.and_then(|r| r.p99).map_or("-".into(), human_seconds),
                 rate.and_then(|r| r.error_ratio)
@@ -465,15 +466,15 @@ fn render(
     if source["type"].is_string() {
         out.push_str(&format!(
             "\nConfig source: {} {}{}: {}, revision {} ({} objects)",
-            s(&source["type"]),
+            cell(&source["type"]),
             source["endpoints"]
                 .as_array()
-                .map(|e| e.iter().map(s).collect::<Vec<_>>().join(","))
+                .map(|e| e.iter().map(cell).collect::<Vec<_>>().join(","))
                 .unwrap_or_default(),
-            s(&source["prefix"]),
-            s(&source["state"]),
-            s(&source["applied_revision"]),
-            s(&source["objects"]),
+            cell(&source["prefix"]),
+            cell(&source["state"]),
+            cell(&source["applied_revision"]),
+            cell(&source["objects"]),
         ));
         if let Some(error) = source["last_error"].as_str() {
             out.push_str(&format!("; last error: {error}"));
@@ -482,8 +483,8 @@ fn render(
         for error in source["refused"]["errors"].as_array().unwrap_or(&empty) {
             out.push_str(&format!(
                 "  refused revision {}: {}\n",
-                s(&source["refused"]["revision"]),
-                s(error)
+                cell(&source["refused"]["revision"]),
+                cell(error)
             ));
         }
     }
