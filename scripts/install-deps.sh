@@ -8,6 +8,9 @@
 #   openssl, curl              certificates for the TLS tests; the compose seed scripts
 #   chromium, chromium-driver  the dashboard's browser test
 #   redis-server               the distributed rate limit tests
+#   python3-venv               target/otel-venv: the OTLP receiver of the tracing tests
+#                              (opentelemetry-proto from PyPI)
+#   prometheus                 promtool, which checks the /metrics exposition in a test
 # Safe to run repeatedly; does nothing when everything is there.
 set -euo pipefail
 
@@ -25,6 +28,9 @@ command -v curl     >/dev/null 2>&1 || need+=(curl)
 command -v chromium     >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v cargo-nextest >/dev/null 2>&1 || [ -x "$HOME/.cargo/bin/cargo-nextest" ] || NEXTEST_MISSING=1
 
 if [ ${#need[@]} -gt 0 ]; then
@@ -35,7 +41,7 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 # The packaged services must not hold the ports or files the tests use.
-for svc in etcd named bind9 redis-server; do
+for svc in etcd named bind9 redis-server prometheus; do
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
     systemctl stop "$svc" || true
   fi
@@ -43,5 +49,12 @@ done
 if [ "${NEXTEST_MISSING:-0}" = 1 ]; then
   echo "install-deps: cargo-nextest missing; installing it from crates.io"
   cargo install --locked cargo-nextest >/dev/null
+fi
+# The tracing tests' OTLP receiver: the official generated OTLP classes from PyPI.
+venv="$(cd "$(dirname "$0")/.." && pwd)/target/otel-venv"
+if ! "$venv/bin/python" -c 'import opentelemetry.proto.collector.trace.v1.trace_service_pb2' >/dev/null 2>&1; then
+  echo "install-deps: creating $venv with opentelemetry-proto"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q opentelemetry-proto
 fi
 echo "install-deps: ok"

@@ -232,6 +232,11 @@ impl Gateway {
         panic!("gateway not ready within 10 s; stderr:\n{}", self.stderr());
     }
 
+    /// The gateway's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// Sends a signal (`HUP`, `TERM`, `KILL`) with kill(1).
     pub fn signal(&self, signal: &str) {
         let pid = self.child.as_ref().expect("running").id();

@@ -225,6 +225,9 @@ pub struct Entry {
     pub endpoint: Option<SocketAddr>,
     /// The client's IP (the connection's, as text).
     pub client_ip: HeaderValue,
+    /// The request's trace and SERVER span ids, when tracing is on (`trace_id`, `span_id`:
+    /// present only then).
+    pub trace: Option<crate::trace::TraceIds>,
 }
 
 impl Completion for Entry {
@@ -278,6 +281,13 @@ impl Entry {
         write_u64(line, bytes);
         line.extend_from_slice(b",\"client\":");
         json_str(line, self.client_ip.to_str().unwrap_or(""));
+        if let Some(trace) = &self.trace {
+            let _ = write!(
+                line,
+                ",\"trace_id\":\"{:032x}\",\"span_id\":\"{:016x}\"",
+                trace.trace_id, trace.span_id
+            );
+        }
         line.extend_from_slice(b"}\n");
     }
 }
@@ -461,6 +471,7 @@ mod tests {
             route: None,
             endpoint: Some("127.0.0.1:8080".parse().unwrap()),
             client_ip: HeaderValue::from_static("::1"),
+            trace: None,
         })
     }
 
@@ -476,6 +487,11 @@ mod tests {
         let mut e = entry(&log, "/b?q=1");
         e.endpoint = None;
         e.status = 503;
+        e.trace = Some(crate::trace::TraceIds {
+            trace_id: opentelemetry::trace::TraceId::from_hex("0af7651916cd43dd8448eb211c80319c")
+                .unwrap(),
+            span_id: opentelemetry::trace::SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+        });
         e.complete(0);
         log.close();
         let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
@@ -498,6 +514,9 @@ mod tests {
         assert_eq!(lines[1]["path"], "/b?q=1");
         assert_eq!(lines[1]["endpoint"], serde_json::Value::Null);
         assert_eq!(lines[1]["status"], 503);
+        assert_eq!(lines[1]["trace_id"], "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(lines[1]["span_id"], "00f067aa0ba902b7");
+        assert!(v.get("trace_id").is_none(), "no trace, no trace_id: {v}");
     }
 
     #[test]

@@ -27,6 +27,7 @@ use crate::forward::{self, RequestId};
 use crate::limits::{BodyLimit, Cidr, LimitedBody, Tripped};
 use crate::metrics::RouteMetrics;
 use crate::router::{PathMatch, RouteMatch, Router};
+use crate::trace::{RequestTracer, ServerSpan};
 use crate::upstream_tls::UpstreamTls;
 
 /// What a consistent-hash upstream hashes on.
@@ -227,6 +228,8 @@ pub struct Proxy {
     access_log: Option<AccessLog>,
     settings: ProxySettings,
     in_flight: AtomicUsize,
+    /// OpenTelemetry spans (`[tracing]`); `None` (tracing off) costs a request one branch.
+    tracer: Option<Arc<RequestTracer>>,
 }
 
 /// The other end of a client connection, worked out once per connection.
@@ -278,7 +281,15 @@ impl Proxy {
             access_log,
             settings: settings.clone(),
             in_flight: AtomicUsize::new(0),
+            tracer: None,
         }
+    }
+
+    /// Traces every request with `tracer` (set once, before serving).
+    #[must_use]
+    pub fn with_tracer(mut self, tracer: Option<Arc<RequestTracer>>) -> Self {
+        self.tracer = tracer;
+        self
     }
 
     /// The upstream client (its pools), for tests and diagnostics.
@@ -324,6 +335,10 @@ impl Proxy {
         let in_flight = self.in_flight.fetch_add(1, Ordering::Relaxed);
         let _in_flight = InFlight(&self.in_flight);
         let table = self.table.load();
+        let mut span = self
+            .tracer
+            .as_ref()
+            .map(|tracer| tracer.start(&request, peer));
         let refused =
             if self.settings.max_in_flight != 0 && in_flight >= self.settings.max_in_flight {
                 Some(ProxyError::Overloaded)
@@ -368,6 +383,7 @@ impl Proxy {
             route: None,
             endpoint: None,
             client_ip: peer.ip.clone(),
+            trace: None,
         });
         let (response, metrics, endpoint) = match found {
             None => (
@@ -377,22 +393,32 @@ impl Proxy {
             ),
             Some(index) => {
                 let route = &table.routes[index];
+                if let Some(span) = &mut span {
+                    span.route(&route.spec.name, &route.spec.upstream);
+                }
                 let (response, endpoint) = if route.spec.filters.is_empty() {
-                    self.forward_answer(route, request, peer, &id).await
+                    self.forward_answer(route, request, peer, &id, span.as_mut())
+                        .await
                 } else {
-                    self.forward_filtered(route, request, peer, &id, start)
+                    self.forward_filtered(route, request, peer, &id, start, span.as_mut())
                         .await
                 };
                 (response, route.metrics.clone(), endpoint)
             }
         };
         metrics.record(response.status().as_u16(), start.elapsed());
+        let trace = span.map(|span| {
+            let ids = span.ids();
+            span.finish(response.status().as_u16());
+            ids
+        });
         match log {
             None => response,
             Some(mut entry) => {
                 entry.status = response.status().as_u16();
                 entry.route = found.map(|_| metrics);
                 entry.endpoint = endpoint;
+                entry.trace = trace;
                 let (parts, body) = response.into_parts();
                 Response::from_parts(parts, body.on_complete(Box::new(entry)))
             }
@@ -406,10 +432,11 @@ impl Proxy {
         request: Request<Incoming>,
         peer: &Peer,
         id: &RequestId,
+        span: Option<&mut ServerSpan>,
     ) -> (Response<ProxyBody>, Option<SocketAddr>) {
         let forwarded = {
             let (parts, body) = request.into_parts();
-            self.forward(route, parts, body, peer, None, id)
+            self.forward(route, parts, body, peer, None, id, span)
         }
         .await;
         match forwarded {
@@ -426,6 +453,7 @@ impl Proxy {
         peer: &Peer,
         id: &RequestId,
         start: Instant,
+        mut span: Option<&mut ServerSpan>,
     ) -> (Response<ProxyBody>, Option<SocketAddr>) {
         let request_id = &id.value;
         let (mut parts, body) = request.into_parts();
@@ -449,10 +477,13 @@ impl Proxy {
                 break;
             }
         }
+        if let (Some(span), Some(consumer)) = (span.as_deref_mut(), &ctx.consumer) {
+            span.consumer(consumer);
+        }
         let (mut response, endpoint) = match answered {
             Some(response) => (response, None),
             None => match self
-                .forward(route, parts, body, peer, original_host, id)
+                .forward(route, parts, body, peer, original_host, id, span)
                 .await
             {
                 Ok((response, endpoint)) => (response, Some(endpoint)),
@@ -467,7 +498,8 @@ impl Proxy {
 
     /// Sends `request` to an endpoint of the route's upstream, retrying idempotent
     /// body-less requests on another endpoint when the first attempt fails before any
-    /// response arrived.
+    /// response arrived. Each attempt is a CLIENT span of `span`, when traced.
+    #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
         route: &Route,
@@ -476,6 +508,7 @@ impl Proxy {
         peer: &Peer,
         original_host: Option<HeaderValue>,
         id: &RequestId,
+        mut span: Option<&mut ServerSpan>,
     ) -> Result<(Response<ProxyBody>, SocketAddr), (ProxyError, Option<SocketAddr>)> {
         let request_id = &id.value;
         let client = peer.address;
@@ -576,6 +609,7 @@ impl Proxy {
             endpoint.stats.start();
             let tls = route.options.tls.as_deref();
             let upgrade = client_upgrade.is_some();
+            let mut attempt_span = None;
             // The request and the exchange future are made inside this block so that their
             // storage is scoped to it: a local still in scope at a later `await` keeps its
             // own slot in this function's future, and every request's future is moved into
@@ -594,6 +628,9 @@ impl Proxy {
                             .headers_mut()
                             .insert(header::HOST, authority);
                     }
+                }
+                if let Some(span) = span.as_deref_mut() {
+                    attempt_span = Some(span.attempt(endpoint, upstream_request.headers_mut()));
                 }
                 let client = &self.client;
                 if upgrade {
@@ -614,6 +651,9 @@ impl Proxy {
             endpoint.stats.finish(started.elapsed());
             let error = match result {
                 Ok(Ok(response)) => {
+                    if let Some(attempt) = attempt_span {
+                        attempt.answered(response.status().as_u16());
+                    }
                     let failed =
                         response.status().is_server_error() && route.upstream.outlier().count_5xx;
                     if failed {
@@ -651,13 +691,20 @@ impl Proxy {
                         Some(BodyLimit::Broken) => return Err((ProxyError::BadRequest, None)),
                         None => {}
                     }
-                    if error.is_connect() {
-                        ProxyError::Connect
+                    let (error, kind) = if error.is_connect() {
+                        (ProxyError::Connect, "connect_failure")
                     } else {
-                        ProxyError::Upstream
+                        (ProxyError::Upstream, "upstream_failure")
+                    };
+                    if let Some(attempt) = attempt_span {
+                        attempt.failed(kind);
                     }
+                    error
                 }
                 Err(_elapsed) => {
+                    if let Some(attempt) = attempt_span {
+                        attempt.failed("timeout");
+                    }
                     self.record_failure(route, endpoint);
                     return Err((ProxyError::Timeout, Some(address)));
                 }

@@ -372,6 +372,7 @@ fn metrics(app: &App) -> AdminResponse {
         app.reload_failures.load(Ordering::Relaxed),
     );
     app.config_source.render_metrics(&mut out);
+    crate::telemetry::render_metrics(&mut out);
     let _ = writeln!(
         out,
         "# HELP switchyard_uptime_seconds Seconds since the process started.\n# TYPE switchyard_uptime_seconds gauge\nswitchyard_uptime_seconds {}",

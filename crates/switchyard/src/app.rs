@@ -156,7 +156,12 @@ impl App {
                 .map_err(|error| tracing::error!("TLS: {error}"))
                 .ok()
         });
-        let proxy = Arc::new(Proxy::new(table, &settings, access_log));
+        let tracer = plan.config.tracing.as_ref().and_then(|tracing| {
+            crate::telemetry::start(tracing)
+                .map_err(|error| tracing::error!("running without tracing: {error}"))
+                .ok()
+        });
+        let proxy = Arc::new(Proxy::new(table, &settings, access_log).with_tracer(tracer));
         let source_status = config_source::Status::new(plan.config.config_source.as_ref());
         let app = Arc::new(App {
             config_source: Arc::new(source_status),
@@ -288,6 +293,7 @@ fn warn_restart_only(old: &Config, new: &Config) {
         ("admin.listen", old.admin.listen != new.admin.listen),
         ("log", old.log != new.log),
         ("state", old.state != new.state),
+        ("tracing", old.tracing != new.tracing),
         ("server timeouts and pool", {
             let (a, b) = (&old.server, &new.server);
             a.connect_timeout != b.connect_timeout

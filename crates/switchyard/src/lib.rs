@@ -16,3 +16,4 @@ pub mod fuzzing;
 pub mod plan;
 pub mod policy;
 pub mod status;
+pub mod telemetry;
