@@ -196,7 +196,7 @@ impl Series {
     /// Records one request in slot `slot`: atomics only, and a snapshot (`try_lock`, never
     /// waiting) when it is the slot's first request.
     fn record(&self, slot: u64, status: u16, bytes_in: u64, bytes_out: u64, latency: Duration) {
-        if self.snapshotted.load(Ordering::Acquire) < slot + 1 {
+        if self.snapshotted.load(Ordering::Acquire) <= slot {
             self.snapshot(slot);
         }
         let class = class_index(status);
@@ -217,7 +217,7 @@ impl Series {
         let Ok(mut window) = self.window.try_lock() else {
             return;
         };
-        if self.snapshotted.load(Ordering::Acquire) >= slot + 1 {
+        if self.snapshotted.load(Ordering::Acquire) > slot {
             return;
         }
         while window.front().is_some_and(|s| s.index + SLOTS_KEPT <= slot) {

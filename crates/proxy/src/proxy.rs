@@ -155,6 +155,11 @@ impl Table {
         &self.cache
     }
 
+    /// Every route's name and metrics, in config order.
+    pub fn route_metrics(&self) -> impl Iterator<Item = (&RouteSpec, &Arc<RouteMetrics>)> {
+        self.routes.iter().map(|r| (&r.spec, &r.metrics))
+    }
+
     /// Every route's spec, in config order.
     pub fn routes(&self) -> impl Iterator<Item = &RouteSpec> {
         self.routes.iter().map(|r| &r.spec)

@@ -109,6 +109,8 @@ pub struct App {
     pub config_source: Arc<config_source::Status>,
     /// The TLS listener's certificates, reloaded with the config.
     pub tls: Option<switchyard_proxy::tls::TlsConfig>,
+    /// The last 15 minutes, sampled each second (the dashboard's charts, windowed rates).
+    pub history: crate::history::History,
 }
 
 impl App {
@@ -178,7 +180,9 @@ impl App {
             reloading: tokio::sync::Mutex::new(()),
             state,
             tls,
+            history: crate::history::History::default(),
         });
+        crate::history::spawn(Arc::downgrade(&app));
         config_source::spawn(app.clone(), &app.config_path);
         app
     }

@@ -13,6 +13,7 @@ pub mod config_source;
 pub mod dashboard;
 pub mod demo;
 pub mod fuzzing;
+pub mod history;
 pub mod plan;
 pub mod policy;
 pub mod status;

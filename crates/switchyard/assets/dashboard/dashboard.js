@@ -148,6 +148,39 @@ async function drawUsage() {
   }
 }
 let refreshes = 0;
+// A small inline SVG line chart of `values` (null = no data, drawn as 0), scaled to its
+// own maximum, with the latest value next to it. No external asset: allowed by the CSP.
+function spark(values, cls, fmt) {
+  const w = 160, h = 34, pts = values.map(v => (v == null || !isFinite(v)) ? 0 : v);
+  const max = Math.max(1e-9, ...pts);
+  const step = pts.length > 1 ? w / (pts.length - 1) : 0;
+  const line = pts.map((v, i) => (i * step).toFixed(1) + ',' + (h - 2 - (v / max) * (h - 4)).toFixed(1)).join(' ');
+  const last = values.length ? values[values.length - 1] : null;
+  return {html: '<svg class="spark ' + cls + '" width="' + w + '" height="' + h + '" viewBox="0 0 ' + w + ' ' + h +
+    '" data-points="' + pts.length + '" data-max="' + max + '"><polyline fill="none" stroke="currentColor" stroke-width="1.5" points="' +
+    line + '"/></svg> <span class="muted">' + esc(fmt(last)) + '</span>'};
+}
+const num = d => v => v == null ? '-' : (+v).toFixed(d);
+async function drawHistory() {
+  const h = await api('/api/history');
+  const samples = h.samples || [];
+  const routes = [...new Set(samples.flatMap(s => Object.keys(s.routes)))].sort();
+  const ups = [...new Set(samples.flatMap(s => Object.keys(s.upstreams)))].sort();
+  const rows = routes.map((name, i) => row([esc(name),
+    spark(samples.map(s => s.routes[name] ? s.routes[name].rps : null), 'rps', v => num(1)(v) + '/s'),
+    spark(samples.map(s => s.routes[name] ? s.routes[name].p99_ms : null), 'lat', v => num(1)(v) + ' ms'),
+    spark(samples.map(s => s.routes[name] ? s.routes[name].error_ratio : null), 'err', v => v == null ? '-' : (v * 100).toFixed(1) + '%'),
+  ], ' data-history-route="' + esc(name) + '"'));
+  const upRows = ups.map(name => row(['upstream ' + esc(name),
+    spark(samples.map(s => s.upstreams[name] ? s.upstreams[name].healthy : null), 'ok', v => num(0)(v) + ' healthy'), '', '',
+  ], ' data-history-upstream="' + esc(name) + '"'));
+  $('history').innerHTML = table(['Route / upstream', 'Requests/s', 'p99', '5xx ratio'], rows.concat(upRows));
+  const events = (h.events || []).slice().reverse();
+  $('events').innerHTML = table(['When', 'What', 'Name', 'Change'], events.map(e => row([
+    esc(new Date(e.at * 1000).toLocaleTimeString()), esc(e.kind), esc(e.name),
+    esc((e.from ?? 'none') + ' → ' + (e.to ?? 'none')),
+  ], ' data-event="' + esc(e.kind) + '"')));
+}
 async function refresh() {
   try {
     const [ups, regs, routes, metrics] = await Promise.all(['/api/upstreams', '/api/registries', '/api/routes', '/metrics'].map(api));
@@ -156,6 +189,7 @@ async function refresh() {
     drawRegistries(regs);
     drawSource(await api('/api/config_source').catch(() => null));
     await drawUsage();
+    await drawHistory().catch(e => { $('history').textContent = String(e.message || e); });
     refreshes += 1;
     document.body.dataset.refreshes = refreshes;
     $('updated').textContent = 'updated ' + new Date().toLocaleTimeString();
