@@ -3,10 +3,12 @@
 //! API, the same tables as the dashboard. Also the start-up lines that say when each
 //! registry finished its first sync.
 //!
-//! Rates and p99 come from two `/metrics` samples one second apart: the difference of
-//! `switchyard_requests_total` per route, and the p99 of the difference of the
-//! `switchyard_request_duration_seconds` histogram (linear within a bucket, as Prometheus'
-//! `histogram_quantile` does). The dashboard computes the same from its own samples.
+//! Rates, p99 and the 5xx share come from the gateway itself: `GET /api/routes?window=60s`
+//! carries them per route, computed by the server from its history ([`STATUS_WINDOW`]). A
+//! gateway too old to carry them gets the former arithmetic: two `/metrics` samples one
+//! second apart, the difference of `switchyard_requests_total` per route, and the p99 of the
+//! difference of the `switchyard_request_duration_seconds` histogram (linear within a
+//! bucket, as Prometheus' `histogram_quantile` does).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
@@ -21,8 +23,28 @@ use switchyard_upstream::RegistryState;
 
 use crate::app::App;
 
-/// The time between the two `/metrics` samples that rates are computed from.
+/// The time between the two `/metrics` samples that rates are computed from (gateways
+/// without windowed figures in `/api/routes`).
 pub const RATE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The window of the figures `status` asks the gateway for.
+pub const STATUS_WINDOW: &str = "60s";
+
+/// The server's figures of each route in `/api/routes?window=`, when it carries them.
+pub fn server_rates(routes: &Value) -> Option<BTreeMap<String, RouteRate>> {
+    routes
+        .as_array()?
+        .iter()
+        .map(|r| {
+            let rate = RouteRate {
+                rate: r.get("requests_per_second")?.as_f64()?,
+                error_ratio: r["error_ratio"].as_f64(),
+                p99: r["p99_ms"].as_f64().map(|ms| ms / 1000.0),
+            };
+            Some((r["name"].as_str()?.to_owned(), rate))
+        })
+        .collect()
+}
 
 /// Fetches and prints; exit 1 when the gateway cannot be reached.
 pub fn run(admin: &str, token: Option<&str>) -> ExitCode {
@@ -32,7 +54,7 @@ pub fn run(admin: &str, token: Option<&str>) -> ExitCode {
         .expect("runtime");
     runtime.block_on(async {
         let base = admin.trim_end_matches('/');
-        let get = |path: &'static str| {
+        let get = |path: &str| {
             let url = format!("{base}{path}");
             async move {
                 fetch(&url, token)
@@ -40,10 +62,9 @@ pub fn run(admin: &str, token: Option<&str>) -> ExitCode {
                     .map_err(|error| format!("switchyard status: {url}: {error}"))
             }
         };
-        let first = get("/metrics").await;
-        let started = Instant::now();
+        let routes_path = format!("/api/routes?window={STATUS_WINDOW}");
         let mut parts = Vec::new();
-        for api in ["/api/upstreams", "/api/registries", "/api/routes"] {
+        for api in ["/api/upstreams", "/api/registries", routes_path.as_str()] {
             match get(api).await {
                 Ok(body) => match serde_json::from_str::<Value>(&body) {
                     Ok(value) => parts.push(value),
@@ -64,15 +85,23 @@ pub fn run(admin: &str, token: Option<&str>) -> ExitCode {
             .ok()
             .and_then(|body| serde_json::from_str::<Value>(&body).ok())
             .unwrap_or(Value::Null);
-        tokio::time::sleep(RATE_INTERVAL.saturating_sub(started.elapsed())).await;
-        let second = get("/metrics").await;
-        let rates = match (first, second) {
-            (Ok(a), Ok(b)) => route_rates(
-                &RouteSample::parse(&a),
-                &RouteSample::parse(&b),
-                RATE_INTERVAL.as_secs_f64(),
-            ),
-            _ => BTreeMap::new(),
+        let rates = match server_rates(&parts[2]) {
+            Some(rates) => rates,
+            None => {
+                // An older gateway: two /metrics samples.
+                let first = get("/metrics").await;
+                let started = Instant::now();
+                tokio::time::sleep(RATE_INTERVAL.saturating_sub(started.elapsed())).await;
+                let second = get("/metrics").await;
+                match (first, second) {
+                    (Ok(a), Ok(b)) => route_rates(
+                        &RouteSample::parse(&a),
+                        &RouteSample::parse(&b),
+                        RATE_INTERVAL.as_secs_f64(),
+                    ),
+                    _ => BTreeMap::new(),
+                }
+            }
         };
         print!(
             "{}",
@@ -591,6 +620,21 @@ mod tests {
         for line in want {
             assert!(out.contains(line), "{line:?} not in\n{out}");
         }
+    }
+
+    #[test]
+    fn rates_from_the_server() {
+        let routes = serde_json::json!([
+            {"name": "a", "requests_per_second": 2.5, "error_ratio": 0.1, "p99_ms": 12.0},
+            {"name": "b", "requests_per_second": 0.0, "error_ratio": null, "p99_ms": null},
+        ]);
+        let rates = server_rates(&routes).unwrap();
+        assert_eq!(rates["a"].rate, 2.5);
+        assert_eq!(rates["a"].error_ratio, Some(0.1));
+        assert_eq!(rates["a"].p99, Some(0.012));
+        assert_eq!(rates["b"].p99, None);
+        // An older gateway's routes: no figures, the caller samples /metrics.
+        assert!(server_rates(&serde_json::json!([{"name": "a"}])).is_none());
     }
 
     #[test]
