@@ -1,9 +1,10 @@
 //! The admin dashboard at `/`: one self-contained HTML page (no build step, no external
-//! assets, works offline) whose small script reads the JSON API and `/metrics` every two
-//! seconds and redraws in place, without reloading the page.
+//! assets, works offline) whose small script reads the JSON API every two seconds and
+//! redraws in place, without reloading the page.
 //!
-//! It shows the routes with live request rates, p99 latency and 5xx share (from the
-//! differences between two `/metrics` samples, the same arithmetic as `switchyard status`);
+//! It shows the routes with live request rates, p99 latency and 5xx share over the last
+//! 10 seconds (computed by the gateway: `/api/routes?window=10s`, as `switchyard status`
+//! reads them); charts of the last 15 minutes (`/api/history`) and the event timeline;
 //! every upstream endpoint with its address, source registry and service, tier, health
 //! (overall, and its registry / active / passive inputs), staleness and requests in flight;
 //! the registries with their state, last update and last error; the fleet config source;

@@ -35,51 +35,13 @@ function ago(ts) {
   return s < 90 ? s.toFixed(0) + ' s ago' : s < 5400 ? (s / 60).toFixed(0) + ' min ago' : (s / 3600).toFixed(1) + ' h ago';
 }
 
-// === rates and p99 from /metrics deltas ===
-function parseMetrics(text) {
-  const routes = {};
-  for (const line of text.split('\n')) {
-    const m = /^(switchyard_requests_total|switchyard_request_duration_seconds_bucket)\{(.*)\} (\S+)$/.exec(line);
-    if (!m) continue;
-    const labels = {};
-    for (const l of m[2].matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]] = l[2].replace(/\\(.)/g, '$1');
-    const r = routes[labels.route] ??= {requests: 0, errors: 0, buckets: {}};
-    const v = Number(m[3]);
-    if (m[1] === 'switchyard_requests_total') { r.requests += v; if ((labels.code || '').startsWith('5')) r.errors += v; }
-    else r.buckets[labels.le] = v;
-  }
-  return {at: performance.now(), routes};
-}
-function quantile(q, buckets) {
-  const list = Object.entries(buckets).map(([le, n]) => [le === '+Inf' ? Infinity : Number(le), n]).sort((a, b) => a[0] - b[0]);
-  const total = list.length ? list[list.length - 1][1] : 0;
-  if (total <= 0) return null;
-  const rank = q * total;
-  let lower = [0, 0];
-  for (const [bound, count] of list) {
-    if (count >= rank) {
-      if (bound === Infinity) return lower[0];
-      const width = count - lower[1];
-      return lower[0] + (bound - lower[0]) * (width > 0 ? (rank - lower[1]) / width : 1);
-    }
-    lower = [bound, count];
-  }
-  return lower[0];
-}
-let previous = null;
-function rates(sample) {
+// === rates, p99 and 5xx share: computed by the gateway (/api/routes?window=) ===
+function rates(routes) {
   const out = {};
-  if (previous) {
-    const secs = Math.max(0.001, (sample.at - previous.at) / 1000);
-    for (const [name, now] of Object.entries(sample.routes)) {
-      const then = previous.routes[name] || {requests: 0, errors: 0, buckets: {}};
-      const n = Math.max(0, now.requests - then.requests);
-      const delta = {};
-      for (const [le, c] of Object.entries(now.buckets)) delta[le] = Math.max(0, c - (then.buckets[le] || 0));
-      out[name] = {rate: n / secs, errors: n ? Math.max(0, now.errors - then.errors) / n : null, p99: quantile(0.99, delta)};
-    }
+  for (const r of routes) {
+    if (r.requests_per_second == null) continue;
+    out[r.name] = {rate: r.requests_per_second, errors: r.error_ratio, p99: r.p99_ms == null ? null : r.p99_ms / 1000};
   }
-  previous = sample;
   return out;
 }
 
@@ -87,7 +49,7 @@ async function api(path) {
   const r = await fetch(path, opts);
   if (r.status === 401) throw new Error('the admin token is missing or wrong: open /?token=…');
   if (!r.ok) throw new Error(path + ': HTTP ' + r.status);
-  return path === '/metrics' ? r.text() : r.json();
+  return r.json();
 }
 
 function drawRoutes(routes, live) {
@@ -183,8 +145,8 @@ async function drawHistory() {
 }
 async function refresh() {
   try {
-    const [ups, regs, routes, metrics] = await Promise.all(['/api/upstreams', '/api/registries', '/api/routes', '/metrics'].map(api));
-    drawRoutes(routes, rates(parseMetrics(metrics)));
+    const [ups, regs, routes] = await Promise.all(['/api/upstreams', '/api/registries', '/api/routes?window=10s'].map(api));
+    drawRoutes(routes, rates(routes));
     drawUpstreams(ups);
     drawRegistries(regs);
     drawSource(await api('/api/config_source').catch(() => null));
