@@ -1,6 +1,7 @@
 //! The admin's history: `GET /api/routes?window=60s` carries each route's requests per
 //! second, p50/p90/p99 and 5xx ratio computed by the server, and `GET /api/history` the
-//! per-second samples and the event timeline the dashboard charts.
+//! per-second samples and the event timeline the dashboard charts; `GET /api/openapi.json`
+//! describes exactly the fields the gateway answers with.
 
 use std::time::Duration;
 
@@ -112,4 +113,74 @@ upstream = "failing"
         .clone();
     assert_eq!(last["upstreams"]["ok"]["healthy"], 1);
     assert!(history["events"].is_array());
+
+    // The OpenAPI document names every field a route entry has, and nothing it lacks.
+    let doc = gw.admin_json("/api/openapi.json").await;
+    assert!(
+        doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")),
+        "{doc}"
+    );
+    for path in [
+        "/api/routes",
+        "/api/history",
+        "/api/upstreams",
+        "/api/registries",
+    ] {
+        assert!(
+            doc["paths"][path]["get"].is_object(),
+            "{path} not documented"
+        );
+    }
+    let schemas = &doc["components"]["schemas"];
+    let mut documented = std::collections::BTreeSet::new();
+    collect_properties(&schemas["RouteEntry"], &mut documented);
+    let mut figures = std::collections::BTreeSet::new();
+    collect_properties(&schemas["RouteWindow"], &mut figures);
+    documented.extend(figures.iter().cloned());
+    println!("documented route fields: {documented:?}");
+    for entry in routes.as_array().unwrap() {
+        for key in entry.as_object().unwrap().keys() {
+            assert!(
+                documented.contains(key),
+                "{key} is not in the OpenAPI document"
+            );
+        }
+        for key in &figures {
+            assert!(
+                entry.get(key).is_some(),
+                "{key} documented but not answered: {entry}"
+            );
+        }
+    }
+    for key in [
+        "requests_per_second",
+        "p50_ms",
+        "p90_ms",
+        "p99_ms",
+        "error_ratio",
+    ] {
+        assert!(figures.contains(key), "{key} not documented");
+    }
+}
+
+/// The property names of a JSON Schema, through `allOf` and friends.
+fn collect_properties(schema: &serde_json::Value, out: &mut std::collections::BTreeSet<String>) {
+    match schema {
+        serde_json::Value::Object(map) => {
+            if let Some(serde_json::Value::Object(properties)) = map.get("properties") {
+                out.extend(properties.keys().cloned());
+            }
+            for (key, value) in map {
+                if key != "properties" {
+                    collect_properties(value, out);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                collect_properties(item, out);
+            }
+        }
+        _ => {}
+    }
 }

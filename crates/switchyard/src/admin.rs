@@ -90,6 +90,9 @@ async fn handle(app: &App, request: Request<Incoming>) -> AdminResponse {
             Ok(window) => json_response(StatusCode::OK, &routes_over(app, window)),
             Err(error) => json_response(StatusCode::BAD_REQUEST, &json!({ "error": error })),
         },
+        (&Method::GET, "/api/openapi.json") => {
+            json_response(StatusCode::OK, &crate::openapi::document())
+        }
         (&Method::GET, "/api/history") => match window(request.uri().query()) {
             Ok(window) => json_response(StatusCode::OK, &history(app, window)),
             Err(error) => json_response(StatusCode::BAD_REQUEST, &json!({ "error": error })),
@@ -122,8 +125,8 @@ async fn handle(app: &App, request: Request<Incoming>) -> AdminResponse {
         (
             _,
             "/healthz" | "/readyz" | "/metrics" | "/api/upstreams" | "/api/registries"
-            | "/api/routes" | "/api/history" | "/api/config_source" | "/api/reload" | "/api/stats"
-            | "/api/cache/purge" | "/",
+            | "/api/routes" | "/api/history" | "/api/openapi.json" | "/api/config_source"
+            | "/api/reload" | "/api/stats" | "/api/cache/purge" | "/",
         ) => json_response(
             StatusCode::METHOD_NOT_ALLOWED,
             &json!({"error": "method not allowed"}),

@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use switchyard_proxy::metrics::{RouteSample, BUCKETS};
 
 use crate::app::App;
@@ -38,12 +38,12 @@ pub struct Sample {
 }
 
 /// Something that changed between two samples.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Event {
     /// Seconds since the Unix epoch (the sample that saw it).
     pub at: f64,
     /// `registry` or `upstream`.
-    pub kind: &'static str,
+    pub kind: String,
     /// The registry's or upstream's name.
     pub name: String,
     /// The state (registry) or serving tier (upstream) before; `null` when new or none.
@@ -53,7 +53,7 @@ pub struct Event {
 }
 
 /// A route's figures over a window.
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct RouteWindow {
     /// The window the figures cover (shorter than asked while the process is younger).
     pub window_seconds: f64,
@@ -197,7 +197,7 @@ fn changes(previous: &Sample, next: &Sample) -> Vec<Event> {
         if before != Some(state) {
             events.push(Event {
                 at: next.at,
-                kind: "registry",
+                kind: "registry".into(),
                 name: name.clone(),
                 from: before.cloned(),
                 to: Some(state.clone()),
@@ -210,7 +210,7 @@ fn changes(previous: &Sample, next: &Sample) -> Vec<Event> {
             if before != tier {
                 events.push(Event {
                     at: next.at,
-                    kind: "upstream",
+                    kind: "upstream".into(),
                     name: name.clone(),
                     from: before.clone(),
                     to: tier.clone(),
@@ -338,7 +338,7 @@ mod tests {
         assert_eq!(events.len(), 2, "{events:?}");
         assert_eq!(
             (
-                events[0].kind,
+                events[0].kind.as_str(),
                 events[0].from.as_deref(),
                 events[0].to.as_deref()
             ),
@@ -346,7 +346,7 @@ mod tests {
         );
         assert_eq!(
             (
-                events[1].kind,
+                events[1].kind.as_str(),
                 events[1].from.as_deref(),
                 events[1].to.as_deref()
             ),

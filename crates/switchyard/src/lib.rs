@@ -14,6 +14,7 @@ pub mod dashboard;
 pub mod demo;
 pub mod fuzzing;
 pub mod history;
+pub mod openapi;
 pub mod plan;
 pub mod policy;
 pub mod status;

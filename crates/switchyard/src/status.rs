@@ -30,20 +30,25 @@ pub const RATE_INTERVAL: Duration = Duration::from_secs(1);
 /// The window of the figures `status` asks the gateway for.
 pub const STATUS_WINDOW: &str = "60s";
 
-/// The server's figures of each route in `/api/routes?window=`, when it carries them.
+/// The server's figures of each route in `/api/routes?window=`, read through the same
+/// type the gateway writes them with ([`RouteEntry`](crate::openapi::RouteEntry)); `None`
+/// for a gateway too old to carry them.
 pub fn server_rates(routes: &Value) -> Option<BTreeMap<String, RouteRate>> {
-    routes
-        .as_array()?
-        .iter()
-        .map(|r| {
-            let rate = RouteRate {
-                rate: r.get("requests_per_second")?.as_f64()?,
-                error_ratio: r["error_ratio"].as_f64(),
-                p99: r["p99_ms"].as_f64().map(|ms| ms / 1000.0),
-            };
-            Some((r["name"].as_str()?.to_owned(), rate))
-        })
-        .collect()
+    let entries: Vec<crate::openapi::RouteEntry> = serde_json::from_value(routes.clone()).ok()?;
+    Some(
+        entries
+            .into_iter()
+            .map(|entry| {
+                let figures = entry.figures;
+                let rate = RouteRate {
+                    rate: figures.requests_per_second,
+                    error_ratio: figures.error_ratio,
+                    p99: figures.p99_ms.map(|ms| ms / 1000.0),
+                };
+                (entry.name, rate)
+            })
+            .collect(),
+    )
 }
 
 /// Fetches and prints; exit 1 when the gateway cannot be reached.
@@ -624,9 +629,15 @@ mod tests {
 
     #[test]
     fn rates_from_the_server() {
-        let routes = serde_json::json!([
-            {"name": "a", "requests_per_second": 2.5, "error_ratio": 0.1, "p99_ms": 12.0},
-            {"name": "b", "requests_per_second": 0.0, "error_ratio": null, "p99_ms": null},
+        let entry = |name: &str, rps: f64, ratio: Value, p99: Value| {
+            serde_json::json!({"name": name, "host": null, "path_prefix": "/", "methods": [],
+                "headers": [], "upstream": "u", "strip_prefix": false, "timeout_ms": 30000,
+                "retries": 1, "window_seconds": 60.0, "requests_per_second": rps,
+                "p50_ms": p99, "p90_ms": p99, "p99_ms": p99, "error_ratio": ratio})
+        };
+        let routes = Value::Array(vec![
+            entry("a", 2.5, serde_json::json!(0.1), serde_json::json!(12.0)),
+            entry("b", 0.0, Value::Null, Value::Null),
         ]);
         let rates = server_rates(&routes).unwrap();
         assert_eq!(rates["a"].rate, 2.5);
