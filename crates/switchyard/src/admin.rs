@@ -293,27 +293,46 @@ fn window(query: Option<&str>) -> Result<Duration, String> {
 
 /// `GET /api/routes?window=60s`: every route, with its requests per second, p50/p90/p99
 /// (ms) and 5xx ratio over the window, computed from the history and the live counters.
+/// Written through [`RouteEntry`](crate::openapi::RouteEntry), the type `switchyard status`
+/// reads it with and the OpenAPI document describes.
 pub fn routes_over(app: &App, window: Duration) -> Value {
     let table = app.proxy.table();
     let now = crate::history::unix_now();
-    let figures: Vec<crate::history::RouteWindow> = table
+    let list: Vec<crate::openapi::RouteEntry> = table
         .route_metrics()
-        .map(|(spec, metrics)| {
-            app.history
-                .route_window(&spec.name, &metrics.sample(), now, window)
+        .map(|(r, metrics)| {
+            let (path, path_prefix) = match &r.matcher.path {
+                PathMatch::Exact(p) => (Some(p.clone()), None),
+                PathMatch::Prefix(p) => (None, Some(p.clone())),
+            };
+            crate::openapi::RouteEntry {
+                name: r.name.to_string(),
+                host: r.matcher.host.clone(),
+                path,
+                path_prefix,
+                methods: r
+                    .matcher
+                    .methods
+                    .iter()
+                    .map(|m| m.as_str().to_owned())
+                    .collect(),
+                headers: r
+                    .matcher
+                    .headers
+                    .iter()
+                    .map(|(n, _)| n.as_str().to_owned())
+                    .collect(),
+                upstream: r.upstream.to_string(),
+                strip_prefix: r.strip_prefix,
+                timeout_ms: r.timeout.as_millis() as u64,
+                retries: r.retries,
+                figures: app
+                    .history
+                    .route_window(&r.name, &metrics.sample(), now, window),
+            }
         })
         .collect();
-    let mut list = routes(app);
-    if let Some(list) = list.as_array_mut() {
-        for (route, figures) in list.iter_mut().zip(figures) {
-            if let (Some(route), Ok(Value::Object(more))) =
-                (route.as_object_mut(), serde_json::to_value(figures))
-            {
-                route.extend(more);
-            }
-        }
-    }
-    list
+    serde_json::to_value(list).unwrap_or_default()
 }
 
 /// `GET /api/history?window=15m`: per sample (one a second) each route's requests per
@@ -360,32 +379,6 @@ pub fn history(app: &App, window: Duration) -> Value {
         "samples": points,
         "events": app.history.events(),
     })
-}
-
-/// `GET /api/routes`.
-pub fn routes(app: &App) -> Value {
-    let table = app.proxy.table();
-    let list: Vec<Value> = table
-        .routes()
-        .map(|r| {
-            let (kind, path) = match &r.matcher.path {
-                PathMatch::Exact(p) => ("path", p),
-                PathMatch::Prefix(p) => ("path_prefix", p),
-            };
-            json!({
-                "name": &*r.name,
-                "host": r.matcher.host,
-                kind: path,
-                "methods": r.matcher.methods.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
-                "headers": r.matcher.headers.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
-                "upstream": &*r.upstream,
-                "strip_prefix": r.strip_prefix,
-                "timeout_ms": r.timeout.as_millis() as u64,
-                "retries": r.retries,
-            })
-        })
-        .collect();
-    Value::Array(list)
 }
 
 fn metrics(app: &App) -> AdminResponse {

@@ -21,9 +21,11 @@ pub struct RouteEntry {
     pub name: String,
     /// The `host` it matches (`null`: any).
     pub host: Option<String>,
-    /// The exact `path` it matches (routes with `path`).
+    /// The exact `path` it matches (only routes with `path` have the field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
-    /// The `path_prefix` it matches (routes with `path_prefix`).
+    /// The `path_prefix` it matches (only routes with `path_prefix` have the field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_prefix: Option<String>,
     /// The methods it matches (empty: any).
     pub methods: Vec<String>,
