@@ -25,6 +25,12 @@
 #   ROUNDS [1]  RATE [a fifth of the slowest proxy's saturation requests/s]
 #   RATE_DURATION [DURATION]
 #   RATE_CONNECTIONS [CONNECTIONS]  TARGETS ["direct switchyard nginx haproxy switchyard-default"]
+#            Tracing rows (not in the default list): switchyard-trace-1pct and
+#            switchyard-trace-100pct are the `switchyard` row (tracing off, access log off)
+#            plus [tracing] with sampler "ratio" at 0.01 and 1.0, exporting over OTLP/HTTP to
+#            integration-tests/otlp/receiver.py (target/otel-venv, scripts/install-deps.sh)
+#            on the load generator's cores; compare each with the `switchyard` row, e.g.
+#            TARGETS="switchyard switchyard-trace-1pct switchyard-trace-100pct" ROUNDS=3
 #   PIN [1: taskset when there are ≥ 2 cores]  SKIP_BUILD [0]  KEEP [0: keep the temp dir]
 #   SWITCHYARD [target/release/switchyard: the binary to measure]
 #   PROFILE [none: targets to sample with `perf record -e cpu-clock -g` during their
@@ -286,6 +292,18 @@ start_target() {
       printf '\n[log]\naccess = false\n' >>"$DIR/switchyard.toml"
       start_bg switchyard "$PROXY_CPUS" "$SWITCHYARD" --config "$DIR/switchyard.toml"
       ;;
+    switchyard-trace-1pct | switchyard-trace-100pct)
+      local ratio=1.0 python="$ROOT/target/otel-venv/bin/python"
+      [[ $t == switchyard-trace-1pct ]] && ratio=0.01
+      [[ -x $python ]] || die "$python missing: run scripts/install-deps.sh (the OTLP receiver's virtualenv)"
+      free_port
+      local collector=$FREE_PORT
+      start_bg "collector-$t" "$LOAD_CPUS" "$python" "$ROOT/integration-tests/otlp/receiver.py" "$collector" /dev/null
+      fill switchyard.toml.in "$DIR/$t.toml" "127.0.0.1:$port"
+      printf '\n[log]\naccess = false\n\n[tracing]\notlp_endpoint = "http://127.0.0.1:%s"\nsampler = "ratio"\nratio = %s\n' \
+        "$collector" "$ratio" >>"$DIR/$t.toml"
+      start_bg "$t" "$PROXY_CPUS" "$SWITCHYARD" --config "$DIR/$t.toml"
+      ;;
     switchyard-default)
       fill switchyard.toml.in "$DIR/switchyard-default.toml" "127.0.0.1:$port"
       # Its stdout is the access log: a real file, as nginx's would be.
@@ -303,7 +321,7 @@ start_target() {
       haproxy -q -c -f "$DIR/haproxy.cfg" >/dev/null || die "haproxy -c refused $DIR/haproxy.cfg"
       start_bg haproxy "$PROXY_CPUS" haproxy -db -f "$DIR/haproxy.cfg"
       ;;
-    *) die "unknown target $t (known: direct switchyard nginx haproxy switchyard-default)" ;;
+    *) die "unknown target $t (known: direct switchyard nginx haproxy switchyard-default switchyard-trace-1pct switchyard-trace-100pct)" ;;
   esac
   PID_OF[$t]=$LAST_PID
   wait_http "$t" "$LAST_PID" "http://127.0.0.1:$port/"

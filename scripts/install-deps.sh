@@ -14,6 +14,9 @@
 #   docker.io, docker-compose, debootstrap   the compose tests and the docker registry's
 #                              (an engine, Compose, the local base image); skipped where an
 #                              engine already answers with Compose (Docker Desktop)
+#   python3-venv               target/otel-venv: the OTLP receiver of the tracing tests
+#                              (opentelemetry-proto from PyPI)
+#   prometheus                 promtool, which checks the /metrics exposition in a test
 # Safe to run repeatedly; does nothing when everything is there.
 set -euo pipefail
 
@@ -40,6 +43,9 @@ fi
 docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need+=(iproute2)   # the docker registry tests' bridge
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v cargo-nextest >/dev/null 2>&1 || [ -x "$HOME/.cargo/bin/cargo-nextest" ] || NEXTEST_MISSING=1
 
 if [ ${#need[@]} -gt 0 ]; then
@@ -50,7 +56,7 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 # The packaged services must not hold the ports or files the tests use.
-for svc in etcd named bind9 redis-server; do
+for svc in etcd named bind9 redis-server prometheus; do
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
     systemctl stop "$svc" || true
   fi
@@ -79,5 +85,12 @@ if [ ! -e "$GRPC_VENV/.installed" ]; then
   echo "install-deps: making $GRPC_VENV (grpcio)"
   mkdir -p "$(dirname "$GRPC_VENV")"
   flock "$GRPC_VENV.lock" sh -c "[ -e '$GRPC_VENV/.installed' ] || { rm -rf '$GRPC_VENV' && python3 -m venv '$GRPC_VENV' && '$GRPC_VENV/bin/pip' install -q --disable-pip-version-check --only-binary=:all: -r '$(dirname "$0")/../integration-tests/grpc/requirements.txt' && touch '$GRPC_VENV/.installed'; }"
+fi
+# The tracing tests' OTLP receiver: the official generated OTLP classes from PyPI.
+venv="$(cd "$(dirname "$0")/.." && pwd)/target/otel-venv"
+if ! "$venv/bin/python" -c 'import opentelemetry.proto.collector.trace.v1.trace_service_pb2' >/dev/null 2>&1; then
+  echo "install-deps: creating $venv with opentelemetry-proto"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q opentelemetry-proto
 fi
 echo "install-deps: ok"

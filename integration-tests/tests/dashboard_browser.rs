@@ -5,7 +5,8 @@
 //! their source, health and staleness, the registries and the routes with a live request
 //! rate; an instance removed from its registry (a file registry) disappears from the page
 //! without a reload; the page fits a phone's width. Screenshots are saved as test artifacts:
-//! `target/test-artifacts/dashboard.png` and `dashboard-phone.png`.
+//! `target/test-artifacts/dashboard.png`, `dashboard-history.png` (the history charts) and
+//! `dashboard-phone.png`.
 //!
 //! Needs `apt-get install chromium chromium-driver fonts-dejavu-core` and `cargo build -p switchyard`.
 
@@ -353,6 +354,48 @@ upstream = "echo"
     println!("refreshes: {refreshes_before} before the removal, {refreshes_after} after");
     assert!(refreshes_after.as_f64() > refreshes_before.as_f64());
     traffic.await.unwrap();
+
+    // The history charts: inline SVG drawn from /api/history, offline, under the CSP.
+    eventually("the echo route's requests/s chart shows the traffic", Duration::from_secs(15), || async {
+        let max = browser
+            .run("const s = document.querySelector('#history tr[data-history-route=echo] svg.rps'); return s ? Number(s.dataset.max) : 0")
+            .await;
+        max.as_f64().is_some_and(|m| m > 0.01)
+    })
+    .await;
+    let charts = browser
+        .run("return [document.querySelectorAll('#history svg.rps').length, document.querySelectorAll('#history svg.lat').length, document.querySelectorAll('#history svg.err').length, document.querySelectorAll('#history tr[data-history-upstream] svg.ok').length, document.querySelectorAll('#history svg polyline').length, document.querySelector('#events table') ? 1 : 0]")
+        .await;
+    println!("charts (rps, p99, 5xx, healthy upstreams, lines, events table): {charts}");
+    let counts: Vec<u64> = charts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert!(
+        counts[0] >= 2 && counts[0] == counts[1] && counts[1] == counts[2],
+        "{counts:?}"
+    );
+    assert!(counts[3] >= 1, "no healthy-endpoints chart: {counts:?}");
+    assert_eq!(
+        counts[4],
+        3 * counts[0] + counts[3],
+        "one line per chart: {counts:?}"
+    );
+    assert_eq!(counts[5], 1, "no events table");
+    let healthy = browser
+        .run("const s = document.querySelector('#history tr[data-history-upstream=echo] svg.ok'); return s ? Number(s.dataset.max) : 0")
+        .await;
+    assert!(
+        healthy.as_f64().unwrap() >= 1.0,
+        "echo's healthy endpoints chart: {healthy}"
+    );
+    browser
+        .run("document.getElementById('history').scrollIntoView(); return null")
+        .await;
+    browser.screenshot("dashboard-history.png").await;
+    browser.run("window.scrollTo(0, 0); return null").await;
 
     browser.screenshot("dashboard.png").await;
 

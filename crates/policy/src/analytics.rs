@@ -10,7 +10,13 @@
 //!   minutes), from which p50/p95/p99 are read (within about ±12%).
 //!
 //! A series is one (route, consumer) pair; it lives as long as the process, across
-//! reloads. Recording takes one short lock on the series (its window) plus atomics.
+//! reloads. Recording takes no lock: it adds to cumulative atomic counters (the window's
+//! latency histogram included). The window keeps, per 10-second slot, a snapshot of those
+//! counters as they stood when the slot's first request came; a window's figures are the
+//! difference of two snapshots (or of a snapshot and the live counters). The first request
+//! of a slot takes the snapshot with `try_lock` — never waiting: if the lock is busy (a
+//! reader, or another request taking the same snapshot) the next request of the slot tries
+//! again. A request racing with the snapshot may be counted in the slot before its own.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write as _;
@@ -82,6 +88,20 @@ impl Totals {
         self.classes.iter().sum()
     }
 
+    /// `self - earlier`: what happened between two snapshots of the cumulative counters.
+    fn since(&self, earlier: &Totals) -> Totals {
+        let mut out = self.clone();
+        for (a, b) in out.classes.iter_mut().zip(earlier.classes) {
+            *a = a.saturating_sub(b);
+        }
+        out.bytes_in = out.bytes_in.saturating_sub(earlier.bytes_in);
+        out.bytes_out = out.bytes_out.saturating_sub(earlier.bytes_out);
+        for (a, b) in out.latency.iter_mut().zip(&earlier.latency) {
+            *a = a.saturating_sub(*b);
+        }
+        out
+    }
+
     fn add(&mut self, other: &Totals) {
         for (a, b) in self.classes.iter_mut().zip(other.classes) {
             *a += b;
@@ -129,6 +149,8 @@ impl Totals {
     }
 }
 
+/// The cumulative counters of a series as they stood when slot `index` began (its first
+/// request).
 struct Slot {
     index: u64,
     totals: Totals,
@@ -143,6 +165,11 @@ pub struct Series {
     bytes_out: AtomicU64,
     prom_buckets: [AtomicU64; PROM_BOUNDS.len()],
     sum_us: AtomicU64,
+    /// The window's log-scale latency histogram, cumulative.
+    latency: [AtomicU64; WINDOW_BUCKETS],
+    /// The newest slot snapshotted, plus one (0: none yet).
+    snapshotted: AtomicU64,
+    /// Snapshots at the start of each slot that had requests, oldest first.
     window: Mutex<VecDeque<Slot>>,
 }
 
@@ -156,6 +183,8 @@ impl Series {
             bytes_out: AtomicU64::new(0),
             prom_buckets: Default::default(),
             sum_us: AtomicU64::new(0),
+            latency: std::array::from_fn(|_| AtomicU64::new(0)),
+            snapshotted: AtomicU64::new(0),
             window: Mutex::new(VecDeque::new()),
         }
     }
@@ -164,8 +193,12 @@ impl Series {
         self.classes.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
 
-    /// Records one request in slot `slot`.
+    /// Records one request in slot `slot`: atomics only, and a snapshot (`try_lock`, never
+    /// waiting) when it is the slot's first request.
     fn record(&self, slot: u64, status: u16, bytes_in: u64, bytes_out: u64, latency: Duration) {
+        if self.snapshotted.load(Ordering::Acquire) <= slot {
+            self.snapshot(slot);
+        }
         let class = class_index(status);
         self.classes[class].fetch_add(1, Ordering::Relaxed);
         self.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
@@ -176,34 +209,51 @@ impl Series {
         if let Some(i) = PROM_BOUNDS.iter().position(|b| seconds <= *b) {
             self.prom_buckets[i].fetch_add(1, Ordering::Relaxed);
         }
-        let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        self.latency[window_bucket(latency)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Keeps the counters as they stand as slot `slot`'s start, unless the lock is busy.
+    fn snapshot(&self, slot: u64) {
+        let Ok(mut window) = self.window.try_lock() else {
+            return;
+        };
+        if self.snapshotted.load(Ordering::Acquire) > slot {
+            return;
+        }
         while window.front().is_some_and(|s| s.index + SLOTS_KEPT <= slot) {
             window.pop_front();
         }
-        if window.back().is_none_or(|s| s.index != slot) {
-            window.push_back(Slot {
-                index: slot,
-                totals: Totals {
-                    latency: vec![0; WINDOW_BUCKETS],
-                    ..Totals::default()
-                },
-            });
-        }
-        let totals = &mut window.back_mut().expect("just pushed").totals;
-        totals.classes[class] += 1;
-        totals.bytes_in += bytes_in;
-        totals.bytes_out += bytes_out;
-        totals.latency[window_bucket(latency)] += 1;
+        window.push_back(Slot {
+            index: slot,
+            totals: self.cumulative(),
+        });
+        self.snapshotted.store(slot + 1, Ordering::Release);
     }
 
-    /// The totals of slots `from..=to`.
-    fn totals(&self, from: u64, to: u64) -> Totals {
-        let window = self.window.lock().unwrap_or_else(|p| p.into_inner());
-        let mut totals = Totals::default();
-        for slot in window.iter().filter(|s| s.index >= from && s.index <= to) {
-            totals.add(&slot.totals);
+    /// The cumulative counters now.
+    fn cumulative(&self) -> Totals {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Totals {
+            classes: std::array::from_fn(|i| load(&self.classes[i])),
+            bytes_in: load(&self.bytes_in),
+            bytes_out: load(&self.bytes_out),
+            latency: self.latency.iter().map(load).collect(),
         }
-        totals
+    }
+
+    /// The totals of slots `from..=to`: the counters at the start of slot `to + 1` (now,
+    /// when no later slot had requests) less those at the start of slot `from` (the first
+    /// snapshot at or after it: no request came between).
+    fn totals(&self, from: u64, to: u64) -> Totals {
+        let now = self.cumulative();
+        let window = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        let at = |slot: u64| {
+            window
+                .iter()
+                .find(|s| s.index >= slot)
+                .map_or(&now, |s| &s.totals)
+        };
+        at(to.saturating_add(1)).since(at(from))
     }
 }
 
@@ -544,6 +594,26 @@ mod tests {
         assert!(out.contains("switchyard_usage_duration_seconds_count{route=\"orders\",consumer=\"alice\"} 101\n"), "{out}");
         assert!(out.contains("switchyard_usage_duration_seconds_bucket{route=\"orders\",consumer=\"alice\",le=\"0.05\"} 51\n"), "{out}");
         assert!(!out.contains("quiet"));
+    }
+
+    #[test]
+    fn recording_never_waits_for_the_window_lock() {
+        let analytics = Analytics::default();
+        let series = analytics.series("r", "");
+        series.record(0, 200, 0, 1, Duration::from_millis(1));
+        {
+            // A reader holds the window: the first request of slot 5 records anyway (it
+            // would deadlock here if it waited, the lock being this thread's).
+            let _held = series.window.lock().unwrap();
+            series.record(5, 500, 0, 1, Duration::from_millis(1));
+            assert_eq!(series.count(), 2);
+        }
+        // The slot's next request takes the snapshot: slot 5 holds that one request, and
+        // the one recorded while the lock was held counts in the slot before.
+        series.record(5, 200, 0, 1, Duration::from_millis(1));
+        assert_eq!(series.totals(5, 5).requests(), 1);
+        assert_eq!(series.totals(0, 4).requests(), 2);
+        assert_eq!(series.totals(0, 5).classes, [0, 2, 0, 0, 1]);
     }
 
     #[test]

@@ -227,6 +227,9 @@ pub struct Entry {
     pub client_ip: HeaderValue,
     /// A gRPC call's final status (`grpc_status` in the line, only for gRPC calls).
     pub grpc_status: Option<u16>,
+    /// The request's trace and SERVER span ids, when tracing is on (`trace_id`, `span_id`:
+    /// present only then).
+    pub trace: Option<crate::trace::TraceIds>,
 }
 
 impl Completion for Entry {
@@ -283,6 +286,13 @@ impl Entry {
         if let Some(code) = self.grpc_status {
             line.extend_from_slice(b",\"grpc_status\":");
             write_u64(line, u64::from(code));
+        }
+        if let Some(trace) = &self.trace {
+            let _ = write!(
+                line,
+                ",\"trace_id\":\"{:032x}\",\"span_id\":\"{:016x}\"",
+                trace.trace_id, trace.span_id
+            );
         }
         line.extend_from_slice(b"}\n");
     }
@@ -469,6 +479,7 @@ mod tests {
             endpoint: Some("127.0.0.1:8080".parse().unwrap()),
             client_ip: HeaderValue::from_static("::1"),
             grpc_status: None,
+            trace: None,
         })
     }
 
@@ -484,6 +495,11 @@ mod tests {
         let mut e = entry(&log, "/b?q=1");
         e.endpoint = None;
         e.status = 503;
+        e.trace = Some(crate::trace::TraceIds {
+            trace_id: opentelemetry::trace::TraceId::from_hex("0af7651916cd43dd8448eb211c80319c")
+                .unwrap(),
+            span_id: opentelemetry::trace::SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+        });
         e.complete(0);
         log.close();
         let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
@@ -506,6 +522,9 @@ mod tests {
         assert_eq!(lines[1]["path"], "/b?q=1");
         assert_eq!(lines[1]["endpoint"], serde_json::Value::Null);
         assert_eq!(lines[1]["status"], 503);
+        assert_eq!(lines[1]["trace_id"], "0af7651916cd43dd8448eb211c80319c");
+        assert_eq!(lines[1]["span_id"], "00f067aa0ba902b7");
+        assert!(v.get("trace_id").is_none(), "no trace, no trace_id: {v}");
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! - [`head_guard`]: strict HTTP/1 request framing in front of hyper (request smuggling → 400).
 //! - [`tls`], [`upstream_tls`]: TLS termination on listeners; TLS to endpoints.
 //! - [`metrics`], [`access_log`]: lock-free counters and the JSON access log.
+//! - [`trace`]: OpenTelemetry SERVER and CLIENT spans and trace header propagation.
 //!
 //! Invariant: the request path takes no lock that another request contends for. It loads the
 //! route table and the upstream snapshot with one atomic load each; counters are atomics; an
@@ -45,6 +46,7 @@ pub mod proxy;
 pub mod router;
 pub mod server;
 pub mod tls;
+pub mod trace;
 pub mod upgrade;
 pub mod upstream_tls;
 

@@ -131,6 +131,23 @@ impl RouteMetrics {
         self.other_codes.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The counters as they stand: requests, 5xx answers, and the duration histogram's
+    /// (non-cumulative) bucket counts, for the admin's history (read off the request path).
+    pub fn sample(&self) -> RouteSample {
+        let server_errors = self
+            .codes
+            .iter()
+            .map(|slot| slot.load(Ordering::Relaxed))
+            .filter(|&slot| (500..600).contains(&slot_code(slot)))
+            .map(|slot| slot & COUNT_MASK)
+            .sum();
+        RouteSample {
+            requests: self.count.load(Ordering::Relaxed),
+            server_errors,
+            buckets: std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)),
+        }
+    }
+
     /// Requests counted so far with `status`.
     pub fn requests_with(&self, status: u16) -> u64 {
         self.codes
@@ -190,6 +207,18 @@ impl RouteMetrics {
             "switchyard_request_duration_seconds_count{{route=\"{route}\"}} {count}"
         );
     }
+}
+
+/// A route's counters at one moment ([`RouteMetrics::sample`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouteSample {
+    /// Requests answered.
+    pub requests: u64,
+    /// Of which with a 5xx status.
+    pub server_errors: u64,
+    /// Requests per [`BUCKETS`] bound (each counts its own range; slower than the last
+    /// bound are not in any).
+    pub buckets: [u64; BUCKETS.len()],
 }
 
 /// Escapes a Prometheus label value.

@@ -32,6 +32,7 @@ use crate::path::{self, Normalized, PathNormalization};
 use crate::protocol::{UpstreamProtocol, Wire};
 use crate::router::{PathMatch, RouteMatch, Router};
 use crate::upgrade::Offer;
+use crate::trace::{RequestTracer, ServerSpan};
 use crate::upstream_tls::UpstreamTls;
 
 /// What a consistent-hash upstream hashes on.
@@ -210,6 +211,11 @@ impl Table {
         }
     }
 
+    /// Every route's name and metrics, in config order.
+    pub fn route_metrics(&self) -> impl Iterator<Item = (&RouteSpec, &Arc<RouteMetrics>)> {
+        self.routes.iter().map(|r| (&r.spec, &r.metrics))
+    }
+
     /// Every route's spec, in config order.
     pub fn routes(&self) -> impl Iterator<Item = &RouteSpec> {
         self.routes.iter().map(|r| &r.spec)
@@ -293,6 +299,8 @@ pub struct Proxy {
     access_log: Option<AccessLog>,
     settings: ProxySettings,
     in_flight: AtomicUsize,
+    /// OpenTelemetry spans (`[tracing]`); `None` (tracing off) costs a request one branch.
+    tracer: Option<Arc<RequestTracer>>,
 }
 
 /// The other end of a client connection, worked out once per connection.
@@ -345,7 +353,15 @@ impl Proxy {
             access_log,
             settings: settings.clone(),
             in_flight: AtomicUsize::new(0),
+            tracer: None,
         }
+    }
+
+    /// Traces every request with `tracer` (set once, before serving).
+    #[must_use]
+    pub fn with_tracer(mut self, tracer: Option<Arc<RequestTracer>>) -> Self {
+        self.tracer = tracer;
+        self
     }
 
     /// The upstream client (its pools), for tests and diagnostics.
@@ -399,6 +415,10 @@ impl Proxy {
         let mut answered = None;
         let upgrade_asked;
         let http1 = request.version() < http::Version::HTTP_2;
+        let mut span = self
+            .tracer
+            .as_ref()
+            .map(|tracer| tracer.start(&request, peer));
         let refused =
             if self.settings.max_in_flight != 0 && in_flight >= self.settings.max_in_flight {
                 Some(ProxyError::Overloaded)
@@ -459,6 +479,7 @@ impl Proxy {
             endpoint: None,
             client_ip: peer.ip.clone(),
             grpc_status: None,
+            trace: None,
         });
         // gRPC-Web calls get the gateway's errors in gRPC form too (trailers-only).
         let grpc =
@@ -480,10 +501,14 @@ impl Proxy {
             }
             Some(index) => {
                 let route = &table.routes[index];
+                if let Some(span) = &mut span {
+                    span.route(&route.spec.name, &route.spec.upstream);
+                }
                 let (response, endpoint) = if route.spec.filters.is_empty() {
-                    self.forward_answer(route, request, peer, &id, grpc).await
+                    self.forward_answer(route, request, peer, &id, grpc, span.as_mut())
+                        .await
                 } else {
-                    self.forward_filtered(route, request, peer, &id, start, grpc)
+                    self.forward_filtered(route, request, peer, &id, start, grpc, span.as_mut())
                         .await
                 };
                 (response, route.metrics.clone(), endpoint)
@@ -497,6 +522,15 @@ impl Proxy {
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
+        let trace = span.map(|span| {
+            let ids = span.ids();
+            span.finish(response.status().as_u16());
+            ids
+        });
+        let log = log.map(|mut entry| {
+            entry.trace = trace;
+            entry
+        });
         if grpc {
             return grpc_completion(response, metrics, log, found.is_some(), endpoint);
         }
@@ -520,10 +554,11 @@ impl Proxy {
         peer: &Peer,
         id: &RequestId,
         grpc: bool,
+        span: Option<&mut ServerSpan>,
     ) -> (Response<ProxyBody>, Option<SocketAddr>) {
         let forwarded = {
             let (parts, body) = request.into_parts();
-            self.forward(route, parts, body, peer, None, id)
+            self.forward(route, parts, body, peer, None, id, span)
         }
         .await;
         match forwarded {
@@ -541,6 +576,7 @@ impl Proxy {
         id: &RequestId,
         start: Instant,
         grpc: bool,
+        mut span: Option<&mut ServerSpan>,
     ) -> (Response<ProxyBody>, Option<SocketAddr>) {
         let request_id = &id.value;
         let (mut parts, body) = request.into_parts();
@@ -564,12 +600,15 @@ impl Proxy {
                 break;
             }
         }
+        if let (Some(span), Some(consumer)) = (span.as_deref_mut(), &ctx.consumer) {
+            span.consumer(consumer);
+        }
         let (mut response, endpoint) = match answered {
             // A policy's own answer (401, 403, 429, ...) in gRPC's form for a gRPC call.
             Some(response) if grpc => (grpc::translate(response, request_id), None),
             Some(response) => (response, None),
             None => match self
-                .forward(route, parts, body, peer, original_host, id)
+                .forward(route, parts, body, peer, original_host, id, span)
                 .await
             {
                 Ok((response, endpoint)) => (response, Some(endpoint)),
@@ -584,7 +623,8 @@ impl Proxy {
 
     /// Sends `request` to an endpoint of the route's upstream, retrying idempotent
     /// body-less requests on another endpoint when the first attempt fails before any
-    /// response arrived.
+    /// response arrived. Each attempt is a CLIENT span of `span`, when traced.
+    #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
         route: &Route,
@@ -593,6 +633,7 @@ impl Proxy {
         peer: &Peer,
         original_host: Option<HeaderValue>,
         id: &RequestId,
+        mut span: Option<&mut ServerSpan>,
     ) -> Result<(Response<ProxyBody>, SocketAddr), (ProxyError, Option<SocketAddr>)> {
         let request_id = &id.value;
         let client = peer.address;
@@ -736,6 +777,7 @@ impl Proxy {
             endpoint.stats.start();
             let tls = route.options.tls.as_deref();
             let upgrade = client_upgrade.is_some();
+            let mut attempt_span = None;
             // The request and the exchange future are made inside this block so that their
             // storage is scoped to it: a local still in scope at a later `await` keeps its
             // own slot in this function's future, and every request's future is moved into
@@ -761,6 +803,9 @@ impl Proxy {
                             .headers_mut()
                             .insert(header::HOST, authority);
                     }
+                }
+                if let Some(span) = span.as_deref_mut() {
+                    attempt_span = Some(span.attempt(endpoint, upstream_request.headers_mut()));
                 }
                 let client = &self.client;
                 let wire = route.options.protocol.wire(endpoint.endpoint.metadata());
@@ -795,6 +840,9 @@ impl Proxy {
             endpoint.stats.finish(started.elapsed());
             let error = match result {
                 Ok(Ok(response)) => {
+                    if let Some(attempt) = attempt_span {
+                        attempt.answered(response.status().as_u16());
+                    }
                     // A trailers-only gRPC status listed in `retry_on`: another endpoint.
                     let retry_status = buffered.is_some()
                         && retries_left > 0
@@ -850,13 +898,20 @@ impl Proxy {
                         Some(BodyLimit::Broken) => return Err((ProxyError::BadRequest, None)),
                         None => {}
                     }
-                    if error.is_connect() {
-                        ProxyError::Connect
+                    let (error, kind) = if error.is_connect() {
+                        (ProxyError::Connect, "connect_failure")
                     } else {
-                        ProxyError::Upstream
+                        (ProxyError::Upstream, "upstream_failure")
+                    };
+                    if let Some(attempt) = attempt_span {
+                        attempt.failed(kind);
                     }
+                    error
                 }
                 Err(_elapsed) => {
+                    if let Some(attempt) = attempt_span {
+                        attempt.failed("timeout");
+                    }
                     self.record_failure(route, endpoint);
                     return Err((ProxyError::Timeout, Some(address)));
                 }

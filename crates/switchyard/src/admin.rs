@@ -6,6 +6,7 @@ use std::fmt::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
@@ -85,7 +86,17 @@ async fn handle(app: &App, request: Request<Incoming>) -> AdminResponse {
         (&Method::GET, "/metrics") => metrics(app),
         (&Method::GET, "/api/upstreams") => json_response(StatusCode::OK, &upstreams(app)),
         (&Method::GET, "/api/registries") => json_response(StatusCode::OK, &registries(app)),
-        (&Method::GET, "/api/routes") => json_response(StatusCode::OK, &routes(app)),
+        (&Method::GET, "/api/routes") => match window(request.uri().query()) {
+            Ok(window) => json_response(StatusCode::OK, &routes_over(app, window)),
+            Err(error) => json_response(StatusCode::BAD_REQUEST, &json!({ "error": error })),
+        },
+        (&Method::GET, "/api/openapi.json") => {
+            json_response(StatusCode::OK, &crate::openapi::document())
+        }
+        (&Method::GET, "/api/history") => match window(request.uri().query()) {
+            Ok(window) => json_response(StatusCode::OK, &history(app, window)),
+            Err(error) => json_response(StatusCode::BAD_REQUEST, &json!({ "error": error })),
+        },
         (&Method::GET, "/api/config_source") => {
             json_response(StatusCode::OK, &app.config_source.to_json())
         }
@@ -114,8 +125,8 @@ async fn handle(app: &App, request: Request<Incoming>) -> AdminResponse {
         (
             _,
             "/healthz" | "/readyz" | "/metrics" | "/api/upstreams" | "/api/registries"
-            | "/api/routes" | "/api/config_source" | "/api/reload" | "/api/stats"
-            | "/api/cache/purge" | "/",
+            | "/api/routes" | "/api/history" | "/api/openapi.json" | "/api/config_source"
+            | "/api/reload" | "/api/stats" | "/api/cache/purge" | "/",
         ) => json_response(
             StatusCode::METHOD_NOT_ALLOWED,
             &json!({"error": "method not allowed"}),
@@ -282,30 +293,110 @@ pub fn registries(app: &App) -> Value {
     Value::Array(list)
 }
 
-/// `GET /api/routes`.
-pub fn routes(app: &App) -> Value {
+/// The `window` of a query (`?window=60s`, humantime), default 60 s, 1 s to 15 min.
+fn window(query: Option<&str>) -> Result<Duration, String> {
+    let given = query
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == "window")
+        .map(|(_, value)| value);
+    match given {
+        None => Ok(Duration::from_secs(60)),
+        Some(text) => humantime::parse_duration(text)
+            .map(|w| w.clamp(Duration::from_secs(1), Duration::from_secs(900)))
+            .map_err(|e| format!("window: {e} (e.g. window=60s, at most 15m)")),
+    }
+}
+
+/// `GET /api/routes?window=60s`: every route, with its requests per second, p50/p90/p99
+/// (ms) and 5xx ratio over the window, computed from the history and the live counters.
+/// Written through [`RouteEntry`](crate::openapi::RouteEntry), the type `switchyard status`
+/// reads it with and the OpenAPI document describes.
+pub fn routes_over(app: &App, window: Duration) -> Value {
     let table = app.proxy.table();
-    let list: Vec<Value> = table
-        .routes()
-        .map(|r| {
-            let (kind, path) = match &r.matcher.path {
-                PathMatch::Exact(p) => ("path", p),
-                PathMatch::Prefix(p) => ("path_prefix", p),
+    let now = crate::history::unix_now();
+    let list: Vec<crate::openapi::RouteEntry> = table
+        .route_metrics()
+        .map(|(r, metrics)| {
+            let (path, path_prefix) = match &r.matcher.path {
+                PathMatch::Exact(p) => (Some(p.clone()), None),
+                PathMatch::Prefix(p) => (None, Some(p.clone())),
             };
-            json!({
-                "name": &*r.name,
-                "host": r.matcher.host,
-                kind: path,
-                "methods": r.matcher.methods.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
-                "headers": r.matcher.headers.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
-                "upstream": &*r.upstream,
-                "strip_prefix": r.strip_prefix,
-                "timeout_ms": r.timeout.as_millis() as u64,
-                "retries": r.retries,
-            })
+            crate::openapi::RouteEntry {
+                name: r.name.to_string(),
+                host: r.matcher.host.clone(),
+                path,
+                path_prefix,
+                methods: r
+                    .matcher
+                    .methods
+                    .iter()
+                    .map(|m| m.as_str().to_owned())
+                    .collect(),
+                headers: r
+                    .matcher
+                    .headers
+                    .iter()
+                    .map(|(n, _)| n.as_str().to_owned())
+                    .collect(),
+                upstream: r.upstream.to_string(),
+                strip_prefix: r.strip_prefix,
+                timeout_ms: r.timeout.as_millis() as u64,
+                retries: r.retries,
+                figures: app
+                    .history
+                    .route_window(&r.name, &metrics.sample(), now, window),
+            }
         })
         .collect();
-    Value::Array(list)
+    serde_json::to_value(list).unwrap_or_default()
+}
+
+/// `GET /api/history?window=15m`: per sample (one a second) each route's requests per
+/// second, p99 (ms) and 5xx ratio since the previous sample, each upstream's healthy
+/// endpoints; and the event timeline (registry states, upstream tiers).
+pub fn history(app: &App, window: Duration) -> Value {
+    let samples = app
+        .history
+        .samples_since(crate::history::unix_now() - window.as_secs_f64());
+    let points: Vec<Value> = samples
+        .windows(2)
+        .map(|pair| {
+            let (before, after) = (&pair[0], &pair[1]);
+            let seconds = after.at - before.at;
+            let routes: serde_json::Map<String, Value> = after
+                .routes
+                .iter()
+                .map(|(name, now)| {
+                    let then = before
+                        .routes
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map(|(_, s)| *s)
+                        .unwrap_or_default();
+                    let f = crate::history::figures(&then, now, seconds);
+                    (
+                        name.to_string(),
+                        json!({"rps": f.requests_per_second, "p99_ms": f.p99_ms, "error_ratio": f.error_ratio}),
+                    )
+                })
+                .collect();
+            let upstreams: serde_json::Map<String, Value> = after
+                .upstreams
+                .iter()
+                .map(|(name, healthy, total, tier)| {
+                    (name.clone(), json!({"healthy": healthy, "endpoints": total, "tier": tier}))
+                })
+                .collect();
+            json!({"at": after.at, "routes": routes, "upstreams": upstreams})
+        })
+        .collect();
+    json!({
+        "interval_seconds": crate::history::INTERVAL.as_secs(),
+        "samples": points,
+        "events": app.history.events(),
+    })
 }
 
 fn metrics(app: &App) -> AdminResponse {
@@ -390,6 +481,7 @@ fn metrics(app: &App) -> AdminResponse {
         app.reload_failures.load(Ordering::Relaxed),
     );
     app.config_source.render_metrics(&mut out);
+    crate::telemetry::render_metrics(&mut out);
     let _ = writeln!(
         out,
         "# HELP switchyard_uptime_seconds Seconds since the process started.\n# TYPE switchyard_uptime_seconds gauge\nswitchyard_uptime_seconds {}",

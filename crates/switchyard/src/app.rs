@@ -51,6 +51,8 @@ pub struct App {
     pub config_source: Arc<config_source::Status>,
     /// The TLS listener's certificates, reloaded with the config.
     pub tls: Option<switchyard_proxy::tls::TlsConfig>,
+    /// The last 15 minutes, sampled each second (the dashboard's charts, windowed rates).
+    pub history: crate::history::History,
 }
 
 impl App {
@@ -100,7 +102,12 @@ impl App {
                 .map_err(|error| tracing::error!("TLS: {error}"))
                 .ok()
         });
-        let proxy = Arc::new(Proxy::new(table, &settings, access_log));
+        let tracer = plan.config.tracing.as_ref().and_then(|tracing| {
+            crate::telemetry::start(tracing)
+                .map_err(|error| tracing::error!("running without tracing: {error}"))
+                .ok()
+        });
+        let proxy = Arc::new(Proxy::new(table, &settings, access_log).with_tracer(tracer));
         let source_status = config_source::Status::new(plan.config.config_source.as_ref());
         let app = Arc::new(App {
             config_source: Arc::new(source_status),
@@ -117,11 +124,13 @@ impl App {
             reloading: tokio::sync::Mutex::new(()),
             state,
             tls,
+            history: crate::history::History::default(),
         });
         if let Some(source) = app.with_current(|c| c.config.config_source.clone()) {
             let base_dir = base_dir(&app.config_path).to_path_buf();
             watcher::spawn(source, base_dir, app.config_source.clone(), app.clone());
         }
+        crate::history::spawn(Arc::downgrade(&app));
         app
     }
 
@@ -248,6 +257,7 @@ fn warn_restart_only(old: &Config, new: &Config) {
         ("admin.listen", old.admin.listen != new.admin.listen),
         ("log", old.log != new.log),
         ("state", old.state != new.state),
+        ("tracing", old.tracing != new.tracing),
         ("server timeouts and pool", {
             let (a, b) = (&old.server, &new.server);
             a.connect_timeout != b.connect_timeout

@@ -633,6 +633,8 @@ pub struct Config {
     pub policy_sections: BTreeMap<String, serde_json::Value>,
     /// `[config_source]`: fleet config in etcd, when set (see `config_source`).
     pub config_source: Option<crate::config_source::ConfigSource>,
+    /// `[tracing]`: OpenTelemetry traces, when set.
+    pub tracing: Option<crate::telemetry::TracingConfig>,
 }
 
 /// One `[registries.NAME]` table: its type and its backend-specific settings.
@@ -663,6 +665,8 @@ struct RawConfig {
     routes: Vec<serde_json::Value>,
     #[serde(default)]
     config_source: Option<serde_json::Value>,
+    #[serde(default)]
+    tracing: Option<serde_json::Value>,
 }
 
 /// Reads `path` (format from its extension) with environment overrides applied.
@@ -831,7 +835,14 @@ pub fn decode(value: &serde_json::Value) -> (Config, Vec<ConfigIssue>) {
             .ok()
     });
 
+    let tracing = raw.tracing.and_then(|value| {
+        crate::telemetry::config::decode(&value)
+            .map_err(|more| issues.extend(more))
+            .ok()
+    });
+
     let config = Config {
+        tracing,
         config_source,
         state,
         policy_sections,

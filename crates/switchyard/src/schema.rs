@@ -53,6 +53,7 @@ pub fn config_schema(catalog: &Catalog) -> Value {
                 "additionalProperties": {"oneOf": registries(catalog, &mut generator)},
             }),
             "config_source" => config_source(catalog, &mut generator),
+            "tracing" => of::<crate::telemetry::TracingConfig>(&mut generator),
             // A section added to `RawConfig` without a typed schema here: any table, and the
             // docs test says which (`schema_describes_every_section`).
             _ => json!({"type": "object", "x-undescribed": true}),

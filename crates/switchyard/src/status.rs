@@ -3,10 +3,12 @@
 //! API, the same tables as the dashboard. Also the start-up lines that say when each
 //! registry finished its first sync.
 //!
-//! Rates and p99 come from two `/metrics` samples one second apart: the difference of
-//! `switchyard_requests_total` per route, and the p99 of the difference of the
-//! `switchyard_request_duration_seconds` histogram (linear within a bucket, as Prometheus'
-//! `histogram_quantile` does). The dashboard computes the same from its own samples.
+//! Rates, p99 and the 5xx share come from the gateway itself: `GET /api/routes?window=60s`
+//! carries them per route, computed by the server from its history ([`STATUS_WINDOW`]). A
+//! gateway too old to carry them gets the former arithmetic: two `/metrics` samples one
+//! second apart, the difference of `switchyard_requests_total` per route, and the p99 of the
+//! difference of the `switchyard_request_duration_seconds` histogram (linear within a
+//! bucket, as Prometheus' `histogram_quantile` does).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
@@ -21,8 +23,33 @@ use switchyard_upstream::RegistryState;
 
 use crate::app::App;
 
-/// The time between the two `/metrics` samples that rates are computed from.
+/// The time between the two `/metrics` samples that rates are computed from (gateways
+/// without windowed figures in `/api/routes`).
 pub const RATE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The window of the figures `status` asks the gateway for.
+pub const STATUS_WINDOW: &str = "60s";
+
+/// The server's figures of each route in `/api/routes?window=`, read through the same
+/// type the gateway writes them with ([`RouteEntry`](crate::openapi::RouteEntry)); `None`
+/// for a gateway too old to carry them.
+pub fn server_rates(routes: &Value) -> Option<BTreeMap<String, RouteRate>> {
+    let entries: Vec<crate::openapi::RouteEntry> = serde_json::from_value(routes.clone()).ok()?;
+    Some(
+        entries
+            .into_iter()
+            .map(|entry| {
+                let figures = entry.figures;
+                let rate = RouteRate {
+                    rate: figures.requests_per_second,
+                    error_ratio: figures.error_ratio,
+                    p99: figures.p99_ms.map(|ms| ms / 1000.0),
+                };
+                (entry.name, rate)
+            })
+            .collect(),
+    )
+}
 
 /// Fetches and prints; exit 1 when the gateway cannot be reached.
 pub fn run(admin: &str, token: Option<&str>) -> ExitCode {
@@ -32,7 +59,7 @@ pub fn run(admin: &str, token: Option<&str>) -> ExitCode {
         .expect("runtime");
     runtime.block_on(async {
         let base = admin.trim_end_matches('/');
-        let get = |path: &'static str| {
+        let get = |path: &str| {
             let url = format!("{base}{path}");
             async move {
                 fetch(&url, token)
@@ -40,10 +67,9 @@ pub fn run(admin: &str, token: Option<&str>) -> ExitCode {
                     .map_err(|error| format!("switchyard status: {url}: {error}"))
             }
         };
-        let first = get("/metrics").await;
-        let started = Instant::now();
+        let routes_path = format!("/api/routes?window={STATUS_WINDOW}");
         let mut parts = Vec::new();
-        for api in ["/api/upstreams", "/api/registries", "/api/routes"] {
+        for api in ["/api/upstreams", "/api/registries", routes_path.as_str()] {
             match get(api).await {
                 Ok(body) => match serde_json::from_str::<Value>(&body) {
                     Ok(value) => parts.push(value),
@@ -64,15 +90,23 @@ pub fn run(admin: &str, token: Option<&str>) -> ExitCode {
             .ok()
             .and_then(|body| serde_json::from_str::<Value>(&body).ok())
             .unwrap_or(Value::Null);
-        tokio::time::sleep(RATE_INTERVAL.saturating_sub(started.elapsed())).await;
-        let second = get("/metrics").await;
-        let rates = match (first, second) {
-            (Ok(a), Ok(b)) => route_rates(
-                &RouteSample::parse(&a),
-                &RouteSample::parse(&b),
-                RATE_INTERVAL.as_secs_f64(),
-            ),
-            _ => BTreeMap::new(),
+        let rates = match server_rates(&parts[2]) {
+            Some(rates) => rates,
+            None => {
+                // An older gateway: two /metrics samples.
+                let first = get("/metrics").await;
+                let started = Instant::now();
+                tokio::time::sleep(RATE_INTERVAL.saturating_sub(started.elapsed())).await;
+                let second = get("/metrics").await;
+                match (first, second) {
+                    (Ok(a), Ok(b)) => route_rates(
+                        &RouteSample::parse(&a),
+                        &RouteSample::parse(&b),
+                        RATE_INTERVAL.as_secs_f64(),
+                    ),
+                    _ => BTreeMap::new(),
+                }
+            }
         };
         print!(
             "{}",
@@ -273,7 +307,8 @@ pub fn quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
 
 // === tables ===
 
-fn s(v: &Value) -> String {
+/// A JSON value as a table cell: a string without its quotes, `null` as `-`.
+fn cell(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),
@@ -348,7 +383,7 @@ fn render(
         let endpoints = u["endpoints"].as_array().unwrap_or(&empty);
         if endpoints.is_empty() {
             rows.push(vec![
-                s(&u["name"]),
+                cell(&u["name"]),
                 "(no endpoints)".into(),
                 "-".into(),
                 "-".into(),
@@ -359,17 +394,17 @@ fn render(
             ]);
         }
         for e in endpoints {
-            let mut tier = format!("{}.{}", s(&e["priority"]), s(&e["endpoint_priority"]));
+            let mut tier = format!("{}.{}", cell(&e["priority"]), cell(&e["endpoint_priority"]));
             if e["serving"].as_bool() == Some(true) {
                 tier.push_str(" serving");
             }
             rows.push(vec![
-                s(&u["name"]),
-                s(&e["address"]),
+                cell(&u["name"]),
+                cell(&e["address"]),
                 format!(
                     "{}/{}",
-                    s(&e["source"]["registry"]),
-                    s(&e["source"]["service"])
+                    cell(&e["source"]["registry"]),
+                    cell(&e["source"]["service"])
                 ),
                 tier,
                 if e["healthy"].as_bool() == Some(true) {
@@ -383,7 +418,7 @@ fn render(
                 } else {
                     "fresh".into()
                 },
-                s(&e["in_flight"]),
+                cell(&e["in_flight"]),
             ]);
         }
     }
@@ -416,7 +451,7 @@ fn render(
                 "last_error",
             ]
             .iter()
-            .map(|k| s(&r[*k]))
+            .map(|k| cell(&r[*k]))
             .collect()
         })
         .collect();
@@ -439,17 +474,17 @@ fn render(
         .iter()
         .map(|r| {
             let path = if r["path"].is_string() {
-                s(&r["path"])
+                cell(&r["path"])
             } else {
-                format!("{}*", s(&r["path_prefix"]))
+                format!("{}*", cell(&r["path_prefix"]))
             };
-            let name = s(&r["name"]);
+            let name = cell(&r["name"]);
             let rate = rates.get(&name);
             vec![
                 name,
-                s(&r["host"]),
+                cell(&r["host"]),
                 path,
-                s(&r["upstream"]),
+                cell(&r["upstream"]),
                 rate.map_or("-".into(), |r| format!("{:.1}", r.rate)),
                 rate.and_then(|r| r.p99).map_or("-".into(), human_seconds),
                 rate.and_then(|r| r.error_ratio)
@@ -465,15 +500,15 @@ fn render(
     if source["type"].is_string() {
         out.push_str(&format!(
             "\nConfig source: {} {}{}: {}, revision {} ({} objects)",
-            s(&source["type"]),
+            cell(&source["type"]),
             source["endpoints"]
                 .as_array()
-                .map(|e| e.iter().map(s).collect::<Vec<_>>().join(","))
+                .map(|e| e.iter().map(cell).collect::<Vec<_>>().join(","))
                 .unwrap_or_default(),
-            s(&source["prefix"]),
-            s(&source["state"]),
-            s(&source["applied_revision"]),
-            s(&source["objects"]),
+            cell(&source["prefix"]),
+            cell(&source["state"]),
+            cell(&source["applied_revision"]),
+            cell(&source["objects"]),
         ));
         if let Some(error) = source["last_error"].as_str() {
             out.push_str(&format!("; last error: {error}"));
@@ -482,8 +517,8 @@ fn render(
         for error in source["refused"]["errors"].as_array().unwrap_or(&empty) {
             out.push_str(&format!(
                 "  refused revision {}: {}\n",
-                s(&source["refused"]["revision"]),
-                s(error)
+                cell(&source["refused"]["revision"]),
+                cell(error)
             ));
         }
     }
@@ -590,6 +625,27 @@ mod tests {
         for line in want {
             assert!(out.contains(line), "{line:?} not in\n{out}");
         }
+    }
+
+    #[test]
+    fn rates_from_the_server() {
+        let entry = |name: &str, rps: f64, ratio: Value, p99: Value| {
+            serde_json::json!({"name": name, "host": null, "path_prefix": "/", "methods": [],
+                "headers": [], "upstream": "u", "strip_prefix": false, "timeout_ms": 30000,
+                "retries": 1, "window_seconds": 60.0, "requests_per_second": rps,
+                "p50_ms": p99, "p90_ms": p99, "p99_ms": p99, "error_ratio": ratio})
+        };
+        let routes = Value::Array(vec![
+            entry("a", 2.5, serde_json::json!(0.1), serde_json::json!(12.0)),
+            entry("b", 0.0, Value::Null, Value::Null),
+        ]);
+        let rates = server_rates(&routes).unwrap();
+        assert_eq!(rates["a"].rate, 2.5);
+        assert_eq!(rates["a"].error_ratio, Some(0.1));
+        assert_eq!(rates["a"].p99, Some(0.012));
+        assert_eq!(rates["b"].p99, None);
+        // An older gateway's routes: no figures, the caller samples /metrics.
+        assert!(server_rates(&serde_json::json!([{"name": "a"}])).is_none());
     }
 
     #[test]
