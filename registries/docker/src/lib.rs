@@ -43,7 +43,7 @@ pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 pub struct DockerFactory;
 
 /// `[registries.NAME]` with `type = "docker"`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Settings {
     /// The engine: `unix:///path` or `tcp://HOST:PORT`. Default: `$DOCKER_HOST`, else
@@ -59,6 +59,10 @@ struct Settings {
 impl RegistryFactory for DockerFactory {
     fn kind(&self) -> &'static str {
         "docker"
+    }
+
+    fn settings_schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<Settings>()
     }
 
     fn build(
