@@ -10,8 +10,8 @@ pub mod backend;
 pub mod bind;
 pub mod etcd;
 pub mod gateway;
-pub mod inventory;
 pub mod grpc;
+pub mod inventory;
 pub mod redis;
 pub mod zookeeper;
 

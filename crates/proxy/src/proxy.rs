@@ -31,8 +31,8 @@ use crate::metrics::RouteMetrics;
 use crate::path::{self, Normalized, PathNormalization};
 use crate::protocol::{UpstreamProtocol, Wire};
 use crate::router::{PathMatch, RouteMatch, Router};
-use crate::upgrade::Offer;
 use crate::trace::{RequestTracer, ServerSpan};
+use crate::upgrade::Offer;
 use crate::upstream_tls::UpstreamTls;
 
 /// What a consistent-hash upstream hashes on.
@@ -491,7 +491,11 @@ impl Proxy {
                     None => {
                         let error = refused.unwrap_or(ProxyError::NoRoute);
                         if grpc {
-                            grpc::error_response(grpc::error_code(error), error.message(), request_id)
+                            grpc::error_response(
+                                grpc::error_code(error),
+                                error.message(),
+                                request_id,
+                            )
                         } else {
                             error.response(request_id)
                         }
