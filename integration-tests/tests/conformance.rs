@@ -1,7 +1,7 @@
 //! The registry conformance kit (`switchyard_registry::testkit`) run against every backend:
 //! static and file on their own, etcd against a real etcd, dns against a real BIND 9
-//! (`named`, changed with `nsupdate`), consul and kubernetes against the project's doubles
-//! (changed through their real HTTP APIs). Each backend's [`Harness`] below is all it takes;
+//! (`named`, changed with `nsupdate`), consul, kubernetes, nomad, nacos and eureka against
+//! the project's doubles (changed through their real HTTP APIs). Each backend's [`Harness`] below is all it takes;
 //! a new backend adds one.
 
 use std::collections::BTreeMap;
@@ -572,4 +572,410 @@ async fn kubernetes_registry() {
         ],
     )
     .await;
+}
+
+// === nomad ===
+
+/// A call on a double's HTTP API (`base` + `path`, a JSON or form body); panics unless it
+/// succeeds.
+async fn api_call(
+    method: reqwest::Method,
+    url: String,
+    json_body: Option<&serde_json::Value>,
+    form: &[(&str, String)],
+) {
+    let mut request = reqwest::Client::new().request(method, &url);
+    if let Some(body) = json_body {
+        request = request.json(body);
+    }
+    if !form.is_empty() {
+        request = request.form(form);
+    }
+    let response = request.send().await.expect("the double's API");
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    assert!(status.is_success(), "{url}: {status} {text}");
+}
+
+struct NomadHarness {
+    double: switchyard_nomad_double::NomadDouble,
+    book: Book,
+}
+
+impl NomadHarness {
+    /// One job per instance, so that stopping the job deregisters that instance alone.
+    fn job_id(service: &str, address: SocketAddr) -> String {
+        format!("{service}-{}", address.port())
+    }
+
+    /// A job `id` whose one group registers `service` with Nomad's service provider, on a
+    /// static port `port` (none when `None`: Nomad registers a service without a port
+    /// label with port 0) at `address`.
+    fn job(id: &str, service: &str, address: &str, port: Option<u16>) -> serde_json::Value {
+        let (networks, label) = match port {
+            Some(port) => (
+                json!([{"ReservedPorts": [{"Label": "http", "Value": port}]}]),
+                "http",
+            ),
+            None => (json!([]), ""),
+        };
+        json!({"Job": {"ID": id, "Name": id, "Type": "service", "Datacenters": ["dc1"],
+            "TaskGroups": [{"Name": "web", "Count": 1, "Networks": networks,
+                "Services": [{"Name": service, "PortLabel": label, "Address": address,
+                    "Provider": "nomad"}],
+                "Tasks": [{"Name": "server", "Driver": "raw_exec"}]}]}})
+    }
+
+    async fn stop_job(&self, id: &str) {
+        api_call(
+            reqwest::Method::DELETE,
+            format!("{}/v1/job/{id}?purge=true", self.double.address()),
+            None,
+            &[],
+        )
+        .await;
+    }
+}
+
+#[async_trait]
+impl Harness for NomadHarness {
+    fn supports(&self) -> Supports {
+        Supports {
+            // Nomad keeps no weight in a service registration (`ServiceRegistration` in
+            // nomad/structs/services.go has none; hashicorp/nomad#15603): every instance
+            // serves at weight 1, so the `weight` case does not apply.
+            weights: false,
+            ..Supports::ALL
+        }
+    }
+    async fn registry(&mut self) -> Arc<dyn Registry> {
+        switchyard_nomad::NomadFactory
+            .build(
+                RegistryContext::new("nomad"),
+                &json!({"address": self.double.address()}),
+            )
+            .unwrap_or_else(|issues| panic!("{issues:?}"))
+    }
+    async fn register(&mut self, service: &str, instance: Instance) {
+        self.book
+            .entry(service.to_owned())
+            .or_default()
+            .insert(instance.address, instance.weight);
+        let id = Self::job_id(service, instance.address);
+        let job = Self::job(
+            &id,
+            service,
+            &instance.address.ip().to_string(),
+            Some(instance.address.port()),
+        );
+        api_call(
+            reqwest::Method::PUT,
+            format!("{}/v1/jobs", self.double.address()),
+            Some(&job),
+            &[],
+        )
+        .await;
+    }
+    async fn deregister(&mut self, service: &str, address: SocketAddr) {
+        if let Some(set) = self.book.get_mut(service) {
+            set.remove(&address);
+        }
+        self.stop_job(&Self::job_id(service, address)).await;
+    }
+    async fn write_malformed(&mut self, service: &str) {
+        // A service without a port label: Nomad registers it with port 0, which the backend
+        // cannot route to.
+        let id = format!("{service}-broken");
+        let job = Self::job(&id, service, "127.0.0.1", None);
+        api_call(
+            reqwest::Method::PUT,
+            format!("{}/v1/jobs", self.double.address()),
+            Some(&job),
+            &[],
+        )
+        .await;
+    }
+    async fn delete_service(&mut self, service: &str) {
+        let addresses: Vec<SocketAddr> = self
+            .book
+            .remove(service)
+            .unwrap_or_default()
+            .into_keys()
+            .collect();
+        for address in addresses {
+            self.stop_job(&Self::job_id(service, address)).await;
+        }
+    }
+    async fn stop_server(&mut self) {
+        self.double.stop();
+    }
+    async fn start_server(&mut self) {
+        self.double.resume().expect("resume the double");
+    }
+}
+
+#[tokio::test]
+async fn nomad_registry() {
+    let double =
+        switchyard_nomad_double::NomadDouble::start(switchyard_nomad_double::Options::default())
+            .expect("start the Nomad double");
+    let mut harness = NomadHarness {
+        double,
+        book: Book::new(),
+    };
+    let all_but_weight: Vec<Case> = Case::ALL
+        .into_iter()
+        .filter(|case| *case != Case::Weight)
+        .collect();
+    conformance(&mut harness, &all_but_weight).await;
+}
+
+// === nacos ===
+
+/// The refresh period the Nacos and Eureka harnesses configure (both backends poll): short,
+/// so that each expectation holds well within the kit's deadline.
+const POLL: &str = "200ms";
+
+struct NacosHarness {
+    double: switchyard_nacos_double::NacosDouble,
+    book: Book,
+}
+
+impl NacosHarness {
+    /// The form of one persistent instance of `service` at `address`.
+    fn form(
+        service: &str,
+        address: SocketAddr,
+        weight: Option<u32>,
+    ) -> Vec<(&'static str, String)> {
+        let mut form = vec![
+            ("serviceName", service.to_owned()),
+            ("ip", address.ip().to_string()),
+            ("port", address.port().to_string()),
+            ("ephemeral", "false".to_owned()),
+        ];
+        if let Some(weight) = weight {
+            // Nacos weights are floats that the backend scales by 100 (registries/nacos
+            // decode.rs): the kit's weight w is written as w / 100, so it reads back as w.
+            form.push(("weight", format!("{}", f64::from(weight) / 100.0)));
+        }
+        form
+    }
+
+    async fn call(&self, method: reqwest::Method, form: &[(&str, String)]) {
+        api_call(
+            method,
+            format!("{}/nacos/v2/ns/instance", self.double.address()),
+            None,
+            form,
+        )
+        .await;
+    }
+}
+
+#[async_trait]
+impl Harness for NacosHarness {
+    fn supports(&self) -> Supports {
+        Supports::ALL
+    }
+    async fn registry(&mut self) -> Arc<dyn Registry> {
+        switchyard_nacos::NacosFactory
+            .build(
+                RegistryContext::new("nacos"),
+                &json!({"servers": [self.double.address()], "fetch_interval": POLL}),
+            )
+            .unwrap_or_else(|issues| panic!("{issues:?}"))
+    }
+    async fn register(&mut self, service: &str, instance: Instance) {
+        let known = self
+            .book
+            .entry(service.to_owned())
+            .or_default()
+            .insert(instance.address, instance.weight)
+            .is_some();
+        let form = Self::form(service, instance.address, Some(instance.weight));
+        // A new instance is registered (POST), a known one updated (PUT), as the Open API
+        // distinguishes them.
+        let method = if known {
+            reqwest::Method::PUT
+        } else {
+            reqwest::Method::POST
+        };
+        self.call(method, &form).await;
+    }
+    async fn deregister(&mut self, service: &str, address: SocketAddr) {
+        if let Some(set) = self.book.get_mut(service) {
+            set.remove(&address);
+        }
+        self.call(reqwest::Method::DELETE, &Self::form(service, address, None))
+            .await;
+    }
+    async fn write_malformed(&mut self, service: &str) {
+        // Port 0: Nacos stores it, the backend cannot route to it.
+        let address = SocketAddr::from(([127, 0, 0, 1], 0));
+        self.call(reqwest::Method::POST, &Self::form(service, address, None))
+            .await;
+    }
+    async fn delete_service(&mut self, service: &str) {
+        let addresses: Vec<SocketAddr> = self
+            .book
+            .remove(service)
+            .unwrap_or_default()
+            .into_keys()
+            .collect();
+        for address in addresses {
+            self.call(reqwest::Method::DELETE, &Self::form(service, address, None))
+                .await;
+        }
+    }
+    async fn stop_server(&mut self) {
+        self.double.stop();
+    }
+    async fn start_server(&mut self) {
+        self.double.resume().expect("resume the double");
+    }
+}
+
+#[tokio::test]
+async fn nacos_registry() {
+    let double =
+        switchyard_nacos_double::NacosDouble::start(switchyard_nacos_double::Options::default())
+            .expect("start the Nacos double");
+    let mut harness = NacosHarness {
+        double,
+        book: Book::new(),
+    };
+    conformance(&mut harness, &Case::ALL).await;
+}
+
+// === eureka ===
+
+struct EurekaHarness {
+    double: switchyard_eureka_double::EurekaDouble,
+    book: Book,
+}
+
+impl EurekaHarness {
+    fn instance_id(address: SocketAddr) -> String {
+        format!("{}:{}", address.ip(), address.port())
+    }
+
+    /// An instance as a Eureka client registers it (`POST /eureka/apps/<APP>`), its weight in
+    /// `metadata.weight`, which the backend reads.
+    fn instance(service: &str, id: &str, ip: &str, port: u16, weight: u32) -> serde_json::Value {
+        let app = service.to_ascii_uppercase();
+        json!({"instance": {"instanceId": id, "hostName": "localhost", "app": app,
+            "ipAddr": ip, "status": "UP", "overriddenStatus": "UNKNOWN",
+            "port": {"$": port, "@enabled": "true"},
+            "securePort": {"$": 443, "@enabled": "false"}, "countryId": 1,
+            "dataCenterInfo": {"@class": "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo", "name": "MyOwn"},
+            "leaseInfo": {"renewalIntervalInSecs": 30, "durationInSecs": 90},
+            "metadata": {"weight": weight.to_string()},
+            "vipAddress": service, "secureVipAddress": service}})
+    }
+
+    async fn cancel(&self, service: &str, address: SocketAddr) {
+        api_call(
+            reqwest::Method::DELETE,
+            format!(
+                "{}/apps/{}/{}",
+                self.double.address(),
+                service.to_ascii_uppercase(),
+                Self::instance_id(address)
+            ),
+            None,
+            &[],
+        )
+        .await;
+    }
+}
+
+#[async_trait]
+impl Harness for EurekaHarness {
+    fn supports(&self) -> Supports {
+        Supports::ALL
+    }
+    async fn registry(&mut self) -> Arc<dyn Registry> {
+        switchyard_eureka::EurekaFactory
+            .build(
+                RegistryContext::new("eureka"),
+                &json!({"servers": [self.double.address()], "fetch_interval": POLL}),
+            )
+            .unwrap_or_else(|issues| panic!("{issues:?}"))
+    }
+    async fn register(&mut self, service: &str, instance: Instance) {
+        self.book
+            .entry(service.to_owned())
+            .or_default()
+            .insert(instance.address, instance.weight);
+        // Registering a known instance again replaces it, as Eureka does.
+        let body = Self::instance(
+            service,
+            &Self::instance_id(instance.address),
+            &instance.address.ip().to_string(),
+            instance.address.port(),
+            instance.weight,
+        );
+        api_call(
+            reqwest::Method::POST,
+            format!(
+                "{}/apps/{}",
+                self.double.address(),
+                service.to_ascii_uppercase()
+            ),
+            Some(&body),
+            &[],
+        )
+        .await;
+    }
+    async fn deregister(&mut self, service: &str, address: SocketAddr) {
+        if let Some(set) = self.book.get_mut(service) {
+            set.remove(&address);
+        }
+        self.cancel(service, address).await;
+    }
+    async fn write_malformed(&mut self, service: &str) {
+        // Port 0 enabled: Eureka stores it, the backend cannot route to it.
+        let body = Self::instance(service, "broken", "127.0.0.1", 0, 1);
+        api_call(
+            reqwest::Method::POST,
+            format!(
+                "{}/apps/{}",
+                self.double.address(),
+                service.to_ascii_uppercase()
+            ),
+            Some(&body),
+            &[],
+        )
+        .await;
+    }
+    async fn delete_service(&mut self, service: &str) {
+        let addresses: Vec<SocketAddr> = self
+            .book
+            .remove(service)
+            .unwrap_or_default()
+            .into_keys()
+            .collect();
+        for address in addresses {
+            self.cancel(service, address).await;
+        }
+    }
+    async fn stop_server(&mut self) {
+        self.double.stop();
+    }
+    async fn start_server(&mut self) {
+        self.double.resume().expect("resume the double");
+    }
+}
+
+#[tokio::test]
+async fn eureka_registry() {
+    let double =
+        switchyard_eureka_double::EurekaDouble::start(switchyard_eureka_double::Options::default())
+            .expect("start the Eureka double");
+    let mut harness = EurekaHarness {
+        double,
+        book: Book::new(),
+    };
+    conformance(&mut harness, &Case::ALL).await;
 }

@@ -142,3 +142,40 @@ fn unknown_keys_and_types_are_refused() {
         println!("{place}: refused: {}", errors.join("; "));
     }
 }
+
+#[test]
+fn nomad_nacos_and_eureka_tables_are_described() {
+    let schema = schema();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    // (example, registry type, a duration key of that type)
+    for (file, kind, duration) in [
+        ("config/nomad.toml", "nomad", "wait"),
+        ("config/nacos.toml", "nacos", "fetch_interval"),
+        ("config/eureka.toml", "eureka", "fetch_interval"),
+    ] {
+        let base = read(&repo().join(file));
+        assert!(errors(&validator, &base).is_empty(), "{file}");
+        let name = base["registries"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .find(|(_, r)| r["type"] == kind)
+            .map(|(name, _)| name.clone())
+            .unwrap_or_else(|| panic!("{file} has no {kind} registry"));
+        // An unknown key and a wrong type in the backend's own table are both refused:
+        // the schema describes its keys, not "any table".
+        for (key, value) in [("no_such_key", json!(1)), (duration, json!(5))] {
+            let mut value_changed = base.clone();
+            value_changed["registries"][&name][key] = value;
+            let errors = errors(&validator, &value_changed);
+            assert!(
+                !errors.is_empty(),
+                "{file}: [registries.{name}] {key}: accepted"
+            );
+            println!(
+                "{file}: [registries.{name}] {key}: refused: {}",
+                errors.join("; ")
+            );
+        }
+    }
+}

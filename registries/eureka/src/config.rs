@@ -16,14 +16,16 @@ pub const DEFAULT_FETCH_INTERVAL: Duration = Duration::from_secs(30);
 /// The shortest `fetch_interval` accepted.
 pub const MIN_FETCH_INTERVAL: Duration = Duration::from_millis(100);
 
-#[derive(Debug, Default, Deserialize)]
+/// The settings as written; every key optional so each can be decoded alone.
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Settings {
+pub(crate) struct Settings {
     /// Server URLs up to `/eureka`, tried in turn; `http://user:pass@host/eureka` for basic
     /// auth. Default `["http://127.0.0.1:8761/eureka"]`.
     #[serde(default)]
     servers: Option<Vec<String>>,
     /// Refresh period. Default 30s.
+    #[schemars(with = "Option<String>")]
     #[serde(default, with = "humantime_serde")]
     fetch_interval: Option<Duration>,
     /// `ip` (use `ipAddr`) or `hostname` (use `hostName`). Default `ip`.
@@ -32,7 +34,7 @@ struct Settings {
 }
 
 /// Which address of an instance to connect to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Prefer {
     /// `ipAddr`.

@@ -52,6 +52,10 @@ impl RegistryFactory for EurekaFactory {
         "eureka"
     }
 
+    fn settings_schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<config::Settings>()
+    }
+
     fn build(
         &self,
         ctx: RegistryContext,

@@ -22,9 +22,10 @@ pub const DEFAULT_FETCH_INTERVAL: Duration = Duration::from_secs(5);
 /// The shortest `fetch_interval` accepted.
 pub const MIN_FETCH_INTERVAL: Duration = Duration::from_millis(100);
 
-#[derive(Debug, Default, Deserialize)]
+/// The settings as written; every key optional so each can be decoded alone.
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Settings {
+pub(crate) struct Settings {
     /// Server URLs, tried in turn. Default `["http://127.0.0.1:8848"]`.
     #[serde(default)]
     servers: Option<Vec<String>>,
@@ -34,10 +35,11 @@ struct Settings {
     /// Login user (with `password`). Default: no login.
     #[serde(default)]
     username: Option<String>,
-    /// Login password.
+    /// Login password (with `username`). Default: none.
     #[serde(default)]
     password: Option<String>,
     /// Refresh period. Default 5s.
+    #[schemars(with = "Option<String>")]
     #[serde(default, with = "humantime_serde")]
     fetch_interval: Option<Duration>,
     /// Clusters to read (all when empty). Default: all.

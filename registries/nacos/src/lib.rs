@@ -58,6 +58,10 @@ impl RegistryFactory for NacosFactory {
         "nacos"
     }
 
+    fn settings_schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<config::Settings>()
+    }
+
     fn build(
         &self,
         ctx: RegistryContext,

@@ -18,9 +18,9 @@ pub const DEFAULT_WAIT: Duration = Duration::from_secs(300);
 pub const MAX_WAIT: Duration = Duration::from_secs(600);
 
 /// The settings as written; every key optional so each can be decoded alone.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Settings {
+pub(crate) struct Settings {
     /// Agent URL, `http://` or `https://`. Default `http://127.0.0.1:4646`.
     #[serde(default)]
     address: Option<String>,
@@ -34,6 +34,7 @@ struct Settings {
     #[serde(default)]
     region: Option<String>,
     /// Blocking-query wait. Default 5m, at most 10m.
+    #[schemars(with = "Option<String>")]
     #[serde(default, with = "humantime_serde")]
     wait: Option<Duration>,
 }

@@ -51,6 +51,10 @@ impl RegistryFactory for NomadFactory {
         "nomad"
     }
 
+    fn settings_schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<config::Settings>()
+    }
+
     fn build(
         &self,
         ctx: RegistryContext,
