@@ -1,7 +1,8 @@
 //! The registry conformance kit (`switchyard_registry::testkit`) run against every backend:
 //! static and file on their own, etcd against a real etcd, dns against a real BIND 9
 //! (`named`, changed with `nsupdate`), consul and kubernetes against the project's doubles
-//! (changed through their real HTTP APIs). Each backend's [`Harness`] below is all it takes;
+//! (changed through their real HTTP APIs), zookeeper against a real ZooKeeper (changed with
+//! the Python kazoo client), http against a small Prometheus HTTP SD inventory server. Each backend's [`Harness`] below is all it takes;
 //! a new backend adds one.
 
 use std::collections::BTreeMap;
@@ -572,4 +573,185 @@ async fn kubernetes_registry() {
         ],
     )
     .await;
+}
+
+// === zookeeper ===
+
+const ZK_ROOT: &str = "/services";
+
+struct ZooKeeperHarness {
+    server: switchyard_integration_tests::zookeeper::ZooKeeperServer,
+    kazoo: Option<switchyard_integration_tests::zookeeper::Kazoo>,
+    /// Nodes written so far (a second registration of one is a `set`).
+    written: std::collections::BTreeSet<String>,
+}
+
+impl ZooKeeperHarness {
+    fn node(service: &str, port: u16) -> String {
+        format!("{ZK_ROOT}/{service}/i-{port}")
+    }
+
+    /// Runs `change` with the kazoo session (blocking: kazoo answers over a pipe).
+    fn kazoo(&mut self, change: impl FnOnce(&mut switchyard_integration_tests::zookeeper::Kazoo)) {
+        let address = self.server.address();
+        let kazoo = self.kazoo.get_or_insert_with(|| {
+            tokio::task::block_in_place(|| {
+                switchyard_integration_tests::zookeeper::Kazoo::connect(
+                    &address,
+                    std::time::Duration::from_secs(10),
+                )
+            })
+        });
+        tokio::task::block_in_place(|| change(kazoo));
+    }
+}
+
+#[async_trait]
+impl Harness for ZooKeeperHarness {
+    fn supports(&self) -> Supports {
+        Supports::ALL
+    }
+    async fn registry(&mut self) -> Arc<dyn Registry> {
+        switchyard_zookeeper::ZooKeeperFactory
+            .build(
+                RegistryContext::new("zookeeper"),
+                &json!({"servers": [self.server.address()], "root": ZK_ROOT,
+                    "session_timeout": "4s", "connect_timeout": "1s"}),
+            )
+            .unwrap_or_else(|issues| panic!("{issues:?}"))
+    }
+    async fn register(&mut self, service: &str, instance: Instance) {
+        let node = Self::node(service, instance.address.port());
+        let payload = format!(r#"{{"metadata":{{"weight":"{}"}}}}"#, instance.weight);
+        let data = switchyard_integration_tests::zookeeper::curator_instance(
+            service,
+            &format!("i-{}", instance.address.port()),
+            instance.address,
+            &payload,
+        );
+        // Persistent nodes, so that the data outlives the kazoo session across a restart.
+        let fresh = self.written.insert(node.clone());
+        self.kazoo(|kazoo| {
+            if fresh {
+                kazoo.create(&node, &data)
+            } else {
+                kazoo.set(&node, &data)
+            }
+        });
+    }
+    async fn deregister(&mut self, service: &str, address: SocketAddr) {
+        let node = Self::node(service, address.port());
+        self.written.remove(&node);
+        self.kazoo(|kazoo| kazoo.delete(&node));
+    }
+    async fn write_malformed(&mut self, service: &str) {
+        let node = format!("{ZK_ROOT}/{service}/broken");
+        self.kazoo(|kazoo| kazoo.create(&node, "{not json"));
+    }
+    async fn delete_service(&mut self, service: &str) {
+        let path = format!("{ZK_ROOT}/{service}");
+        let prefix = format!("{path}/");
+        self.written.retain(|node| !node.starts_with(&prefix));
+        self.kazoo(|kazoo| kazoo.delete(&path));
+    }
+    async fn stop_server(&mut self) {
+        // The session goes with the server's process; a new one is opened after the start.
+        self.kazoo = None;
+        tokio::task::block_in_place(|| self.server.stop());
+    }
+    async fn start_server(&mut self) {
+        tokio::task::block_in_place(|| self.server.restart());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zookeeper_registry() {
+    let server = tokio::task::block_in_place(
+        switchyard_integration_tests::zookeeper::ZooKeeperServer::start,
+    );
+    let mut harness = ZooKeeperHarness {
+        server,
+        kazoo: None,
+        written: Default::default(),
+    };
+    conformance(&mut harness, &Case::ALL).await;
+}
+
+// === http ===
+
+struct HttpSdHarness {
+    inventory: switchyard_integration_tests::inventory::Inventory,
+    book: Book,
+    malformed: Vec<String>,
+}
+
+impl HttpSdHarness {
+    /// Serves the whole list anew, as an inventory system does after any change.
+    fn publish(&self) {
+        let mut groups = Vec::new();
+        for (service, set) in &self.book {
+            for (address, weight) in set {
+                groups.push(json!({"targets": [address.to_string()],
+                    "labels": {"__service__": service, "__weight__": weight.to_string()}}));
+            }
+        }
+        for service in &self.malformed {
+            groups.push(json!({"targets": ["not an address"], "labels": {"__service__": service}}));
+        }
+        self.inventory.set(&serde_json::to_string(&groups).unwrap());
+    }
+}
+
+#[async_trait]
+impl Harness for HttpSdHarness {
+    fn supports(&self) -> Supports {
+        Supports::ALL
+    }
+    async fn registry(&mut self) -> Arc<dyn Registry> {
+        self.publish();
+        switchyard_http_sd::HttpSdFactory
+            .build(
+                RegistryContext::new("http"),
+                &json!({"url": self.inventory.url(), "refresh_interval": "200ms"}),
+            )
+            .unwrap_or_else(|issues| panic!("{issues:?}"))
+    }
+    async fn register(&mut self, service: &str, instance: Instance) {
+        self.book
+            .entry(service.to_owned())
+            .or_default()
+            .insert(instance.address, instance.weight);
+        self.publish();
+    }
+    async fn deregister(&mut self, service: &str, address: SocketAddr) {
+        if let Some(set) = self.book.get_mut(service) {
+            set.remove(&address);
+        }
+        self.publish();
+    }
+    async fn write_malformed(&mut self, service: &str) {
+        self.malformed.push(service.to_owned());
+        self.publish();
+    }
+    async fn delete_service(&mut self, service: &str) {
+        self.book.remove(service);
+        self.malformed.retain(|s| s != service);
+        self.publish();
+    }
+    async fn stop_server(&mut self) {
+        self.inventory.stop();
+    }
+    async fn start_server(&mut self) {
+        self.inventory.restart();
+    }
+}
+
+#[tokio::test]
+async fn http_registry() {
+    let mut harness = HttpSdHarness {
+        inventory: switchyard_integration_tests::inventory::Inventory::start("[]"),
+        book: Book::new(),
+        malformed: Vec::new(),
+    };
+    conformance(&mut harness, &Case::ALL).await;
 }
