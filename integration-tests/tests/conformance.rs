@@ -582,13 +582,43 @@ const ZK_ROOT: &str = "/services";
 struct ZooKeeperHarness {
     server: switchyard_integration_tests::zookeeper::ZooKeeperServer,
     kazoo: Option<switchyard_integration_tests::zookeeper::Kazoo>,
-    /// Nodes written so far (a second registration of one is a `set`).
-    written: std::collections::BTreeSet<String>,
+    /// Dubbo's layout (`/dubbo/<interface>/providers/<URL>`) rather than Curator's.
+    dubbo: bool,
+    /// The node of each instance written so far, by service and port.
+    written: BTreeMap<(String, u16), String>,
 }
 
 impl ZooKeeperHarness {
-    fn node(service: &str, port: u16) -> String {
-        format!("{ZK_ROOT}/{service}/i-{port}")
+    fn root(&self) -> &'static str {
+        if self.dubbo {
+            "/dubbo"
+        } else {
+            ZK_ROOT
+        }
+    }
+
+    /// The node and its data for `instance` of `service`: Curator keeps the weight in the
+    /// data of `i-<port>`, Dubbo in the provider URL, which is the node's name.
+    fn node(&self, service: &str, instance: Instance) -> (String, String) {
+        let root = self.root();
+        if self.dubbo {
+            let name = switchyard_integration_tests::zookeeper::dubbo_node(
+                service,
+                instance.address,
+                &format!("weight={}", instance.weight),
+            );
+            (format!("{root}/{service}/providers/{name}"), String::new())
+        } else {
+            let id = format!("i-{}", instance.address.port());
+            let payload = format!(r#"{{"metadata":{{"weight":"{}"}}}}"#, instance.weight);
+            let data = switchyard_integration_tests::zookeeper::curator_instance(
+                service,
+                &id,
+                instance.address,
+                &payload,
+            );
+            (format!("{root}/{service}/{id}"), data)
+        }
     }
 
     /// Runs `change` with the kazoo session (blocking: kazoo answers over a pipe).
@@ -615,43 +645,50 @@ impl Harness for ZooKeeperHarness {
         switchyard_zookeeper::ZooKeeperFactory
             .build(
                 RegistryContext::new("zookeeper"),
-                &json!({"servers": [self.server.address()], "root": ZK_ROOT,
+                &json!({"servers": [self.server.address()], "root": self.root(),
+                    "format": if self.dubbo { "dubbo" } else { "curator" },
                     "session_timeout": "4s", "connect_timeout": "1s"}),
             )
             .unwrap_or_else(|issues| panic!("{issues:?}"))
     }
     async fn register(&mut self, service: &str, instance: Instance) {
-        let node = Self::node(service, instance.address.port());
-        let payload = format!(r#"{{"metadata":{{"weight":"{}"}}}}"#, instance.weight);
-        let data = switchyard_integration_tests::zookeeper::curator_instance(
-            service,
-            &format!("i-{}", instance.address.port()),
-            instance.address,
-            &payload,
-        );
+        let (node, data) = self.node(service, instance);
         // Persistent nodes, so that the data outlives the kazoo session across a restart.
-        let fresh = self.written.insert(node.clone());
-        self.kazoo(|kazoo| {
-            if fresh {
-                kazoo.create(&node, &data)
-            } else {
-                kazoo.set(&node, &data)
+        let old = self
+            .written
+            .insert((service.to_owned(), instance.address.port()), node.clone());
+        self.kazoo(|kazoo| match old {
+            Some(old) if old == node => kazoo.set(&node, &data),
+            Some(old) => {
+                // A new Dubbo weight is a new URL: the provider re-registers.
+                kazoo.delete(&old);
+                kazoo.create(&node, &data);
             }
+            None => kazoo.create(&node, &data),
         });
     }
     async fn deregister(&mut self, service: &str, address: SocketAddr) {
-        let node = Self::node(service, address.port());
-        self.written.remove(&node);
+        let node = self
+            .written
+            .remove(&(service.to_owned(), address.port()))
+            .expect("deregistering an instance never registered");
         self.kazoo(|kazoo| kazoo.delete(&node));
     }
     async fn write_malformed(&mut self, service: &str) {
-        let node = format!("{ZK_ROOT}/{service}/broken");
+        let node = if self.dubbo {
+            // A provider whose URL has no port.
+            format!(
+                "{}/{service}/providers/dubbo%3A%2F%2F127.0.0.1%2F{service}",
+                self.root()
+            )
+        } else {
+            format!("{}/{service}/broken", self.root())
+        };
         self.kazoo(|kazoo| kazoo.create(&node, "{not json"));
     }
     async fn delete_service(&mut self, service: &str) {
-        let path = format!("{ZK_ROOT}/{service}");
-        let prefix = format!("{path}/");
-        self.written.retain(|node| !node.starts_with(&prefix));
+        let path = format!("{}/{service}", self.root());
+        self.written.retain(|(s, _), _| s != service);
         self.kazoo(|kazoo| kazoo.delete(&path));
     }
     async fn stop_server(&mut self) {
@@ -672,7 +709,22 @@ async fn zookeeper_registry() {
     let mut harness = ZooKeeperHarness {
         server,
         kazoo: None,
-        written: Default::default(),
+        dubbo: false,
+        written: BTreeMap::new(),
+    };
+    conformance(&mut harness, &Case::ALL).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zookeeper_dubbo_registry() {
+    let server = tokio::task::block_in_place(
+        switchyard_integration_tests::zookeeper::ZooKeeperServer::start,
+    );
+    let mut harness = ZooKeeperHarness {
+        server,
+        kazoo: None,
+        dubbo: true,
+        written: BTreeMap::new(),
     };
     conformance(&mut harness, &Case::ALL).await;
 }
