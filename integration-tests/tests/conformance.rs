@@ -1,7 +1,9 @@
 //! The registry conformance kit (`switchyard_registry::testkit`) run against every backend:
 //! static and file on their own, etcd against a real etcd, dns against a real BIND 9
 //! (`named`, changed with `nsupdate`), consul, kubernetes, nomad, nacos and eureka against
-//! the project's doubles (changed through their real HTTP APIs). Each backend's [`Harness`] below is all it takes;
+//! the project's doubles (changed through their real HTTP APIs), zookeeper against a real
+//! ZooKeeper (changed with the Python kazoo client), http against a small Prometheus HTTP SD
+//! inventory server. Each backend's [`Harness`] below is all it takes;
 //! a new backend adds one.
 
 use std::collections::BTreeMap;
@@ -976,6 +978,239 @@ async fn eureka_registry() {
     let mut harness = EurekaHarness {
         double,
         book: Book::new(),
+    };
+    conformance(&mut harness, &Case::ALL).await;
+}
+
+// === zookeeper ===
+
+const ZK_ROOT: &str = "/services";
+
+struct ZooKeeperHarness {
+    server: switchyard_integration_tests::zookeeper::ZooKeeperServer,
+    kazoo: Option<switchyard_integration_tests::zookeeper::Kazoo>,
+    /// Dubbo's layout (`/dubbo/<interface>/providers/<URL>`) rather than Curator's.
+    dubbo: bool,
+    /// The node of each instance written so far, by service and port.
+    written: BTreeMap<(String, u16), String>,
+}
+
+impl ZooKeeperHarness {
+    fn root(&self) -> &'static str {
+        if self.dubbo {
+            "/dubbo"
+        } else {
+            ZK_ROOT
+        }
+    }
+
+    /// The node and its data for `instance` of `service`: Curator keeps the weight in the
+    /// data of `i-<port>`, Dubbo in the provider URL, which is the node's name.
+    fn node(&self, service: &str, instance: Instance) -> (String, String) {
+        let root = self.root();
+        if self.dubbo {
+            let name = switchyard_integration_tests::zookeeper::dubbo_node(
+                service,
+                instance.address,
+                &format!("weight={}", instance.weight),
+            );
+            (format!("{root}/{service}/providers/{name}"), String::new())
+        } else {
+            let id = format!("i-{}", instance.address.port());
+            let payload = format!(r#"{{"metadata":{{"weight":"{}"}}}}"#, instance.weight);
+            let data = switchyard_integration_tests::zookeeper::curator_instance(
+                service,
+                &id,
+                instance.address,
+                &payload,
+            );
+            (format!("{root}/{service}/{id}"), data)
+        }
+    }
+
+    /// Runs `change` with the kazoo session (blocking: kazoo answers over a pipe).
+    fn kazoo(&mut self, change: impl FnOnce(&mut switchyard_integration_tests::zookeeper::Kazoo)) {
+        let address = self.server.address();
+        let kazoo = self.kazoo.get_or_insert_with(|| {
+            tokio::task::block_in_place(|| {
+                switchyard_integration_tests::zookeeper::Kazoo::connect(
+                    &address,
+                    std::time::Duration::from_secs(10),
+                )
+            })
+        });
+        tokio::task::block_in_place(|| change(kazoo));
+    }
+}
+
+#[async_trait]
+impl Harness for ZooKeeperHarness {
+    fn supports(&self) -> Supports {
+        Supports::ALL
+    }
+    async fn registry(&mut self) -> Arc<dyn Registry> {
+        switchyard_zookeeper::ZooKeeperFactory
+            .build(
+                RegistryContext::new("zookeeper"),
+                &json!({"servers": [self.server.address()], "root": self.root(),
+                    "format": if self.dubbo { "dubbo" } else { "curator" },
+                    "session_timeout": "4s", "connect_timeout": "1s"}),
+            )
+            .unwrap_or_else(|issues| panic!("{issues:?}"))
+    }
+    async fn register(&mut self, service: &str, instance: Instance) {
+        let (node, data) = self.node(service, instance);
+        // Persistent nodes, so that the data outlives the kazoo session across a restart.
+        let old = self
+            .written
+            .insert((service.to_owned(), instance.address.port()), node.clone());
+        self.kazoo(|kazoo| match old {
+            Some(old) if old == node => kazoo.set(&node, &data),
+            Some(old) => {
+                // A new Dubbo weight is a new URL: the provider re-registers.
+                kazoo.delete(&old);
+                kazoo.create(&node, &data);
+            }
+            None => kazoo.create(&node, &data),
+        });
+    }
+    async fn deregister(&mut self, service: &str, address: SocketAddr) {
+        let node = self
+            .written
+            .remove(&(service.to_owned(), address.port()))
+            .expect("deregistering an instance never registered");
+        self.kazoo(|kazoo| kazoo.delete(&node));
+    }
+    async fn write_malformed(&mut self, service: &str) {
+        let node = if self.dubbo {
+            // A provider whose URL has no port.
+            format!(
+                "{}/{service}/providers/dubbo%3A%2F%2F127.0.0.1%2F{service}",
+                self.root()
+            )
+        } else {
+            format!("{}/{service}/broken", self.root())
+        };
+        self.kazoo(|kazoo| kazoo.create(&node, "{not json"));
+    }
+    async fn delete_service(&mut self, service: &str) {
+        let path = format!("{}/{service}", self.root());
+        self.written.retain(|(s, _), _| s != service);
+        self.kazoo(|kazoo| kazoo.delete(&path));
+    }
+    async fn stop_server(&mut self) {
+        // The session goes with the server's process; a new one is opened after the start.
+        self.kazoo = None;
+        tokio::task::block_in_place(|| self.server.stop());
+    }
+    async fn start_server(&mut self) {
+        tokio::task::block_in_place(|| self.server.restart());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zookeeper_registry() {
+    let server = tokio::task::block_in_place(
+        switchyard_integration_tests::zookeeper::ZooKeeperServer::start,
+    );
+    let mut harness = ZooKeeperHarness {
+        server,
+        kazoo: None,
+        dubbo: false,
+        written: BTreeMap::new(),
+    };
+    conformance(&mut harness, &Case::ALL).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zookeeper_dubbo_registry() {
+    let server = tokio::task::block_in_place(
+        switchyard_integration_tests::zookeeper::ZooKeeperServer::start,
+    );
+    let mut harness = ZooKeeperHarness {
+        server,
+        kazoo: None,
+        dubbo: true,
+        written: BTreeMap::new(),
+    };
+    conformance(&mut harness, &Case::ALL).await;
+}
+
+// === http ===
+
+struct HttpSdHarness {
+    inventory: switchyard_integration_tests::inventory::Inventory,
+    book: Book,
+    malformed: Vec<String>,
+}
+
+impl HttpSdHarness {
+    /// Serves the whole list anew, as an inventory system does after any change.
+    fn publish(&self) {
+        let mut groups = Vec::new();
+        for (service, set) in &self.book {
+            for (address, weight) in set {
+                groups.push(json!({"targets": [address.to_string()],
+                    "labels": {"__service__": service, "__weight__": weight.to_string()}}));
+            }
+        }
+        for service in &self.malformed {
+            groups.push(json!({"targets": ["not an address"], "labels": {"__service__": service}}));
+        }
+        self.inventory.set(&serde_json::to_string(&groups).unwrap());
+    }
+}
+
+#[async_trait]
+impl Harness for HttpSdHarness {
+    fn supports(&self) -> Supports {
+        Supports::ALL
+    }
+    async fn registry(&mut self) -> Arc<dyn Registry> {
+        self.publish();
+        switchyard_http_sd::HttpSdFactory
+            .build(
+                RegistryContext::new("http"),
+                &json!({"url": self.inventory.url(), "refresh_interval": "200ms"}),
+            )
+            .unwrap_or_else(|issues| panic!("{issues:?}"))
+    }
+    async fn register(&mut self, service: &str, instance: Instance) {
+        self.book
+            .entry(service.to_owned())
+            .or_default()
+            .insert(instance.address, instance.weight);
+        self.publish();
+    }
+    async fn deregister(&mut self, service: &str, address: SocketAddr) {
+        if let Some(set) = self.book.get_mut(service) {
+            set.remove(&address);
+        }
+        self.publish();
+    }
+    async fn write_malformed(&mut self, service: &str) {
+        self.malformed.push(service.to_owned());
+        self.publish();
+    }
+    async fn delete_service(&mut self, service: &str) {
+        self.book.remove(service);
+        self.malformed.retain(|s| s != service);
+        self.publish();
+    }
+    async fn stop_server(&mut self) {
+        self.inventory.stop();
+    }
+    async fn start_server(&mut self) {
+        self.inventory.restart();
+    }
+}
+
+#[tokio::test]
+async fn http_registry() {
+    let mut harness = HttpSdHarness {
+        inventory: switchyard_integration_tests::inventory::Inventory::start("[]"),
+        book: Book::new(),
+        malformed: Vec::new(),
     };
     conformance(&mut harness, &Case::ALL).await;
 }

@@ -780,7 +780,7 @@ pub fn decode(value: &serde_json::Value) -> (Config, Vec<ConfigIssue>) {
             Some(None) => {
                 issues.push(ConfigIssue::new(
                     format!("{path}.type"),
-                    "missing (static | file | etcd | dns | consul | kubernetes)",
+                    format!("missing ({})", crate::catalog::kinds()),
                 ));
                 continue;
             }

@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod config_cmd;

@@ -15,24 +15,7 @@ use crate::config;
 use crate::config_source::{self, etcd, Origins, Snapshot};
 use crate::plan::{self, BuiltRegistry, Plan};
 
-/// The registry backends this binary knows.
-pub fn catalog() -> Catalog {
-    let mut catalog = Catalog::new();
-    catalog
-        .register(switchyard_static::StaticFactory)
-        .register(switchyard_file::FileFactory)
-        .register(switchyard_etcd::EtcdFactory)
-        .register(switchyard_dns::DnsFactory)
-        .register(switchyard_consul::ConsulFactory)
-        .register(switchyard_kubernetes::KubernetesFactory)
-        .register(switchyard_nomad::NomadFactory)
-        .register(switchyard_nacos::NacosFactory)
-        .register(switchyard_eureka::EurekaFactory)
-        .register(switchyard_zookeeper::ZooKeeperFactory)
-        .register(switchyard_http_sd::HttpSdFactory)
-        .register(switchyard_docker::DockerFactory);
-    catalog
-}
+pub use crate::catalog::catalog;
 
 /// What every config load of the process shares.
 pub struct Loader {

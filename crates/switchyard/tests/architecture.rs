@@ -71,6 +71,13 @@ fn allowed(name: &str, folder: &str) -> Option<(&'static str, Vec<&'static str>)
         "switchyard-policy",
         "switchyard-heap",
     ];
+    if name == "switchyard-http-sd" {
+        return Some((
+            "the HTTP SD backend depends on switchyard-registry and, for the file_sd list it \
+             shares, switchyard-file",
+            vec!["switchyard-registry", "switchyard-file"],
+        ));
+    }
     if folder.starts_with("registries/") {
         return Some((
             "a registry backend depends only on switchyard-registry",

@@ -21,36 +21,44 @@ pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The settings as written. Every field is optional so that each key can be decoded alone,
 /// which lets [`decode`] name every bad key rather than the first.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Settings {
-    /// The inventory URL, `http://` or `https://`. Required.
+pub(crate) struct Settings {
+    /// The inventory URL, `http://` or `https://`, answering Prometheus `http_sd` JSON.
+    /// Required.
     #[serde(default)]
     url: Option<String>,
-    /// How often to fetch the list. Default 60 s (Prometheus's).
+    /// How often to fetch the list, at least 100 ms. Default 60 s (Prometheus's).
+    #[schemars(with = "Option<String>")]
     #[serde(default, with = "humantime_serde")]
     refresh_interval: Option<Duration>,
-    /// HTTP basic authentication.
+    /// HTTP basic authentication; not with `bearer_token`/`bearer_token_file`. Default: none.
     #[serde(default)]
     basic_auth: Option<BasicAuthSettings>,
-    /// A bearer token, sent as `Authorization: Bearer <token>`.
+    /// A bearer token, sent as `Authorization: Bearer <token>`. Default: none.
     #[serde(default)]
     bearer_token: Option<String>,
-    /// A file holding the bearer token (read again before every fetch).
+    /// A file holding the bearer token, relative to the config file, read again before
+    /// every fetch. Default: none.
     #[serde(default)]
     bearer_token_file: Option<String>,
-    /// PEM file of the CA that signed the server's certificate (https only).
+    /// PEM file of the CA that signed the server's certificate (https only), relative to the
+    /// config file. Default: the system roots.
     #[serde(default)]
     ca: Option<String>,
 }
 
 /// `basic_auth = { username = "...", password = "..." }` (or `password_file`).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct BasicAuthSettings {
+    /// The user name. Required.
     username: String,
+    /// The password. Default: none (an empty password).
     #[serde(default)]
     password: Option<String>,
+    /// A file holding the password, relative to the config file, read again before every
+    /// fetch; not with `password`. Default: none.
     #[serde(default)]
     password_file: Option<String>,
 }

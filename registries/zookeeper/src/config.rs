@@ -16,7 +16,7 @@ pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Which layout the nodes under `root` follow.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// Apache Curator x-discovery: `<root>/<service>/<id>`, JSON data. The default.
@@ -28,28 +28,33 @@ pub enum Format {
 
 /// The settings as written. Every field is optional so that each key can be decoded alone,
 /// which lets [`Config::decode`] name every bad key rather than the first.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Settings {
-    /// `host:port` of each server; the client fails over between them. Required.
+pub(crate) struct Settings {
+    /// `host:port` of each server (IPv6 in brackets, `[::1]:2181`); the client fails over
+    /// between them. Required, at least one.
     #[serde(default)]
     servers: Option<Vec<String>>,
-    /// The base path. Default `/services`.
+    /// The base path, absolute. Default `/services` (set `/dubbo` for Dubbo).
     #[serde(default)]
     root: Option<String>,
-    /// `curator` (default) or `dubbo`.
+    /// Node layout: `curator` (Curator x-discovery JSON) or `dubbo` (provider URLs).
+    /// Default `curator`.
     #[serde(default)]
     format: Option<Format>,
-    /// Session timeout asked of the server. Default 30 s.
+    /// Session timeout asked of the server, 1 s to 10 min; the server clamps it to its own
+    /// bounds. Default 30 s.
+    #[schemars(with = "Option<String>")]
     #[serde(default, with = "humantime_serde")]
     session_timeout: Option<Duration>,
     /// Time to connect to one server. Default 5 s.
+    #[schemars(with = "Option<String>")]
     #[serde(default, with = "humantime_serde")]
     connect_timeout: Option<Duration>,
-    /// Digest authentication user (`addauth digest user:password`).
+    /// Digest authentication user (`addauth digest user:password`), without `:`. Default: none.
     #[serde(default)]
     username: Option<String>,
-    /// Digest authentication password.
+    /// Digest authentication password; required with `username`. Default: none.
     #[serde(default)]
     password: Option<String>,
 }

@@ -45,6 +45,10 @@ impl RegistryFactory for ZooKeeperFactory {
         "zookeeper"
     }
 
+    fn settings_schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        generator.subschema_for::<config::Settings>()
+    }
+
     fn build(
         &self,
         ctx: RegistryContext,
