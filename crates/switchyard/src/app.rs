@@ -20,6 +20,7 @@ use switchyard_upstream::{StateStore, UpstreamCache};
 
 use crate::config::Config;
 use crate::config_source::{self, watcher, Snapshot};
+use crate::history::{Sample, INTERVAL};
 use crate::load::{base_dir, Loader};
 use crate::plan::{self, BuiltRegistry, Plan};
 
@@ -130,8 +131,51 @@ impl App {
             let base_dir = base_dir(&app.config_path).to_path_buf();
             watcher::spawn(source, base_dir, app.config_source.clone(), app.clone());
         }
-        crate::history::spawn(Arc::downgrade(&app));
+        spawn_history(Arc::downgrade(&app));
         app
+    }
+
+    /// The gateway's state now, as a history sample (routes' counters, upstreams' health and
+    /// serving tier, registries' states).
+    pub fn history_sample(&self) -> Sample {
+        let table = self.proxy.table();
+        let routes = table
+            .route_metrics()
+            .map(|(spec, metrics)| (spec.name.clone(), metrics.sample()))
+            .collect();
+        let upstreams = table
+            .cache()
+            .iter()
+            .map(|upstream| {
+                let snapshot = upstream.snapshot();
+                let healthy = snapshot.endpoints.iter().filter(|e| e.healthy).count();
+                let tier = snapshot
+                    .serving_tier
+                    .map(|t| format!("{}.{}", t.source, t.endpoint));
+                (
+                    upstream.name().to_owned(),
+                    healthy,
+                    snapshot.endpoints.len(),
+                    tier,
+                )
+            })
+            .collect();
+        let registries = self.with_current(|current| {
+            current
+                .registries
+                .iter()
+                .map(|(name, built)| {
+                    let status = table.cache().registry_status(name, built.kind);
+                    (name.clone(), status.state.as_str().to_owned())
+                })
+                .collect()
+        });
+        Sample {
+            at: crate::history::unix_now(),
+            routes,
+            upstreams,
+            registries,
+        }
     }
 
     /// The policy state shared by every generation (analytics, caches, rate-limit buckets).
@@ -271,4 +315,18 @@ fn warn_restart_only(old: &Config, new: &Config) {
             tracing::warn!("{what} changed: applied at the next restart, not by a reload");
         }
     }
+}
+
+/// Samples the app into its history every [`INTERVAL`] while it lives.
+fn spawn_history(app: std::sync::Weak<App>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            let Some(app) = app.upgrade() else { return };
+            let sample = app.history_sample();
+            app.history.push(sample);
+        }
+    });
 }

@@ -9,13 +9,11 @@
 //! Sampling reads the same atomics `/metrics` reads; nothing here is on the request path.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use switchyard_proxy::metrics::{RouteSample, BUCKETS};
-
-use crate::app::App;
 
 /// Time between samples.
 pub const INTERVAL: Duration = Duration::from_secs(1);
@@ -219,65 +217,6 @@ fn changes(previous: &Sample, next: &Sample) -> Vec<Event> {
         }
     }
     events
-}
-
-/// The app's state now, as a sample.
-pub fn sample(app: &App) -> Sample {
-    let table = app.proxy.table();
-    let routes = table
-        .route_metrics()
-        .map(|(spec, metrics)| (spec.name.clone(), metrics.sample()))
-        .collect();
-    let upstreams = table
-        .cache()
-        .iter()
-        .map(|upstream| {
-            let snapshot = upstream.snapshot();
-            let healthy = snapshot.endpoints.iter().filter(|e| e.healthy).count();
-            let tier = snapshot
-                .serving_tier
-                .map(|t| format!("{}.{}", t.source, t.endpoint));
-            (
-                upstream.name().to_owned(),
-                healthy,
-                snapshot.endpoints.len(),
-                tier,
-            )
-        })
-        .collect();
-    let registries = crate::admin::registries(app)
-        .as_array()
-        .map(|list| {
-            list.iter()
-                .map(|r| {
-                    (
-                        r["name"].as_str().unwrap_or_default().to_owned(),
-                        r["state"].as_str().unwrap_or_default().to_owned(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    Sample {
-        at: unix_now(),
-        routes,
-        upstreams,
-        registries,
-    }
-}
-
-/// Samples `app` every [`INTERVAL`] while it lives.
-pub fn spawn(app: Weak<App>) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        loop {
-            tick.tick().await;
-            let Some(app) = app.upgrade() else { return };
-            let sample = sample(&app);
-            app.history.push(sample);
-        }
-    });
 }
 
 #[cfg(test)]
