@@ -114,10 +114,16 @@ fn allowed(name: &str, folder: &str) -> Option<(&'static str, Vec<&'static str>)
             allowed.push("switchyard");
             allowed
         }),
-        _ if name == "switchyard-integration-tests" || name.ends_with("-double") => (
-            "the test harness and doubles depend on ours only as dev dependencies",
-            vec![],
-        ),
+        _ if name == "switchyard-integration-tests"
+            || name.ends_with("-double")
+            || name == "switchyard-double-listener" =>
+        {
+            (
+                "the test harness and doubles depend on ours only as dev dependencies (the \
+                 doubles may share switchyard-double-listener)",
+                vec!["switchyard-double-listener"],
+            )
+        }
         _ => return None,
     })
 }
