@@ -81,6 +81,15 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
     })
 }
 
+/// Whether the request is a gRPC or gRPC-Web call (`content-type: application/grpc*`), with
+/// one header lookup: the gateway's own errors for both are trailers-only.
+pub fn is_grpc_or_web(headers: &HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).is_some_and(|v| {
+        let v = v.as_bytes();
+        v.len() >= 16 && v[..16].eq_ignore_ascii_case(b"application/grpc")
+    })
+}
+
 /// `grpc-timeout`: up to 8 digits and a unit (`H M S m u n`). `None` when absent or
 /// malformed (then only the route's timeout applies).
 pub fn timeout(headers: &HeaderMap) -> Option<Duration> {

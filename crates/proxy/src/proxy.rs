@@ -482,8 +482,7 @@ impl Proxy {
             trace: None,
         });
         // gRPC-Web calls get the gateway's errors in gRPC form too (trailers-only).
-        let grpc =
-            grpc::is_grpc(request.headers()) || crate::grpc_web::mode(request.headers()).is_some();
+        let grpc = grpc::is_grpc_or_web(request.headers());
         let (response, metrics, endpoint) = match found {
             None => {
                 let response = match answered {
