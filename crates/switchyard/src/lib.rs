@@ -20,6 +20,7 @@ pub mod config_source;
 pub mod dashboard;
 pub mod history;
 pub mod load;
+pub mod metrics_page;
 pub mod openapi;
 pub mod plan;
 pub mod policy;
