@@ -14,6 +14,7 @@
 //!
 //! This crate depends on no backend and on no HTTP server.
 
+mod blocking;
 mod endpoint;
 mod error;
 mod factory;
@@ -25,6 +26,7 @@ pub mod recover;
 pub mod testkit;
 mod update;
 
+pub use blocking::{next_index, TokenBucket};
 pub use endpoint::{Endpoint, Metadata, META_HINTS_FOR_ZONES};
 pub use error::{ErrorKind, RegistryError};
 pub use factory::{decode_settings, Catalog, ConfigIssue, RegistryContext, RegistryFactory};

@@ -21,7 +21,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::{StatusCode, Url};
-use switchyard_registry::{diff_sorted, Endpoint, RegistryError, RegistryMetrics, Update};
+use switchyard_registry::{
+    diff_sorted, next_index, Endpoint, RegistryError, RegistryMetrics, TokenBucket, Update,
+};
 
 use crate::decode::{decode_entry, Candidate, Decoded};
 
@@ -35,51 +37,6 @@ pub const NO_INDEX_POLL: Duration = Duration::from_secs(1);
 const REQUEST_SLACK: Duration = Duration::from_secs(15);
 /// How long a host-name lookup may take before the entry counts as malformed.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The index for the next request, given the last one and the one just returned: reset to
-/// 0 when it went backwards, else the returned one, at least 1.
-pub fn next_index(previous: u64, returned: u64) -> u64 {
-    if returned < previous {
-        0
-    } else {
-        returned.max(1)
-    }
-}
-
-/// A token bucket: `capacity` requests at once, then one per `refill`.
-#[derive(Debug)]
-pub struct TokenBucket {
-    capacity: f64,
-    refill: Duration,
-    tokens: f64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    /// A full bucket.
-    pub fn new(capacity: u32, refill: Duration, now: Instant) -> Self {
-        TokenBucket {
-            capacity: f64::from(capacity),
-            refill,
-            tokens: f64::from(capacity),
-            last: now,
-        }
-    }
-
-    /// Takes a token and says how long to wait before using it (zero when one was there).
-    pub fn take(&mut self, now: Instant) -> Duration {
-        let elapsed = now.saturating_duration_since(self.last);
-        self.last = now;
-        self.tokens =
-            (self.tokens + elapsed.as_secs_f64() / self.refill.as_secs_f64()).min(self.capacity);
-        self.tokens -= 1.0;
-        if self.tokens >= 0.0 {
-            Duration::ZERO
-        } else {
-            self.refill.mul_f64(-self.tokens)
-        }
-    }
-}
 
 /// What every watch of one registry shares.
 #[derive(Debug)]
@@ -144,10 +101,7 @@ impl Watch {
             if !self.poll_delay.is_zero() {
                 tokio::time::sleep(self.poll_delay).await;
             }
-            let delay = self.bucket.take(Instant::now());
-            if !delay.is_zero() {
-                tokio::time::sleep(delay + REFILL.mul_f64(fastrand::f64() * 0.5)).await;
-            }
+            self.bucket.pace().await;
             let (index, entries) = match self.fetch().await {
                 Ok(answer) => answer,
                 Err(err) => {
@@ -333,41 +287,4 @@ async fn resolve(candidate: &Candidate) -> Result<SocketAddr, String> {
         .or(addresses.first())
         .copied()
         .ok_or_else(|| format!("{:?} resolves to no address", candidate.host))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn index_rules() {
-        for (previous, returned, expected) in [
-            (0, 5, 5),
-            (5, 5, 5),
-            (5, 9, 9),
-            (9, 3, 0),
-            (0, 0, 1),
-            (1, 0, 0),
-        ] {
-            assert_eq!(
-                next_index(previous, returned),
-                expected,
-                "{previous} -> {returned}"
-            );
-        }
-    }
-
-    #[test]
-    fn a_spinning_server_gets_at_most_the_refill_rate() {
-        let start = Instant::now();
-        let mut now = start;
-        let mut bucket = TokenBucket::new(BURST, REFILL, start);
-        let mut requests = 0;
-        while now < start + Duration::from_secs(10) {
-            now += bucket.take(now);
-            requests += 1;
-        }
-        assert!(requests <= 10 * 10 + BURST as usize + 1, "{requests}");
-        assert!(requests >= 100, "{requests}");
-    }
 }
