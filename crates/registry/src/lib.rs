@@ -22,6 +22,7 @@ mod fields;
 mod metrics;
 mod query;
 pub mod recover;
+mod resolve;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 mod update;
@@ -34,6 +35,7 @@ pub use fields::field_names;
 pub use metrics::RegistryMetrics;
 pub use query::ServiceQuery;
 pub use recover::{recover, Backoff, SourceEvent};
+pub use resolve::{resolve_host, RESOLVE_TIMEOUT};
 pub use update::{diff_sorted, set_diff, SetDiff, Update, UpdateStream};
 
 use async_trait::async_trait;

@@ -18,23 +18,22 @@
 //! [`NO_INDEX_POLL`] instead, with a warning. Errors end the stream with the right kind; the shared recover wrapper reconnects.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::{StatusCode, Url};
 use switchyard_registry::{
-    next_index, set_diff, Endpoint, RegistryError, RegistryMetrics, TokenBucket, Update,
+    next_index, resolve_host, set_diff, Endpoint, RegistryError, RegistryMetrics, TokenBucket,
+    Update,
 };
 
-use crate::decode::{decode_entry, Candidate, Decoded};
+use crate::decode::{decode_entry, Decoded};
 
 /// Requests a watch may make at once before the rate limit applies.
 pub const BURST: u32 = 10;
 /// One request per this much time once the burst is spent.
 pub const REFILL: Duration = Duration::from_millis(100);
-/// How long a hostname lookup may take before the entry counts as malformed.
-const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a server that sends no `X-Consul-Index` (so cannot block) is polled.
 pub const NO_INDEX_POLL: Duration = Duration::from_secs(1);
 /// Extra time past `wait` (and Consul's wait/16 jitter) before a request is abandoned.
@@ -325,7 +324,7 @@ impl Watch {
                     continue;
                 }
             };
-            let address = match resolve(&candidate).await {
+            let address = match resolve_host(&candidate.host, candidate.port).await {
                 Ok(address) => address,
                 Err(why) => {
                     self.report_malformed(&mut malformed, candidate.key.clone(), why);
@@ -436,26 +435,6 @@ pub fn wait_param(wait: Duration) -> String {
     } else {
         format!("{}ms", wait.as_millis().max(1))
     }
-}
-
-/// The socket address of a candidate: an IP literal as is, a hostname through the system
-/// resolver (IPv4 preferred, as most backends listen there).
-async fn resolve(candidate: &Candidate) -> Result<SocketAddr, String> {
-    if let Ok(ip) = candidate.host.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, candidate.port));
-    }
-    let lookup = tokio::net::lookup_host((candidate.host.as_str(), candidate.port));
-    let addresses: Vec<SocketAddr> = match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
-        Ok(Ok(addresses)) => addresses.collect(),
-        Ok(Err(err)) => return Err(format!("cannot resolve {:?}: {err}", candidate.host)),
-        Err(_) => return Err(format!("resolving {:?} timed out", candidate.host)),
-    };
-    addresses
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or(addresses.first())
-        .copied()
-        .ok_or_else(|| format!("{:?} resolves to no address", candidate.host))
 }
 
 #[cfg(test)]

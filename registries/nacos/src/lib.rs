@@ -31,15 +31,14 @@ pub mod config;
 pub mod decode;
 
 use std::collections::HashSet;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
 use switchyard_registry::{
-    diff_sorted, ConfigIssue, Endpoint, Registry, RegistryContext, RegistryError, RegistryFactory,
-    RegistryMetrics, ServiceQuery, Update, UpdateStream,
+    diff_sorted, resolve_host, ConfigIssue, Endpoint, Registry, RegistryContext, RegistryError,
+    RegistryFactory, RegistryMetrics, ServiceQuery, Update, UpdateStream,
 };
 
 use client::Client;
@@ -238,7 +237,7 @@ impl Poll {
                     continue;
                 }
             };
-            match resolve(&candidate.host, candidate.port).await {
+            match resolve_host(&candidate.host, candidate.port).await {
                 Ok(address) => {
                     let mut endpoint = Endpoint::new(address).with_weight(candidate.weight);
                     endpoint.set_zone(candidate.zone);
@@ -264,26 +263,6 @@ impl Poll {
         }
         now.insert(what);
     }
-}
-
-/// An IP literal as is, a host name through the system resolver (IPv4 preferred).
-async fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, port));
-    }
-    let lookup = tokio::net::lookup_host((host, port));
-    let addresses: Vec<SocketAddr> =
-        match tokio::time::timeout(Duration::from_secs(5), lookup).await {
-            Ok(Ok(addresses)) => addresses.collect(),
-            Ok(Err(err)) => return Err(format!("cannot resolve {host:?}: {err}")),
-            Err(_) => return Err(format!("resolving {host:?} timed out")),
-        };
-    addresses
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or(addresses.first())
-        .copied()
-        .ok_or_else(|| format!("{host:?} resolves to no address"))
 }
 
 #[cfg(test)]

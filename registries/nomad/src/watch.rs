@@ -16,16 +16,16 @@
 //!
 //! Errors end the stream with the right kind; the shared recover wrapper reconnects.
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::{StatusCode, Url};
 use switchyard_registry::{
-    diff_sorted, next_index, Endpoint, RegistryError, RegistryMetrics, TokenBucket, Update,
+    diff_sorted, next_index, resolve_host, Endpoint, RegistryError, RegistryMetrics, TokenBucket,
+    Update,
 };
 
-use crate::decode::{decode_entry, Candidate, Decoded};
+use crate::decode::{decode_entry, Decoded};
 
 /// Requests a watch may make at once before the rate limit applies.
 pub const BURST: u32 = 10;
@@ -35,8 +35,6 @@ pub const REFILL: Duration = Duration::from_millis(100);
 pub const NO_INDEX_POLL: Duration = Duration::from_secs(1);
 /// Extra time past `wait` (and Nomad's wait/16 jitter) before a request is abandoned.
 const REQUEST_SLACK: Duration = Duration::from_secs(15);
-/// How long a host-name lookup may take before the entry counts as malformed.
-const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What every watch of one registry shares.
 #[derive(Debug)]
@@ -187,7 +185,7 @@ impl Watch {
                     continue;
                 }
             };
-            match resolve(&candidate).await {
+            match resolve_host(&candidate.host, candidate.port).await {
                 Ok(address) => {
                     let endpoint = Endpoint::new(address).with_metadata(candidate.metadata);
                     set.push(Arc::new(endpoint));
@@ -267,24 +265,4 @@ impl Watch {
             )),
         }
     }
-}
-
-/// The socket address of a candidate: an IP literal as is, a host name through the system
-/// resolver (IPv4 preferred).
-async fn resolve(candidate: &Candidate) -> Result<SocketAddr, String> {
-    if let Ok(ip) = candidate.host.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, candidate.port));
-    }
-    let lookup = tokio::net::lookup_host((candidate.host.as_str(), candidate.port));
-    let addresses: Vec<SocketAddr> = match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
-        Ok(Ok(addresses)) => addresses.collect(),
-        Ok(Err(err)) => return Err(format!("cannot resolve {:?}: {err}", candidate.host)),
-        Err(_) => return Err(format!("resolving {:?} timed out", candidate.host)),
-    };
-    addresses
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or(addresses.first())
-        .copied()
-        .ok_or_else(|| format!("{:?} resolves to no address", candidate.host))
 }
