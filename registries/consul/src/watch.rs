@@ -14,18 +14,22 @@
 //!   [`REFILL`], the pace consul-template settled on), with jitter on every wait, so a
 //!   server that answers at once cannot make the gateway spin.
 //!
+//! The index rule and the token bucket are Nomad's too: they live in the registry crate
+//! ([`next_index`], [`TokenBucket`]), as do the host-name lookup and the malformed-entry
+//! count.
+//!
 //! A server that sends no `X-Consul-Index` cannot block: it is polled every
 //! [`NO_INDEX_POLL`] instead, with a warning. Errors end the stream with the right kind; the shared recover wrapper reconnects.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::{StatusCode, Url};
 use switchyard_registry::{
-    next_index, resolve_host, set_diff, Endpoint, RegistryError, RegistryMetrics, TokenBucket,
-    Update,
+    next_index, resolve_host, set_diff, Endpoint, MalformedEntries, RegistryError, RegistryMetrics,
+    TokenBucket, Update,
 };
 
 use crate::decode::{decode_entry, Decoded};
@@ -102,7 +106,8 @@ pub struct Watch {
     pending: VecDeque<Update>,
     bucket: TokenBucket,
     failed: bool,
-    malformed: HashSet<String>,
+    /// Malformed entries, each counted once while it stays malformed.
+    malformed: MalformedEntries,
     warned_filtered: bool,
     warned_no_index: bool,
     /// Extra delay before the next request (set while the server sends no index).
@@ -129,7 +134,7 @@ impl Watch {
             pending: VecDeque::new(),
             bucket: TokenBucket::new(BURST, REFILL, Instant::now()),
             failed: false,
-            malformed: HashSet::new(),
+            malformed: MalformedEntries::default(),
             warned_filtered: false,
             warned_no_index: false,
             poll_delay: Duration::ZERO,
@@ -314,20 +319,19 @@ impl Watch {
     /// malformed.
     async fn decode(&mut self, entries: &[serde_json::Value]) -> BTreeMap<SocketAddr, Endpoint> {
         let mut set = BTreeMap::new();
-        let mut malformed = HashSet::new();
         for value in entries {
             let candidate = match decode_entry(value, &self.tags, self.shared.only_passing) {
                 Decoded::Serve(candidate) => candidate,
                 Decoded::Skip => continue,
                 Decoded::Malformed(key, why) => {
-                    self.report_malformed(&mut malformed, key, why);
+                    self.report_malformed(key, why);
                     continue;
                 }
             };
             let address = match resolve_host(&candidate.host, candidate.port).await {
                 Ok(address) => address,
                 Err(why) => {
-                    self.report_malformed(&mut malformed, candidate.key.clone(), why);
+                    self.report_malformed(candidate.key.clone(), why);
                     continue;
                 }
             };
@@ -346,16 +350,14 @@ impl Watch {
             endpoint.set_zone(candidate.zone);
             set.insert(address, endpoint);
         }
-        self.malformed = malformed;
+        self.malformed.end_answer();
         set
     }
 
-    fn report_malformed(&self, now: &mut HashSet<String>, key: String, why: String) {
+    fn report_malformed(&mut self, key: String, why: String) {
         let what = format!("consul service {:?} instance {key}: {why}", self.service);
-        if !self.malformed.contains(&what) {
-            self.shared.metrics.malformed(&self.shared.name, &what);
-        }
-        now.insert(what);
+        let shared = &self.shared;
+        self.malformed.report(&shared.metrics, &shared.name, what);
     }
 
     /// The agent's address for messages, without the trailing `/`.

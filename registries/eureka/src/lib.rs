@@ -23,7 +23,6 @@
 pub mod config;
 pub mod decode;
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,8 +31,8 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use reqwest::StatusCode;
 use switchyard_registry::{
-    diff_sorted, resolve_host, ConfigIssue, Endpoint, Registry, RegistryContext, RegistryError,
-    RegistryFactory, RegistryMetrics, ServiceQuery, Update, UpdateStream,
+    diff_sorted, resolve_host, ConfigIssue, Endpoint, MalformedEntries, Registry, RegistryContext,
+    RegistryError, RegistryFactory, RegistryMetrics, ServiceQuery, Update, UpdateStream,
 };
 
 use config::Config;
@@ -213,7 +212,7 @@ impl Registry for EurekaRegistry {
             apps: None,
             known: None,
             pending: Vec::new(),
-            malformed: HashSet::new(),
+            malformed: MalformedEntries::default(),
             failed: false,
         };
         Ok(futures::stream::unfold(poll, |mut poll| async move {
@@ -232,7 +231,8 @@ struct Poll {
     known: Option<Vec<Arc<Endpoint>>>,
     /// Updates to hand out, last first.
     pending: Vec<Update>,
-    malformed: HashSet<String>,
+    /// Malformed entries, each counted once while it stays malformed.
+    malformed: MalformedEntries,
     failed: bool,
 }
 
@@ -298,13 +298,12 @@ impl Poll {
             .map(|app| app.values().cloned().collect())
             .unwrap_or_default();
         let mut set = Vec::new();
-        let mut malformed = HashSet::new();
         for instance in &instances {
             let candidate = match decode_instance(instance, self.shared.config.prefer) {
                 Decoded::Serve(candidate) => candidate,
                 Decoded::Skip => continue,
                 Decoded::Malformed(key, why) => {
-                    self.report(&mut malformed, &key, &why);
+                    self.report(&key, &why);
                     continue;
                 }
             };
@@ -315,21 +314,19 @@ impl Poll {
                     endpoint.set_metadata(candidate.metadata);
                     set.push(Arc::new(endpoint));
                 }
-                Err(why) => self.report(&mut malformed, &candidate.key, &why),
+                Err(why) => self.report(&candidate.key, &why),
             }
         }
-        self.malformed = malformed;
+        self.malformed.end_answer();
         set.sort_by_key(|e| e.address);
         set.dedup_by_key(|e| e.address);
         set
     }
 
-    fn report(&self, now: &mut HashSet<String>, key: &str, why: &str) {
+    fn report(&mut self, key: &str, why: &str) {
         let what = format!("eureka app {} instance {key}: {why}", self.app);
-        if !self.malformed.contains(&what) {
-            self.shared.metrics.malformed(&self.shared.name, &what);
-        }
-        now.insert(what);
+        let shared = &self.shared;
+        self.malformed.report(&shared.metrics, &shared.name, what);
     }
 }
 

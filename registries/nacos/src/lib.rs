@@ -30,15 +30,14 @@ pub mod client;
 pub mod config;
 pub mod decode;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
 use switchyard_registry::{
-    diff_sorted, resolve_host, ConfigIssue, Endpoint, Registry, RegistryContext, RegistryError,
-    RegistryFactory, RegistryMetrics, ServiceQuery, Update, UpdateStream,
+    diff_sorted, resolve_host, ConfigIssue, Endpoint, MalformedEntries, Registry, RegistryContext,
+    RegistryError, RegistryFactory, RegistryMetrics, ServiceQuery, Update, UpdateStream,
 };
 
 use client::Client;
@@ -155,7 +154,7 @@ impl Registry for NacosRegistry {
             service: name.to_owned(),
             known: None,
             pending: Vec::new(),
-            malformed: HashSet::new(),
+            malformed: MalformedEntries::default(),
             failed: false,
         };
         Ok(futures::stream::unfold(poll, |mut poll| async move {
@@ -176,7 +175,8 @@ struct Poll {
     known: Option<Vec<Arc<Endpoint>>>,
     /// Updates to hand out, last first.
     pending: Vec<Update>,
-    malformed: HashSet<String>,
+    /// Malformed entries, each counted once while it stays malformed.
+    malformed: MalformedEntries,
     failed: bool,
 }
 
@@ -227,13 +227,12 @@ impl Poll {
 
     async fn decode(&mut self, list: &[serde_json::Value]) -> Vec<Arc<Endpoint>> {
         let mut set = Vec::new();
-        let mut malformed = HashSet::new();
         for value in list {
             let candidate = match decode_host(value) {
                 Decoded::Serve(candidate) => candidate,
                 Decoded::Skip => continue,
                 Decoded::Malformed(key, why) => {
-                    self.report(&mut malformed, &key, &why);
+                    self.report(&key, &why);
                     continue;
                 }
             };
@@ -244,24 +243,21 @@ impl Poll {
                     endpoint.set_metadata(candidate.metadata);
                     set.push(Arc::new(endpoint));
                 }
-                Err(why) => self.report(&mut malformed, &candidate.key, &why),
+                Err(why) => self.report(&candidate.key, &why),
             }
         }
-        self.malformed = malformed;
+        self.malformed.end_answer();
         set.sort_by_key(|e| e.address);
         set.dedup_by_key(|e| e.address);
         set
     }
 
-    fn report(&self, now: &mut HashSet<String>, key: &str, why: &str) {
+    fn report(&mut self, key: &str, why: &str) {
         let what = format!(
             "nacos service {}@@{} instance {key}: {why}",
             self.group, self.service
         );
-        if !self.malformed.contains(&what) {
-            self.metrics.malformed(&self.registry, &what);
-        }
-        now.insert(what);
+        self.malformed.report(&self.metrics, &self.registry, what);
     }
 }
 

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use reqwest::{StatusCode, Url};
 use switchyard_registry::{
-    diff_sorted, next_index, resolve_host, Endpoint, RegistryError, RegistryMetrics, TokenBucket,
-    Update,
+    diff_sorted, next_index, resolve_host, Endpoint, MalformedEntries, RegistryError,
+    RegistryMetrics, TokenBucket, Update,
 };
 
 use crate::decode::{decode_entry, Decoded};
@@ -64,8 +64,8 @@ pub struct Watch {
     pending: std::collections::VecDeque<Update>,
     bucket: TokenBucket,
     failed: bool,
-    /// Malformed entries of the last answer, each counted once while it stays malformed.
-    malformed: std::collections::HashSet<String>,
+    /// Malformed entries, each counted once while it stays malformed.
+    malformed: MalformedEntries,
     poll_delay: Duration,
 }
 
@@ -175,13 +175,12 @@ impl Watch {
     /// Decodes and resolves the entries into a set sorted by address.
     async fn decode(&mut self, entries: &[serde_json::Value]) -> Vec<Arc<Endpoint>> {
         let mut set: Vec<Arc<Endpoint>> = Vec::new();
-        let mut malformed = std::collections::HashSet::new();
         for value in entries {
             let candidate = match decode_entry(value, &self.tags) {
                 Decoded::Serve(candidate) => candidate,
                 Decoded::Skip => continue,
                 Decoded::Malformed(key, why) => {
-                    self.report_malformed(&mut malformed, key, why);
+                    self.report_malformed(key, why);
                     continue;
                 }
             };
@@ -190,27 +189,20 @@ impl Watch {
                     let endpoint = Endpoint::new(address).with_metadata(candidate.metadata);
                     set.push(Arc::new(endpoint));
                 }
-                Err(why) => self.report_malformed(&mut malformed, candidate.key, why),
+                Err(why) => self.report_malformed(candidate.key, why),
             }
         }
-        self.malformed = malformed;
+        self.malformed.end_answer();
         set.sort_by_key(|e| e.address);
         // Two registrations at one address serve once (the first in address order).
         set.dedup_by_key(|e| e.address);
         set
     }
 
-    fn report_malformed(
-        &self,
-        now: &mut std::collections::HashSet<String>,
-        key: String,
-        why: String,
-    ) {
+    fn report_malformed(&mut self, key: String, why: String) {
         let what = format!("nomad service {:?} registration {key}: {why}", self.service);
-        if !self.malformed.contains(&what) {
-            self.shared.metrics.malformed(&self.shared.name, &what);
-        }
-        now.insert(what);
+        let shared = &self.shared;
+        self.malformed.report(&shared.metrics, &shared.name, what);
     }
 
     fn address(&self) -> String {
