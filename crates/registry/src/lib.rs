@@ -38,7 +38,7 @@ pub use metrics::RegistryMetrics;
 pub use query::ServiceQuery;
 pub use recover::{recover, Backoff, SourceEvent};
 pub use resolve::{resolve_host, RESOLVE_TIMEOUT};
-pub use update::{diff_sorted, set_diff, SetDiff, Update, UpdateStream};
+pub use update::{answer_updates, diff_sorted, set_diff, SetDiff, Update, UpdateStream};
 
 use async_trait::async_trait;
 

@@ -131,6 +131,18 @@ pub fn diff_sorted(old: &[Arc<Endpoint>], new: &[Arc<Endpoint>]) -> Vec<Update> 
     Update::changes(diff.added.into_iter().cloned().collect(), diff.removed)
 }
 
+/// The updates that publish a poller's whole new answer `set` (sorted by address, each
+/// address once) after `known`, the set published before (`None` before the first answer):
+/// the first answer is a `Reset`, an answer that empties the set an authoritative empty
+/// `Reset`, any other the difference ([`diff_sorted`]).
+pub fn answer_updates(known: Option<&[Arc<Endpoint>]>, set: &[Arc<Endpoint>]) -> Vec<Update> {
+    match known {
+        None => vec![Update::Reset(set.to_vec())],
+        Some(known) if set.is_empty() && !known.is_empty() => vec![Update::Reset(Vec::new())],
+        Some(known) => diff_sorted(known, set),
+    }
+}
+
 /// The stream [`crate::Registry::watch`] returns.
 ///
 /// An `Err` item means the stream is broken; the consumer stops reading it and watches
@@ -233,5 +245,21 @@ mod tests {
         // Owned on one side, shared on the other: compared by value.
         let shared: Vec<Arc<Endpoint>> = new.values().cloned().map(Arc::new).collect();
         assert!(set_diff(new.values(), &shared).is_empty());
+    }
+
+    #[test]
+    fn answers_publish_a_reset_first_then_differences() {
+        let one = set(&[("10.0.0.1:80", 1)]);
+        let two = set(&[("10.0.0.1:80", 1), ("10.0.0.2:80", 1)]);
+        assert_eq!(answer_updates(None, &one), [Update::Reset(one.clone())]);
+        assert_eq!(answer_updates(None, &[]), [Update::Reset(Vec::new())]);
+        assert_eq!(
+            answer_updates(Some(&one), &two),
+            [Update::Add(vec![two[1].clone()])]
+        );
+        assert_eq!(answer_updates(Some(&two), &two), []);
+        // Emptied: an authoritative empty reset, not a removal of each.
+        assert_eq!(answer_updates(Some(&two), &[]), [Update::Reset(Vec::new())]);
+        assert_eq!(answer_updates(Some(&[]), &[]), []);
     }
 }

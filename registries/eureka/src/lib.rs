@@ -31,8 +31,9 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use reqwest::StatusCode;
 use switchyard_registry::{
-    diff_sorted, resolve_host, ConfigIssue, Endpoint, MalformedEntries, Registry, RegistryContext,
-    RegistryError, RegistryFactory, RegistryMetrics, ServiceQuery, Update, UpdateStream,
+    answer_updates, resolve_host, ConfigIssue, Endpoint, MalformedEntries, Registry,
+    RegistryContext, RegistryError, RegistryFactory, RegistryMetrics, ServiceQuery, Update,
+    UpdateStream,
 };
 
 use config::Config;
@@ -254,13 +255,7 @@ impl Poll {
                 return Some(Err(error));
             }
             let set = self.decode().await;
-            let mut updates = match &self.known {
-                None => vec![Update::Reset(set.clone())],
-                Some(known) if set.is_empty() && !known.is_empty() => {
-                    vec![Update::Reset(Vec::new())]
-                }
-                Some(known) => diff_sorted(known, &set),
-            };
+            let mut updates = answer_updates(self.known.as_deref(), &set);
             updates.reverse();
             self.pending = updates;
             self.known = Some(set);

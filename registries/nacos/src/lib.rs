@@ -36,8 +36,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use switchyard_registry::{
-    diff_sorted, resolve_host, ConfigIssue, Endpoint, MalformedEntries, Registry, RegistryContext,
-    RegistryError, RegistryFactory, RegistryMetrics, ServiceQuery, Update, UpdateStream,
+    answer_updates, resolve_host, ConfigIssue, Endpoint, MalformedEntries, Registry,
+    RegistryContext, RegistryError, RegistryFactory, RegistryMetrics, ServiceQuery, Update,
+    UpdateStream,
 };
 
 use client::Client;
@@ -212,13 +213,7 @@ impl Poll {
                 }
             };
             let set = self.decode(list).await;
-            let mut updates = match &self.known {
-                None => vec![Update::Reset(set.clone())],
-                Some(known) if set.is_empty() && !known.is_empty() => {
-                    vec![Update::Reset(Vec::new())]
-                }
-                Some(known) => diff_sorted(known, &set),
-            };
+            let mut updates = answer_updates(self.known.as_deref(), &set);
             updates.reverse();
             self.pending = updates;
             self.known = Some(set);

@@ -14,6 +14,10 @@
 //! - re-queries are rate-limited by a token bucket (burst [`BURST`], then one per
 //!   [`REFILL`]), so a server answering at once cannot make the gateway spin.
 //!
+//! The index rule and the token bucket are Consul's too: they live in the registry crate
+//! ([`next_index`], [`TokenBucket`]), as do the answer-to-updates step, the host-name lookup
+//! and the malformed-entry count.
+//!
 //! Errors end the stream with the right kind; the shared recover wrapper reconnects.
 
 use std::sync::Arc;
@@ -21,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::{StatusCode, Url};
 use switchyard_registry::{
-    diff_sorted, next_index, resolve_host, Endpoint, MalformedEntries, RegistryError,
+    answer_updates, next_index, resolve_host, Endpoint, MalformedEntries, RegistryError,
     RegistryMetrics, TokenBucket, Update,
 };
 
@@ -124,13 +128,8 @@ impl Watch {
                 }
             }
             let set = self.decode(&entries).await;
-            match &self.known {
-                None => self.pending.push_back(Update::Reset(set.clone())),
-                Some(known) if set.is_empty() && !known.is_empty() => {
-                    self.pending.push_back(Update::Reset(Vec::new()));
-                }
-                Some(known) => self.pending.extend(diff_sorted(known, &set)),
-            }
+            self.pending
+                .extend(answer_updates(self.known.as_deref(), &set));
             self.known = Some(set);
         }
     }
