@@ -29,6 +29,52 @@ async fn conformance(harness: &mut dyn Harness, expected_to_run: &[Case]) {
 /// Instances by service, as a harness keeps them for backends it must rewrite whole.
 type Book = BTreeMap<String, BTreeMap<SocketAddr, u32>>;
 
+/// A Prometheus file_sd list kept whole, for the backends that read one (file, http): the
+/// harness rewrites or serves it anew after every change, as config management or an
+/// inventory system does.
+#[derive(Default)]
+struct FileSdList {
+    book: Book,
+    /// Services given an entry whose target is not an address.
+    malformed: Vec<String>,
+}
+
+impl FileSdList {
+    fn register(&mut self, service: &str, instance: Instance) {
+        self.book
+            .entry(service.to_owned())
+            .or_default()
+            .insert(instance.address, instance.weight);
+    }
+    fn deregister(&mut self, service: &str, address: SocketAddr) {
+        if let Some(set) = self.book.get_mut(service) {
+            set.remove(&address);
+        }
+    }
+    fn write_malformed(&mut self, service: &str) {
+        self.malformed.push(service.to_owned());
+    }
+    fn delete_service(&mut self, service: &str) {
+        self.book.remove(service);
+        self.malformed.retain(|s| s != service);
+    }
+    /// The list as JSON: a target group per instance, then a malformed one per service
+    /// given one.
+    fn to_json(&self) -> String {
+        let mut groups = Vec::new();
+        for (service, set) in &self.book {
+            for (address, weight) in set {
+                groups.push(json!({"targets": [address.to_string()],
+                    "labels": {"__service__": service, "__weight__": weight.to_string()}}));
+            }
+        }
+        for service in &self.malformed {
+            groups.push(json!({"targets": ["not an address"], "labels": {"__service__": service}}));
+        }
+        serde_json::to_string_pretty(&groups).unwrap()
+    }
+}
+
 // === static ===
 
 struct StaticHarness {
@@ -77,8 +123,7 @@ async fn static_registry() {
 
 struct FileHarness {
     dir: tempfile::TempDir,
-    book: Book,
-    malformed: Vec<String>,
+    list: FileSdList,
 }
 
 impl FileHarness {
@@ -88,18 +133,8 @@ impl FileHarness {
 
     /// Rewrites the file whole, atomically (a rename), as config management does.
     fn write(&self) {
-        let mut groups = Vec::new();
-        for (service, set) in &self.book {
-            for (address, weight) in set {
-                groups.push(json!({"targets": [address.to_string()],
-                    "labels": {"__service__": service, "__weight__": weight.to_string()}}));
-            }
-        }
-        for service in &self.malformed {
-            groups.push(json!({"targets": ["not an address"], "labels": {"__service__": service}}));
-        }
         let tmp = self.dir.path().join("services.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&groups).unwrap()).unwrap();
+        std::fs::write(&tmp, self.list.to_json()).unwrap();
         std::fs::rename(&tmp, self.path()).unwrap();
     }
 }
@@ -122,24 +157,19 @@ impl Harness for FileHarness {
             .unwrap_or_else(|issues| panic!("{issues:?}"))
     }
     async fn register(&mut self, service: &str, instance: Instance) {
-        self.book
-            .entry(service.to_owned())
-            .or_default()
-            .insert(instance.address, instance.weight);
+        self.list.register(service, instance);
         self.write();
     }
     async fn deregister(&mut self, service: &str, address: SocketAddr) {
-        if let Some(set) = self.book.get_mut(service) {
-            set.remove(&address);
-        }
+        self.list.deregister(service, address);
         self.write();
     }
     async fn write_malformed(&mut self, service: &str) {
-        self.malformed.push(service.to_owned());
+        self.list.write_malformed(service);
         self.write();
     }
     async fn delete_service(&mut self, service: &str) {
-        self.book.remove(service);
+        self.list.delete_service(service);
         self.write();
     }
 }
@@ -148,8 +178,7 @@ impl Harness for FileHarness {
 async fn file_registry() {
     let mut harness = FileHarness {
         dir: tempfile::tempdir().unwrap(),
-        book: Book::new(),
-        malformed: Vec::new(),
+        list: FileSdList::default(),
     };
     conformance(
         &mut harness,
@@ -1140,24 +1169,13 @@ async fn zookeeper_dubbo_registry() {
 
 struct HttpSdHarness {
     inventory: switchyard_integration_tests::inventory::Inventory,
-    book: Book,
-    malformed: Vec<String>,
+    list: FileSdList,
 }
 
 impl HttpSdHarness {
     /// Serves the whole list anew, as an inventory system does after any change.
     fn publish(&self) {
-        let mut groups = Vec::new();
-        for (service, set) in &self.book {
-            for (address, weight) in set {
-                groups.push(json!({"targets": [address.to_string()],
-                    "labels": {"__service__": service, "__weight__": weight.to_string()}}));
-            }
-        }
-        for service in &self.malformed {
-            groups.push(json!({"targets": ["not an address"], "labels": {"__service__": service}}));
-        }
-        self.inventory.set(&serde_json::to_string(&groups).unwrap());
+        self.inventory.set(&self.list.to_json());
     }
 }
 
@@ -1176,25 +1194,19 @@ impl Harness for HttpSdHarness {
             .unwrap_or_else(|issues| panic!("{issues:?}"))
     }
     async fn register(&mut self, service: &str, instance: Instance) {
-        self.book
-            .entry(service.to_owned())
-            .or_default()
-            .insert(instance.address, instance.weight);
+        self.list.register(service, instance);
         self.publish();
     }
     async fn deregister(&mut self, service: &str, address: SocketAddr) {
-        if let Some(set) = self.book.get_mut(service) {
-            set.remove(&address);
-        }
+        self.list.deregister(service, address);
         self.publish();
     }
     async fn write_malformed(&mut self, service: &str) {
-        self.malformed.push(service.to_owned());
+        self.list.write_malformed(service);
         self.publish();
     }
     async fn delete_service(&mut self, service: &str) {
-        self.book.remove(service);
-        self.malformed.retain(|s| s != service);
+        self.list.delete_service(service);
         self.publish();
     }
     async fn stop_server(&mut self) {
@@ -1209,8 +1221,7 @@ impl Harness for HttpSdHarness {
 async fn http_registry() {
     let mut harness = HttpSdHarness {
         inventory: switchyard_integration_tests::inventory::Inventory::start("[]"),
-        book: Book::new(),
-        malformed: Vec::new(),
+        list: FileSdList::default(),
     };
     conformance(&mut harness, &Case::ALL).await;
 }
