@@ -201,6 +201,27 @@ impl Gateway {
         serde_json::from_str(&reply.body).unwrap_or_else(|e| panic!("{path}: {e}: {}", reply.body))
     }
 
+    /// The first registry's entry in `/api/registries` (its `name`, `state`, ...): the one of
+    /// a config with a single registry.
+    pub async fn first_registry(&self) -> serde_json::Value {
+        self.admin_json("/api/registries").await[0].clone()
+    }
+
+    /// `switchyard_registry_errors_total{registry="<registry>"}` from `/metrics`: malformed
+    /// entries and stream errors counted for it; 0 while it has none listed.
+    pub async fn registry_errors(&self, registry: &str) -> f64 {
+        let text = self
+            .send(self.client.get(self.admin_url("/metrics")))
+            .await
+            .body;
+        let series = format!("switchyard_registry_errors_total{{registry=\"{registry}\"}}");
+        text.lines()
+            .find(|l| l.starts_with(&series))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// Waits until `/healthz` answers (10 s), or panics with the gateway's stderr.
     pub async fn wait_healthy(&self) {
         let start = Instant::now();

@@ -74,10 +74,6 @@ async fn register_with(agent: &AgentClient, backend: &Backend, extra: Value) {
         .unwrap_or_else(|e| panic!("register {}: {e}", backend.name()));
 }
 
-async fn registry_state(gateway: &Gateway) -> Value {
-    gateway.admin_json("/api/registries").await[0].clone()
-}
-
 #[tokio::test]
 async fn registered_failed_and_deregistered_instances_are_routed_and_dropped() {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
@@ -217,13 +213,13 @@ async fn datacenter_setting_and_source_override_pick_the_catalog() {
     .await;
     let unknown = Gateway::start(&config(&dc1, r#"datacenter = "dc9""#, "")).await;
     eventually("unknown datacenter reported", START, || async {
-        let registry = registry_state(&unknown).await;
+        let registry = unknown.first_registry().await;
         registry["last_error"]
             .as_str()
             .is_some_and(|e| e.contains("No path to datacenter"))
     })
     .await;
-    println!("unknown datacenter: {}", registry_state(&unknown).await);
+    println!("unknown datacenter: {}", unknown.first_registry().await);
 }
 
 #[tokio::test]
@@ -247,13 +243,13 @@ async fn a_wrong_token_is_reported_and_not_retried_hot() {
     double.reset_requests();
     let wrong = Gateway::start(&config(&double, r#"token = "not-the-token""#, "")).await;
     eventually("wrong token reported in /api/registries", START, || async {
-        let registry = registry_state(&wrong).await;
+        let registry = wrong.first_registry().await;
         registry["last_error"]
             .as_str()
             .is_some_and(|e| e.contains("ACL not found"))
     })
     .await;
-    let registry = registry_state(&wrong).await;
+    let registry = wrong.first_registry().await;
     println!("/api/registries with a wrong token: {registry}");
     assert_ne!(registry["state"], "ok", "{registry}");
     assert_eq!(wrong.get("/").await.status, 503);
@@ -284,13 +280,13 @@ async fn default_deny_without_a_token_is_reported_not_served_as_empty() {
     let text = config(&double, "", "");
     let gateway = Gateway::start(&text).await;
     eventually("the missing token in /api/registries", START, || async {
-        let registry = registry_state(&gateway).await;
+        let registry = gateway.first_registry().await;
         registry["last_error"]
             .as_str()
             .is_some_and(|e| e.contains("no token configured"))
     })
     .await;
-    let registry = registry_state(&gateway).await;
+    let registry = gateway.first_registry().await;
     println!("/api/registries without a token: {registry}");
     assert_ne!(registry["state"], "ok", "{registry}");
     assert_eq!(gateway.get("/").await.status, 503);
@@ -381,13 +377,13 @@ async fn a_stopped_agent_keeps_the_last_set_serving_and_a_resumed_one_is_picked_
         "agent down: registry down, endpoint stale",
         START,
         || async {
-            let registry = registry_state(&gateway).await;
+            let registry = gateway.first_registry().await;
             let upstreams = gateway.admin_json("/api/upstreams").await;
             registry["state"] != "ok" && upstreams[0]["endpoints"][0]["stale"] == true
         },
     )
     .await;
-    let registry = registry_state(&gateway).await;
+    let registry = gateway.first_registry().await;
     println!("/api/registries with the agent down: {registry}");
     assert!(registry["last_error"].is_string(), "{registry}");
     assert_eq!(
@@ -403,7 +399,7 @@ async fn a_stopped_agent_keeps_the_last_set_serving_and_a_resumed_one_is_picked_
         "agent back and changed: b routed, registry ok",
         Duration::from_secs(50),
         || async {
-            registry_state(&gateway).await["state"] == "ok" && gateway.all_reach("/", &["b"]).await
+            gateway.first_registry().await["state"] == "ok" && gateway.all_reach("/", &["b"]).await
         },
     )
     .await;

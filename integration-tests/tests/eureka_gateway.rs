@@ -86,22 +86,6 @@ async fn register(double: &EurekaDouble, backend: &Backend) {
     .await;
 }
 
-async fn registry_state(gateway: &Gateway) -> Value {
-    gateway.admin_json("/api/registries").await[0].clone()
-}
-
-async fn registry_errors(gateway: &Gateway) -> f64 {
-    let text = gateway
-        .send(gateway.client().get(gateway.admin_url("/metrics")))
-        .await
-        .body;
-    text.lines()
-        .find(|l| l.starts_with("switchyard_registry_errors_total{registry=\"eureka\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 fn on_free_port() -> Options {
     Options {
         listen: SocketAddr::from(([127, 0, 0, 1], free_port())),
@@ -208,14 +192,14 @@ async fn a_malformed_instance_is_skipped_and_counted_and_hostnames_resolve() {
         gateway.all_reach("/", &["a"])
     })
     .await;
-    let before = registry_errors(&gateway).await;
+    let before = gateway.registry_errors("eureka").await;
     double.inject_raw_instance(
         "echo",
         json!({"instanceId": "broken", "ipAddr": "127.0.0.1",
         "hostName": "localhost", "status": "UP", "port": {"$": "not-a-port", "@enabled": "true"}}),
     );
     eventually("malformed counted", SOON, || async {
-        registry_errors(&gateway).await > before
+        gateway.registry_errors("eureka").await > before
     })
     .await;
     register(&double, &b).await;
@@ -223,7 +207,7 @@ async fn a_malformed_instance_is_skipped_and_counted_and_hostnames_resolve() {
         gateway.spread("/", 30).await.len() == 2
     })
     .await;
-    let after = registry_errors(&gateway).await;
+    let after = gateway.registry_errors("eureka").await;
     println!("registry errors {before} -> {after}");
     assert_eq!(after, before + 1.0, "counted once while it stays");
 }
@@ -254,7 +238,7 @@ async fn basic_auth_failover_stale_when_all_are_down_and_resync() {
     }
     let wrong = Gateway::start(&config(&[first.address()], "")).await;
     eventually("no credentials: 401 reported", START, || async {
-        registry_state(&wrong).await["last_error"]
+        wrong.first_registry().await["last_error"]
             .as_str()
             .is_some_and(|e| e.contains("401"))
     })
@@ -279,11 +263,11 @@ async fn basic_auth_failover_stale_when_all_are_down_and_resync() {
     second.stop();
     eventually("all down: stale", START, || async {
         let upstreams = gateway.admin_json("/api/upstreams").await;
-        registry_state(&gateway).await["state"] != "ok"
+        gateway.first_registry().await["state"] != "ok"
             && upstreams[0]["endpoints"][0]["stale"] == true
     })
     .await;
-    let registry = registry_state(&gateway).await;
+    let registry = gateway.first_registry().await;
     println!("/api/registries with every server down: {registry}");
     assert!(
         registry["last_error"]
@@ -306,7 +290,7 @@ async fn basic_auth_failover_stale_when_all_are_down_and_resync() {
         "back: full reset, b only, fresh",
         Duration::from_secs(40),
         || async {
-            registry_state(&gateway).await["state"] == "ok" && gateway.all_reach("/", &["b"]).await
+            gateway.first_registry().await["state"] == "ok" && gateway.all_reach("/", &["b"]).await
         },
     )
     .await;

@@ -106,22 +106,6 @@ async fn register(double: &NacosDouble, backend: &Backend, extra: &[(&str, &str)
     .await;
 }
 
-async fn registry_state(gateway: &Gateway) -> Value {
-    gateway.admin_json("/api/registries").await[0].clone()
-}
-
-async fn registry_errors(gateway: &Gateway) -> f64 {
-    let text = gateway
-        .send(gateway.client().get(gateway.admin_url("/metrics")))
-        .await
-        .body;
-    text.lines()
-        .find(|l| l.starts_with("switchyard_registry_errors_total{registry=\"nacos\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 fn on_free_port() -> Options {
     Options {
         listen: SocketAddr::from(([127, 0, 0, 1], free_port())),
@@ -213,7 +197,7 @@ async fn registered_weighted_unhealthy_disabled_and_deregistered_instances() {
         gateway.get("/").await.status == 503
     })
     .await;
-    let registry = registry_state(&gateway).await;
+    let registry = gateway.first_registry().await;
     assert_eq!(registry["state"], "ok", "{registry}");
 }
 
@@ -257,13 +241,13 @@ async fn a_malformed_instance_is_skipped_and_counted() {
     register(&double, &a, &[]).await;
     let gateway = Gateway::start(&config(&[&double], "", "echo")).await;
     eventually("a routed", START, || gateway.all_reach("/", &["a"])).await;
-    let before = registry_errors(&gateway).await;
+    let before = gateway.registry_errors("nacos").await;
     double.inject_raw_host(
         "echo",
         json!({"ip": "127.0.0.1", "port": "not-a-port", "healthy": true, "enabled": true}),
     );
     eventually("malformed counted", SOON, || async {
-        registry_errors(&gateway).await > before
+        gateway.registry_errors("nacos").await > before
     })
     .await;
     register(&double, &b, &[]).await;
@@ -271,7 +255,7 @@ async fn a_malformed_instance_is_skipped_and_counted() {
         gateway.spread("/", 30).await.len() == 2
     })
     .await;
-    let after = registry_errors(&gateway).await;
+    let after = gateway.registry_errors("nacos").await;
     println!("registry errors {before} -> {after}");
     assert_eq!(after, before + 1.0, "counted once while it stays");
     assert!(gateway.all_reach("/", &["a", "b"]).await);
@@ -342,7 +326,7 @@ async fn login_tokens_are_renewed_and_a_wrong_password_is_reported() {
         gateway.spread("/", 30).await.len() == 2
     })
     .await;
-    assert_eq!(registry_state(&gateway).await["state"], "ok");
+    assert_eq!(gateway.first_registry().await["state"], "ok");
     let logins = double.requests("/nacos/v1/auth/login");
     println!("logins seen: {logins}");
     assert!(logins >= 4, "the gateway logged in again: {logins}");
@@ -355,7 +339,7 @@ async fn login_tokens_are_renewed_and_a_wrong_password_is_reported() {
     ))
     .await;
     eventually("wrong password reported", START, || async {
-        registry_state(&wrong).await["last_error"]
+        wrong.first_registry().await["last_error"]
             .as_str()
             .is_some_and(|e| e.contains("unknown user"))
     })
@@ -384,16 +368,16 @@ async fn failover_between_servers_stale_when_all_are_down_and_resync() {
         gateway.spread("/", 30).await.len() == 2
     })
     .await;
-    assert_eq!(registry_state(&gateway).await["state"], "ok");
+    assert_eq!(gateway.first_registry().await["state"], "ok");
 
     second.set_failing(true);
     eventually("all down: stale, degraded", START, || async {
         let upstreams = gateway.admin_json("/api/upstreams").await;
-        registry_state(&gateway).await["state"] != "ok"
+        gateway.first_registry().await["state"] != "ok"
             && upstreams[0]["endpoints"][0]["stale"] == true
     })
     .await;
-    let registry = registry_state(&gateway).await;
+    let registry = gateway.first_registry().await;
     println!("/api/registries with every server down: {registry}");
     assert!(
         registry["last_error"]
@@ -421,7 +405,7 @@ async fn failover_between_servers_stale_when_all_are_down_and_resync() {
         "back: full reset, b only, fresh",
         Duration::from_secs(40),
         || async {
-            registry_state(&gateway).await["state"] == "ok" && gateway.all_reach("/", &["b"]).await
+            gateway.first_registry().await["state"] == "ok" && gateway.all_reach("/", &["b"]).await
         },
     )
     .await;

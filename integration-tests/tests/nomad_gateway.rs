@@ -118,23 +118,6 @@ impl Api {
     }
 }
 
-async fn registry_state(gateway: &Gateway) -> Value {
-    gateway.admin_json("/api/registries").await[0].clone()
-}
-
-/// `switchyard_registry_errors_total{registry="nomad"}` from `/metrics`.
-async fn registry_errors(gateway: &Gateway) -> f64 {
-    let text = gateway
-        .send(gateway.client().get(gateway.admin_url("/metrics")))
-        .await
-        .body;
-    text.lines()
-        .find(|l| l.starts_with("switchyard_registry_errors_total{registry=\"nomad\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 fn listen_on_free_port() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
@@ -229,12 +212,12 @@ async fn tags_filter_and_a_malformed_registration_is_skipped_and_counted() {
     })
     .await;
     assert_eq!(gateway.spread("/", 40).await.get("a"), Some(&40));
-    let before = registry_errors(&gateway).await;
+    let before = gateway.registry_errors("nomad").await;
 
     double.inject_registration(json!({"ID": "_nomad-task-broken", "ServiceName": "echo",
         "Address": "127.0.0.1", "Port": "not-a-port", "Tags": ["v2"]}));
     eventually("the malformed registration counted", WITHIN_1S, || async {
-        registry_errors(&gateway).await > before
+        gateway.registry_errors("nomad").await > before
     })
     .await;
     let counts = gateway.spread("/", 40).await;
@@ -245,7 +228,7 @@ async fn tags_filter_and_a_malformed_registration_is_skipped_and_counted() {
         gateway.spread("/", 30).await.contains_key("b")
     })
     .await;
-    let after = registry_errors(&gateway).await;
+    let after = gateway.registry_errors("nomad").await;
     println!("registry errors: {before} before, {after} after");
     assert_eq!(after, before + 1.0);
 }
@@ -267,11 +250,11 @@ async fn an_agent_down_keeps_the_last_set_and_its_return_resyncs() {
     double.set_no_leader(true);
     eventually("no leader: registry degraded, stale", START, || async {
         let upstreams = gateway.admin_json("/api/upstreams").await;
-        registry_state(&gateway).await["state"] != "ok"
+        gateway.first_registry().await["state"] != "ok"
             && upstreams[0]["endpoints"][0]["stale"] == true
     })
     .await;
-    let registry = registry_state(&gateway).await;
+    let registry = gateway.first_registry().await;
     println!("/api/registries without a leader: {registry}");
     assert!(
         registry["last_error"]
@@ -289,7 +272,7 @@ async fn an_agent_down_keeps_the_last_set_and_its_return_resyncs() {
     assert_eq!(gateway.spread("/", 30).await.get("a"), Some(&30));
     double.set_no_leader(false);
     eventually("leader back: ok", Duration::from_secs(40), || async {
-        registry_state(&gateway).await["state"] == "ok"
+        gateway.first_registry().await["state"] == "ok"
     })
     .await;
 
@@ -297,7 +280,7 @@ async fn an_agent_down_keeps_the_last_set_and_its_return_resyncs() {
     double.stop();
     eventually("agent down: stale", START, || async {
         let upstreams = gateway.admin_json("/api/upstreams").await;
-        registry_state(&gateway).await["state"] != "ok"
+        gateway.first_registry().await["state"] != "ok"
             && upstreams[0]["endpoints"][0]["stale"] == true
     })
     .await;
@@ -314,7 +297,7 @@ async fn an_agent_down_keeps_the_last_set_and_its_return_resyncs() {
         "back and changed: b only, fresh",
         Duration::from_secs(50),
         || async {
-            registry_state(&gateway).await["state"] == "ok" && gateway.all_reach("/", &["b"]).await
+            gateway.first_registry().await["state"] == "ok" && gateway.all_reach("/", &["b"]).await
         },
     )
     .await;
@@ -369,7 +352,7 @@ async fn a_wrong_token_is_reported_and_not_retried_hot() {
     let before = double.requests("/v1/service/echo");
     let wrong = Gateway::start(&config(&double, r#"token = "nope""#, "")).await;
     eventually("wrong token reported", START, || async {
-        registry_state(&wrong).await["last_error"]
+        wrong.first_registry().await["last_error"]
             .as_str()
             .is_some_and(|e| e.contains("ACL token not found"))
     })
