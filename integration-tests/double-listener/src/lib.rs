@@ -167,6 +167,25 @@ impl Drop for Server {
     }
 }
 
+/// The listen address of a double run standalone: its first command-line argument, or
+/// `default` without one; an argument that is no socket address is an `InvalidInput` error
+/// naming it.
+pub fn listen_arg(default: &str) -> io::Result<SocketAddr> {
+    std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| default.into())
+        .parse()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("listen address: {e}")))
+}
+
+/// Keeps a standalone double's process alive: its listener serves on its own runtime's
+/// threads until the process is killed.
+pub fn park_forever() -> ! {
+    loop {
+        std::thread::park();
+    }
+}
+
 /// Splits a query string into percent-decoded pairs.
 pub fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
     query

@@ -7,25 +7,15 @@
 //!        "status":"UP","port":{"$":9001,"@enabled":"true"}}}'
 //! ```
 
+use switchyard_double_listener::{listen_arg, park_forever};
 use switchyard_eureka_double::{EurekaDouble, Options};
 
 fn main() -> std::io::Result<()> {
-    let listen = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:8761".into())
-        .parse()
-        .map_err(|e| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("listen address: {e}"),
-            )
-        })?;
+    let listen = listen_arg("127.0.0.1:8761")?;
     let double = EurekaDouble::start(Options {
         listen,
         ..Options::default()
     })?;
     eprintln!("eureka double listening on {}", double.address());
-    loop {
-        std::thread::park();
-    }
+    park_forever()
 }

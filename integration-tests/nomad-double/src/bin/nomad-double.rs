@@ -8,25 +8,15 @@
 //!   "Services":[{"Name":"web","PortLabel":"http","Provider":"nomad"}]}]}}'
 //! ```
 
+use switchyard_double_listener::{listen_arg, park_forever};
 use switchyard_nomad_double::{NomadDouble, Options};
 
 fn main() -> std::io::Result<()> {
-    let listen = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:4646".into())
-        .parse()
-        .map_err(|e| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("listen address: {e}"),
-            )
-        })?;
+    let listen = listen_arg("127.0.0.1:4646")?;
     let double = NomadDouble::start(Options {
         listen,
         ..Options::default()
     })?;
     eprintln!("nomad double listening on {}", double.address());
-    loop {
-        std::thread::park();
-    }
+    park_forever()
 }
