@@ -302,24 +302,13 @@ pub fn parse_url(text: &str) -> Result<Url, String> {
 mod tests {
     use super::*;
     use serde_json::json;
+    use switchyard_registry::testkit::assert_issues;
 
     /// Decodes `settings` and compares the issues (as `path: message` prefixes) or, when
     /// `expected` is empty, expects success.
     fn check(settings: serde_json::Value, expected: &[&str]) {
         let ctx = RegistryContext::new("http");
-        match decode(&ctx, &settings) {
-            Ok(_) => assert!(
-                expected.is_empty(),
-                "{settings}: decoded, expected {expected:?}"
-            ),
-            Err(issues) => {
-                let got: Vec<String> = issues.iter().map(ToString::to_string).collect();
-                assert_eq!(got.len(), expected.len(), "{settings}: {got:?}");
-                for (got, want) in got.iter().zip(expected) {
-                    assert!(got.starts_with(want), "{settings}: {got:?} !~ {want:?}");
-                }
-            }
-        }
+        assert_issues(&settings, decode(&ctx, &settings), expected);
     }
 
     #[test]

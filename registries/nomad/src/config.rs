@@ -153,22 +153,11 @@ pub fn parse_address(text: &str) -> Result<Url, String> {
 mod tests {
     use super::*;
     use serde_json::json;
+    use switchyard_registry::testkit::assert_issues;
 
     /// Decodes `settings`; `expected` lists issue prefixes (`path: message`), empty = ok.
     fn check(settings: serde_json::Value, expected: &[&str]) {
-        match decode(&settings) {
-            Ok(_) => assert!(
-                expected.is_empty(),
-                "{settings}: decoded, expected {expected:?}"
-            ),
-            Err(issues) => {
-                let got: Vec<String> = issues.iter().map(ToString::to_string).collect();
-                assert_eq!(got.len(), expected.len(), "{settings}: {got:?}");
-                for (got, want) in got.iter().zip(expected) {
-                    assert!(got.starts_with(want), "{settings}: {got:?} !~ {want:?}");
-                }
-            }
-        }
+        assert_issues(&settings, decode(&settings), expected);
     }
 
     #[test]

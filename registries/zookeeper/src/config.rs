@@ -235,23 +235,12 @@ fn all_decode_issues(value: &serde_json::Value, first: ConfigIssue) -> Vec<Confi
 mod tests {
     use super::*;
     use serde_json::json;
+    use switchyard_registry::testkit::assert_issues;
 
     /// Decodes `settings`; compares the issues as `path: message` prefixes, or expects
     /// success when `expected` is empty.
     fn check(settings: serde_json::Value, expected: &[&str]) {
-        match Config::decode(&settings) {
-            Ok(_) => assert!(
-                expected.is_empty(),
-                "{settings}: decoded, expected {expected:?}"
-            ),
-            Err(issues) => {
-                let got: Vec<String> = issues.iter().map(ToString::to_string).collect();
-                assert_eq!(got.len(), expected.len(), "{settings}: {got:?}");
-                for (got, want) in got.iter().zip(expected) {
-                    assert!(got.starts_with(want), "{settings}: {got:?} !~ {want:?}");
-                }
-            }
-        }
+        assert_issues(&settings, Config::decode(&settings), expected);
     }
 
     #[test]

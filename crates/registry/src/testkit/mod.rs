@@ -47,8 +47,12 @@
 //! Everything is driven through [`crate::recover`], as the gateway drives it, with a fast
 //! [`KIT_BACKOFF`]; waits poll up to [`Harness::deadline`] (default 20 s: generous, since
 //! CI machines are loaded) and print the time seen.
+//!
+//! Beside the suite, [`assert_issues`]: the check of a backend's settings decoding that
+//! every backend's config tests make.
 
 mod cases;
+mod settings;
 mod view;
 
 use std::net::SocketAddr;
@@ -60,6 +64,7 @@ use async_trait::async_trait;
 use crate::{Backoff, Registry, ServiceQuery};
 
 pub use cases::{run, Case, Outcome, Report};
+pub use settings::assert_issues;
 pub use view::View;
 
 /// The backoff the kit drives `recover` with: 100 ms doubling to 800 ms, 800 ms for the
