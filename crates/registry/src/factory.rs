@@ -155,6 +155,29 @@ pub fn decode_settings<T: DeserializeOwned>(value: &serde_json::Value) -> Result
     })
 }
 
+/// Decodes a settings table like [`decode_settings`], but names every bad key: after an
+/// error, each key is decoded alone (so `T`'s fields must all be optional) and each that
+/// fails so is reported; when none does, the first error is.
+pub fn decode_settings_naming_all<T: DeserializeOwned>(
+    value: &serde_json::Value,
+) -> Result<T, Vec<ConfigIssue>> {
+    let first = match decode_settings(value) {
+        Ok(settings) => return Ok(settings),
+        Err(first) => first,
+    };
+    let Some(table) = value.as_object() else {
+        return Err(vec![first]);
+    };
+    let mut issues: Vec<ConfigIssue> = table
+        .iter()
+        .filter_map(|(key, item)| decode_settings::<T>(&serde_json::json!({ key: item })).err())
+        .collect();
+    if issues.is_empty() {
+        issues.push(first);
+    }
+    Err(issues)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,5 +209,30 @@ mod tests {
         assert_eq!(issue.path, "sources[0]");
         let issue = ConfigIssue::new("", "bad").under("registries.x");
         assert_eq!(issue.path, "registries.x");
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Optional {
+        count: Option<u32>,
+        name: Option<String>,
+    }
+
+    #[test]
+    fn naming_all_names_every_bad_key() {
+        let paths = |value: serde_json::Value| -> Vec<String> {
+            match decode_settings_naming_all::<Optional>(&value) {
+                Ok(_) => vec![],
+                Err(issues) => issues.into_iter().map(|i| i.path).collect(),
+            }
+        };
+        assert!(paths(serde_json::json!({"count": 1, "name": "a"})).is_empty());
+        assert_eq!(
+            paths(serde_json::json!({"count": "x", "name": 3, "nmae": "a"})),
+            ["count", "name", ""]
+        );
+        // Not a table: the one error.
+        assert_eq!(paths(serde_json::json!(3)), [""]);
     }
 }

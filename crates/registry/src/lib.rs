@@ -31,7 +31,10 @@ mod update;
 pub use blocking::{next_index, TokenBucket};
 pub use endpoint::{Endpoint, Metadata, META_HINTS_FOR_ZONES};
 pub use error::{ErrorKind, RegistryError};
-pub use factory::{decode_settings, Catalog, ConfigIssue, RegistryContext, RegistryFactory};
+pub use factory::{
+    decode_settings, decode_settings_naming_all, Catalog, ConfigIssue, RegistryContext,
+    RegistryFactory,
+};
 pub use fields::field_names;
 pub use malformed::MalformedEntries;
 pub use metrics::RegistryMetrics;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use reqwest::Url;
 use serde::Deserialize;
-use switchyard_registry::{decode_settings, ConfigIssue, RegistryContext};
+use switchyard_registry::{decode_settings_naming_all, ConfigIssue, RegistryContext};
 
 /// The agent address used when `address` is absent (Consul's own default).
 pub const DEFAULT_ADDRESS: &str = "http://127.0.0.1:8500";
@@ -135,10 +135,7 @@ pub fn decode(
     ctx: &RegistryContext,
     value: &serde_json::Value,
 ) -> Result<Config, Vec<ConfigIssue>> {
-    let settings = match decode_settings::<Settings>(value) {
-        Ok(settings) => settings,
-        Err(first) => return Err(all_decode_issues(value, first)),
-    };
+    let settings: Settings = decode_settings_naming_all(value)?;
     let mut issues = Vec::new();
 
     let address_text = settings.address.as_deref().unwrap_or(DEFAULT_ADDRESS);
@@ -260,24 +257,6 @@ pub fn decode(
         }),
         _ => Err(issues),
     }
-}
-
-/// After a decode error, decodes each key on its own so that every bad key is named.
-fn all_decode_issues(value: &serde_json::Value, first: ConfigIssue) -> Vec<ConfigIssue> {
-    let Some(table) = value.as_object() else {
-        return vec![first];
-    };
-    let mut issues = Vec::new();
-    for (key, item) in table {
-        let one = serde_json::json!({ key: item });
-        if let Err(issue) = decode_settings::<Settings>(&one) {
-            issues.push(issue);
-        }
-    }
-    if issues.is_empty() {
-        issues.push(first);
-    }
-    issues
 }
 
 /// Parses the agent URL: http or https, a host, no query or fragment; a path prefix is

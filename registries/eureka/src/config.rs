@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use reqwest::Url;
 use serde::Deserialize;
-use switchyard_registry::{decode_settings, ConfigIssue};
+use switchyard_registry::{decode_settings_naming_all, ConfigIssue};
 
 /// The server used when `servers` is absent (Eureka's default `defaultZone`).
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8761/eureka";
@@ -65,24 +65,7 @@ pub struct Config {
 
 /// Decodes and checks a settings table, reporting every problem found.
 pub fn decode(value: &serde_json::Value) -> Result<Config, Vec<ConfigIssue>> {
-    let settings = match decode_settings::<Settings>(value) {
-        Ok(settings) => settings,
-        Err(first) => {
-            let Some(table) = value.as_object() else {
-                return Err(vec![first]);
-            };
-            let mut issues: Vec<ConfigIssue> = table
-                .iter()
-                .filter_map(|(key, item)| {
-                    decode_settings::<Settings>(&serde_json::json!({ key: item })).err()
-                })
-                .collect();
-            if issues.is_empty() {
-                issues.push(first);
-            }
-            return Err(issues);
-        }
-    };
+    let settings: Settings = decode_settings_naming_all(value)?;
     let mut issues = Vec::new();
     let texts = settings
         .servers

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use reqwest::Url;
 use serde::Deserialize;
-use switchyard_registry::{decode_settings, ConfigIssue, RegistryContext};
+use switchyard_registry::{decode_settings_naming_all, ConfigIssue, RegistryContext};
 
 /// How often the list is fetched when `refresh_interval` is absent: Prometheus's default
 /// for `http_sd_config` (1 minute).
@@ -119,10 +119,7 @@ pub fn decode(
     ctx: &RegistryContext,
     value: &serde_json::Value,
 ) -> Result<Config, Vec<ConfigIssue>> {
-    let settings = match decode_settings::<Settings>(value) {
-        Ok(settings) => settings,
-        Err(first) => return Err(all_decode_issues(value, first)),
-    };
+    let settings: Settings = decode_settings_naming_all(value)?;
     let mut issues = Vec::new();
 
     let url = match settings.url.as_deref() {
@@ -257,24 +254,6 @@ fn decode_auth(ctx: &RegistryContext, settings: &Settings, issues: &mut Vec<Conf
         return Auth::Bearer(secret);
     }
     Auth::None
-}
-
-/// After a decode error, decodes each key on its own so that every bad key is named.
-fn all_decode_issues(value: &serde_json::Value, first: ConfigIssue) -> Vec<ConfigIssue> {
-    let Some(table) = value.as_object() else {
-        return vec![first];
-    };
-    let mut issues = Vec::new();
-    for (key, item) in table {
-        let one = serde_json::json!({ key: item });
-        if let Err(issue) = decode_settings::<Settings>(&one) {
-            issues.push(issue);
-        }
-    }
-    if issues.is_empty() {
-        issues.push(first);
-    }
-    issues
 }
 
 /// Parses the inventory URL: http or https, a host, no credentials (use `basic_auth`).

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use reqwest::Url;
 use serde::Deserialize;
-use switchyard_registry::{decode_settings, ConfigIssue};
+use switchyard_registry::{decode_settings_naming_all, ConfigIssue};
 
 /// The server used when `servers` is absent (Nacos's default port).
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8848";
@@ -64,10 +64,7 @@ pub struct Config {
 
 /// Decodes and checks a settings table, reporting every problem found.
 pub fn decode(value: &serde_json::Value) -> Result<Config, Vec<ConfigIssue>> {
-    let settings = match decode_settings::<Settings>(value) {
-        Ok(settings) => settings,
-        Err(first) => return Err(all_decode_issues(value, first)),
-    };
+    let settings: Settings = decode_settings_naming_all(value)?;
     let mut issues = Vec::new();
     let texts = settings
         .servers
@@ -134,22 +131,6 @@ pub fn decode(value: &serde_json::Value) -> Result<Config, Vec<ConfigIssue>> {
     } else {
         Err(issues)
     }
-}
-
-fn all_decode_issues(value: &serde_json::Value, first: ConfigIssue) -> Vec<ConfigIssue> {
-    let Some(table) = value.as_object() else {
-        return vec![first];
-    };
-    let mut issues: Vec<ConfigIssue> = table
-        .iter()
-        .filter_map(|(key, item)| {
-            decode_settings::<Settings>(&serde_json::json!({ key: item })).err()
-        })
-        .collect();
-    if issues.is_empty() {
-        issues.push(first);
-    }
-    issues
 }
 
 /// Parses a server URL: http or https with a host; a bare `http://host:port` gets Nacos's

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use reqwest::Url;
 use serde::Deserialize;
-use switchyard_registry::{decode_settings, ConfigIssue};
+use switchyard_registry::{decode_settings_naming_all, ConfigIssue};
 
 /// The agent address used when `address` is absent (Nomad's own default, `NOMAD_ADDR`).
 pub const DEFAULT_ADDRESS: &str = "http://127.0.0.1:4646";
@@ -56,10 +56,7 @@ pub struct Config {
 
 /// Decodes and checks a settings table, reporting every problem found.
 pub fn decode(value: &serde_json::Value) -> Result<Config, Vec<ConfigIssue>> {
-    let settings = match decode_settings::<Settings>(value) {
-        Ok(settings) => settings,
-        Err(first) => return Err(all_decode_issues(value, first)),
-    };
+    let settings: Settings = decode_settings_naming_all(value)?;
     let mut issues = Vec::new();
     let address = match parse_address(settings.address.as_deref().unwrap_or(DEFAULT_ADDRESS)) {
         Ok(url) => Some(url),
@@ -105,23 +102,6 @@ pub fn decode(value: &serde_json::Value) -> Result<Config, Vec<ConfigIssue>> {
         }),
         _ => Err(issues),
     }
-}
-
-/// After a decode error, decodes each key alone so that every bad key is named.
-fn all_decode_issues(value: &serde_json::Value, first: ConfigIssue) -> Vec<ConfigIssue> {
-    let Some(table) = value.as_object() else {
-        return vec![first];
-    };
-    let mut issues: Vec<ConfigIssue> = table
-        .iter()
-        .filter_map(|(key, item)| {
-            decode_settings::<Settings>(&serde_json::json!({ key: item })).err()
-        })
-        .collect();
-    if issues.is_empty() {
-        issues.push(first);
-    }
-    issues
 }
 
 /// Parses the agent URL: http or https, a host, no query, fragment or credentials; a path

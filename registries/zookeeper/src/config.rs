@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde::Deserialize;
-use switchyard_registry::{decode_settings, ConfigIssue};
+use switchyard_registry::{decode_settings_naming_all, ConfigIssue};
 
 /// The root used when `root` is absent (Curator's and Spring Cloud Zookeeper's usual base
 /// path is `/services`; Dubbo's is `/dubbo`, set `root` for it).
@@ -79,10 +79,7 @@ pub struct Config {
 impl Config {
     /// Decodes and checks a settings table, reporting every problem found.
     pub fn decode(value: &serde_json::Value) -> Result<Config, Vec<ConfigIssue>> {
-        let settings = match decode_settings::<Settings>(value) {
-            Ok(settings) => settings,
-            Err(first) => return Err(all_decode_issues(value, first)),
-        };
+        let settings: Settings = decode_settings_naming_all(value)?;
         let mut issues = Vec::new();
         let servers = settings.servers.unwrap_or_default();
         if servers.is_empty() {
@@ -211,24 +208,6 @@ pub fn check_service(service: &str) -> Result<(), String> {
         return Err(format!("{service:?}: contains whitespace"));
     }
     Ok(())
-}
-
-/// After a decode error, decodes each key on its own so that every bad key is named.
-fn all_decode_issues(value: &serde_json::Value, first: ConfigIssue) -> Vec<ConfigIssue> {
-    let Some(table) = value.as_object() else {
-        return vec![first];
-    };
-    let mut issues = Vec::new();
-    for (key, item) in table {
-        let one = serde_json::json!({ key: item });
-        if let Err(issue) = decode_settings::<Settings>(&one) {
-            issues.push(issue);
-        }
-    }
-    if issues.is_empty() {
-        issues.push(first);
-    }
-    issues
 }
 
 #[cfg(test)]
