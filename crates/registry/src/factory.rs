@@ -230,7 +230,7 @@ mod tests {
         assert!(paths(serde_json::json!({"count": 1, "name": "a"})).is_empty());
         assert_eq!(
             paths(serde_json::json!({"count": "x", "name": 3, "nmae": "a"})),
-            ["count", "name", ""]
+            ["count", "name", "nmae"]
         );
         // Not a table: the one error.
         assert_eq!(paths(serde_json::json!(3)), [""]);
