@@ -160,23 +160,7 @@ async fn other_services_outside_keys_and_malformed_values_leave_the_set_alone() 
         "{upstreams}"
     );
 
-    let metrics = gateway
-        .client()
-        .get(gateway.admin_url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics body");
-    let errors: f64 = metrics
-        .lines()
-        .find(|l| {
-            l.starts_with("switchyard_registry_errors_total") && l.contains("registry=\"etcd\"")
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no registry_errors_total for etcd in:\n{metrics}"));
+    let errors = gateway.registry_errors("etcd").await;
     println!("switchyard_registry_errors_total{{registry=\"etcd\"}} = {errors}");
     assert!(errors >= 2.0, "two malformed values, {errors} counted");
 }

@@ -60,28 +60,6 @@ fn list(groups: &[String]) -> String {
     format!("[{}]", groups.join(","))
 }
 
-/// `switchyard_registry_errors_total{registry="inventory"}`.
-async fn registry_errors(gateway: &Gateway) -> f64 {
-    let metrics = gateway
-        .client()
-        .get(gateway.admin_url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics body");
-    metrics
-        .lines()
-        .find(|l| {
-            l.starts_with("switchyard_registry_errors_total")
-                && l.contains("registry=\"inventory\"")
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no registry_errors_total for inventory in:\n{metrics}"))
-}
-
 /// The weight of `backend`'s endpoint in `/api/upstreams`, if listed.
 async fn weight_of(gateway: &Gateway, backend: &Backend) -> Option<u64> {
     let upstreams = gateway.admin_json("/api/upstreams").await;
@@ -143,7 +121,7 @@ async fn targets_listed_by_the_inventory_are_routed_reweighted_and_dropped() {
     assert!(counts.get("b") > counts.get("a"), "{counts:?}");
 
     // Malformed entries: skipped and counted, the others stay.
-    let errors_before = registry_errors(&gateway).await;
+    let errors_before = gateway.registry_errors("inventory").await;
     inventory.set(&format!(
         r#"[{},{},{{"targets":["127.0.0.1:1"]}},{{"targets":["nope", 7],"labels":{{"__service__":"echo"}}}}]"#,
         group(&[&a], r#""__weight__":"2""#),
@@ -153,7 +131,7 @@ async fn targets_listed_by_the_inventory_are_routed_reweighted_and_dropped() {
         weight_of(&gateway, &a).await == Some(2)
     })
     .await;
-    let errors = registry_errors(&gateway).await;
+    let errors = gateway.registry_errors("inventory").await;
     println!("registry_errors_total: {errors_before} -> {errors}");
     assert!(
         errors >= errors_before + 3.0,

@@ -49,27 +49,6 @@ upstream = "echo"
     )
 }
 
-/// `switchyard_registry_errors_total{registry="zk"}`.
-async fn registry_errors(gateway: &Gateway) -> f64 {
-    let metrics = gateway
-        .client()
-        .get(gateway.admin_url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics body");
-    metrics
-        .lines()
-        .find(|l| {
-            l.starts_with("switchyard_registry_errors_total") && l.contains("registry=\"zk\"")
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no registry_errors_total for zk in:\n{metrics}"))
-}
-
 /// The weight of the endpoint at `backend`'s address in `/api/upstreams`, if listed.
 async fn weight_of(gateway: &Gateway, backend: &Backend) -> Option<u64> {
     let upstreams = gateway.admin_json("/api/upstreams").await;
@@ -129,7 +108,7 @@ async fn curator_instances_registered_with_kazoo_are_routed_reweighted_and_dropp
     assert!(counts.get("b") > counts.get("a"), "{counts:?}");
 
     // Malformed instances are skipped and counted; the others stay.
-    let errors_before = registry_errors(&gateway).await;
+    let errors_before = gateway.registry_errors("zk").await;
     kazoo.register("/services/echo/broken", "not json");
     kazoo.register(
         "/services/echo/no-port",
@@ -144,7 +123,7 @@ async fn curator_instances_registered_with_kazoo_are_routed_reweighted_and_dropp
         weight_of(&gateway, &a).await == Some(2)
     })
     .await;
-    let errors = registry_errors(&gateway).await;
+    let errors = gateway.registry_errors("zk").await;
     println!("switchyard_registry_errors_total{{registry=\"zk\"}}: {errors_before} -> {errors}");
     assert!(
         errors >= errors_before + 2.0,
@@ -349,7 +328,7 @@ async fn dubbo_providers_are_routed_by_weight_and_disabled_or_malformed_ones_lef
     );
 
     // A malformed provider is counted; a disabled one replaces a.
-    let errors_before = registry_errors(&gateway).await;
+    let errors_before = gateway.registry_errors("zk").await;
     kazoo.register(&format!("{providers}/not-a-url"), "");
     kazoo.delete(&a_node);
     kazoo.register(
@@ -363,7 +342,7 @@ async fn dubbo_providers_are_routed_by_weight_and_disabled_or_malformed_ones_lef
         gateway.all_reach("/", &["b"])
     })
     .await;
-    let errors = registry_errors(&gateway).await;
+    let errors = gateway.registry_errors("zk").await;
     assert!(
         errors > errors_before,
         "malformed provider not counted: {errors_before} -> {errors}"
