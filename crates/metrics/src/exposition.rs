@@ -61,6 +61,56 @@ impl Format {
     }
 }
 
+/// A `Collector` made of a function that writes families (it captures what it reads, as
+/// `Arc`s: a collector lives in the registry).
+pub struct Collect<F>(pub F);
+
+impl<F> std::fmt::Debug for Collect<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Collect")
+    }
+}
+
+impl<F> prometheus_client::collector::Collector for Collect<F>
+where
+    F: Fn(&mut prometheus_client::encoding::DescriptorEncoder) -> std::fmt::Result
+        + Send
+        + Sync
+        + 'static,
+{
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> std::fmt::Result {
+        (self.0)(&mut encoder)
+    }
+}
+
+/// A boxed [`Collect`] of `write` (the bound lets a closure's encoder argument be
+/// inferred for any lifetime).
+pub fn collector<F>(write: F) -> Box<Collect<F>>
+where
+    F: Fn(&mut prometheus_client::encoding::DescriptorEncoder) -> std::fmt::Result
+        + Send
+        + Sync
+        + 'static,
+{
+    Box::new(Collect(write))
+}
+
+/// Renders the families one function writes (a registry of one [`Collect`]).
+pub fn render_one<F>(format: Format, write: F) -> String
+where
+    F: Fn(&mut prometheus_client::encoding::DescriptorEncoder) -> std::fmt::Result
+        + Send
+        + Sync
+        + 'static,
+{
+    let mut registry = Registry::default();
+    registry.register_collector(collector(write));
+    render(&registry, format)
+}
+
 thread_local! {
     /// The exemplars of the histogram series encoded so far by the [`render`] running on
     /// this thread (`None`: no rendering in progress).
