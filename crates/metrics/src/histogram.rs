@@ -5,9 +5,12 @@
 //! bucket always agree, however a scrape interleaves with observations.
 //!
 //! With [`Histogram::with_exemplars`], each bucket also keeps the latest traced
-//! observation as an OpenMetrics exemplar, stored lock-free ([`crate::exemplar`]).
+//! observation as an OpenMetrics exemplar, stored lock-free ([`crate::exemplar`]). The
+//! exemplar slots (40 bytes a bucket) are allocated at the first traced observation, so a
+//! gateway with tracing off spends no memory on them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
@@ -22,8 +25,10 @@ pub struct Histogram {
     /// One per bound, then the overflow (`+Inf`) bucket; each counts its own range.
     buckets: Box<[AtomicU64]>,
     sum_ns: AtomicU64,
-    /// One per bucket when exemplars are kept; empty otherwise.
-    exemplars: Box<[Slot]>,
+    /// Whether exemplars are kept.
+    keeps_exemplars: bool,
+    /// One per bucket, from the first traced observation on.
+    exemplars: OnceLock<Box<[Slot]>>,
 }
 
 impl Histogram {
@@ -33,14 +38,15 @@ impl Histogram {
             bounds,
             buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
             sum_ns: AtomicU64::new(0),
-            exemplars: Box::new([]),
+            keeps_exemplars: false,
+            exemplars: OnceLock::new(),
         }
     }
 
     /// An empty histogram over `bounds` that keeps an exemplar per bucket.
     pub fn with_exemplars(bounds: &'static [f64]) -> Histogram {
         Histogram {
-            exemplars: (0..=bounds.len()).map(|_| Slot::default()).collect(),
+            keeps_exemplars: true,
             ..Histogram::new(bounds)
         }
     }
@@ -61,8 +67,11 @@ impl Histogram {
         self.buckets[index].fetch_add(1, Ordering::Relaxed);
         let ns = elapsed.as_nanos().min(u128::from(u64::MAX)) as u64;
         self.sum_ns.fetch_add(ns, Ordering::Relaxed);
-        if let (Some(id), Some(slot)) = (trace_id, self.exemplars.get(index)) {
-            slot.store(id, elapsed.as_secs_f64(), SystemTime::now());
+        if let Some(id) = trace_id.filter(|_| self.keeps_exemplars) {
+            let slots = self
+                .exemplars
+                .get_or_init(|| (0..self.buckets.len()).map(|_| Slot::default()).collect());
+            slots[index].store(id, elapsed.as_secs_f64(), SystemTime::now());
         }
     }
 
@@ -104,9 +113,11 @@ impl Histogram {
     }
 
     /// The exemplar of each bucket (`None` where there is none), the `+Inf` bucket last;
-    /// empty when exemplars are not kept.
+    /// empty before the first traced observation, or when exemplars are not kept.
     pub fn exemplars(&self) -> Vec<Option<Exemplar>> {
-        self.exemplars.iter().map(Slot::load).collect()
+        self.exemplars
+            .get()
+            .map_or_else(Vec::new, |slots| slots.iter().map(Slot::load).collect())
     }
 }
 
@@ -154,6 +165,11 @@ mod tests {
     #[test]
     fn traced_observations_become_their_buckets_exemplars() {
         let h = Histogram::with_exemplars(&BOUNDS);
+        h.observe_traced(Duration::from_millis(6), None);
+        assert!(
+            h.exemplars().is_empty(),
+            "no slots before a traced observation"
+        );
         h.observe_traced(Duration::from_millis(5), Some(TraceId([7; 16])));
         h.observe_traced(Duration::from_millis(6), None);
         h.observe_traced(Duration::from_secs(3), Some(TraceId([9; 16])));
@@ -163,6 +179,12 @@ mod tests {
         assert_eq!(exemplars[1].unwrap().value, 0.005);
         assert_eq!(exemplars[3].unwrap().trace_id, TraceId([9; 16]));
         assert!(exemplars[0].is_none() && exemplars[2].is_none());
-        assert_eq!(h.count(), 3);
+        assert_eq!(h.count(), 4);
+        let plain = Histogram::new(&BOUNDS);
+        plain.observe_traced(Duration::from_millis(5), Some(TraceId([7; 16])));
+        assert!(
+            plain.exemplars().is_empty(),
+            "a histogram without exemplars keeps none"
+        );
     }
 }
