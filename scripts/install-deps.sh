@@ -17,6 +17,8 @@
 #   python3-venv               target/otel-venv: the OTLP receiver of the tracing tests
 #                              (opentelemetry-proto from PyPI)
 #   prometheus                 promtool, which checks the /metrics exposition in a test
+#   python3-venv               target/metrics-venv: the OpenMetrics parser of PyPI's
+#                              prometheus-client, which checks /metrics in OpenMetrics format
 # Safe to run repeatedly; does nothing when everything is there.
 set -euo pipefail
 
@@ -92,5 +94,12 @@ if ! "$venv/bin/python" -c 'import opentelemetry.proto.collector.trace.v1.trace_
   echo "install-deps: creating $venv with opentelemetry-proto"
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q opentelemetry-proto
+fi
+# The OpenMetrics parser of the official Prometheus Python client (metrics_exposition.rs).
+METRICS_VENV="$(cd "$(dirname "$0")/.." && pwd)/target/metrics-venv"
+if [ ! -e "$METRICS_VENV/.installed" ]; then
+  echo "install-deps: making $METRICS_VENV (prometheus-client)"
+  mkdir -p "$(dirname "$METRICS_VENV")"
+  flock "$METRICS_VENV.lock" sh -c "[ -e '$METRICS_VENV/.installed' ] || { rm -rf '$METRICS_VENV' && python3 -m venv '$METRICS_VENV' && '$METRICS_VENV/bin/pip' install -q --disable-pip-version-check -r '$(dirname "$0")/../integration-tests/openmetrics/requirements.txt' && touch '$METRICS_VENV/.installed'; }"
 fi
 echo "install-deps: ok"

@@ -10,30 +10,34 @@
 //!   minutes), from which p50/p95/p99 are read (within about ±12%).
 //!
 //! A series is one (route, consumer) pair; it lives as long as the process, across
-//! reloads. Recording takes no lock: it adds to cumulative atomic counters (the window's
-//! latency histogram included). The window keeps, per 10-second slot, a snapshot of those
-//! counters as they stood when the slot's first request came; a window's figures are the
-//! difference of two snapshots (or of a snapshot and the live counters). The first request
-//! of a slot takes the snapshot with `try_lock` — never waiting: if the lock is busy (a
-//! reader, or another request taking the same snapshot) the next request of the slot tries
-//! again. A request racing with the snapshot may be counted in the slot before its own.
+//! reloads, and the filter finds its series when it is built, never per request.
+//! Recording takes no lock: it adds to cumulative atomic counters (the window's latency
+//! histogram included). The window keeps, per 10-second slot, a snapshot of those counters
+//! as they stood when the slot's first request came; a window's figures are the difference
+//! of two snapshots (or of a snapshot and the live counters). The first request of a slot
+//! claims the snapshot with one compare-exchange (exactly one request per slot wins; the
+//! others go on), and publishes it by swapping in a new list of snapshots (`ArcSwap`,
+//! read-copy-update: readers never block it, and it never waits for them). A request
+//! racing with the snapshot may be counted in the slot before its own.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::fmt::Write as _;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::request::Parts;
 use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use serde_json::{json, Value};
+use switchyard_metrics::family;
+use switchyard_metrics::prometheus_client::encoding::DescriptorEncoder;
+use switchyard_metrics::{Escaped, Histogram};
 use switchyard_proxy::body::{BoxBody, BoxError, ProxyBody};
-use switchyard_proxy::metrics::escape;
 use switchyard_proxy::{Filter, RequestContext};
 
 /// Width of one window slot.
@@ -163,14 +167,14 @@ pub struct Series {
     classes: [AtomicU64; 5],
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
-    prom_buckets: [AtomicU64; PROM_BOUNDS.len()],
-    sum_us: AtomicU64,
+    /// `switchyard_usage_duration_seconds`.
+    duration: Histogram,
     /// The window's log-scale latency histogram, cumulative.
     latency: [AtomicU64; WINDOW_BUCKETS],
     /// The newest slot snapshotted, plus one (0: none yet).
     snapshotted: AtomicU64,
     /// Snapshots at the start of each slot that had requests, oldest first.
-    window: Mutex<VecDeque<Slot>>,
+    window: ArcSwap<VecDeque<Arc<Slot>>>,
 }
 
 impl Series {
@@ -181,11 +185,10 @@ impl Series {
             classes: Default::default(),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
-            prom_buckets: Default::default(),
-            sum_us: AtomicU64::new(0),
+            duration: Histogram::new(&PROM_BOUNDS),
             latency: std::array::from_fn(|_| AtomicU64::new(0)),
             snapshotted: AtomicU64::new(0),
-            window: Mutex::new(VecDeque::new()),
+            window: ArcSwap::default(),
         }
     }
 
@@ -193,41 +196,43 @@ impl Series {
         self.classes.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
 
-    /// Records one request in slot `slot`: atomics only, and a snapshot (`try_lock`, never
-    /// waiting) when it is the slot's first request.
+    /// Records one request in slot `slot`: atomics only, and a snapshot when it is the
+    /// slot's first request (never waiting: see the module docs).
     fn record(&self, slot: u64, status: u16, bytes_in: u64, bytes_out: u64, latency: Duration) {
-        if self.snapshotted.load(Ordering::Acquire) <= slot {
+        let snapshotted = self.snapshotted.load(Ordering::Acquire);
+        if snapshotted <= slot
+            && self
+                .snapshotted
+                .compare_exchange(snapshotted, slot + 1, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
             self.snapshot(slot);
         }
         let class = class_index(status);
         self.classes[class].fetch_add(1, Ordering::Relaxed);
         self.bytes_in.fetch_add(bytes_in, Ordering::Relaxed);
         self.bytes_out.fetch_add(bytes_out, Ordering::Relaxed);
-        self.sum_us
-            .fetch_add(latency.as_micros() as u64, Ordering::Relaxed);
-        let seconds = latency.as_secs_f64();
-        if let Some(i) = PROM_BOUNDS.iter().position(|b| seconds <= *b) {
-            self.prom_buckets[i].fetch_add(1, Ordering::Relaxed);
-        }
+        self.duration.observe(latency);
         self.latency[window_bucket(latency)].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Keeps the counters as they stand as slot `slot`'s start, unless the lock is busy.
+    /// Publishes the counters as they stand as slot `slot`'s start (this request won the
+    /// slot's compare-exchange), dropping snapshots older than an hour.
     fn snapshot(&self, slot: u64) {
-        let Ok(mut window) = self.window.try_lock() else {
-            return;
-        };
-        if self.snapshotted.load(Ordering::Acquire) > slot {
-            return;
-        }
-        while window.front().is_some_and(|s| s.index + SLOTS_KEPT <= slot) {
-            window.pop_front();
-        }
-        window.push_back(Slot {
+        let taken = Arc::new(Slot {
             index: slot,
             totals: self.cumulative(),
         });
-        self.snapshotted.store(slot + 1, Ordering::Release);
+        self.window.rcu(|window| {
+            let mut window = VecDeque::clone(window);
+            while window.front().is_some_and(|s| s.index + SLOTS_KEPT <= slot) {
+                window.pop_front();
+            }
+            // Two slots' first requests may publish out of order: keep the list sorted.
+            let at = window.partition_point(|s| s.index < slot);
+            window.insert(at, taken.clone());
+            window
+        });
     }
 
     /// The cumulative counters now.
@@ -246,7 +251,7 @@ impl Series {
     /// snapshot at or after it: no request came between).
     fn totals(&self, from: u64, to: u64) -> Totals {
         let now = self.cumulative();
-        let window = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        let window = self.window.load();
         let at = |slot: u64| {
             window
                 .iter()
@@ -297,21 +302,33 @@ impl Analytics {
             .collect()
     }
 
-    /// Appends the usage families to a Prometheus exposition.
-    pub fn render(&self, out: &mut String) {
+    /// Writes the usage families to `/metrics`.
+    pub fn encode(&self, encoder: &mut DescriptorEncoder) -> std::fmt::Result {
         let all = self.all();
-        out.push_str("# HELP switchyard_usage_requests_total Requests by route, consumer (\"\" = anonymous) and status class.\n# TYPE switchyard_usage_requests_total counter\n");
-        for s in &all {
-            let (route, consumer) = (escape(&s.route), escape(&s.consumer));
-            for (class, n) in CLASSES.iter().zip(&s.classes) {
-                let _ = writeln!(
-                    out,
-                    "switchyard_usage_requests_total{{route=\"{route}\",consumer=\"{consumer}\",class=\"{class}\"}} {}",
-                    n.load(Ordering::Relaxed)
-                );
-            }
+        fn labels(s: &Series) -> switchyard_metrics::labels::Labels<'_, 2> {
+            [
+                ("route", Escaped(&s.route)),
+                ("consumer", Escaped(&s.consumer)),
+            ]
         }
-        for (family, help, pick) in [
+        family::counter(
+            encoder,
+            "switchyard_usage_requests_total",
+            "Requests by route, consumer (empty = anonymous) and status class.",
+            all.iter().flat_map(|s| {
+                CLASSES.iter().zip(&s.classes).map(|(class, n)| {
+                    (
+                        [
+                            ("route", Escaped(&s.route)),
+                            ("consumer", Escaped(&s.consumer)),
+                            ("class", Escaped(class)),
+                        ],
+                        n.load(Ordering::Relaxed),
+                    )
+                })
+            }),
+        )?;
+        for (name, help, pick) in [
             (
                 "switchyard_usage_request_bytes_total",
                 "Request body bytes (as declared by Content-Length) by route and consumer.",
@@ -323,41 +340,20 @@ impl Analytics {
                 |s: &Series| &s.bytes_out,
             ),
         ] {
-            let _ = writeln!(out, "# HELP {family} {help}\n# TYPE {family} counter");
-            for s in &all {
-                let _ = writeln!(
-                    out,
-                    "{family}{{route=\"{}\",consumer=\"{}\"}} {}",
-                    escape(&s.route),
-                    escape(&s.consumer),
-                    pick(s).load(Ordering::Relaxed)
-                );
-            }
+            family::counter(
+                encoder,
+                name,
+                help,
+                all.iter()
+                    .map(|s| (labels(s), pick(s).load(Ordering::Relaxed))),
+            )?;
         }
-        out.push_str("# HELP switchyard_usage_duration_seconds Time to the response head by route and consumer.\n# TYPE switchyard_usage_duration_seconds histogram\n");
-        for s in &all {
-            let labels = format!(
-                "route=\"{}\",consumer=\"{}\"",
-                escape(&s.route),
-                escape(&s.consumer)
-            );
-            let mut cumulative = 0;
-            for (bound, n) in PROM_BOUNDS.iter().zip(&s.prom_buckets) {
-                cumulative += n.load(Ordering::Relaxed);
-                let _ = writeln!(
-                    out,
-                    "switchyard_usage_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {cumulative}"
-                );
-            }
-            let count = s.count();
-            let _ = writeln!(
-                out,
-                "switchyard_usage_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {count}\n\
-                 switchyard_usage_duration_seconds_sum{{{labels}}} {}\n\
-                 switchyard_usage_duration_seconds_count{{{labels}}} {count}",
-                s.sum_us.load(Ordering::Relaxed) as f64 / 1e6
-            );
-        }
+        family::histogram(
+            encoder,
+            "switchyard_usage_duration_seconds",
+            "Time to the response head by route and consumer.",
+            all.iter().map(|s| (labels(s), &s.duration)),
+        )
     }
 
     /// The `/api/stats` document for the last `window` (clamped to 10 s ..= 1 h).
@@ -582,8 +578,14 @@ mod tests {
         assert_eq!(stats["consumers"][0]["requests"], 101);
         assert_eq!(route["consumers"][0]["requests"], 101);
 
-        let mut out = String::new();
-        analytics.render(&mut out);
+        let analytics = Arc::new(analytics);
+        let out = {
+            let analytics = analytics.clone();
+            switchyard_metrics::exposition::render_one(
+                switchyard_metrics::Format::Prometheus,
+                move |e| analytics.encode(e),
+            )
+        };
         assert!(out.contains("switchyard_usage_requests_total{route=\"orders\",consumer=\"alice\",class=\"2xx\"} 100\n"), "{out}");
         assert!(
             out.contains(
@@ -592,28 +594,31 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("switchyard_usage_duration_seconds_count{route=\"orders\",consumer=\"alice\"} 101\n"), "{out}");
-        assert!(out.contains("switchyard_usage_duration_seconds_bucket{route=\"orders\",consumer=\"alice\",le=\"0.05\"} 51\n"), "{out}");
+        assert!(out.contains("switchyard_usage_duration_seconds_bucket{le=\"0.05\",route=\"orders\",consumer=\"alice\"} 51\n"), "{out}");
         assert!(!out.contains("quiet"));
     }
 
     #[test]
-    fn recording_never_waits_for_the_window_lock() {
+    fn one_snapshot_per_slot_from_many_threads() {
         let analytics = Analytics::default();
         let series = analytics.series("r", "");
-        series.record(0, 200, 0, 1, Duration::from_millis(1));
-        {
-            // A reader holds the window: the first request of slot 5 records anyway (it
-            // would deadlock here if it waited, the lock being this thread's).
-            let _held = series.window.lock().unwrap();
-            series.record(5, 500, 0, 1, Duration::from_millis(1));
-            assert_eq!(series.count(), 2);
-        }
-        // The slot's next request takes the snapshot: slot 5 holds that one request, and
-        // the one recorded while the lock was held counts in the slot before.
-        series.record(5, 200, 0, 1, Duration::from_millis(1));
-        assert_eq!(series.totals(5, 5).requests(), 1);
-        assert_eq!(series.totals(0, 4).requests(), 2);
-        assert_eq!(series.totals(0, 5).classes, [0, 2, 0, 0, 1]);
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                let series = &series;
+                scope.spawn(move || {
+                    for slot in 0..50u64 {
+                        for _ in 0..20 {
+                            series.record(slot, 200, 0, 1, Duration::from_millis(1));
+                        }
+                    }
+                });
+            }
+        });
+        let window = series.window.load();
+        let indexes: Vec<u64> = window.iter().map(|s| s.index).collect();
+        assert!(indexes.windows(2).all(|w| w[0] < w[1]), "{indexes:?}");
+        assert!(indexes.len() <= 50 && indexes[0] == 0, "{indexes:?}");
+        assert_eq!(series.totals(0, 49).requests(), 4 * 50 * 20);
     }
 
     #[test]

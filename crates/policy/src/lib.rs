@@ -100,18 +100,21 @@ impl Hub {
         stores.iter().filter_map(Weak::upgrade).collect()
     }
 
-    /// Appends the policy metric families (usage, access, rate limits, cache) to a
-    /// Prometheus exposition.
-    pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        self.analytics.render(out);
-        self.counters.render(out);
+    /// Writes the policy metric families (usage, access, rate limits, cache) to
+    /// `/metrics`.
+    pub fn encode_metrics(
+        &self,
+        encoder: &mut switchyard_metrics::prometheus_client::encoding::DescriptorEncoder,
+    ) -> std::fmt::Result {
+        use switchyard_metrics::{family, Escaped};
+        self.analytics.encode(encoder)?;
+        self.counters.encode(encoder)?;
         // The newest store of each route.
         let mut by_route: BTreeMap<String, Arc<Store>> = BTreeMap::new();
         for store in self.live_stores() {
             by_route.insert(store.route.clone(), store);
         }
-        for (family, help, pick) in [
+        for (name, help, pick) in [
             (
                 "switchyard_cache_entries",
                 "Resources in the route's response cache.",
@@ -123,16 +126,16 @@ impl Hub {
                 Store::bytes,
             ),
         ] {
-            let _ = writeln!(out, "# HELP {family} {help}\n# TYPE {family} gauge");
-            for (route, store) in &by_route {
-                let _ = writeln!(
-                    out,
-                    "{family}{{route=\"{}\"}} {}",
-                    switchyard_proxy::metrics::escape(route),
-                    pick(store)
-                );
-            }
+            family::gauge(
+                encoder,
+                name,
+                help,
+                by_route
+                    .iter()
+                    .map(|(route, store)| ([("route", Escaped(route))], pick(store))),
+            )?;
         }
+        Ok(())
     }
 
     /// The `/api/stats` document for the last `window` (10 s to 1 h).

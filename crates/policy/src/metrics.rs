@@ -1,13 +1,16 @@
 //! Per-route policy counters (authentication results, rate-limit decisions and backend
-//! failures, cache results) and their Prometheus rendering. Labels are the route name and
-//! a fixed result word: bounded.
+//! failures, cache results) and their families for `/metrics` (through
+//! `prometheus-client`, crates/metrics). Labels are the route name and a fixed result
+//! word: bounded. A route's counters are found when its filters are built, never per
+//! request.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use switchyard_proxy::metrics::escape;
+use switchyard_metrics::family;
+use switchyard_metrics::prometheus_client::encoding::DescriptorEncoder;
+use switchyard_metrics::Escaped;
 
 /// A monotonically increasing counter.
 #[derive(Debug, Default)]
@@ -75,9 +78,9 @@ impl Counters {
             .clone()
     }
 
-    /// Appends the counter families to a Prometheus exposition. Routes whose counters of
-    /// a family are all zero are left out of it.
-    pub fn render(&self, out: &mut String) {
+    /// Writes the counter families to `/metrics`. Routes whose counters of a family are
+    /// all zero are left out of it.
+    pub fn encode(&self, encoder: &mut DescriptorEncoder) -> std::fmt::Result {
         let routes: Vec<(String, Arc<RouteCounters>)> = self
             .routes
             .lock()
@@ -125,26 +128,34 @@ impl Counters {
                 ],
             ),
         ];
-        for (family, help, results) in families {
-            let _ = writeln!(out, "# HELP {family} {help}\n# TYPE {family} counter");
-            for (route, counters) in &routes {
-                if results.iter().all(|(_, pick)| pick(counters).get() == 0) {
-                    continue;
-                }
-                let route = escape(route);
-                for (result, pick) in results {
-                    let value = pick(counters).get();
-                    if result.is_empty() {
-                        let _ = writeln!(out, "{family}{{route=\"{route}\"}} {value}");
-                    } else {
-                        let _ = writeln!(
-                            out,
-                            "{family}{{route=\"{route}\",result=\"{result}\"}} {value}"
-                        );
-                    }
-                }
+        for (name, help, results) in families {
+            let busy = routes
+                .iter()
+                .filter(|(_, c)| results.iter().any(|(_, pick)| pick(c).get() != 0));
+            if results[0].0.is_empty() {
+                family::counter(
+                    encoder,
+                    name,
+                    help,
+                    busy.map(|(route, c)| ([("route", Escaped(route))], results[0].1(c).get())),
+                )?;
+            } else {
+                family::counter(
+                    encoder,
+                    name,
+                    help,
+                    busy.flat_map(|(route, c)| {
+                        results.iter().map(move |(result, pick)| {
+                            (
+                                [("route", Escaped(route)), ("result", Escaped(result))],
+                                pick(c).get(),
+                            )
+                        })
+                    }),
+                )?;
             }
         }
+        Ok(())
     }
 }
 
@@ -154,14 +165,16 @@ mod tests {
 
     #[test]
     fn renders_only_routes_with_counts() {
-        let counters = Counters::default();
+        let counters = Arc::new(Counters::default());
         counters.route("quiet");
         let busy = counters.route("busy");
         busy.limit_limited.inc();
         busy.limit_limited.inc();
         busy.limit_backend_errors.inc();
-        let mut out = String::new();
-        counters.render(&mut out);
+        let out = switchyard_metrics::exposition::render_one(
+            switchyard_metrics::Format::Prometheus,
+            move |e| counters.encode(e),
+        );
         assert!(
             out.contains("switchyard_rate_limit_total{route=\"busy\",result=\"limited\"} 2\n"),
             "{out}"

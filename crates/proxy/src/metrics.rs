@@ -1,15 +1,21 @@
-//! Lock-free request metrics and their Prometheus text rendering.
+//! Lock-free request metrics of the routes, and their families for `/metrics`.
 //!
 //! Per route: `switchyard_requests_total{route,upstream,code}` in a small open-addressed
 //! table of atomics, each holding a status and its count in one word, and
-//! `switchyard_request_duration_seconds{route}` as a fixed-bucket histogram of atomics.
-//! Recording is a few relaxed atomic operations, never a lock or an allocation. Route
-//! metrics live as long as a route of that name exists, so a reload keeps the counts.
+//! `switchyard_request_duration_seconds{route}` as a [`Histogram`] of atomics that keeps
+//! the latest traced request of each bucket as an OpenMetrics exemplar. Recording is a few
+//! relaxed atomic operations, never a lock or an allocation; the route's metrics are found
+//! once when the table is built (each route holds its own), never looked up per request.
+//! Route metrics live as long as a route of that name exists, so a reload keeps the counts.
+//! [`encode_families`] writes them through `prometheus-client` (crates/metrics).
 
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use switchyard_metrics::family;
+use switchyard_metrics::prometheus_client::encoding::DescriptorEncoder;
+use switchyard_metrics::{Escaped, Histogram, TraceId};
 
 /// Histogram bucket upper bounds, in seconds.
 pub const BUCKETS: [f64; 14] = [
@@ -39,9 +45,8 @@ pub struct RouteMetrics {
     codes: [AtomicU64; CODE_SLOTS],
     /// Requests whose status did not fit the table (more than 16 distinct codes).
     other_codes: AtomicU64,
-    buckets: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
-    sum_us: AtomicU64,
+    /// `switchyard_request_duration_seconds`, with exemplars.
+    duration: Histogram,
     /// `switchyard_grpc_responses_total{route,code}`: one counter per gRPC status (0–16),
     /// allocated at the route's first gRPC call (8 bytes a route until then).
     grpc: std::sync::OnceLock<Box<[AtomicU64; 17]>>,
@@ -55,9 +60,7 @@ impl RouteMetrics {
             upstream: upstream.into(),
             codes: std::array::from_fn(|_| AtomicU64::new(0)),
             other_codes: AtomicU64::new(0),
-            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-            count: AtomicU64::new(0),
-            sum_us: AtomicU64::new(0),
+            duration: Histogram::with_exemplars(&BUCKETS),
             grpc: std::sync::OnceLock::new(),
         }
     }
@@ -65,13 +68,14 @@ impl RouteMetrics {
     /// Records one finished request.
     pub fn record(&self, status: u16, elapsed: Duration) {
         self.count_status(status);
-        let secs = elapsed.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|&b| secs <= b) {
-            self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_us
-            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+        self.duration.observe(elapsed);
+    }
+
+    /// Records one finished request that was traced and sampled: its trace id becomes the
+    /// exemplar of its duration bucket (lock-free; see `switchyard_metrics::exemplar`).
+    pub fn record_traced(&self, status: u16, elapsed: Duration, trace_id: Option<TraceId>) {
+        self.count_status(status);
+        self.duration.observe_traced(elapsed, trace_id);
     }
 
     /// Records a gRPC call's final status (codes past 16 count as UNKNOWN, 2).
@@ -83,22 +87,19 @@ impl RouteMetrics {
         counters[code].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Appends this route's `switchyard_grpc_responses_total` lines (none before its first
-    /// gRPC call).
-    pub fn render_grpc(&self, out: &mut String) {
-        let Some(counters) = self.grpc.get() else {
-            return;
-        };
-        for (code, counter) in counters.iter().enumerate() {
-            let n = counter.load(Ordering::Relaxed);
-            if n > 0 {
-                let _ = writeln!(
-                    out,
-                    "switchyard_grpc_responses_total{{route=\"{}\",code=\"{code}\"}} {n}",
-                    escape(&self.route)
-                );
-            }
-        }
+    /// This route's `switchyard_grpc_responses_total` series (none before its first gRPC
+    /// call), as (code, count).
+    fn grpc_series(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        self.grpc
+            .get()
+            .into_iter()
+            .flat_map(|counters| {
+                counters
+                    .iter()
+                    .map(|c| c.load(Ordering::Relaxed))
+                    .enumerate()
+            })
+            .filter(|&(_, n)| n > 0)
     }
 
     fn count_status(&self, status: u16) {
@@ -141,10 +142,11 @@ impl RouteMetrics {
             .filter(|&slot| (500..600).contains(&slot_code(slot)))
             .map(|slot| slot & COUNT_MASK)
             .sum();
+        let counts = self.duration.counts();
         RouteSample {
-            requests: self.count.load(Ordering::Relaxed),
+            requests: counts.iter().sum(),
             server_errors,
-            buckets: std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed)),
+            buckets: std::array::from_fn(|i| counts[i]),
         }
     }
 
@@ -158,55 +160,85 @@ impl RouteMetrics {
             .sum()
     }
 
-    /// Appends this route's series to a Prometheus text exposition.
-    pub fn render(&self, out: &mut String) {
-        let route = escape(&self.route);
-        let upstream = escape(&self.upstream);
-        for slot in &self.codes {
-            let slot = slot.load(Ordering::Relaxed);
-            if slot != 0 {
-                let (code, n) = (slot_code(slot), slot & COUNT_MASK);
-                let _ = writeln!(
-                    out,
-                    "switchyard_requests_total{{route=\"{route}\",upstream=\"{upstream}\",code=\"{code}\"}} {n}"
-                );
-            }
-        }
+    /// This route's `switchyard_requests_total` series, as (code, count); codes past the
+    /// table's 16 slots count as `other`.
+    fn code_series(&self) -> impl Iterator<Item = (Code, u64)> + '_ {
         let other = self.other_codes.load(Ordering::Relaxed);
-        if other != 0 {
-            let _ = writeln!(
-                out,
-                "switchyard_requests_total{{route=\"{route}\",upstream=\"{upstream}\",code=\"other\"}} {other}"
-            );
-        }
+        self.codes
+            .iter()
+            .map(|slot| slot.load(Ordering::Relaxed))
+            .filter(|&slot| slot != 0)
+            .map(|slot| (Code::Status(slot_code(slot)), slot & COUNT_MASK))
+            .chain((other != 0).then_some((Code::Other, other)))
     }
+}
 
-    /// Appends this route's histogram to a Prometheus text exposition.
-    pub fn render_histogram(&self, out: &mut String) {
-        let route = escape(&self.route);
-        let mut cumulative = 0;
-        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
-            cumulative += bucket.load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "switchyard_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {cumulative}"
-            );
+/// The `code` label of `switchyard_requests_total`.
+#[derive(Clone, Copy, Debug)]
+enum Code {
+    Status(u16),
+    Other,
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Code::Status(code) => write!(f, "{code}"),
+            Code::Other => f.write_str("other"),
         }
-        let count = self.count.load(Ordering::Relaxed);
-        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(
-            out,
-            "switchyard_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {count}"
-        );
-        let _ = writeln!(
-            out,
-            "switchyard_request_duration_seconds_sum{{route=\"{route}\"}} {sum}"
-        );
-        let _ = writeln!(
-            out,
-            "switchyard_request_duration_seconds_count{{route=\"{route}\"}} {count}"
-        );
     }
+}
+
+/// Writes the route families (`switchyard_requests_total`,
+/// `switchyard_request_duration_seconds`, `switchyard_grpc_responses_total`) of `routes`;
+/// `no_route` counts requests that matched none (in the first and last family only).
+pub fn encode_families<'a>(
+    encoder: &mut DescriptorEncoder,
+    no_route: &'a RouteMetrics,
+    routes: impl Iterator<Item = &'a RouteMetrics> + Clone,
+) -> std::fmt::Result {
+    let all = std::iter::once(no_route).chain(routes.clone());
+    let requests: Vec<_> = all
+        .clone()
+        .flat_map(|m| {
+            m.code_series()
+                .map(move |(code, n)| (m, code.to_string(), n))
+        })
+        .collect();
+    family::counter(
+        encoder,
+        "switchyard_requests_total",
+        "Requests answered, by route, upstream and status.",
+        requests.iter().map(|(m, code, n)| {
+            (
+                [
+                    ("route", Escaped(&m.route)),
+                    ("upstream", Escaped(&m.upstream)),
+                    ("code", Escaped(code)),
+                ],
+                *n,
+            )
+        }),
+    )?;
+    family::histogram(
+        encoder,
+        "switchyard_request_duration_seconds",
+        "Time to the response headers, by route.",
+        routes.map(|m| ([("route", Escaped(&m.route))], &m.duration)),
+    )?;
+    let grpc: Vec<_> = all
+        .flat_map(|m| {
+            m.grpc_series()
+                .map(move |(code, n)| (m, code.to_string(), n))
+        })
+        .collect();
+    family::counter(
+        encoder,
+        "switchyard_grpc_responses_total",
+        "gRPC calls answered, by route and final grpc-status.",
+        grpc.iter()
+            .map(|(m, code, n)| ([("route", Escaped(&m.route)), ("code", Escaped(code))], *n)),
+    )
 }
 
 /// A route's counters at one moment ([`RouteMetrics::sample`]).
@@ -221,68 +253,80 @@ pub struct RouteSample {
     pub buckets: [u64; BUCKETS.len()],
 }
 
-/// Escapes a Prometheus label value.
-pub fn escape(value: &str) -> std::borrow::Cow<'_, str> {
-    if value.contains(['\\', '"', '\n']) {
-        value
-            .replace('\\', "\\\\")
-            .replace('"', "\\\"")
-            .replace('\n', "\\n")
-            .into()
-    } else {
-        value.into()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use switchyard_metrics::prometheus_client::collector::Collector;
+    use switchyard_metrics::prometheus_client::registry::Registry;
+    use switchyard_metrics::Format;
+
+    /// The no-route metrics first, then the routes.
+    #[derive(Debug)]
+    struct Routes(Vec<Arc<RouteMetrics>>);
+
+    impl Collector for Routes {
+        fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+            encode_families(&mut encoder, &self.0[0], self.0[1..].iter().map(|m| &**m))
+        }
+    }
+
+    fn exposition(metrics: &[&Arc<RouteMetrics>], format: Format) -> String {
+        let mut registry = Registry::default();
+        let routes = metrics.iter().map(|m| Arc::clone(m)).collect();
+        registry.register_collector(Box::new(Routes(routes)));
+        switchyard_metrics::render(&registry, format)
+    }
+
+    fn text(m: &Arc<RouteMetrics>) -> String {
+        exposition(
+            &[&Arc::new(RouteMetrics::new("", "")), m],
+            Format::Prometheus,
+        )
+    }
 
     #[test]
     fn counts_codes_and_renders() {
-        let m = RouteMetrics::new("orders", "orders-up");
+        let m = Arc::new(RouteMetrics::new("orders", "orders-up"));
         for _ in 0..3 {
             m.record(200, Duration::from_millis(2));
         }
         m.record(503, Duration::from_millis(20));
         assert_eq!(m.requests_with(200), 3);
         assert_eq!(m.requests_with(503), 1);
-        let mut out = String::new();
-        m.render(&mut out);
-        m.render_histogram(&mut out);
-        assert!(
-            out.contains(
-                "switchyard_requests_total{route=\"orders\",upstream=\"orders-up\",code=\"200\"} 3"
-            ),
-            "{out}"
-        );
-        assert!(
-            out.contains(
-                "switchyard_request_duration_seconds_bucket{route=\"orders\",le=\"0.0025\"} 3"
-            ),
-            "{out}"
-        );
-        assert!(
-            out.contains("switchyard_request_duration_seconds_count{route=\"orders\"} 4"),
-            "{out}"
-        );
+        let out = text(&m);
+        for line in [
+            "# TYPE switchyard_requests_total counter\n",
+            "switchyard_requests_total{route=\"orders\",upstream=\"orders-up\",code=\"200\"} 3\n",
+            "# TYPE switchyard_request_duration_seconds histogram\n",
+            "switchyard_request_duration_seconds_bucket{le=\"0.0025\",route=\"orders\"} 3\n",
+            "switchyard_request_duration_seconds_bucket{le=\"+Inf\",route=\"orders\"} 4\n",
+            "switchyard_request_duration_seconds_count{route=\"orders\"} 4\n",
+            "# TYPE switchyard_grpc_responses_total counter\n",
+        ] {
+            assert!(out.contains(line), "{line} not in\n{out}");
+        }
+        assert_eq!(m.sample().requests, 4);
+        assert_eq!(m.sample().server_errors, 1);
     }
 
     #[test]
     fn more_codes_than_slots_go_to_other() {
-        let m = RouteMetrics::new("r", "u");
+        let m = Arc::new(RouteMetrics::new("r", "u"));
         for code in 200..230 {
             m.record(code, Duration::ZERO);
         }
-        let mut out = String::new();
-        m.render(&mut out);
-        assert_eq!(out.lines().count(), CODE_SLOTS + 1, "{out}");
+        let out = text(&m);
+        let series = out
+            .lines()
+            .filter(|l| l.starts_with("switchyard_requests_total{"))
+            .count();
+        assert_eq!(series, CODE_SLOTS + 1, "{out}");
         assert!(out.contains("code=\"other\"} 14"));
     }
 
     #[test]
     fn counts_from_many_threads_add_up_per_status() {
-        let m = RouteMetrics::new("r", "u");
+        let m = Arc::new(RouteMetrics::new("r", "u"));
         std::thread::scope(|scope| {
             for t in 0..4u16 {
                 let m = &m;
@@ -299,15 +343,51 @@ mod tests {
         }
         m.record(0, Duration::ZERO);
         m.record(1024, Duration::ZERO);
-        let mut out = String::new();
-        m.render(&mut out);
+        let out = text(&m);
         assert!(out.contains("code=\"200\"} 20000"), "{out}");
         assert!(out.contains("code=\"503\"} 5000"), "{out}");
         assert!(out.contains("code=\"other\"} 2"), "{out}");
     }
 
     #[test]
-    fn escapes_label_values() {
-        assert_eq!(escape("a\"b\\c"), "a\\\"b\\\\c");
+    fn escapes_label_values_and_counts_grpc() {
+        let m = Arc::new(RouteMetrics::new("a\"b\\c", "u"));
+        m.record(200, Duration::ZERO);
+        m.record_grpc(5);
+        m.record_grpc(99);
+        let out = text(&m);
+        assert!(
+            out.contains(
+                "switchyard_requests_total{route=\"a\\\"b\\\\c\",upstream=\"u\",code=\"200\"} 1\n"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("switchyard_grpc_responses_total{route=\"a\\\"b\\\\c\",code=\"5\"} 1\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains(",code=\"2\"} 1\n"),
+            "past 16 is UNKNOWN: {out}"
+        );
+    }
+
+    #[test]
+    fn traced_requests_are_exemplars_in_openmetrics_only() {
+        let m = Arc::new(RouteMetrics::new("orders", "u"));
+        let id = TraceId(*b"\x4b\xf9\x2f\x35\x77\xb3\x4d\xa6\xa3\xce\x92\x9d\x0e\x0e\x47\x36");
+        m.record_traced(200, Duration::from_millis(30), Some(id));
+        m.record_traced(200, Duration::from_millis(31), None);
+        let none = Arc::new(RouteMetrics::new("", ""));
+        let open = exposition(&[&none, &m], Format::OpenMetrics);
+        let bucket = open
+            .lines()
+            .find(|l| l.starts_with("switchyard_request_duration_seconds_bucket{le=\"0.05\""))
+            .unwrap();
+        assert!(
+            bucket.contains("2 # {trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\"} 0.03 "),
+            "{open}"
+        );
+        assert!(!text(&m).contains("trace_id"));
     }
 }

@@ -221,29 +221,16 @@ impl Table {
         self.routes.iter().map(|r| &r.spec)
     }
 
-    /// Appends every route's metrics to a Prometheus exposition.
-    pub fn render_metrics(&self, out: &mut String) {
-        out.push_str(
-            "# HELP switchyard_requests_total Requests answered, by route, upstream and status.\n",
-        );
-        out.push_str("# TYPE switchyard_requests_total counter\n");
-        self.no_route.render(out);
-        for route in &self.routes {
-            route.metrics.render(out);
-        }
-        out.push_str(
-            "# HELP switchyard_request_duration_seconds Time to the response headers, by route.\n",
-        );
-        out.push_str("# TYPE switchyard_request_duration_seconds histogram\n");
-        for route in &self.routes {
-            route.metrics.render_histogram(out);
-        }
-        out.push_str("# HELP switchyard_grpc_responses_total gRPC calls answered, by route and final grpc-status.\n");
-        out.push_str("# TYPE switchyard_grpc_responses_total counter\n");
-        self.no_route.render_grpc(out);
-        for route in &self.routes {
-            route.metrics.render_grpc(out);
-        }
+    /// Writes every route's metric families to `/metrics` ([`crate::metrics::encode_families`]).
+    pub fn encode_metrics(
+        &self,
+        encoder: &mut switchyard_metrics::prometheus_client::encoding::DescriptorEncoder,
+    ) -> std::fmt::Result {
+        crate::metrics::encode_families(
+            encoder,
+            &self.no_route,
+            self.routes.iter().map(|r| &*r.metrics),
+        )
     }
 }
 
@@ -517,7 +504,12 @@ impl Proxy {
                 (response, route.metrics.clone(), endpoint)
             }
         };
-        metrics.record(response.status().as_u16(), start.elapsed());
+        // A sampled request's trace id becomes its duration bucket's exemplar.
+        let sampled = span
+            .as_ref()
+            .filter(|s| s.is_recording())
+            .map(|s| switchyard_metrics::TraceId(s.ids().trace_id.to_bytes()));
+        metrics.record_traced(response.status().as_u16(), start.elapsed(), sampled);
         let mut response = response;
         if upgrade_asked && response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
             // Not upgraded: nothing more is read from this connection (see Admission).

@@ -7,7 +7,7 @@
 //! connections) is one per process, held by the app's loader and reached through `App::hub`,
 //! and outlives config generations, so a reload keeps usage numbers, cached responses and
 //! buckets whose settings did not change. The admin API reaches it through
-//! [`render_metrics`], [`stats`] and [`purge`].
+//! [`encode_metrics`], [`stats`] and [`purge`].
 
 use std::path::Path;
 use std::sync::Arc;
@@ -40,9 +40,12 @@ pub fn route_filters(
     policies.route_filters(route, keys)
 }
 
-/// Appends the policy metrics (usage, access, rate limits, cache) to `/metrics`.
-pub fn render_metrics(hub: &Hub, out: &mut String) {
-    hub.render_metrics(out);
+/// Writes the policy metric families (usage, access, rate limits, cache) to `/metrics`.
+pub fn encode_metrics(
+    hub: &Hub,
+    encoder: &mut switchyard_metrics::prometheus_client::encoding::DescriptorEncoder,
+) -> std::fmt::Result {
+    hub.encode_metrics(encoder)
 }
 
 /// `GET /api/stats?window=5m`.

@@ -70,6 +70,7 @@ fn allowed(name: &str, folder: &str) -> Option<(&'static str, Vec<&'static str>)
         "switchyard-proxy",
         "switchyard-policy",
         "switchyard-heap",
+        "switchyard-metrics",
     ];
     if name == "switchyard-http-sd" {
         return Some((
@@ -87,21 +88,33 @@ fn allowed(name: &str, folder: &str) -> Option<(&'static str, Vec<&'static str>)
     Some(match name {
         "switchyard-registry" => ("the API boundary depends on none of ours", vec![]),
         "switchyard-heap" => ("the allocator helpers depend on none of ours", vec![]),
+        "switchyard-metrics" => (
+            "the metric types everything records into depend on none of ours",
+            vec![],
+        ),
         "switchyard-vendored-protoc" => (
             "builds before anything that needs protoc, so depends on none of ours",
             vec![],
         ),
         "switchyard-upstream" => (
             "the upstream cache sees registries only through the abstraction",
-            vec!["switchyard-registry"],
+            vec!["switchyard-registry", "switchyard-metrics"],
         ),
         "switchyard-proxy" => (
             "the request path never depends on a backend, the policies or the binary",
-            vec!["switchyard-registry", "switchyard-upstream"],
+            vec![
+                "switchyard-registry",
+                "switchyard-upstream",
+                "switchyard-metrics",
+            ],
         ),
         "switchyard-policy" => (
             "policies are filters of the proxy, and know no backend",
-            vec!["switchyard-registry", "switchyard-proxy"],
+            vec![
+                "switchyard-registry",
+                "switchyard-proxy",
+                "switchyard-metrics",
+            ],
         ),
         // The binary wires everything but the development tools and the tests; backends
         // (every crate under registries/) are added by the caller.

@@ -35,7 +35,7 @@ pub use apply::UpstreamState;
 pub use cache::{RegistryState, RegistryStatus, Upstream, UpstreamCache};
 pub use chunked::{Chunked, Item};
 pub use health_check::DEFAULT_EXPECTED as DEFAULT_HEALTHY_STATUSES;
-pub use metrics::{applied_updates, render_apply_metrics, APPLY_BUCKETS};
+pub use metrics::{applied_updates, encode_apply_metrics, APPLY_BUCKETS};
 pub use selector::{Changes, PickContext, Selector, SelectorFactory};
 pub use snapshot::{
     address_text, effective_weight, AddressText, EndpointList, ServingEndpoint, Snapshot,

@@ -3,7 +3,6 @@
 //! counts of applied and refused changes. The watcher writes it; readers take a copy.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
@@ -153,28 +152,43 @@ impl Status {
         })
     }
 
-    /// Appends the `switchyard_config_source_*` metrics (nothing when off).
-    pub fn render_metrics(&self, out: &mut String) {
-        self.with(|s| {
-            if s.configured.is_none() {
-                return;
-            }
-            let _ = writeln!(
-                out,
-                "# HELP switchyard_config_source_up 1 while the etcd config source is connected.\n\
-                 # TYPE switchyard_config_source_up gauge\nswitchyard_config_source_up {}\n\
-                 # HELP switchyard_config_source_revision The etcd revision of the running fleet config.\n\
-                 # TYPE switchyard_config_source_revision gauge\nswitchyard_config_source_revision {}\n\
-                 # HELP switchyard_config_source_changes_total Fleet config changes from etcd by result.\n\
-                 # TYPE switchyard_config_source_changes_total counter\n\
-                 switchyard_config_source_changes_total{{result=\"applied\"}} {}\n\
-                 switchyard_config_source_changes_total{{result=\"refused\"}} {}",
-                u8::from(matches!(s.state, "ok" | "refused")),
-                s.applied_revision.unwrap_or(0),
-                s.applied_total,
-                s.refused_total,
-            );
-        });
+    /// Writes the `switchyard_config_source_*` families to `/metrics` (nothing when off).
+    pub fn encode_metrics(
+        &self,
+        encoder: &mut switchyard_metrics::prometheus_client::encoding::DescriptorEncoder,
+    ) -> std::fmt::Result {
+        use switchyard_metrics::{family, Escaped};
+        let Some((up, revision, applied, refused)) = self.with(|s| {
+            s.configured.as_ref().map(|_| {
+                (
+                    i64::from(matches!(s.state, "ok" | "refused")),
+                    s.applied_revision.unwrap_or(0),
+                    s.applied_total,
+                    s.refused_total,
+                )
+            })
+        }) else {
+            return Ok(());
+        };
+        family::single_gauge(
+            encoder,
+            "switchyard_config_source_up",
+            "1 while the etcd config source is connected.",
+            up,
+        )?;
+        family::single_gauge(
+            encoder,
+            "switchyard_config_source_revision",
+            "The etcd revision of the running fleet config.",
+            revision,
+        )?;
+        family::counter(
+            encoder,
+            "switchyard_config_source_changes_total",
+            "Fleet config changes from etcd by result.",
+            [("applied", applied), ("refused", refused)]
+                .map(|(result, n)| ([("result", Escaped(result))], n)),
+        )
     }
 }
 #[cfg(test)]
@@ -217,8 +231,14 @@ mod tests {
             json["refused"]["errors"][0],
             "etcd:/switchyard/config/routes/x: invalid JSON"
         );
-        let mut metrics = String::new();
-        status.render_metrics(&mut metrics);
+        let status = std::sync::Arc::new(status);
+        let metrics = {
+            let status = status.clone();
+            switchyard_metrics::exposition::render_one(
+                switchyard_metrics::Format::Prometheus,
+                move |e| status.encode_metrics(e),
+            )
+        };
         for line in [
             "switchyard_config_source_up 1",
             "switchyard_config_source_revision 5",

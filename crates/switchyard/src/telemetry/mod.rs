@@ -123,21 +123,24 @@ fn http_traces_url(endpoint: &str) -> String {
     }
 }
 
-/// Appends `switchyard_tracing_spans_dropped_total` (and the exported count) to a
-/// Prometheus exposition; zero while tracing is off.
-pub fn render_metrics(out: &mut String) {
-    use std::fmt::Write as _;
-    let _ = write!(
-        out,
-        "# HELP switchyard_tracing_spans_dropped_total Spans not exported: the export queue was full, or the export failed or timed out.\n\
-         # TYPE switchyard_tracing_spans_dropped_total counter\n\
-         switchyard_tracing_spans_dropped_total {}\n\
-         # HELP switchyard_tracing_spans_exported_total Spans the collector accepted.\n\
-         # TYPE switchyard_tracing_spans_exported_total counter\n\
-         switchyard_tracing_spans_exported_total {}\n",
+/// Writes `switchyard_tracing_spans_dropped_total` (and the exported count) to
+/// `/metrics`; zero while tracing is off.
+pub fn encode_metrics(
+    encoder: &mut switchyard_metrics::prometheus_client::encoding::DescriptorEncoder,
+) -> std::fmt::Result {
+    use switchyard_metrics::family;
+    family::single_counter(
+        encoder,
+        "switchyard_tracing_spans_dropped_total",
+        "Spans not exported: the export queue was full, or the export failed or timed out.",
         export::SPANS_DROPPED.load(Ordering::Relaxed),
+    )?;
+    family::single_counter(
+        encoder,
+        "switchyard_tracing_spans_exported_total",
+        "Spans the collector accepted.",
         export::SPANS_EXPORTED.load(Ordering::Relaxed),
-    );
+    )
 }
 
 #[cfg(test)]
