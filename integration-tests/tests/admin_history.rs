@@ -375,6 +375,10 @@ auth = ["key"]
         200,
     );
     assert_eq!(upstreams[0].name, "ok");
+    // The validator is not vacuous: an upstream without its balancer is refused.
+    let mut broken = serde_json::to_value(&upstreams).unwrap();
+    broken[0].as_object_mut().unwrap().remove("balancer");
+    assert!(!response_schema(&doc, "get", "/api/upstreams", 200).is_valid(&broken));
     assert_eq!(upstreams[0].sources.len(), 2);
     let one: api::Upstream = check_answer(
         &doc,

@@ -88,9 +88,10 @@ pub fn router(app: Arc<App>) -> Router {
 /// `WWW-Authenticate: Bearer`.
 async fn require_token(State(app): Shared, request: Request, next: Next) -> Response {
     let path = request.uri().path();
-    let needs_token = path == "/" || path.starts_with("/api/");
-    let token = app.with_current(|c| c.config.admin.token.clone());
-    let Some(token) = token.filter(|_| needs_token) else {
+    if path != "/" && !path.starts_with("/api/") {
+        return next.run(request).await;
+    }
+    let Some(token) = app.with_current(|c| c.config.admin.token.clone()) else {
         return next.run(request).await;
     };
     let mut given = request
