@@ -4,7 +4,9 @@
 //! then drops the token from the address bar); the page lists the upstreams' endpoints with
 //! their source, health and staleness, the registries and the routes with a live request
 //! rate; an instance removed from its registry (a file registry) disappears from the page
-//! without a reload; the page fits a phone's width. Screenshots are saved as test artifacts:
+//! without a reload; the history charts (requests/s, p99 and 5xx ratio per route, healthy
+//! endpoints per upstream, updates per registry) and the registry/upstream timeline are
+//! drawn as inline SVG; the page fits a phone's width. Screenshots are saved as test artifacts:
 //! `target/test-artifacts/dashboard.png`, `dashboard-history.png` (the history charts) and
 //! `dashboard-phone.png`.
 //!
@@ -364,9 +366,9 @@ upstream = "echo"
     })
     .await;
     let charts = browser
-        .run("return [document.querySelectorAll('#history svg.rps').length, document.querySelectorAll('#history svg.lat').length, document.querySelectorAll('#history svg.err').length, document.querySelectorAll('#history tr[data-history-upstream] svg.ok').length, document.querySelectorAll('#history svg polyline').length, document.querySelector('#events table') ? 1 : 0]")
+        .run("return [document.querySelectorAll('#history svg.rps').length, document.querySelectorAll('#history svg.lat').length, document.querySelectorAll('#history svg.err').length, document.querySelectorAll('#history tr[data-history-upstream] svg.ok').length, document.querySelectorAll('#history svg polyline').length, document.querySelector('#events table') ? 1 : 0, document.querySelectorAll('#history tr[data-history-registry] svg.upd').length, document.querySelector('#timeline table') ? 1 : 0]")
         .await;
-    println!("charts (rps, p99, 5xx, healthy upstreams, lines, events table): {charts}");
+    println!("charts (rps, p99, 5xx, healthy upstreams, lines, events table, registry updates, timeline table): {charts}");
     let counts: Vec<u64> = charts
         .as_array()
         .unwrap()
@@ -378,12 +380,22 @@ upstream = "echo"
         "{counts:?}"
     );
     assert!(counts[3] >= 1, "no healthy-endpoints chart: {counts:?}");
+    assert_eq!(counts[6], 2, "one updates chart per registry: {counts:?}");
     assert_eq!(
         counts[4],
-        3 * counts[0] + counts[3],
+        3 * counts[0] + counts[3] + counts[6],
         "one line per chart: {counts:?}"
     );
     assert_eq!(counts[5], 1, "no events table");
+    assert_eq!(counts[7], 1, "no timeline table");
+    // The instance removed from the file registry was an update: its chart shows it.
+    let updates = browser
+        .run("const s = document.querySelector('#history tr[data-history-registry=files] svg.upd'); return s ? Number(s.dataset.max) : 0")
+        .await;
+    assert!(
+        updates.as_f64().unwrap() >= 1.0,
+        "the file registry's updates chart: {updates}"
+    );
     let healthy = browser
         .run("const s = document.querySelector('#history tr[data-history-upstream=echo] svg.ok'); return s ? Number(s.dataset.max) : 0")
         .await;

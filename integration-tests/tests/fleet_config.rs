@@ -205,8 +205,11 @@ async fn three_gateways_converge_on_every_change() {
             )),
             "{stderr}"
         );
-        let source = gateway.admin_json("/api/config_source").await;
-        assert_eq!(source["state"], "ok", "{source}");
+        let source: switchyard::api::ConfigSourceStatus =
+            serde_json::from_value(gateway.admin_json("/api/config_source").await).unwrap();
+        assert_eq!(source.state, "ok", "{source:?}");
+        assert_eq!(source.kind.as_deref(), Some("etcd"));
+        assert_eq!(source.objects, Some(3), "{source:?}");
     }
 
     let mut worst = Duration::ZERO;
@@ -407,6 +410,28 @@ async fn an_invalid_object_is_refused_without_disturbing_the_fleet() {
             status.1.contains("Config source: etcd") && status.1.contains("refused revision"),
             "{}",
             status.1
+        );
+        // `status` reads the same typed documents: the refusal as the gateway wrote it.
+        let snapshot = switchyard::status::fetch_snapshot(&gateway.admin_url(""), None)
+            .await
+            .unwrap();
+        let source = snapshot.source.expect("a config source");
+        assert_eq!(source.state, "refused", "{source:?}");
+        let refused = source.refused.flatten().expect("the refusal");
+        assert!(
+            refused.errors.iter().any(|e| e.contains("routes/bad")),
+            "{refused:?}"
+        );
+        for error in &refused.errors {
+            assert!(
+                status.1.contains(error.as_str()),
+                "{error} not in\n{}",
+                status.1
+            );
+        }
+        assert_eq!(
+            snapshot.routes.len(),
+            route_table(gateway).await.as_array().map_or(0, Vec::len)
         );
     }
     let answers = traffic.await.unwrap();

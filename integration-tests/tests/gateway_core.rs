@@ -7,7 +7,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use switchyard::api;
 use switchyard_integration_tests::{eventually, gateway, Backend, Gateway};
+
+/// An admin answer as its `switchyard::api` type.
+fn typed<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
+    serde_json::from_value(value.clone())
+        .unwrap_or_else(|e| panic!("not a {}: {e}: {value}", std::any::type_name::<T>()))
+}
 
 fn static_registry(services: &[(&str, &[(&Backend, u32)])]) -> String {
     let mut out = String::from("[registries.local]\ntype = \"static\"\n");
@@ -612,30 +619,32 @@ async fn admin_api_shows_sources_and_forwarding_is_clean() {
     );
     let gw = Gateway::start(&config).await;
     gw.wait_ready().await;
-    let v = gw.admin_json("/api/upstreams").await;
-    let endpoints = v[0]["endpoints"].as_array().unwrap();
+    // Read through the types the gateway writes them with (`switchyard::api`).
+    let v: Vec<api::Upstream> = typed(gw.admin_json("/api/upstreams").await);
+    let endpoints = &v[0].endpoints;
     assert_eq!(endpoints.len(), 2);
-    assert_eq!(endpoints[0]["address"], a.address().to_string());
-    assert_eq!(endpoints[0]["source"]["registry"], "local");
-    assert_eq!(endpoints[0]["source"]["service"], "main");
-    assert_eq!(endpoints[0]["weight"], 2);
-    assert_eq!(endpoints[0]["serving"], true);
-    assert_eq!(endpoints[1]["priority"], 1);
-    assert_eq!(
-        endpoints[1]["serving"], false,
+    assert_eq!(endpoints[0].address, a.address().to_string());
+    assert_eq!(endpoints[0].source.registry, "local");
+    assert_eq!(endpoints[0].source.service, "main");
+    assert_eq!(endpoints[0].weight, 2);
+    assert!(endpoints[0].serving);
+    assert_eq!(endpoints[1].priority, 1);
+    assert!(
+        !endpoints[1].serving,
         "tier 1 waits while tier 0 is healthy"
     );
     // One upstream by name: the same object as its entry in the list; unknown names 404.
-    assert_eq!(gw.admin_json("/api/upstreams/u").await, v[0]);
+    let one: api::Upstream = typed(gw.admin_json("/api/upstreams/u").await);
+    assert_eq!(one, v[0]);
     let missing = gw
         .send(gw.client().get(gw.admin_url("/api/upstreams/nope")))
         .await;
     assert_eq!(missing.status, 404, "{}", missing.body);
-    let regs = gw.admin_json("/api/registries").await;
-    assert_eq!(regs[0]["name"], "local");
-    assert_eq!(regs[0]["state"], "ok");
-    let routes = gw.admin_json("/api/routes").await;
-    assert_eq!(routes[0]["name"], "r");
+    let regs: Vec<api::Registry> = typed(gw.admin_json("/api/registries").await);
+    assert_eq!(regs[0].name, "local");
+    assert_eq!(regs[0].state, "ok");
+    let routes: Vec<api::RouteEntry> = typed(gw.admin_json("/api/routes").await);
+    assert_eq!(routes[0].name, "r");
 
     let reply = gw
         .send(

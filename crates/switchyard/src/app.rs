@@ -166,7 +166,11 @@ impl App {
                 .iter()
                 .map(|(name, built)| {
                     let status = table.cache().registry_status(name, built.kind);
-                    (name.clone(), status.state.as_str().to_owned())
+                    (
+                        name.clone(),
+                        status.state.as_str().to_owned(),
+                        built.metrics.updates(),
+                    )
                 })
                 .collect()
         });

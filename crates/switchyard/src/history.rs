@@ -12,8 +12,9 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
 use switchyard_proxy::metrics::{RouteSample, BUCKETS};
+
+pub use crate::api::{Event, RouteWindow};
 
 /// Time between samples.
 pub const INTERVAL: Duration = Duration::from_secs(1);
@@ -31,40 +32,8 @@ pub struct Sample {
     pub routes: Vec<(Arc<str>, RouteSample)>,
     /// Every upstream: name, healthy endpoints, endpoints, serving tier (`source.endpoint`).
     pub upstreams: Vec<(String, usize, usize, Option<String>)>,
-    /// Every registry: name and state.
-    pub registries: Vec<(String, String)>,
-}
-
-/// Something that changed between two samples.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
-pub struct Event {
-    /// Seconds since the Unix epoch (the sample that saw it).
-    pub at: f64,
-    /// `registry` or `upstream`.
-    pub kind: String,
-    /// The registry's or upstream's name.
-    pub name: String,
-    /// The state (registry) or serving tier (upstream) before; `null` when new or none.
-    pub from: Option<String>,
-    /// The state or serving tier after; `null` for an upstream with no serving tier.
-    pub to: Option<String>,
-}
-
-/// A route's figures over a window.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
-pub struct RouteWindow {
-    /// The window the figures cover (shorter than asked while the process is younger).
-    pub window_seconds: f64,
-    /// Requests answered per second.
-    pub requests_per_second: f64,
-    /// Median time to the response head, ms (`null` without requests).
-    pub p50_ms: Option<f64>,
-    /// 90th percentile, ms.
-    pub p90_ms: Option<f64>,
-    /// 99th percentile, ms.
-    pub p99_ms: Option<f64>,
-    /// Share of 5xx answers, 0..1 (`null` without requests).
-    pub error_ratio: Option<f64>,
+    /// Every registry: name, state and updates received since start.
+    pub registries: Vec<(String, String, u64)>,
 }
 
 /// The ring buffer and the event timeline.
@@ -186,12 +155,12 @@ pub fn quantile_ms(buckets: &[u64], total: u64, q: f64) -> Option<f64> {
 /// The events between two consecutive samples.
 fn changes(previous: &Sample, next: &Sample) -> Vec<Event> {
     let mut events = Vec::new();
-    for (name, state) in &next.registries {
+    for (name, state, _) in &next.registries {
         let before = previous
             .registries
             .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, s)| s);
+            .find(|(n, _, _)| n == name)
+            .map(|(_, s, _)| s);
         if before != Some(state) {
             events.push(Event {
                 at: next.at,
@@ -268,7 +237,7 @@ mod tests {
             at: t,
             routes: vec![],
             upstreams: vec![("orders".into(), 1, 2, tier.map(String::from))],
-            registries: vec![("consul".into(), state.into())],
+            registries: vec![("consul".into(), state.into(), 0)],
         };
         history.push(at(1.0, "ok", Some("0.0")));
         history.push(at(2.0, "ok", Some("0.0")));

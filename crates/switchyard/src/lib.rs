@@ -8,9 +8,11 @@
 //! Modules and the way data flows between them (no import circle):
 //! `config_source` (fleet config: settings, merge, etcd, watcher) ← `config` (the file's
 //! model) ← `plan` (+ `policy`) ← `load` (file → plan) ← `app` (the running gateway) ←
-//! `admin`, `status`, `cli`.
+//! `admin`, `status`, `cli`; `api` (the admin API's response types) imports nothing of
+//! the crate and is used by `admin` (with its `openapi`), `status`, `history` and `config_source`.
 
 pub mod admin;
+pub mod api;
 pub mod app;
 pub mod catalog;
 pub mod cli;
@@ -21,7 +23,6 @@ pub mod dashboard;
 pub mod history;
 pub mod load;
 pub mod metrics_page;
-pub mod openapi;
 pub mod plan;
 pub mod policy;
 pub mod schema;

@@ -1,119 +1,86 @@
 //! `switchyard status`: a running gateway's upstreams, registries, routes (with request
-//! rates and p99 latency) and fleet config source as terminal tables, read from its admin
-//! API, the same tables as the dashboard. Also the start-up lines that say when each
-//! registry finished its first sync.
+//! rates, p99 latency and 5xx share) and fleet config source as terminal tables, read from
+//! its admin API into the same types the gateway writes them with ([`crate::api`]), the
+//! same tables as the dashboard. Also the start-up lines that say when each registry
+//! finished its first sync.
 //!
 //! Rates, p99 and the 5xx share come from the gateway itself: `GET /api/routes?window=60s`
-//! carries them per route, computed by the server from its history ([`STATUS_WINDOW`]). A
-//! gateway too old to carry them gets the former arithmetic: two `/metrics` samples one
-//! second apart, the difference of `switchyard_requests_total` per route, and the p99 of the
-//! difference of the `switchyard_request_duration_seconds` histogram (linear within a
-//! bucket, as Prometheus' `histogram_quantile` does).
+//! carries them per route, computed by the server from its history ([`STATUS_WINDOW`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use serde_json::Value;
+use serde::de::DeserializeOwned;
 use switchyard_upstream::RegistryState;
 
+use crate::api::{ConfigSourceStatus, Endpoint, Registry, RouteEntry, Upstream};
 use crate::app::App;
-
-/// The time between the two `/metrics` samples that rates are computed from (gateways
-/// without windowed figures in `/api/routes`).
-pub const RATE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The window of the figures `status` asks the gateway for.
 pub const STATUS_WINDOW: &str = "60s";
 
-/// The server's figures of each route in `/api/routes?window=`, read through the same
-/// type the gateway writes them with ([`RouteEntry`](crate::openapi::RouteEntry)); `None`
-/// for a gateway too old to carry them.
-pub fn server_rates(routes: &Value) -> Option<BTreeMap<String, RouteRate>> {
-    let entries: Vec<crate::openapi::RouteEntry> = serde_json::from_value(routes.clone()).ok()?;
-    Some(
-        entries
-            .into_iter()
-            .map(|entry| {
-                let figures = entry.figures;
-                let rate = RouteRate {
-                    rate: figures.requests_per_second,
-                    error_ratio: figures.error_ratio,
-                    p99: figures.p99_ms.map(|ms| ms / 1000.0),
-                };
-                (entry.name, rate)
-            })
-            .collect(),
-    )
+/// What `status` shows, as the gateway answered it.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// `GET /api/upstreams`.
+    pub upstreams: Vec<Upstream>,
+    /// `GET /api/registries`.
+    pub registries: Vec<Registry>,
+    /// `GET /api/routes?window=60s`.
+    pub routes: Vec<RouteEntry>,
+    /// `GET /api/config_source` (`None`: a gateway without the endpoint).
+    pub source: Option<ConfigSourceStatus>,
 }
 
-/// Fetches and prints; exit 1 when the gateway cannot be reached.
+/// Fetches and prints; exit 1 when the gateway cannot be reached or answers something
+/// that is not the admin API's.
 pub fn run(admin: &str, token: Option<&str>) -> ExitCode {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let base = admin.trim_end_matches('/');
-        let get = |path: &str| {
-            let url = format!("{base}{path}");
-            async move {
-                fetch(&url, token)
-                    .await
-                    .map_err(|error| format!("switchyard status: {url}: {error}"))
+        match fetch_snapshot(admin.trim_end_matches('/'), token).await {
+            Ok(snapshot) => {
+                print!("{}", render(&snapshot));
+                ExitCode::SUCCESS
             }
-        };
-        let routes_path = format!("/api/routes?window={STATUS_WINDOW}");
-        let mut parts = Vec::new();
-        for api in ["/api/upstreams", "/api/registries", routes_path.as_str()] {
-            match get(api).await {
-                Ok(body) => match serde_json::from_str::<Value>(&body) {
-                    Ok(value) => parts.push(value),
-                    Err(error) => {
-                        eprintln!("switchyard status: {base}{api}: {error}");
-                        return ExitCode::from(1);
-                    }
-                },
-                Err(error) => {
-                    eprintln!("{error}");
-                    return ExitCode::from(1);
-                }
+            Err(error) => {
+                eprintln!("switchyard status: {error}");
+                ExitCode::from(1)
             }
         }
-        // Older gateways have no config source endpoint: leave the line out.
-        let source = get("/api/config_source")
-            .await
-            .ok()
-            .and_then(|body| serde_json::from_str::<Value>(&body).ok())
-            .unwrap_or(Value::Null);
-        let rates = match server_rates(&parts[2]) {
-            Some(rates) => rates,
-            None => {
-                // An older gateway: two /metrics samples.
-                let first = get("/metrics").await;
-                let started = Instant::now();
-                tokio::time::sleep(RATE_INTERVAL.saturating_sub(started.elapsed())).await;
-                let second = get("/metrics").await;
-                match (first, second) {
-                    (Ok(a), Ok(b)) => route_rates(
-                        &RouteSample::parse(&a),
-                        &RouteSample::parse(&b),
-                        RATE_INTERVAL.as_secs_f64(),
-                    ),
-                    _ => BTreeMap::new(),
-                }
-            }
-        };
-        print!(
-            "{}",
-            render(&parts[0], &parts[1], &parts[2], &rates, &source)
-        );
-        ExitCode::SUCCESS
     })
+}
+
+/// Reads the four documents `status` shows from the admin API at `base`.
+pub async fn fetch_snapshot(base: &str, token: Option<&str>) -> Result<Snapshot, String> {
+    let routes = format!("/api/routes?window={STATUS_WINDOW}");
+    Ok(Snapshot {
+        upstreams: get_typed(base, "/api/upstreams", token).await?,
+        registries: get_typed(base, "/api/registries", token).await?,
+        routes: get_typed(base, &routes, token).await?,
+        // Older gateways have no config source endpoint: leave the line out.
+        source: get_typed(base, "/api/config_source", token).await.ok(),
+    })
+}
+
+/// `GET base+path`, deserialized into `T`; the error names the address.
+pub async fn get_typed<T: DeserializeOwned>(
+    base: &str,
+    path: &str,
+    token: Option<&str>,
+) -> Result<T, String> {
+    let url = format!("{base}{path}");
+    let body = fetch(&url, token)
+        .await
+        .map_err(|error| format!("{url}: {error}"))?;
+    serde_json::from_str(&body).map_err(|error| format!("{url}: {error}"))
 }
 
 async fn fetch(url: &str, token: Option<&str>) -> Result<String, String> {
@@ -143,177 +110,11 @@ async fn fetch(url: &str, token: Option<&str>) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
-// === rates from /metrics ===
-
-/// One route's counters in one `/metrics` sample.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct RouteSample {
-    /// Requests answered.
-    pub requests: f64,
-    /// Of which 5xx.
-    pub errors: f64,
-    /// Cumulative histogram buckets: (upper bound, count), `+Inf` last.
-    pub buckets: Vec<(f64, f64)>,
-}
-
-impl RouteSample {
-    /// The per-route counters of a Prometheus text page.
-    pub fn parse(text: &str) -> BTreeMap<String, RouteSample> {
-        let mut routes: BTreeMap<String, RouteSample> = BTreeMap::new();
-        for line in text.lines() {
-            let Some((name, labels, value)) = parse_line(line) else {
-                continue;
-            };
-            let Some(route) = labels.get("route") else {
-                continue;
-            };
-            let sample = routes.entry(route.clone()).or_default();
-            match name {
-                "switchyard_requests_total" => {
-                    sample.requests += value;
-                    if labels.get("code").is_some_and(|c| c.starts_with('5')) {
-                        sample.errors += value;
-                    }
-                }
-                "switchyard_request_duration_seconds_bucket" => {
-                    let bound = match labels.get("le").map(String::as_str) {
-                        Some("+Inf") => f64::INFINITY,
-                        Some(le) => match le.parse() {
-                            Ok(bound) => bound,
-                            Err(_) => continue,
-                        },
-                        None => continue,
-                    };
-                    sample.buckets.push((bound, value));
-                }
-                _ => {}
-            }
-        }
-        for sample in routes.values_mut() {
-            sample.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-        }
-        routes
-    }
-}
-
-/// `name{k="v",...} value` (labels optional); `None` for comments and other lines.
-fn parse_line(line: &str) -> Option<(&str, BTreeMap<String, String>, f64)> {
-    if line.starts_with('#') || line.trim().is_empty() {
-        return None;
-    }
-    let (head, value) = line.rsplit_once(' ')?;
-    let value: f64 = value.trim().parse().ok()?;
-    let Some((name, rest)) = head.split_once('{') else {
-        return Some((head, BTreeMap::new(), value));
-    };
-    let mut labels = BTreeMap::new();
-    let mut chars = rest.chars().peekable();
-    loop {
-        let key: String = chars.by_ref().take_while(|&c| c != '=').collect();
-        let key = key.trim_start_matches(',').trim().to_owned();
-        if key.is_empty() || key.starts_with('}') {
-            break;
-        }
-        if chars.next() != Some('"') {
-            return None;
-        }
-        let mut value = String::new();
-        loop {
-            match chars.next()? {
-                '\\' => match chars.next()? {
-                    'n' => value.push('\n'),
-                    other => value.push(other),
-                },
-                '"' => break,
-                c => value.push(c),
-            }
-        }
-        labels.insert(key, value);
-    }
-    Some((name, labels, value))
-}
-
-/// A route's live figures between two samples.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RouteRate {
-    /// Requests per second.
-    pub rate: f64,
-    /// Share of 5xx answers (0–1), when there were requests.
-    pub error_ratio: Option<f64>,
-    /// 99th percentile latency in seconds, when there were requests.
-    pub p99: Option<f64>,
-}
-
-/// Rates between two samples `seconds` apart.
-pub fn route_rates(
-    before: &BTreeMap<String, RouteSample>,
-    after: &BTreeMap<String, RouteSample>,
-    seconds: f64,
-) -> BTreeMap<String, RouteRate> {
-    after
-        .iter()
-        .map(|(route, now)| {
-            let then = before.get(route).cloned().unwrap_or_default();
-            let requests = (now.requests - then.requests).max(0.0);
-            let errors = (now.errors - then.errors).max(0.0);
-            let buckets: Vec<(f64, f64)> = now
-                .buckets
-                .iter()
-                .map(|&(bound, count)| {
-                    let old = then
-                        .buckets
-                        .iter()
-                        .find(|b| b.0 == bound)
-                        .map_or(0.0, |b| b.1);
-                    (bound, (count - old).max(0.0))
-                })
-                .collect();
-            let rate = RouteRate {
-                rate: requests / seconds.max(f64::EPSILON),
-                error_ratio: (requests > 0.0).then(|| errors / requests),
-                p99: quantile(0.99, &buckets),
-            };
-            (route.clone(), rate)
-        })
-        .collect()
-}
-
-/// The `q` quantile of cumulative buckets, linear within the bucket it falls in (as
-/// Prometheus' `histogram_quantile`); one in the `+Inf` bucket is the largest finite bound.
-pub fn quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
-    let total = buckets.last()?.1;
-    if total <= 0.0 {
-        return None;
-    }
-    let rank = q * total;
-    let mut lower = (0.0, 0.0);
-    for &(bound, count) in buckets {
-        if count >= rank {
-            if bound.is_infinite() {
-                return Some(lower.0);
-            }
-            let width = count - lower.1;
-            let within = if width > 0.0 {
-                (rank - lower.1) / width
-            } else {
-                1.0
-            };
-            return Some(lower.0 + (bound - lower.0) * within);
-        }
-        lower = (bound, count);
-    }
-    Some(lower.0)
-}
-
 // === tables ===
 
-/// A JSON value as a table cell: a string without its quotes, `null` as `-`.
-fn cell(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
+/// An optional value as a table cell, `-` when absent.
+fn cell<T: ToString>(value: Option<T>) -> String {
+    value.map_or_else(|| "-".into(), |v| v.to_string())
 }
 
 /// Lays rows out in aligned columns.
@@ -339,24 +140,14 @@ fn columns(head: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// An endpoint's three health inputs: registry / active / passive.
-pub fn health_inputs(endpoint: &Value) -> String {
-    let health = &endpoint["health"];
-    let registry = if health["registry"].as_bool() == Some(false) {
-        "down"
-    } else {
-        "ok"
-    };
-    let active = if health["active"].as_bool() == Some(false) {
-        "failing"
-    } else {
-        "ok"
-    };
-    let passive = if health["ejected"].as_bool() == Some(true) {
-        "ejected"
-    } else {
-        "ok"
-    };
-    format!("{registry}/{active}/{passive}")
+pub fn health_inputs(endpoint: &Endpoint) -> String {
+    let health = &endpoint.health;
+    format!(
+        "{}/{}/{}",
+        if health.registry { "ok" } else { "down" },
+        if health.active { "ok" } else { "failing" },
+        if health.ejected { "ejected" } else { "ok" },
+    )
 }
 
 /// Formats a duration in seconds for humans: `850 µs`, `12.3 ms`, `1.20 s`.
@@ -370,55 +161,29 @@ pub fn human_seconds(seconds: f64) -> String {
     }
 }
 
-fn render(
-    upstreams: &Value,
-    registries: &Value,
-    routes: &Value,
-    rates: &BTreeMap<String, RouteRate>,
-    source: &Value,
-) -> String {
-    let empty = Vec::new();
+/// The tables `status` prints.
+pub fn render(snapshot: &Snapshot) -> String {
     let mut rows = Vec::new();
-    for u in upstreams.as_array().unwrap_or(&empty) {
-        let endpoints = u["endpoints"].as_array().unwrap_or(&empty);
-        if endpoints.is_empty() {
-            rows.push(vec![
-                cell(&u["name"]),
-                "(no endpoints)".into(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-            ]);
+    for u in &snapshot.upstreams {
+        if u.endpoints.is_empty() {
+            let mut row = vec![u.name.clone(), "(no endpoints)".into()];
+            row.extend(std::iter::repeat_n("-".to_owned(), 6));
+            rows.push(row);
         }
-        for e in endpoints {
-            let mut tier = format!("{}.{}", cell(&e["priority"]), cell(&e["endpoint_priority"]));
-            if e["serving"].as_bool() == Some(true) {
+        for e in &u.endpoints {
+            let mut tier = format!("{}.{}", e.priority, e.endpoint_priority);
+            if e.serving {
                 tier.push_str(" serving");
             }
             rows.push(vec![
-                cell(&u["name"]),
-                cell(&e["address"]),
-                format!(
-                    "{}/{}",
-                    cell(&e["source"]["registry"]),
-                    cell(&e["source"]["service"])
-                ),
+                u.name.clone(),
+                e.address.clone(),
+                format!("{}/{}", e.source.registry, e.source.service),
                 tier,
-                if e["healthy"].as_bool() == Some(true) {
-                    "healthy".into()
-                } else {
-                    "unhealthy".into()
-                },
+                if e.healthy { "healthy" } else { "unhealthy" }.into(),
                 health_inputs(e),
-                if e["stale"].as_bool() == Some(true) {
-                    "stale".into()
-                } else {
-                    "fresh".into()
-                },
-                cell(&e["in_flight"]),
+                if e.stale { "stale" } else { "fresh" }.into(),
+                e.in_flight.to_string(),
             ]);
         }
     }
@@ -436,23 +201,19 @@ fn render(
         ],
         &rows,
     ));
-    let rows: Vec<Vec<String>> = registries
-        .as_array()
-        .unwrap_or(&empty)
+    let rows: Vec<Vec<String>> = snapshot
+        .registries
         .iter()
         .map(|r| {
-            [
-                "name",
-                "type",
-                "state",
-                "services",
-                "endpoints",
-                "last_update",
-                "last_error",
+            vec![
+                r.name.clone(),
+                r.kind.clone(),
+                r.state.clone(),
+                r.services.to_string(),
+                r.endpoints.to_string(),
+                cell(r.last_update.as_ref()),
+                cell(r.last_error.as_ref()),
             ]
-            .iter()
-            .map(|k| cell(&r[*k]))
-            .collect()
         })
         .collect();
     out.push_str("\nRegistries\n");
@@ -468,26 +229,28 @@ fn render(
         ],
         &rows,
     ));
-    let rows: Vec<Vec<String>> = routes
-        .as_array()
-        .unwrap_or(&empty)
+    let rows: Vec<Vec<String>> = snapshot
+        .routes
         .iter()
         .map(|r| {
-            let path = if r["path"].is_string() {
-                cell(&r["path"])
-            } else {
-                format!("{}*", cell(&r["path_prefix"]))
+            let path = match (&r.path, &r.path_prefix) {
+                (Some(path), _) => path.clone(),
+                (None, prefix) => format!("{}*", cell(prefix.as_ref())),
             };
-            let name = cell(&r["name"]);
-            let rate = rates.get(&name);
+            let f = &r.figures;
+            let requests = f.window_seconds > 0.0;
             vec![
-                name,
-                cell(&r["host"]),
+                r.name.clone(),
+                cell(r.host.as_ref()),
                 path,
-                cell(&r["upstream"]),
-                rate.map_or("-".into(), |r| format!("{:.1}", r.rate)),
-                rate.and_then(|r| r.p99).map_or("-".into(), human_seconds),
-                rate.and_then(|r| r.error_ratio)
+                r.upstream.clone(),
+                if requests {
+                    format!("{:.1}", f.requests_per_second)
+                } else {
+                    "-".into()
+                },
+                f.p99_ms.map_or("-".into(), |ms| human_seconds(ms / 1000.0)),
+                f.error_ratio
                     .map_or("-".into(), |e| format!("{:.1}%", e * 100.0)),
             ]
         })
@@ -497,29 +260,27 @@ fn render(
         &["route", "host", "path", "upstream", "req/s", "p99", "5xx"],
         &rows,
     ));
-    if source["type"].is_string() {
+    if let Some(source) = snapshot.source.as_ref().filter(|s| s.kind.is_some()) {
         out.push_str(&format!(
             "\nConfig source: {} {}{}: {}, revision {} ({} objects)",
-            cell(&source["type"]),
-            source["endpoints"]
-                .as_array()
-                .map(|e| e.iter().map(cell).collect::<Vec<_>>().join(","))
-                .unwrap_or_default(),
-            cell(&source["prefix"]),
-            cell(&source["state"]),
-            cell(&source["applied_revision"]),
-            cell(&source["objects"]),
+            cell(source.kind.as_ref()),
+            source.endpoints.clone().unwrap_or_default().join(","),
+            cell(source.prefix.as_ref()),
+            source.state,
+            cell(source.applied_revision.flatten()),
+            cell(source.objects),
         ));
-        if let Some(error) = source["last_error"].as_str() {
+        if let Some(error) = source.last_error.clone().flatten() {
             out.push_str(&format!("; last error: {error}"));
         }
         out.push('\n');
-        for error in source["refused"]["errors"].as_array().unwrap_or(&empty) {
-            out.push_str(&format!(
-                "  refused revision {}: {}\n",
-                cell(&source["refused"]["revision"]),
-                cell(error)
-            ));
+        if let Some(refused) = source.refused.clone().flatten() {
+            for error in &refused.errors {
+                out.push_str(&format!(
+                    "  refused revision {}: {error}\n",
+                    refused.revision
+                ));
+            }
         }
     }
     out
@@ -592,25 +353,72 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn typed<T: DeserializeOwned>(value: serde_json::Value) -> T {
+        serde_json::from_value(value).unwrap()
+    }
+
     #[test]
     fn renders_aligned_tables() {
-        let upstreams = json!([{"name": "echo", "endpoints": [{"address": "127.0.0.1:1", "source": {"registry": "files", "service": "echo"}, "priority": 0, "endpoint_priority": 0, "healthy": true, "stale": false, "serving": true, "in_flight": 2, "health": {"registry": true, "active": true, "ejected": false}}]},
-            {"name": "empty", "endpoints": []}]);
-        let registries = json!([{"name": "files", "type": "file", "state": "ok", "services": 1, "endpoints": 1, "last_update": null, "last_error": null}]);
-        let routes = json!([{"name": "echo", "host": null, "path_prefix": "/", "upstream": "echo"},
-            {"name": "idle", "host": "a.test", "path": "/x", "upstream": "echo"}]);
-        let rates = BTreeMap::from([(
-            "echo".to_owned(),
-            RouteRate {
-                rate: 12.5,
-                error_ratio: Some(0.1),
-                p99: Some(0.0123),
-            },
-        )]);
-        let source = json!({"type": "etcd", "endpoints": ["http://e:2379"], "prefix": "/switchyard/config", "state": "refused",
-            "applied_revision": 7, "objects": 3, "last_error": null,
-            "refused": {"revision": 9, "errors": ["etcd:/switchyard/config/routes/x: upstream: unknown"]}});
-        let out = render(&upstreams, &registries, &routes, &rates, &source);
+        let endpoint = json!({"address": "127.0.0.1:1", "weight": 1, "effective_weight": 1,
+            "priority": 0, "endpoint_priority": 0, "healthy": true, "serving": true, "stale": false,
+            "source": {"registry": "files", "service": "echo"}, "zone": null, "local": null,
+            "metadata": {}, "protocol": "http1", "health": {"registry": true, "active": true, "ejected": false},
+            "in_flight": 2});
+        let upstream = |name: &str, endpoints: serde_json::Value| {
+            json!({"name": name,
+            "balancer": "round_robin", "serving_tier": null, "panic": false, "endpoints": endpoints, "sources": []})
+        };
+        let route = |name: &str,
+                     host: serde_json::Value,
+                     path: (&str, &str),
+                     window: f64,
+                     rps: f64,
+                     p99: serde_json::Value,
+                     ratio: serde_json::Value| {
+            let mut r = json!({"name": name, "host": host, "methods": [], "headers": [], "upstream": "echo",
+                "strip_prefix": false, "timeout_ms": 30000, "retries": 1, "window_seconds": window,
+                "requests_per_second": rps, "p50_ms": p99, "p90_ms": p99, "p99_ms": p99, "error_ratio": ratio});
+            r[path.0] = json!(path.1);
+            r
+        };
+        let snapshot = Snapshot {
+            upstreams: typed(json!([
+                upstream("echo", json!([endpoint])),
+                upstream("empty", json!([]))
+            ])),
+            registries: typed(
+                json!([{"name": "files", "type": "file", "state": "ok", "services": 1,
+                "endpoints": 1, "last_update": null, "last_error": null, "updates": 1, "errors": 0}]),
+            ),
+            routes: typed(json!([
+                route(
+                    "echo",
+                    json!(null),
+                    ("path_prefix", "/"),
+                    60.0,
+                    12.5,
+                    json!(12.3),
+                    json!(0.1)
+                ),
+                route(
+                    "idle",
+                    json!("a.test"),
+                    ("path", "/x"),
+                    0.0,
+                    0.0,
+                    json!(null),
+                    json!(null)
+                ),
+            ])),
+            source: Some(typed(
+                json!({"type": "etcd", "endpoints": ["http://e:2379"],
+                "prefix": "/switchyard/config", "state": "refused", "revision": 9, "applied_revision": 7,
+                "applied_at": null, "objects": 3, "last_error": null,
+                "refused": {"revision": 9, "at": null, "errors": ["etcd:/switchyard/config/routes/x: upstream: unknown"]},
+                "changes": {"applied": 1, "refused": 1}}),
+            )),
+        };
+        let out = render(&snapshot);
         let want = [
             "UPSTREAM  ADDRESS         SOURCE      TIER         HEALTH   REGISTRY/ACTIVE/PASSIVE  STALE  IN FLIGHT",
             "echo      127.0.0.1:1     files/echo  0.0 serving  healthy  ok/ok/ok                 fresh  2",
@@ -625,81 +433,18 @@ mod tests {
         for line in want {
             assert!(out.contains(line), "{line:?} not in\n{out}");
         }
-    }
-
-    #[test]
-    fn rates_from_the_server() {
-        let entry = |name: &str, rps: f64, ratio: Value, p99: Value| {
-            serde_json::json!({"name": name, "host": null, "path_prefix": "/", "methods": [],
-                "headers": [], "upstream": "u", "strip_prefix": false, "timeout_ms": 30000,
-                "retries": 1, "window_seconds": 60.0, "requests_per_second": rps,
-                "p50_ms": p99, "p90_ms": p99, "p99_ms": p99, "error_ratio": ratio})
+        // The config source off: no line.
+        let off = Snapshot {
+            source: Some(typed(json!({"type": null, "state": "off"}))),
+            ..snapshot
         };
-        let routes = Value::Array(vec![
-            entry("a", 2.5, serde_json::json!(0.1), serde_json::json!(12.0)),
-            entry("b", 0.0, Value::Null, Value::Null),
-        ]);
-        let rates = server_rates(&routes).unwrap();
-        assert_eq!(rates["a"].rate, 2.5);
-        assert_eq!(rates["a"].error_ratio, Some(0.1));
-        assert_eq!(rates["a"].p99, Some(0.012));
-        assert_eq!(rates["b"].p99, None);
-        // An older gateway's routes: no figures, the caller samples /metrics.
-        assert!(server_rates(&serde_json::json!([{"name": "a"}])).is_none());
+        assert!(!render(&off).contains("Config source"));
     }
 
     #[test]
-    fn rates_and_p99_from_metric_deltas() {
-        let page = |ok: u32, bad: u32, fast: u32, slow: u32| {
-            format!(
-                "# HELP x\nswitchyard_requests_total{{route=\"a\",upstream=\"u\",code=\"200\"}} {ok}\n\
-                 switchyard_requests_total{{route=\"a\",upstream=\"u\",code=\"503\"}} {bad}\n\
-                 switchyard_request_duration_seconds_bucket{{route=\"a\",le=\"0.01\"}} {fast}\n\
-                 switchyard_request_duration_seconds_bucket{{route=\"a\",le=\"0.1\"}} {}\n\
-                 switchyard_request_duration_seconds_bucket{{route=\"a\",le=\"+Inf\"}} {}\n\
-                 switchyard_request_duration_seconds_sum{{route=\"a\"}} 1.5\n\
-                 switchyard_uptime_seconds 3\n",
-                fast + slow,
-                fast + slow
-            )
-        };
-        let before = RouteSample::parse(&page(10, 0, 10, 0));
-        assert_eq!(before["a"].requests, 10.0);
-        let after = RouteSample::parse(&page(100, 10, 10, 100));
-        let rates = route_rates(&before, &after, 2.0);
-        let a = &rates["a"];
-        assert_eq!(a.rate, 50.0);
-        assert_eq!(a.error_ratio, Some(0.1));
-        // All 100 new requests fall in (0.01, 0.1]: p99 is 99% of the way through it.
-        let p99 = a.p99.unwrap();
-        assert!((p99 - (0.01 + 0.09 * 0.99)).abs() < 1e-9, "{p99}");
-        // Nothing new: no p99.
-        assert_eq!(route_rates(&after, &after, 1.0)["a"].p99, None);
-    }
-
-    #[test]
-    fn quantiles() {
-        let check = |q: f64, buckets: &[(f64, f64)], want: Option<f64>| {
-            assert_eq!(quantile(q, buckets), want, "{q} {buckets:?}");
-        };
-        check(
-            0.5,
-            &[(1.0, 0.0), (2.0, 10.0), (f64::INFINITY, 10.0)],
-            Some(1.5),
-        );
-        check(0.99, &[(1.0, 0.0), (f64::INFINITY, 4.0)], Some(1.0));
-        check(0.5, &[(1.0, 4.0), (f64::INFINITY, 4.0)], Some(0.5));
-        check(0.5, &[(f64::INFINITY, 0.0)], None);
-        check(0.5, &[], None);
-    }
-
-    #[test]
-    fn metric_lines() {
-        let (name, labels, value) = parse_line(r#"m{route="a \"b\"",le="+Inf"} 3"#).unwrap();
-        assert_eq!((name, value), ("m", 3.0));
-        assert_eq!(labels["route"], "a \"b\"");
-        assert_eq!(labels["le"], "+Inf");
-        assert_eq!(parse_line("plain 1.5").unwrap().2, 1.5);
-        assert!(parse_line("# TYPE m counter").is_none());
+    fn human_durations() {
+        assert_eq!(human_seconds(0.00085), "850 µs");
+        assert_eq!(human_seconds(0.0123), "12.3 ms");
+        assert_eq!(human_seconds(1.2), "1.20 s");
     }
 }

@@ -123,23 +123,43 @@ function spark(values, cls, fmt) {
     line + '"/></svg> <span class="muted">' + esc(fmt(last)) + '</span>'};
 }
 const num = d => v => v == null ? '-' : (+v).toFixed(d);
+// The last 15 minutes (/api/history?window=15m): per route requests/s, p99 and 5xx ratio;
+// per upstream healthy endpoints; per registry the updates it sent each second.
 async function drawHistory() {
-  const h = await api('/api/history');
+  const h = await api('/api/history?window=15m');
   const samples = h.samples || [];
-  const routes = [...new Set(samples.flatMap(s => Object.keys(s.routes)))].sort();
-  const ups = [...new Set(samples.flatMap(s => Object.keys(s.upstreams)))].sort();
-  const rows = routes.map((name, i) => row([esc(name),
-    spark(samples.map(s => s.routes[name] ? s.routes[name].rps : null), 'rps', v => num(1)(v) + '/s'),
-    spark(samples.map(s => s.routes[name] ? s.routes[name].p99_ms : null), 'lat', v => num(1)(v) + ' ms'),
-    spark(samples.map(s => s.routes[name] ? s.routes[name].error_ratio : null), 'err', v => v == null ? '-' : (v * 100).toFixed(1) + '%'),
+  const keys = part => [...new Set(samples.flatMap(s => Object.keys(s[part] || {})))].sort();
+  const at = (s, part, name, field) => s[part] && s[part][name] ? s[part][name][field] : null;
+  const rows = keys('routes').map(name => row([esc(name),
+    spark(samples.map(s => at(s, 'routes', name, 'rps')), 'rps', v => num(1)(v) + '/s'),
+    spark(samples.map(s => at(s, 'routes', name, 'p99_ms')), 'lat', v => num(1)(v) + ' ms'),
+    spark(samples.map(s => at(s, 'routes', name, 'error_ratio')), 'err', v => v == null ? '-' : (v * 100).toFixed(1) + '%'),
   ], ' data-history-route="' + esc(name) + '"'));
-  const upRows = ups.map(name => row(['upstream ' + esc(name),
-    spark(samples.map(s => s.upstreams[name] ? s.upstreams[name].healthy : null), 'ok', v => num(0)(v) + ' healthy'), '', '',
+  const upRows = keys('upstreams').map(name => row(['upstream ' + esc(name),
+    spark(samples.map(s => at(s, 'upstreams', name, 'healthy')), 'ok', v => num(0)(v) + ' healthy'), '', '',
   ], ' data-history-upstream="' + esc(name) + '"'));
-  $('history').innerHTML = table(['Route / upstream', 'Requests/s', 'p99', '5xx ratio'], rows.concat(upRows));
-  const events = (h.events || []).slice().reverse();
-  $('events').innerHTML = table(['When', 'What', 'Name', 'Change'], events.map(e => row([
-    esc(new Date(e.at * 1000).toLocaleTimeString()), esc(e.kind), esc(e.name),
+  const regRows = keys('registries').map(name => row(['registry ' + esc(name),
+    spark(samples.map(s => at(s, 'registries', name, 'updates')), 'upd', v => num(0)(v) + ' updates/s'), '', '',
+  ], ' data-history-registry="' + esc(name) + '"'));
+  $('history').innerHTML = table(['Route / upstream / registry', 'Requests/s · healthy · updates', 'p99', '5xx ratio'], rows.concat(upRows, regRows));
+  const events = h.events || [];
+  // Per registry: when it last went down and last came back; per upstream: its last tier change.
+  const last = {};
+  for (const e of events) {
+    const key = e.kind + ' ' + e.name;
+    const entry = last[key] || (last[key] = {kind: e.kind, name: e.name, down: null, up: null, change: null});
+    if (e.kind === 'registry' && e.to === 'down') entry.down = e.at;
+    else if (e.kind === 'registry' && e.to === 'ok' && e.from != null) entry.up = e.at;
+    entry.change = e;
+  }
+  const when = t => t == null ? '—' : esc(new Date(t * 1000).toLocaleTimeString());
+  const timeline = Object.values(last).sort((a, b) => (a.kind + a.name).localeCompare(b.kind + b.name)).map(t => row([
+    esc(t.kind), esc(t.name), t.kind === 'registry' ? when(t.down) : '—', t.kind === 'registry' ? when(t.up) : '—',
+    when(t.change.at) + ' ' + esc((t.change.from ?? 'none') + ' → ' + (t.change.to ?? 'none')),
+  ], ' data-timeline="' + esc(t.kind) + '"'));
+  $('timeline').innerHTML = table(['What', 'Name', 'Last down', 'Last up', 'Last change'], timeline);
+  $('events').innerHTML = table(['When', 'What', 'Name', 'Change'], events.slice().reverse().map(e => row([
+    when(e.at), esc(e.kind), esc(e.name),
     esc((e.from ?? 'none') + ' → ' + (e.to ?? 'none')),
   ], ' data-event="' + esc(e.kind) + '"')));
 }

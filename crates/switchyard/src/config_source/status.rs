@@ -6,8 +6,10 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use switchyard_registry::ConfigIssue;
+
+use crate::api::{ConfigChanges, ConfigRefusal, ConfigSourceStatus};
 
 use super::merge::Snapshot;
 use super::settings::ConfigSource;
@@ -128,28 +130,40 @@ impl Status {
     }
 
     /// `GET /api/config_source`.
-    pub fn to_json(&self) -> Value {
+    pub fn to_status(&self) -> ConfigSourceStatus {
         let time = |t: Option<SystemTime>| t.map(switchyard_proxy::access_log::rfc3339);
         self.with(|s| match &s.configured {
-            None => json!({"type": null, "state": "off"}),
-            Some((endpoints, prefix)) => json!({
-                "type": "etcd",
-                "endpoints": endpoints,
-                "prefix": prefix,
-                "state": s.state,
-                "revision": s.revision,
-                "applied_revision": s.applied_revision,
-                "applied_at": time(s.applied_at),
-                "objects": s.objects,
-                "last_error": s.last_error,
-                "refused": s.refused.as_ref().map(|r| json!({
-                    "revision": r.revision,
-                    "at": time(Some(r.at)),
-                    "errors": r.errors,
+            None => ConfigSourceStatus {
+                kind: None,
+                state: "off".into(),
+                ..ConfigSourceStatus::default()
+            },
+            Some((endpoints, prefix)) => ConfigSourceStatus {
+                kind: Some("etcd".into()),
+                state: s.state.into(),
+                endpoints: Some(endpoints.clone()),
+                prefix: Some(prefix.clone()),
+                revision: Some(s.revision),
+                applied_revision: Some(s.applied_revision),
+                applied_at: Some(time(s.applied_at)),
+                objects: Some(s.objects as u64),
+                last_error: Some(s.last_error.clone()),
+                refused: Some(s.refused.as_ref().map(|r| ConfigRefusal {
+                    revision: r.revision,
+                    at: time(Some(r.at)),
+                    errors: r.errors.clone(),
                 })),
-                "changes": {"applied": s.applied_total, "refused": s.refused_total},
-            }),
+                changes: Some(ConfigChanges {
+                    applied: s.applied_total,
+                    refused: s.refused_total,
+                }),
+            },
         })
+    }
+
+    /// [`Status::to_status`] as JSON.
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self.to_status()).unwrap_or_default()
     }
 
     /// Writes the `switchyard_config_source_*` families to `/metrics` (nothing when off).
