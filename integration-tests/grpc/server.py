@@ -7,6 +7,8 @@ Methods of service test.Echo:
   Bidi          echoes each message of a bidirectional stream, in order
   Flood         server streaming: 64 KiB messages until the client cancels
   Flaky         UNAVAILABLE from a server whose name starts with "bad", else like Unary
+  Partial       server streaming: one message "<name>:partial", then DATA_LOSS "stream broke"
+                (the status in trailers after data, not trailers-only)
 grpc.health.v1.Health answers from a status set on stdin ("SERVING" / "NOT_SERVING").
 
 Usage: server.py PORT NAME [CERT KEY] (with CERT and KEY: TLS, ALPN h2). Prints "ready" once listening; SIGTERM stops gracefully
@@ -51,6 +53,10 @@ def main():
         while context.is_active():
             yield chunk
 
+    def partial(request, context):
+        yield name.encode() + b":partial"
+        context.abort(grpc.StatusCode.DATA_LOSS, "stream broke")
+
     handlers = {
         "Unary": grpc.unary_unary_rpc_method_handler(unary),
         "Fail": grpc.unary_unary_rpc_method_handler(fail),
@@ -58,6 +64,7 @@ def main():
         "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
         "Flood": grpc.unary_stream_rpc_method_handler(flood),
         "Flaky": grpc.unary_unary_rpc_method_handler(flaky),
+        "Partial": grpc.unary_stream_rpc_method_handler(partial),
     }
     # No SO_REUSEPORT (grpcio's default): a port another test's server holds must fail
     # here, not silently share the port with it.

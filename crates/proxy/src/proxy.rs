@@ -993,6 +993,10 @@ fn grpc_completion(
             grpc::http_code(status)
         },
         entry,
+        web: response
+            .extensions()
+            .get::<crate::grpc_web::TrailerStatus>()
+            .cloned(),
     };
     let (parts, body) = response.into_parts();
     Response::from_parts(parts, body.on_complete(Box::new(completion)))
