@@ -57,6 +57,9 @@ pub struct UpstreamOptions {
     pub tls: Option<Arc<UpstreamTls>>,
     /// The protocol spoken to the endpoints (`protocol`). Default HTTP/1.1.
     pub protocol: UpstreamProtocol,
+    /// HTTP/2 connection settings (`[upstreams.NAME.http2]`); `None` uses the client's
+    /// defaults ([`H2Settings::default`](crate::client::h2::H2Settings)).
+    pub h2: Option<crate::client::h2::H2Settings>,
 }
 
 /// One route as config describes it.
@@ -828,7 +831,12 @@ impl Proxy {
                         headers.insert(header::TE, HeaderValue::from_static("trailers"));
                     }
                     // Boxed: the HTTP/2 exchange's future is large and this path is the rarer.
-                    let send = Box::pin(client.send_h2(address, tls, &mut upstream_request));
+                    let send = Box::pin(client.send_h2(
+                        address,
+                        tls,
+                        route.options.h2.as_ref(),
+                        &mut upstream_request,
+                    ));
                     let result = tokio::time::timeout(timeout, send).await;
                     if can_retry {
                         parts.headers = std::mem::take(upstream_request.headers_mut());
