@@ -254,6 +254,39 @@ async fn retry_on_unavailable_sends_the_call_to_another_instance() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn retry_on_retries_a_client_stream_that_ends_within_the_buffer_and_not_a_slow_one() {
+    // docs/grpc.md, `retry_on`: a client-streaming call whose messages all arrive within
+    // 100 ms and 64 KiB is kept and retried; one still sending after 100 ms is not.
+    let (bad, good) = (GrpcServer::start("bad"), GrpcServer::start("good"));
+    let gateway = Gateway::start(&config(
+        &[(&bad, 1), (&good, 1)],
+        "",
+        "retry_on = [\"unavailable\"]\nretries = 1\n",
+    ))
+    .await;
+    let collect = |args: [&'static str; 3]| {
+        let target = target(&gateway);
+        tokio::task::spawn_blocking(move || {
+            client(&target, &["collect", args[0], args[1], args[2]])
+        })
+    };
+    // Three messages at once: every call answered by `good`, with all three messages.
+    let fast = collect(["10", "3", "0"]).await.unwrap();
+    assert_eq!(fast["codes"], serde_json::json!({"OK": 10}), "{fast}");
+    for (i, reply) in fast["replies"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(reply, &format!("good:3:{i}.0,{i}.1,{i}.2"), "{fast}");
+    }
+    // Three messages 300 ms apart: streamed, not kept, so the calls that meet `bad` fail.
+    let slow = collect(["6", "3", "0.3"]).await.unwrap();
+    println!("{slow}");
+    assert!(
+        slow["codes"]["UNAVAILABLE"].as_u64().unwrap_or(0) >= 1
+            && slow["codes"]["OK"].as_u64().unwrap_or(0) >= 1,
+        "{slow}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn grpc_web_from_a_plain_http1_client_text_and_binary_statuses_counted() {
     use base64::Engine as _;
     let server = GrpcServer::start("web-a");
