@@ -15,7 +15,7 @@
 #                              (an engine, Compose, the local base image); skipped where an
 #                              engine already answers with Compose (Docker Desktop)
 #   python3-venv               target/otel-venv: the OTLP receiver of the tracing tests
-#                              (opentelemetry-proto from PyPI)
+#                              (opentelemetry-proto and grpcio from PyPI)
 #   prometheus                 promtool, which checks the /metrics exposition in a test
 #   python3-venv               target/metrics-venv: the OpenMetrics parser of PyPI's
 #                              prometheus-client, which checks /metrics in OpenMetrics format
@@ -88,12 +88,13 @@ if [ ! -e "$GRPC_VENV/.installed" ]; then
   mkdir -p "$(dirname "$GRPC_VENV")"
   flock "$GRPC_VENV.lock" sh -c "[ -e '$GRPC_VENV/.installed' ] || { rm -rf '$GRPC_VENV' && python3 -m venv '$GRPC_VENV' && '$GRPC_VENV/bin/pip' install -q --disable-pip-version-check --only-binary=:all: -r '$(dirname "$0")/../integration-tests/grpc/requirements.txt' && touch '$GRPC_VENV/.installed'; }"
 fi
-# The tracing tests' OTLP receiver: the official generated OTLP classes from PyPI.
+# The tracing tests' OTLP receiver: the official generated OTLP classes from PyPI, and
+# grpcio for its OTLP/gRPC mode (the generated trace_service_pb2_grpc servicer).
 venv="$(cd "$(dirname "$0")/.." && pwd)/target/otel-venv"
-if ! "$venv/bin/python" -c 'import opentelemetry.proto.collector.trace.v1.trace_service_pb2' >/dev/null 2>&1; then
-  echo "install-deps: creating $venv with opentelemetry-proto"
+if ! "$venv/bin/python" -c 'import opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc' >/dev/null 2>&1; then
+  echo "install-deps: creating $venv with opentelemetry-proto and grpcio"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q opentelemetry-proto
+  "$venv/bin/pip" install -q opentelemetry-proto grpcio
 fi
 # The OpenMetrics parser of the official Prometheus Python client (metrics_exposition.rs).
 METRICS_VENV="$(cd "$(dirname "$0")/.." && pwd)/target/metrics-venv"

@@ -3,6 +3,8 @@
   client.py TARGET spread N          N unary calls on one channel: {"counts": {name: n}}
   client.py TARGET call METHOD [TIMEOUT]  one unary call: {"code", "details", "trailing", "reply"}
   client.py TARGET codes METHOD N    N unary calls: {"codes": {status name: n}}
+  client.py TARGET collect N M GAP   N client-streaming calls to Collect, each M messages GAP
+                                     seconds apart: {"codes": {status name: n}, "replies": [...]}
   client.py TARGET bidi N            N messages each way on one stream, checked in order
   client.py TARGET retrying N        N unary calls, each retried (UNAVAILABLE) up to 5
                                      attempts by grpcio's retry policy: {"failed": n, "counts"}
@@ -78,6 +80,26 @@ def main():
                 code = error.code().name
             codes[code] = codes.get(code, 0) + 1
         out({"codes": codes})
+    elif command == "collect":
+        ch = channel(target)
+        call = ch.stream_unary("/test.Echo/Collect")
+        n, m, gap = int(args[0]), int(args[1]), float(args[2])
+        codes, replies = {}, []
+
+        def messages(i):
+            for j in range(m):
+                if j:
+                    time.sleep(gap)
+                yield b"%d.%d" % (i, j)
+
+        for i in range(n):
+            try:
+                replies.append(call(messages(i), timeout=20).decode())
+                code = "OK"
+            except grpc.RpcError as error:
+                code = error.code().name
+            codes[code] = codes.get(code, 0) + 1
+        out({"codes": codes, "replies": replies})
     elif command == "bidi":
         n = int(args[0])
         ch = channel(target)

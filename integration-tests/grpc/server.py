@@ -7,6 +7,10 @@ Methods of service test.Echo:
   Bidi          echoes each message of a bidirectional stream, in order
   Flood         server streaming: 64 KiB messages until the client cancels
   Flaky         UNAVAILABLE from a server whose name starts with "bad", else like Unary
+  Collect       client streaming: answers "<name>:<count>:<messages joined by ,>"; UNAVAILABLE
+                (after reading the whole stream) from a server whose name starts with "bad"
+  Partial       server streaming: one message "<name>:partial", then DATA_LOSS "stream broke"
+                (the status in trailers after data, not trailers-only)
 grpc.health.v1.Health answers from a status set on stdin ("SERVING" / "NOT_SERVING").
 
 Usage: server.py PORT NAME [CERT KEY] (with CERT and KEY: TLS, ALPN h2). Prints "ready" once listening; SIGTERM stops gracefully
@@ -51,6 +55,16 @@ def main():
         while context.is_active():
             yield chunk
 
+    def collect(requests, context):
+        messages = [m.decode() for m in requests]
+        if name.startswith("bad"):
+            context.abort(grpc.StatusCode.UNAVAILABLE, "bad instance")
+        return ("%s:%d:%s" % (name, len(messages), ",".join(messages))).encode()
+
+    def partial(request, context):
+        yield name.encode() + b":partial"
+        context.abort(grpc.StatusCode.DATA_LOSS, "stream broke")
+
     handlers = {
         "Unary": grpc.unary_unary_rpc_method_handler(unary),
         "Fail": grpc.unary_unary_rpc_method_handler(fail),
@@ -58,6 +72,8 @@ def main():
         "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
         "Flood": grpc.unary_stream_rpc_method_handler(flood),
         "Flaky": grpc.unary_unary_rpc_method_handler(flaky),
+        "Partial": grpc.unary_stream_rpc_method_handler(partial),
+        "Collect": grpc.stream_unary_rpc_method_handler(collect),
     }
     # No SO_REUSEPORT (grpcio's default): a port another test's server holds must fail
     # here, not silently share the port with it.

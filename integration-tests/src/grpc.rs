@@ -182,7 +182,16 @@ impl Drop for GrpcServer {
 }
 
 /// Runs `client.py TARGET ARGS...` to its end and returns its last stdout line as JSON.
+///
+/// # Panics
+/// When the client fails (see [`try_client`]).
 pub fn client(target: &str, args: &[&str]) -> serde_json::Value {
+    try_client(target, args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs `client.py TARGET ARGS...` to its end: its last stdout line as JSON, or why not
+/// (it exited with an error, e.g. a call that failed, or printed no JSON).
+pub fn try_client(target: &str, args: &[&str]) -> Result<serde_json::Value, String> {
     let output = Command::new(python())
         .arg(scripts().join("client.py"))
         .arg(target)
@@ -190,13 +199,14 @@ pub fn client(target: &str, args: &[&str]) -> serde_json::Value {
         .output()
         .expect("run client.py");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "client.py {args:?} failed: {}\n{stdout}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    if !output.status.success() {
+        return Err(format!(
+            "client.py {args:?} failed: {}\n{stdout}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
     let last = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("client.py said {stdout:?}: {e}"))
+    serde_json::from_str(last).map_err(|e| format!("client.py said {stdout:?}: {e}"))
 }
 
 /// Starts `client.py TARGET ARGS...` without waiting (its stdout piped).

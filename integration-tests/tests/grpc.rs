@@ -254,7 +254,40 @@ async fn retry_on_unavailable_sends_the_call_to_another_instance() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn grpc_web_text_unary_from_a_plain_http1_client() {
+async fn retry_on_retries_a_client_stream_that_ends_within_the_buffer_and_not_a_slow_one() {
+    // docs/grpc.md, `retry_on`: a client-streaming call whose messages all arrive within
+    // 100 ms and 64 KiB is kept and retried; one still sending after 100 ms is not.
+    let (bad, good) = (GrpcServer::start("bad"), GrpcServer::start("good"));
+    let gateway = Gateway::start(&config(
+        &[(&bad, 1), (&good, 1)],
+        "",
+        "retry_on = [\"unavailable\"]\nretries = 1\n",
+    ))
+    .await;
+    let collect = |args: [&'static str; 3]| {
+        let target = target(&gateway);
+        tokio::task::spawn_blocking(move || {
+            client(&target, &["collect", args[0], args[1], args[2]])
+        })
+    };
+    // Three messages at once: every call answered by `good`, with all three messages.
+    let fast = collect(["10", "3", "0"]).await.unwrap();
+    assert_eq!(fast["codes"], serde_json::json!({"OK": 10}), "{fast}");
+    for (i, reply) in fast["replies"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(reply, &format!("good:3:{i}.0,{i}.1,{i}.2"), "{fast}");
+    }
+    // Three messages 300 ms apart: streamed, not kept, so the calls that meet `bad` fail.
+    let slow = collect(["6", "3", "0.3"]).await.unwrap();
+    println!("{slow}");
+    assert!(
+        slow["codes"]["UNAVAILABLE"].as_u64().unwrap_or(0) >= 1
+            && slow["codes"]["OK"].as_u64().unwrap_or(0) >= 1,
+        "{slow}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_web_from_a_plain_http1_client_text_and_binary_statuses_counted() {
     use base64::Engine as _;
     let server = GrpcServer::start("web-a");
     let gateway = Gateway::start(&config(&[(&server, 1)], "", "grpc_web = true\n")).await;
@@ -292,6 +325,58 @@ async fn grpc_web_text_unary_from_a_plain_http1_client() {
     assert_eq!(trailers[0], 0x80, "{raw:?}");
     let block = String::from_utf8_lossy(&trailers[5..]);
     assert!(block.contains("grpc-status:0\r\n"), "{block}");
+
+    // A status after data (binary mode): DATA_LOSS in the trailers frame of the body.
+    let response = http1
+        .post(gateway.url("/test.Echo/Partial"))
+        .header("content-type", "application/grpc-web+proto")
+        .header("x-grpc-web", "1")
+        .body(&b"\x00\x00\x00\x00\x01x"[..])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        !response.headers().contains_key("grpc-status"),
+        "the status must come in the body's trailers frame, not trailers-only: {:?}",
+        response.headers()
+    );
+    let raw = response.bytes().await.unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.contains("web-a:partial"), "{text:?}");
+    assert!(text.contains("grpc-status:15\r\n"), "{text:?}");
+
+    // Both counted and logged with the trailers' codes, not UNKNOWN (2).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let metrics = reqwest::get(gateway.admin_url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let log = gateway.stdout();
+        let logged = |path: &str, code: u16| {
+            log.lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .any(|l| l["path"] == path && l["grpc_status"] == code)
+        };
+        let counted = [
+            "switchyard_grpc_responses_total{route=\"grpc\",code=\"0\"} 1",
+            "switchyard_grpc_responses_total{route=\"grpc\",code=\"15\"} 1",
+        ]
+        .iter()
+        .all(|line| metrics.contains(line));
+        if counted && logged("/test.Echo/Unary", 0) && logged("/test.Echo/Partial", 15) {
+            assert!(!metrics.contains("code=\"2\""), "{metrics}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "grpc-web statuses not counted/logged with their codes:\n{metrics}\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -14,7 +14,7 @@ use kube::{Api, Client};
 use serde_json::json;
 use switchyard_consul_double::client::AgentClient;
 use switchyard_consul_double::{ConsulDouble, Options};
-use switchyard_integration_tests::grpc::{client, GrpcServer};
+use switchyard_integration_tests::grpc::{client, try_client, GrpcServer};
 use switchyard_integration_tests::{eventually, Gateway};
 use switchyard_kube_double::{KubeDouble, KubeDoubleOptions};
 
@@ -173,6 +173,10 @@ upstream = "web"
 
 #[tokio::test(flavor = "multi_thread")]
 async fn grpc_health_check_takes_a_not_serving_instance_out_and_back() {
+    // Robust under a loaded machine (it once failed under parallel load): a slow check of
+    // the SERVING instance must not flap it out (two failures in a row needed, 5 s allowed
+    // per check), the admin state is polled rather than read once right after the traffic
+    // moved, a client run that fails is tried again, and every wait is generous.
     let (mut a, b) = (GrpcServer::start("a"), GrpcServer::start("b"));
     let gateway = Gateway::start(&format!(
         r#"
@@ -189,8 +193,8 @@ service = "echo"
 type = "grpc"
 service = "test.Echo"
 interval = "200ms"
-timeout = "2s"
-unhealthy_threshold = 1
+timeout = "5s"
+unhealthy_threshold = 2
 healthy_threshold = 1
 {ROUTE}"#,
         a.address(),
@@ -198,38 +202,61 @@ healthy_threshold = 1
     ))
     .await;
     let target = target(&gateway);
+    const DEADLINE: Duration = Duration::from_secs(90);
+    // 20 calls on one channel: the calls each instance answered, `None` if the run failed.
     let spread = |target: String| async move {
-        tokio::task::spawn_blocking(move || client(&target, &["spread", "20"]))
+        tokio::task::spawn_blocking(move || try_client(&target, &["spread", "20"]))
             .await
             .unwrap()
+            .map_err(|e| println!("client.py spread failed, trying again: {e}"))
+            .ok()
+            .map(|s| s["counts"].clone())
     };
-    eventually("both serve", Duration::from_secs(30), || {
+    // Whether /api/upstreams shows each endpoint's health as `want` (address → healthy).
+    let gw = &gateway;
+    let health_is = move |want: [(String, bool); 2]| async move {
+        let upstreams = gw.admin_json("/api/upstreams").await;
+        let endpoints = upstreams[0]["endpoints"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        want.iter().all(|(address, healthy)| {
+            endpoints
+                .iter()
+                .any(|e| e["address"] == address.as_str() && e["healthy"] == *healthy)
+        })
+    };
+    eventually("both serve", DEADLINE, || {
         let target = target.clone();
         async move {
-            let s = spread(target).await;
-            s["counts"]["a"].as_u64().is_some() && s["counts"]["b"].as_u64().is_some()
+            spread(target)
+                .await
+                .is_some_and(|c| c["a"].as_u64().is_some() && c["b"].as_u64().is_some())
         }
     })
     .await;
     a.set_health("NOT_SERVING");
-    eventually("a out of rotation", Duration::from_secs(30), || {
-        let target = target.clone();
-        async move { spread(target).await["counts"] == json!({"b": 20}) }
+    eventually("a marked unhealthy, b healthy", DEADLINE, || {
+        health_is([(a.address(), false), (b.address(), true)])
     })
     .await;
-    let healthy = |gateway_json: serde_json::Value| {
-        gateway_json[0]["endpoints"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["healthy"] == true)
-            .count()
-    };
-    assert_eq!(healthy(gateway.admin_json("/api/upstreams").await), 1);
-    a.set_health("SERVING");
-    eventually("a back in rotation", Duration::from_secs(30), || {
+    eventually("a out of rotation", DEADLINE, || {
         let target = target.clone();
-        async move { spread(target).await["counts"]["a"].as_u64().is_some() }
+        async move { spread(target).await == Some(json!({"b": 20})) }
+    })
+    .await;
+    a.set_health("SERVING");
+    eventually("a healthy again", DEADLINE, || {
+        health_is([(a.address(), true), (b.address(), true)])
+    })
+    .await;
+    eventually("a back in rotation", DEADLINE, || {
+        let target = target.clone();
+        async move {
+            spread(target)
+                .await
+                .is_some_and(|c| c["a"].as_u64().is_some())
+        }
     })
     .await;
     drop(b);

@@ -6,7 +6,9 @@
 //! Checked: the span tree of a request with one retry (one SERVER span continuing the
 //! client's trace, two CLIENT spans under it), the HTTP semantic-convention and Switchyard
 //! attributes, `traceparent` reaching the backend with the same trace id, the access log's
-//! `trace_id`/`span_id`, sampling at ratio 0 and 1, and a collector that does not answer for
+//! `trace_id`/`span_id`, sampling at ratio 0 and 1, spans that last until a slowly streamed
+//! body has been sent, export over OTLP/gRPC (the receiver's `grpc` mode: the generated
+//! `trace_service_pb2_grpc` servicer on `grpcio`), and a collector that does not answer for
 //! 30 s under load: no request waits for it, memory stays bounded, the dropped spans are
 //! counted, and spans flow again once a collector is back.
 
@@ -29,21 +31,30 @@ fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-/// The virtualenv's Python, with `opentelemetry-proto` importable.
-fn python() -> PathBuf {
+/// How the receiver takes spans: OTLP/HTTP or OTLP/gRPC.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Http,
+    Grpc,
+}
+
+/// The virtualenv's Python, with `opentelemetry-proto` (and for gRPC, its generated
+/// servicer and `grpcio`) importable.
+fn python(transport: Transport) -> PathBuf {
     let python = workspace().join("target/otel-venv/bin/python");
+    let module = match transport {
+        Transport::Http => "import opentelemetry.proto.collector.trace.v1.trace_service_pb2",
+        Transport::Grpc => "import opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc",
+    };
     let ok = Command::new(&python)
-        .args([
-            "-c",
-            "import opentelemetry.proto.collector.trace.v1.trace_service_pb2",
-        ])
+        .args(["-c", module])
         .status()
         .is_ok_and(|s| s.success());
     assert!(
         ok,
-        "{} cannot import opentelemetry.proto: run scripts/install-deps.sh, which creates \
-         target/otel-venv (python3 -m venv target/otel-venv && \
-         target/otel-venv/bin/pip install opentelemetry-proto)",
+        "{} cannot `{module}`: run scripts/install-deps.sh, which creates target/otel-venv \
+         (python3 -m venv target/otel-venv && \
+         target/otel-venv/bin/pip install opentelemetry-proto grpcio)",
         python.display()
     );
     python
@@ -59,12 +70,21 @@ struct Receiver {
 
 impl Receiver {
     fn start_on(port: u16) -> Receiver {
+        Self::start_with(port, Transport::Http)
+    }
+
+    fn start_with(port: u16, transport: Transport) -> Receiver {
         let dir = tempfile::tempdir().expect("temp dir");
         let out = dir.path().join("spans.jsonl");
-        let mut child = Command::new(python())
+        let mode = match transport {
+            Transport::Http => "http",
+            Transport::Grpc => "grpc",
+        };
+        let mut child = Command::new(python(transport))
             .arg(workspace().join("integration-tests/otlp/receiver.py"))
             .arg(port.to_string())
             .arg(&out)
+            .arg(mode)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -299,6 +319,189 @@ resource_attributes = {{ "deployment.environment" = "test" }}
         .find(|l| l["trace_id"] == trace_id)
         .expect("an access log line with the trace id");
     assert_eq!(line["span_id"], server["span_id"]);
+}
+
+// === spans last as long as the body ===
+
+/// A backend that answers every request with a chunked body in two pieces, `delay` apart:
+/// the head and `first ` at once, `second` after the delay. Serves up to 16 connections.
+fn slow_body_backend(delay: Duration) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(16) {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match stream.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\
+                      connection: close\r\n\r\n6\r\nfirst \r\n",
+                );
+                let _ = stream.flush();
+                std::thread::sleep(delay);
+                let _ = stream.write_all(b"6\r\nsecond\r\n0\r\n\r\n");
+            });
+        }
+    });
+    address
+}
+
+/// A span's duration from its start and end times.
+fn duration_of(span: &Value) -> Duration {
+    let (start, end) = (
+        span["start_ns"].as_u64().expect("start_ns"),
+        span["end_ns"].as_u64().expect("end_ns"),
+    );
+    Duration::from_nanos(end.saturating_sub(start))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spans_last_until_a_slow_body_has_been_sent() {
+    const DELAY: Duration = Duration::from_millis(300);
+    let receiver = Receiver::start();
+    let backend = slow_body_backend(DELAY);
+    let services = format!("services.orders = [{{ address = \"{backend}\" }}]");
+    let tracing = format!(
+        "[tracing]\notlp_endpoint = \"http://127.0.0.1:{}\"\nsampler = \"always_on\"\n\
+         export_interval = \"100ms\"\n",
+        receiver.port
+    );
+    let gw = Gateway::start(&config(&services, &tracing)).await;
+    let trace_id = random_hex(32);
+    let start = Instant::now();
+    let response = gw
+        .client()
+        .get(gw.url("/slow"))
+        .header(
+            "traceparent",
+            format!("00-{trace_id}-{}-01", random_hex(16)),
+        )
+        .send()
+        .await
+        .expect("request");
+    let head_after = start.elapsed();
+    assert_eq!(response.status(), 200);
+    let body = response.text().await.expect("body");
+    let body_after = start.elapsed();
+    assert_eq!(body, "first second");
+    println!("head after {head_after:?}, whole body after {body_after:?}");
+
+    let took = eventually("the request's two spans", Duration::from_secs(20), || {
+        let n = receiver.trace(&trace_id).len();
+        async move { n >= 2 }
+    })
+    .await;
+    println!("spans exported within {took:?}");
+    let spans = receiver.trace(&trace_id);
+    let (servers, clients) = (
+        kind(&spans, "SPAN_KIND_SERVER"),
+        kind(&spans, "SPAN_KIND_CLIENT"),
+    );
+    assert_eq!((servers.len(), clients.len()), (1, 1), "{spans:?}");
+    let (server, client) = (servers[0], clients[0]);
+    println!(
+        "SERVER span {:?}, CLIENT span {:?}",
+        duration_of(server),
+        duration_of(client)
+    );
+    // Ended at the response head, both would be about as long as the head took.
+    assert!(
+        duration_of(server) >= DELAY,
+        "the SERVER span ended before the body: {:?}",
+        duration_of(server)
+    );
+    assert!(
+        duration_of(client) >= DELAY,
+        "the CLIENT span ended before the upstream body: {:?}",
+        duration_of(client)
+    );
+    // The attempt ends inside the request's span; both counted the body.
+    assert!(client["end_ns"].as_u64() <= server["end_ns"].as_u64());
+    assert_eq!(server["attributes"]["http.response.body.size"], 12);
+    assert_eq!(client["attributes"]["http.response.body.size"], 12);
+    assert_eq!(server["attributes"]["http.response.status_code"], 200);
+}
+
+// === OTLP over gRPC ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_an_otlp_grpc_receiver() {
+    let receiver = Receiver::start_with(free_port(), Transport::Grpc);
+    let backend = Backend::start("b");
+    let services = format!(
+        "services.orders = [{{ address = \"{}\" }}]",
+        backend.address()
+    );
+    let tracing = format!(
+        r#"[tracing]
+protocol = "grpc"
+otlp_endpoint = "http://127.0.0.1:{}"
+service_name = "over-grpc"
+sampler = "always_on"
+export_interval = "100ms"
+headers = {{ authorization = "Bearer grpc-token" }}
+"#,
+        receiver.port
+    );
+    let gw = Gateway::start(&config(&services, &tracing)).await;
+    let (trace_id, parent) = (random_hex(32), random_hex(16));
+    let reply = gw
+        .send(
+            gw.client()
+                .post(gw.url("/orders"))
+                .header("traceparent", format!("00-{trace_id}-{parent}-01"))
+                .body("an order"),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let took = eventually(
+        "the spans at the gRPC receiver",
+        Duration::from_secs(20),
+        || {
+            let n = receiver.trace(&trace_id).len();
+            async move { n >= 2 }
+        },
+    )
+    .await;
+    println!("exported over OTLP/gRPC within {took:?}");
+    let spans = receiver.trace(&trace_id);
+    println!("{}", serde_json::to_string_pretty(&spans).unwrap());
+    let (servers, clients) = (
+        kind(&spans, "SPAN_KIND_SERVER"),
+        kind(&spans, "SPAN_KIND_CLIENT"),
+    );
+    assert_eq!((servers.len(), clients.len()), (1, 1));
+    let (server, client) = (servers[0], clients[0]);
+    assert_eq!(server["parent_span_id"], parent);
+    assert_eq!(client["parent_span_id"], server["span_id"]);
+    assert_eq!(server["name"], "POST orders-route");
+    assert_eq!(server["attributes"]["http.route"], "orders-route");
+    assert_eq!(server["attributes"]["http.response.status_code"], 200);
+    assert_eq!(
+        client["attributes"]["server.port"],
+        i64::from(backend.address().port())
+    );
+    assert_eq!(server["resource"]["service.name"], "over-grpc");
+    // `headers` go as gRPC metadata.
+    assert_eq!(server["authorization"], "Bearer grpc-token");
+    // The exporter counts once the receiver has answered.
+    eventually(
+        "two spans counted as exported",
+        Duration::from_secs(10),
+        || {
+            let gw = &gw;
+            async move { metric(gw, "switchyard_tracing_spans_exported_total").await == 2.0 }
+        },
+    )
+    .await;
 }
 
 // === sampling ===

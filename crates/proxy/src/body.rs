@@ -1,8 +1,9 @@
 //! The one body type of the proxy, both directions: a streamed hyper body passed through
 //! untouched, bytes the gateway made itself, or (for filters that transform bodies, such as
 //! the response cache) any boxed body. An enum, so the common streaming case costs no
-//! allocation; an optional completion hook (the access log) runs when the body ends or is
-//! dropped, with the number of bytes that went through.
+//! allocation; an optional completion hook (the access log, the trace's spans, the gRPC
+//! status count) runs when the body ends or is dropped, with the number of bytes that went
+//! through. Hooks added to one body run in the order they were added.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -19,6 +20,22 @@ pub trait Completion: Send + Sync + 'static {
     /// Called with a trailers frame as it goes through (gRPC's final status). Default:
     /// nothing.
     fn trailers(&mut self, _trailers: &http::HeaderMap) {}
+}
+
+/// Two hooks of one body, run in order.
+struct Chain(Box<dyn Completion>, Box<dyn Completion>);
+
+impl Completion for Chain {
+    fn complete(self: Box<Self>, bytes: u64) {
+        let Chain(first, second) = *self;
+        first.complete(bytes);
+        second.complete(bytes);
+    }
+
+    fn trailers(&mut self, trailers: &http::HeaderMap) {
+        self.0.trailers(trailers);
+        self.1.trailers(trailers);
+    }
 }
 
 /// The error type of every body the proxy handles.
@@ -102,10 +119,14 @@ impl ProxyBody {
         }
     }
 
-    /// Runs `completion` when the body ends.
+    /// Runs `completion` when the body ends, after any hook added before (an upstream
+    /// attempt's CLIENT span ends before the request's SERVER span).
     #[must_use]
     pub fn on_complete(mut self, completion: Box<dyn Completion>) -> Self {
-        self.completion = Some(completion);
+        self.completion = Some(match self.completion.take() {
+            None => completion,
+            Some(first) => Box::new(Chain(first, completion)),
+        });
         self
     }
 

@@ -214,12 +214,21 @@ pub struct GrpcCompletion {
     pub fallback: u16,
     /// The access log line, when there is one.
     pub entry: Option<Box<crate::access_log::Entry>>,
+    /// A gRPC-Web answer's status, which its trailers carry inside the body.
+    pub web: Option<crate::grpc_web::TrailerStatus>,
 }
 
 impl Completion for GrpcCompletion {
     fn complete(self: Box<Self>, bytes: u64) {
         // A stream that ended with no status (reset, cut short) is counted as UNKNOWN.
-        let code = self.code.unwrap_or(self.fallback);
+        let code = self
+            .code
+            .or_else(|| {
+                self.web
+                    .as_ref()
+                    .and_then(crate::grpc_web::TrailerStatus::get)
+            })
+            .unwrap_or(self.fallback);
         self.metrics.record_grpc(code);
         if let Some(mut entry) = self.entry {
             entry.grpc_status = Some(code);

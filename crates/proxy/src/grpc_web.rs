@@ -6,8 +6,14 @@
 //! high bit set (0x80) holding `name:value\r\n` lines, and in text mode every byte of the
 //! body is base64, encoded as it streams (three bytes at a time; the rest at the end).
 //! Works for HTTP/1.1 clients, which have no trailers: that is what gRPC-Web is for.
+//!
+//! As the final status then travels as body bytes, the translated response carries a
+//! [`TrailerStatus`] in its extensions: the encoder records the trailers' `grpc-status` in it,
+//! so that the call is counted and logged with its real code, not as UNKNOWN.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use base64::engine::general_purpose::STANDARD;
@@ -55,6 +61,23 @@ pub fn request_head(headers: &mut HeaderMap) {
     headers.remove("x-grpc-web");
 }
 
+/// The `grpc-status` of a gRPC-Web answer's trailers, which its body carries as a data
+/// frame: written by the encoder as the trailers go through, read when the body has ended.
+#[derive(Clone, Debug, Default)]
+pub struct TrailerStatus(Arc<AtomicU32>);
+
+impl TrailerStatus {
+    /// The code seen in the trailers, if they had one (and have gone through).
+    pub fn get(&self) -> Option<u16> {
+        // 0 is "none yet"; a code is stored plus one.
+        u16::try_from(self.0.load(Ordering::Acquire).checked_sub(1)?).ok()
+    }
+
+    fn set(&self, code: u16) {
+        self.0.store(u32::from(code) + 1, Ordering::Release);
+    }
+}
+
 /// The request body as gRPC: base64 decoded in text mode.
 pub fn request_body(body: ProxyBody, mode: Mode) -> ProxyBody {
     match mode {
@@ -80,12 +103,15 @@ pub fn response(response: http::Response<ProxyBody>, mode: Mode) -> http::Respon
         .headers
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     parts.headers.remove(header::CONTENT_LENGTH);
+    let status = TrailerStatus::default();
+    parts.extensions.insert(status.clone());
     let body = ProxyBody::boxed(
         EncodeWeb {
             inner: body,
             mode,
             carry: BytesMut::new(),
             done: false,
+            status,
         }
         .boxed_unsync(),
     );
@@ -196,6 +222,8 @@ struct EncodeWeb {
     /// Text mode: bytes not yet encoded (fewer than three, until the end).
     carry: BytesMut,
     done: bool,
+    /// Where the trailers' `grpc-status` goes.
+    status: TrailerStatus,
 }
 
 impl EncodeWeb {
@@ -236,6 +264,9 @@ impl Body for EncodeWeb {
                         Ok(data) => this.out(&data, false),
                         Err(frame) => {
                             let trailers = frame.into_trailers().unwrap_or_default();
+                            if let Some(code) = crate::grpc::status_of(&trailers) {
+                                this.status.set(code);
+                            }
                             this.done = true;
                             this.out(&trailer_frame(&trailers), true)
                         }
@@ -312,7 +343,14 @@ mod tests {
             answer.headers()[header::CONTENT_TYPE],
             "application/grpc-web-text+proto"
         );
+        let status = answer
+            .extensions()
+            .get::<TrailerStatus>()
+            .expect("a TrailerStatus")
+            .clone();
+        assert_eq!(status.get(), None, "no trailers gone through yet");
         let text = answer.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(status.get(), Some(5), "the trailers' grpc-status");
         let raw = STANDARD.decode(&text).unwrap();
         assert_eq!(
             raw,

@@ -57,6 +57,9 @@ pub struct UpstreamOptions {
     pub tls: Option<Arc<UpstreamTls>>,
     /// The protocol spoken to the endpoints (`protocol`). Default HTTP/1.1.
     pub protocol: UpstreamProtocol,
+    /// HTTP/2 connection settings (`[upstreams.NAME.http2]`); `None` uses the client's
+    /// defaults ([`H2Settings::default`](crate::client::h2::H2Settings)).
+    pub h2: Option<crate::client::h2::H2Settings>,
 }
 
 /// One route as config describes it.
@@ -517,11 +520,17 @@ impl Proxy {
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        let trace = span.map(|span| {
-            let ids = span.ids();
-            span.finish(response.status().as_u16());
-            ids
-        });
+        // The SERVER span ends with the response body (after the CLIENT span's hook, which
+        // the upstream's body already carries).
+        let (trace, response) = match span {
+            Some(span) => {
+                let ids = span.ids();
+                let end = span.answered(response.status().as_u16());
+                let response = response.map(|body| body.on_complete(Box::new(end)));
+                (Some(ids), response)
+            }
+            None => (None, response),
+        };
         let log = log.map(|mut entry| {
             entry.trace = trace;
             entry
@@ -814,7 +823,12 @@ impl Proxy {
                         headers.insert(header::TE, HeaderValue::from_static("trailers"));
                     }
                     // Boxed: the HTTP/2 exchange's future is large and this path is the rarer.
-                    let send = Box::pin(client.send_h2(address, tls, &mut upstream_request));
+                    let send = Box::pin(client.send_h2(
+                        address,
+                        tls,
+                        route.options.h2.as_ref(),
+                        &mut upstream_request,
+                    ));
                     let result = tokio::time::timeout(timeout, send).await;
                     if can_retry {
                         parts.headers = std::mem::take(upstream_request.headers_mut());
@@ -838,15 +852,22 @@ impl Proxy {
             endpoint.stats.finish(started.elapsed());
             let error = match result {
                 Ok(Ok(response)) => {
-                    if let Some(attempt) = attempt_span {
-                        attempt.answered(response.status().as_u16());
-                    }
+                    let attempt_end = attempt_span.map(|a| a.answered(response.status().as_u16()));
                     // A trailers-only gRPC status listed in `retry_on`: another endpoint.
                     let retry_status = buffered.is_some()
                         && retries_left > 0
                         && grpc::status_of(response.headers()).is_some_and(|code| {
                             code < 32 && route.spec.retry_on.grpc & (1 << code) != 0
                         });
+                    // The attempt's CLIENT span ends with the endpoint's body.
+                    let response = match attempt_end {
+                        Some(end) if retry_status => {
+                            end.end();
+                            response
+                        }
+                        Some(end) => response.map(|body| body.on_complete(Box::new(end))),
+                        None => response,
+                    };
                     if retry_status {
                         tracing::debug!(upstream = route.upstream.name(), %address, "gRPC status in retry_on: trying another endpoint");
                         endpoint.stats.record_success();
@@ -972,6 +993,10 @@ fn grpc_completion(
             grpc::http_code(status)
         },
         entry,
+        web: response
+            .extensions()
+            .get::<crate::grpc_web::TrailerStatus>()
+            .cloned(),
     };
     let (parts, body) = response.into_parts();
     Response::from_parts(parts, body.on_complete(Box::new(completion)))

@@ -19,6 +19,11 @@
 //! and `switchyard.consumer`; on each CLIENT span `http.request.method`, `server.address`,
 //! `server.port`, `http.response.status_code` or `error.type`, and `switchyard.attempt`.
 //! A span's status is Error for a 5xx answer (SERVER) or a failed attempt (CLIENT).
+//!
+//! A span lasts until its response body has gone through, not just until its head: the
+//! SERVER span ends when the client has been sent the whole body (or went away), each
+//! CLIENT span when the endpoint's body ended; both then carry `http.response.body.size`,
+//! and a gRPC call's `rpc.grpc.status_code` from its trailers. See [`SpanEnd`].
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -35,6 +40,7 @@ use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::trace::{SdkTracer, Span};
 use switchyard_upstream::ServingEndpoint;
 
+use crate::body::Completion;
 use crate::proxy::Peer;
 
 mod b3;
@@ -245,8 +251,11 @@ impl ServerSpan {
         ClientSpan { span }
     }
 
-    /// Ends the span with the response's status.
-    pub fn finish(mut self, status: u16) {
+    /// The response's head is known: records its status and the retries, and gives the
+    /// hook that ends the span when the response body has been sent whole, or the client
+    /// went away ([`ProxyBody::on_complete`](crate::body::ProxyBody::on_complete)), so that
+    /// the span covers a streamed body too.
+    pub fn answered(mut self, status: u16) -> SpanEnd {
         if self.span.is_recording() {
             self.span.set_attribute(KeyValue::new(
                 "http.response.status_code",
@@ -260,7 +269,7 @@ impl ServerSpan {
                 self.span.set_status(Status::error(""));
             }
         }
-        self.span.end();
+        SpanEnd { span: self.span }
     }
 }
 
@@ -270,8 +279,10 @@ pub struct ClientSpan {
 }
 
 impl ClientSpan {
-    /// Ends the span: the endpoint answered with `status`.
-    pub fn answered(mut self, status: u16) {
+    /// The endpoint answered with `status`: records it, and gives the hook that ends the
+    /// span when the endpoint's response body has ended (or was dropped: the client went
+    /// away, or the answer was discarded for a retry).
+    pub fn answered(mut self, status: u16) -> SpanEnd {
         if self.span.is_recording() {
             self.span.set_attribute(KeyValue::new(
                 "http.response.status_code",
@@ -281,7 +292,7 @@ impl ClientSpan {
                 self.span.set_status(Status::error(""));
             }
         }
-        self.span.end();
+        SpanEnd { span: self.span }
     }
 
     /// Ends the span: the attempt failed (`error` is its `error.type`, e.g. `timeout`).
@@ -291,6 +302,39 @@ impl ClientSpan {
             self.span.set_status(Status::error(error));
         }
         self.span.end();
+    }
+}
+
+/// Ends a SERVER or CLIENT span when the response body it watches ends: records the body's
+/// size (`http.response.body.size`) and a gRPC call's `grpc-status` trailer
+/// (`rpc.grpc.status_code`).
+pub struct SpanEnd {
+    span: Span,
+}
+
+impl SpanEnd {
+    /// Ends the span now (the body will not be watched).
+    pub fn end(mut self) {
+        self.span.end();
+    }
+}
+
+impl Completion for SpanEnd {
+    fn complete(mut self: Box<Self>, bytes: u64) {
+        if self.span.is_recording() {
+            self.span.set_attribute(KeyValue::new(
+                "http.response.body.size",
+                i64::try_from(bytes).unwrap_or(i64::MAX),
+            ));
+        }
+        self.span.end();
+    }
+
+    fn trailers(&mut self, trailers: &HeaderMap) {
+        if let (true, Some(code)) = (self.span.is_recording(), crate::grpc::status_of(trailers)) {
+            self.span
+                .set_attribute(KeyValue::new("rpc.grpc.status_code", i64::from(code)));
+        }
     }
 }
 

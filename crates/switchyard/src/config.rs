@@ -343,6 +343,46 @@ pub struct UpstreamConfig {
     /// `auto` (per endpoint, from its registry's protocol label; docs/grpc.md).
     #[serde(default)]
     pub protocol: Option<String>,
+    /// HTTP/2 connection keep-alive and flow-control windows, for endpoints spoken to over
+    /// `h2c`/`h2`. Default: PINGs every 10 s, dead after 20 s, windows 1 MiB a stream and
+    /// 4 MiB a connection.
+    #[serde(default)]
+    pub http2: Http2Config,
+}
+
+/// `[upstreams.NAME.http2]`: the HTTP/2 connection pool's keep-alive PINGs and flow-control
+/// windows (Envoy: `connection_keepalive.interval`/`timeout`, `initial_stream_window_size`,
+/// `initial_connection_window_size`).
+#[derive(Clone, Debug, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http2Config {
+    /// Time between keep-alive PINGs on each connection. Default 10 s.
+    #[schemars(with = "String")]
+    #[serde(with = "humantime_serde")]
+    pub keepalive_interval: Duration,
+    /// A PING unanswered this long marks the connection dead: its calls fail (UNAVAILABLE)
+    /// instead of hanging. Default 20 s.
+    #[schemars(with = "String")]
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
+    /// Bytes one stream may receive before the client side reads them: the most a call
+    /// whose client stops reading holds in the gateway. 64 KiB - 1 (65535) to 2 GiB - 1.
+    /// Default 1 MiB.
+    pub initial_stream_window: ByteSize,
+    /// Bytes all streams of one connection may receive unread. 65535 to 2 GiB - 1.
+    /// Default 4 MiB.
+    pub initial_connection_window: ByteSize,
+}
+
+impl Default for Http2Config {
+    fn default() -> Self {
+        Http2Config {
+            keepalive_interval: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(20),
+            initial_stream_window: ByteSize(1024 * 1024),
+            initial_connection_window: ByteSize(4 * 1024 * 1024),
+        }
+    }
 }
 
 /// `[upstreams.NAME.tls]`: connect to the endpoints over TLS (1.2+, ALPN http/1.1).

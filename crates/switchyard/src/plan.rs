@@ -128,6 +128,13 @@ pub fn build(
                 Default::default()
             }
         };
+        let h2 = match upstream_http2(&upstream.http2) {
+            Ok(h2) => h2,
+            Err(more) => {
+                issues.extend(more.into_iter().map(|i| i.under(&path)));
+                None
+            }
+        };
         match build_upstream(name, upstream, &config, &registries) {
             Ok((spec, hash_on)) => {
                 upstream_options.insert(
@@ -136,6 +143,7 @@ pub fn build(
                         hash_on,
                         tls,
                         protocol,
+                        h2,
                     },
                 );
                 upstreams.push(spec);
@@ -240,6 +248,53 @@ fn upstream_tls(tls: &UpstreamTlsConfig, base_dir: &Path) -> Result<UpstreamTls,
         };
         ConfigIssue::new(key, message)
     })
+}
+
+/// `[upstreams.NAME.http2]` as the HTTP/2 pool's settings; `None` when they are the
+/// defaults (the upstream shares the client's default pools). Windows must be valid
+/// HTTP/2 window sizes (RFC 9113 §6.9: at most 2^31 - 1; at least the protocol's initial
+/// 65535), durations above zero.
+fn upstream_http2(
+    http2: &crate::config::Http2Config,
+) -> Result<Option<switchyard_proxy::client::h2::H2Settings>, Vec<ConfigIssue>> {
+    use switchyard_proxy::client::h2::H2Settings;
+    const MAX_WINDOW: u64 = (1 << 31) - 1;
+    let mut issues = Vec::new();
+    for (key, value) in [
+        ("keepalive_interval", http2.keepalive_interval),
+        ("keepalive_timeout", http2.keepalive_timeout),
+    ] {
+        if value.is_zero() {
+            issues.push(ConfigIssue::new(format!("http2.{key}"), "must be above 0"));
+        }
+    }
+    let mut window = |key: &str, size: crate::config::ByteSize| {
+        if (65_535..=MAX_WINDOW).contains(&size.0) {
+            u32::try_from(size.0).unwrap_or(u32::MAX)
+        } else {
+            issues.push(ConfigIssue::new(
+                format!("http2.{key}"),
+                format!(
+                    "must be between 65535 and {MAX_WINDOW} bytes, not {}",
+                    size.0
+                ),
+            ));
+            0
+        }
+    };
+    let settings = H2Settings {
+        ping_interval: http2.keepalive_interval,
+        ping_timeout: http2.keepalive_timeout,
+        initial_stream_window: window("initial_stream_window", http2.initial_stream_window),
+        initial_connection_window: window(
+            "initial_connection_window",
+            http2.initial_connection_window,
+        ),
+    };
+    if !issues.is_empty() {
+        return Err(issues);
+    }
+    Ok((settings != H2Settings::default()).then_some(settings))
 }
 
 /// `protocol` of `[upstreams.NAME]`: `h2` needs `[tls]`.
@@ -698,4 +753,44 @@ fn build_route(
         retry_on,
         grpc_web: route.grpc_web,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ByteSize, Http2Config};
+    use std::time::Duration;
+
+    #[test]
+    fn http2_settings_are_checked_and_defaults_share_the_pool() {
+        assert_eq!(upstream_http2(&Http2Config::default()), Ok(None));
+        let own = Http2Config {
+            keepalive_interval: Duration::from_secs(30),
+            initial_stream_window: ByteSize(65_535),
+            ..Http2Config::default()
+        };
+        let settings = upstream_http2(&own).unwrap().expect("own settings");
+        assert_eq!(settings.ping_interval, Duration::from_secs(30));
+        assert_eq!(settings.initial_stream_window, 65_535);
+        assert_eq!(settings.initial_connection_window, 4 * 1024 * 1024);
+        let bad = Http2Config {
+            keepalive_timeout: Duration::ZERO,
+            initial_stream_window: ByteSize(1 << 31),
+            initial_connection_window: ByteSize(1024),
+            ..Http2Config::default()
+        };
+        let paths: Vec<String> = upstream_http2(&bad)
+            .unwrap_err()
+            .into_iter()
+            .map(|i| i.path)
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "http2.keepalive_timeout",
+                "http2.initial_stream_window",
+                "http2.initial_connection_window"
+            ]
+        );
+    }
 }

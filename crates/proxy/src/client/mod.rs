@@ -201,7 +201,7 @@ impl UpstreamClient {
         http1.max_buf_size(512 * 1024);
         Arc::new(UpstreamClient {
             pools: DashMap::with_hasher(foldhash::fast::RandomState::default()),
-            h2: h2::H2Client::new(settings.h2.clone()),
+            h2: h2::H2Client::new(settings.h2),
             settings,
             http1,
             epoch: Instant::now(),
@@ -312,8 +312,9 @@ impl UpstreamClient {
     }
 
     /// Sends `request` over HTTP/2 (h2c, or h2 over TLS when `tls` is given) on a pooled
-    /// multiplexed connection ([`h2`]). The `Host` field becomes `:authority`; the body is
-    /// taken, the head left for a retry.
+    /// multiplexed connection ([`h2`]) with `settings` (the client's [`ClientSettings::h2`]
+    /// when `None`). The `Host` field becomes `:authority`; the body is taken, the head left
+    /// for a retry.
     ///
     /// # Errors
     /// As [`UpstreamClient::send`], or [`SendError::H2`].
@@ -321,11 +322,12 @@ impl UpstreamClient {
         &self,
         address: SocketAddr,
         tls: Option<&UpstreamTls>,
+        settings: Option<&h2::H2Settings>,
         request: &mut Request<ProxyBody>,
     ) -> Result<Response<ProxyBody>, SendError> {
         let tls_id = tls.map_or(0, UpstreamTls::id);
         self.h2
-            .send(address, tls_id, request, || {
+            .send(address, tls_id, settings, request, || {
                 Box::pin(self.open(address, tls, true))
             })
             .await

@@ -54,8 +54,9 @@ use crate::body::ProxyBody;
 /// Times a refused stream goes again on another connection. 3.
 pub const MAX_REFUSED_RETRIES: u32 = 3;
 
-/// HTTP/2 client settings.
-#[derive(Clone, Debug)]
+/// HTTP/2 client settings: the client's defaults, or an upstream's own
+/// (`[upstreams.NAME.http2]`). Connections with different settings are pooled apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct H2Settings {
     /// Time between keep-alive PINGs on a connection. Default 10 s.
     pub ping_interval: Duration,
@@ -99,14 +100,17 @@ impl H2Pool {
     }
 }
 
-/// The HTTP/2 pools of a client, by endpoint and TLS config id.
+/// A pool's key: the endpoint, the TLS config id (0 for h2c), the connection settings.
+type PoolKey = (SocketAddr, u64, H2Settings);
+
+/// The HTTP/2 pools of a client, by endpoint, TLS config id and connection settings.
 pub struct H2Client {
-    pools: DashMap<(SocketAddr, u64), Arc<H2Pool>, foldhash::fast::RandomState>,
+    pools: DashMap<PoolKey, Arc<H2Pool>, foldhash::fast::RandomState>,
     settings: H2Settings,
 }
 
 impl H2Client {
-    /// An empty client.
+    /// An empty client; `settings` apply where a request names none.
     pub fn new(settings: H2Settings) -> Self {
         H2Client {
             pools: DashMap::with_hasher(foldhash::fast::RandomState::default()),
@@ -114,23 +118,32 @@ impl H2Client {
         }
     }
 
-    /// Live connections to `address` (`tls_id` 0 for h2c), for tests and diagnostics.
-    pub fn connections(&self, address: SocketAddr, tls_id: u64) -> usize {
-        self.pools.get(&(address, tls_id)).map_or(0, |p| {
-            p.conns.load().iter().filter(|c| !c.is_dead()).count()
-        })
+    /// The settings used where a request names none.
+    pub fn settings(&self) -> &H2Settings {
+        &self.settings
     }
 
-    fn pool(&self, key: (SocketAddr, u64)) -> Arc<H2Pool> {
+    /// Live connections to `address` (`tls_id` 0 for h2c), whatever their settings, for
+    /// tests and diagnostics.
+    pub fn connections(&self, address: SocketAddr, tls_id: u64) -> usize {
+        self.pools
+            .iter()
+            .filter(|p| p.key().0 == address && p.key().1 == tls_id)
+            .map(|p| p.conns.load().iter().filter(|c| !c.is_dead()).count())
+            .sum()
+    }
+
+    fn pool(&self, key: PoolKey) -> Arc<H2Pool> {
         if let Some(pool) = self.pools.get(&key) {
             return pool.clone();
         }
         self.pools.entry(key).or_default().clone()
     }
 
-    /// Sends `request` over HTTP/2 to `address`; `open` makes a new transport (TCP, or
-    /// TLS with ALPN h2) when the pool needs one. The request's body is taken; its head is
-    /// left in place, so a caller may send it again elsewhere.
+    /// Sends `request` over HTTP/2 to `address`, on a connection with `settings` (the
+    /// client's when `None`); `open` makes a new transport (TCP, or TLS with ALPN h2) when
+    /// the pool needs one. The request's body is taken; its head is left in place, so a
+    /// caller may send it again elsewhere.
     ///
     /// # Errors
     /// [`SendError::Connect`] when no connection could be made, [`SendError::H2`] when
@@ -139,6 +152,7 @@ impl H2Client {
         &self,
         address: SocketAddr,
         tls_id: u64,
+        settings: Option<&H2Settings>,
         request: &mut Request<ProxyBody>,
         open: F,
     ) -> Result<Response<ProxyBody>, SendError>
@@ -147,7 +161,8 @@ impl H2Client {
         Fut: std::future::Future<Output = Result<T, SendError>>,
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let pool = self.pool((address, tls_id));
+        let settings = *settings.unwrap_or(&self.settings);
+        let pool = self.pool((address, tls_id, settings));
         let head = h2_head(request, address, tls_id != 0);
         let mut body = Some(ReplayBody::new(std::mem::replace(
             request.body_mut(),
@@ -157,7 +172,7 @@ impl H2Client {
         loop {
             let conn = match pool.pick() {
                 Some(conn) => conn,
-                None => self.open_into(&pool, address, &open).await?,
+                None => open_into(&pool, address, &settings, &open).await?,
             };
             let slot = StreamSlot(conn.clone());
             let mut sender = conn.sender();
@@ -221,52 +236,52 @@ impl H2Client {
             }
         }
     }
+}
 
-    /// Opens a connection (unless another task just did) and takes a slot on it.
-    async fn open_into<F, Fut, T>(
-        &self,
-        pool: &H2Pool,
-        address: SocketAddr,
-        open: &F,
-    ) -> Result<Arc<H2Conn>, SendError>
-    where
-        F: Fn() -> Fut,
-        Fut: std::future::Future<Output = Result<T, SendError>>,
-        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        let _opening = pool.opening.lock().await;
-        if let Some(conn) = pool.pick() {
-            return Ok(conn);
-        }
-        let io = open().await?;
-        let (send, connection) = h2::client::Builder::new()
-            .initial_window_size(self.settings.initial_stream_window)
-            .initial_connection_window_size(self.settings.initial_connection_window)
-            .enable_push(false)
-            .handshake::<_, Bytes>(io)
-            .await
-            .map_err(|e| SendError::Connect(std::io::Error::other(e)))?;
-        let id = pool.next_id.fetch_add(1, Ordering::Relaxed);
-        let conn = H2Conn::spawn(
-            send,
-            connection,
-            address,
-            id,
-            self.settings.ping_interval,
-            self.settings.ping_timeout,
-        );
-        tracing::debug!(%address, conn = id, "HTTP/2 upstream connection opened");
-        let taken = conn.try_acquire();
-        debug_assert!(taken, "a new connection has room");
-        pool.conns.rcu(|list| {
-            list.iter()
-                .filter(|c| !c.is_dead())
-                .cloned()
-                .chain(std::iter::once(conn.clone()))
-                .collect::<Vec<_>>()
-        });
-        Ok(conn)
+/// Opens a connection with `settings` (unless another task just did) and takes a slot on it.
+async fn open_into<F, Fut, T>(
+    pool: &H2Pool,
+    address: SocketAddr,
+    settings: &H2Settings,
+    open: &F,
+) -> Result<Arc<H2Conn>, SendError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, SendError>>,
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let _opening = pool.opening.lock().await;
+    if let Some(conn) = pool.pick() {
+        return Ok(conn);
     }
+    let io = open().await?;
+    let (send, connection) = h2::client::Builder::new()
+        .initial_window_size(settings.initial_stream_window)
+        .initial_connection_window_size(settings.initial_connection_window)
+        .enable_push(false)
+        .handshake::<_, Bytes>(io)
+        .await
+        .map_err(|e| SendError::Connect(std::io::Error::other(e)))?;
+    let id = pool.next_id.fetch_add(1, Ordering::Relaxed);
+    let conn = H2Conn::spawn(
+        send,
+        connection,
+        address,
+        id,
+        settings.ping_interval,
+        settings.ping_timeout,
+    );
+    tracing::debug!(%address, conn = id, "HTTP/2 upstream connection opened");
+    let taken = conn.try_acquire();
+    debug_assert!(taken, "a new connection has room");
+    pool.conns.rcu(|list| {
+        list.iter()
+            .filter(|c| !c.is_dead())
+            .cloned()
+            .chain(std::iter::once(conn.clone()))
+            .collect::<Vec<_>>()
+    });
+    Ok(conn)
 }
 
 /// The request head as h2 wants it: an absolute URI (`:scheme`, `:authority` from the

@@ -91,7 +91,7 @@ async fn trailers_pass_and_the_body_goes_both_ways() {
     let (address, _, _server) = h2_server(100, |_| async {}).await;
     let client = client(H2Settings::default());
     let mut req = request(ProxyBody::full(Bytes::from_static(b"hello")));
-    let response = client.send_h2(address, None, &mut req).await.unwrap();
+    let response = client.send_h2(address, None, None, &mut req).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let (body, trailers) = read_all(response).await;
     assert_eq!(&body[..], b"hello");
@@ -112,12 +112,15 @@ async fn max_concurrent_streams_one_opens_a_second_connection() {
     let client = client(H2Settings::default());
     // The first stream stays open (its body waits for `release`)...
     let mut first = request(ProxyBody::empty());
-    let first = client.send_h2(address, None, &mut first).await.unwrap();
+    let first = client
+        .send_h2(address, None, None, &mut first)
+        .await
+        .unwrap();
     // ...so the second cannot go on the same connection: the server allows one stream.
     let mut second = request(ProxyBody::empty());
     let second = tokio::time::timeout(
         Duration::from_secs(20),
-        client.send_h2(address, None, &mut second),
+        client.send_h2(address, None, None, &mut second),
     )
     .await
     .expect("second stream not blocked behind the first")
@@ -129,7 +132,10 @@ async fn max_concurrent_streams_one_opens_a_second_connection() {
     assert!(t1.is_some() && t2.is_some());
     // Both connections now have room: a third stream opens no third connection.
     let mut third = request(ProxyBody::empty());
-    let third = client.send_h2(address, None, &mut third).await.unwrap();
+    let third = client
+        .send_h2(address, None, None, &mut third)
+        .await
+        .unwrap();
     read_all(third).await;
     assert_eq!(accepted.load(Ordering::SeqCst), 2);
 }
@@ -174,12 +180,18 @@ async fn graceful_goaway_lets_the_stream_finish_and_new_ones_use_a_new_connectio
     });
     let client = client(H2Settings::default());
     let mut first = request(ProxyBody::empty());
-    let first = client.send_h2(address, None, &mut first).await.unwrap();
+    let first = client
+        .send_h2(address, None, None, &mut first)
+        .await
+        .unwrap();
     goaway_seen.wait_for(|s| *s).await.unwrap();
     // Let the GOAWAY reach the client.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut second = request(ProxyBody::empty());
-    let second = client.send_h2(address, None, &mut second).await.unwrap();
+    let second = client
+        .send_h2(address, None, None, &mut second)
+        .await
+        .unwrap();
     let ((b1, _), (b2, _)) = tokio::join!(read_all(first), read_all(second));
     assert_eq!(&b1[..], b"first", "the stream in flight finished");
     assert_eq!(&b2[..], b"second");
@@ -245,7 +257,7 @@ async fn a_stream_above_goaways_last_stream_id_is_sent_again_with_its_body() {
     });
     let client = client(H2Settings::default());
     let mut req = request(ProxyBody::full(Bytes::from_static(b"order-42")));
-    let response = client.send_h2(address, None, &mut req).await.unwrap();
+    let response = client.send_h2(address, None, None, &mut req).await.unwrap();
     let (body, trailers) = read_all(response).await;
     assert_eq!(
         refused.load(Ordering::SeqCst),
@@ -275,7 +287,7 @@ async fn an_unanswered_ping_marks_the_connection_dead() {
     let mut req = request(ProxyBody::empty());
     let result = tokio::time::timeout(
         Duration::from_secs(30),
-        client.send_h2(address, None, &mut req),
+        client.send_h2(address, None, None, &mut req),
     )
     .await
     .expect("the request fails instead of hanging");
@@ -314,7 +326,7 @@ async fn a_dropped_response_body_resets_the_upstream_stream() {
         tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, crate::body::BoxError>>(1);
     let body = http_body_util::StreamBody::new(tokio_stream_from(rx));
     let mut req = request(ProxyBody::boxed(BodyExt::boxed_unsync(body)));
-    let response = client.send_h2(address, None, &mut req).await.unwrap();
+    let response = client.send_h2(address, None, None, &mut req).await.unwrap();
     drop(response);
     let reason = tokio::time::timeout(Duration::from_secs(20), reset_rx)
         .await
@@ -327,4 +339,78 @@ fn tokio_stream_from<T: Send + 'static>(
     mut rx: tokio::sync::mpsc::Receiver<T>,
 ) -> impl futures::Stream<Item = T> {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[tokio::test]
+async fn an_upstreams_own_settings_go_on_the_wire_on_connections_of_their_own() {
+    // A raw peer that reports what each connection's client announced: SETTINGS_INITIAL_
+    // WINDOW_SIZE (0x4) and the connection WINDOW_UPDATE, until the first HEADERS.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let seen_tx = seen_tx.clone();
+            tokio::spawn(async move {
+                raw_handshake(&mut stream).await;
+                let (mut stream_window, mut connection_increment) = (None, 0u32);
+                while let Some((kind, flags, id, payload)) = read_frame(&mut stream).await {
+                    match kind {
+                        4 if flags & 1 == 0 => {
+                            for param in payload.chunks(6) {
+                                if param[..2] == [0, 4] {
+                                    stream_window =
+                                        Some(u32::from_be_bytes(param[2..6].try_into().unwrap()));
+                                }
+                            }
+                            // ACK the client's SETTINGS.
+                            stream
+                                .write_all(&[0, 0, 0, 4, 1, 0, 0, 0, 0])
+                                .await
+                                .unwrap();
+                        }
+                        8 if id == 0 => {
+                            connection_increment +=
+                                u32::from_be_bytes(payload[..4].try_into().unwrap()) & 0x7fff_ffff;
+                        }
+                        1 => {
+                            let _ = seen_tx.send((stream_window, connection_increment));
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        }
+    });
+    let client = client(H2Settings::default());
+    let own = H2Settings {
+        initial_stream_window: 256 * 1024,
+        initial_connection_window: 512 * 1024,
+        ..H2Settings::default()
+    };
+    for settings in [None, Some(&own)] {
+        let mut req = request(ProxyBody::empty());
+        // Nothing answers the request: it only has to reach the peer.
+        let _ = tokio::time::timeout(
+            Duration::from_millis(500),
+            client.send_h2(address, None, settings, &mut req),
+        )
+        .await;
+    }
+    let default = tokio::time::timeout(Duration::from_secs(10), seen.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let custom = tokio::time::timeout(Duration::from_secs(10), seen.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    // The initial connection window is 65535; the client adds the rest in a WINDOW_UPDATE.
+    assert_eq!(default, (Some(1024 * 1024), 4 * 1024 * 1024 - 65_535));
+    assert_eq!(custom, (Some(256 * 1024), 512 * 1024 - 65_535));
+    assert_eq!(
+        client.h2().connections(address, 0),
+        2,
+        "one connection per settings"
+    );
 }
