@@ -439,7 +439,6 @@ caddy_config() {
 {
 	admin off
 	auto_https off
-	persist_config off
 	servers {
 		protocols $protocols
 	}
@@ -527,6 +526,8 @@ start_target() {
       ;;
     caddy)
       caddy_config "$t"
+      # Its autosaved config and data stay in the temp dir.
+      export XDG_CONFIG_HOME=$DIR/xdg-config XDG_DATA_HOME=$DIR/xdg-data
       caddy validate --adapter caddyfile --config "$DIR/$t.Caddyfile" >"$DIR/$t-validate.log" 2>&1 \
         || { tail -5 "$DIR/$t-validate.log" >&2; die "caddy validate refused $DIR/$t.Caddyfile"; }
       start_bg "$t" "$PROXY_CPUS" env GOMAXPROCS="$WORKERS" caddy run --adapter caddyfile --config "$DIR/$t.Caddyfile"
@@ -652,7 +653,7 @@ saturate() {
   fi
   requests=$(kv "$line" requests)
   dur=$(kv "$line" duration_us)
-  RPS[$t]=$(awk -v r="$requests" -v d="$dur" 'BEGIN {printf "%.0f", d > 0 ? r / (d / 1e6) : 0}')
+  RPS[$t]=$(awk -v r="$requests" -v d="$dur" 'BEGIN {printf "%.0f", (d > 0 ? r / (d / 1e6) : 0)}')
   P50[$t]=$(kv "$line" p50_us) P99[$t]=$(kv "$line" p99_us) P999[$t]=$(kv "$line" p999_us)
   CPU[$t]=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" 'BEGIN {printf "%.2f", t / hz}')
   CPUREQ[$t]=$(awk -v c="${CPU[$t]}" -v r="$requests" 'BEGIN {printf "%.1f", r ? c * 1e6 / r : 0}')
