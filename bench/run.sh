@@ -52,9 +52,11 @@
 #             connection over H2_CONNECTIONS [CONNECTIONS when STREAMS is 1, else 4]
 #   h2        the same over TLS, ALPN h2 (ECDSA P-256 certificate made here by openssl)
 #   https     wrk over TLS (HTTP/1.1 keep-alive): TLS termination at steady state
-#   handshake wrk over TLS with `Connection: close`: every request a new TCP connection
-#             and a full TLS handshake (wrk keeps no session cache, so nothing resumes;
-#             TLS 1.3, ECDHE x25519 + ECDSA P-256), i.e. new TLS handshakes per second
+#   handshake HANDSHAKE_CLIENTS [8] parallel `openssl s_time -new -www /`: every request a
+#             new TCP connection and a full TLS handshake (-new: no session resumed; TLS
+#             1.3, ECDHE + ECDSA P-256), i.e. new TLS handshakes per second. Not wrk with
+#             `Connection: close` nor h2load: both resume the session on reconnect (seen
+#             in nginx's $ssl_session_reused). No latency figures
 #   idle      IDLE_CONNECTIONS [10000] keep-alive client connections, each after one
 #             request, held open by bench/idle.py; the proxy's RSS (VmRSS, summed over its
 #             processes) before and after, and the difference per connection
@@ -111,6 +113,7 @@ BACKEND=${BACKEND:-nginx}
 STREAMS=${STREAMS:-1}
 if ((STREAMS == 1)); then H2_CONNECTIONS=${H2_CONNECTIONS:-$CONNECTIONS}; else H2_CONNECTIONS=${H2_CONNECTIONS:-4}; fi
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
+HANDSHAKE_CLIENTS=${HANDSHAKE_CLIENTS:-8}
 RATE_CONNECTIONS=${RATE_CONNECTIONS:-$CONNECTIONS}
 RATE_DURATION=${RATE_DURATION:-$DURATION}
 TARGETS=${TARGETS:-$DEFAULT_TARGETS}
@@ -145,7 +148,7 @@ ensure_tools() {
   command -v taskset >/dev/null || missing+=(util-linux)
   [[ " $TARGETS " != *" caddy "* ]] || command -v caddy >/dev/null || missing+=(caddy)
   [[ $MODE != h2* ]] || command -v h2load >/dev/null || missing+=(nghttp2-client)
-  [[ $MODE != h2 && $MODE != https && $MODE != handshake ]] || command -v openssl >/dev/null || missing+=(openssl)
+  ! tls_mode || command -v openssl >/dev/null || missing+=(openssl)
   [[ $MODE != idle ]] || command -v python3 >/dev/null || missing+=(python3)
   [[ -z $PROFILE ]] || command -v perf >/dev/null || missing+=(linux-perf)
   install_missing "${missing[@]}"
@@ -183,6 +186,7 @@ join_by_comma() { local IFS=,; echo "$*"; }
 
 plan_cores() {
   mapfile -t CPUS < <(allowed_cpus)
+  ALL_CPUS=$(join_by_comma "${CPUS[@]}")
   local n=${#CPUS[@]}
   LOAD_CPUS="" BACKEND_CPUS="" PROXY_CPUS=""
   local load=1 backend=1 proxy=1
@@ -406,7 +410,7 @@ template_options() {
     TPORT[$t]=$FREE_PORT
     case $kind in
       switchyard) TPL_TLS="tls_listen = \"127.0.0.1:${TPORT[$t]}\"" ;;
-      nginx) TPL_TLS="listen 127.0.0.1:${TPORT[$t]} ssl http2; ssl_certificate $DIR/cert.pem; ssl_certificate_key $DIR/key.pem;" ;;
+      nginx) TPL_TLS="listen 127.0.0.1:${TPORT[$t]} ssl http2; ssl_certificate $DIR/cert.pem; ssl_certificate_key $DIR/key.pem; ssl_protocols TLSv1.2 TLSv1.3;" ;;
       haproxy) TPL_TLS="bind 127.0.0.1:${TPORT[$t]} ssl crt $DIR/haproxy.pem alpn h2,http/1.1" ;;
     esac
   fi
@@ -590,7 +594,7 @@ to_us() {
 # client's cores; with "report", prints one line "requests=… duration_us=… errors=… p50_us=…
 # p99_us=… p999_us=…" (h2load has no percentiles: p50 is its mean, p99 its max, p999 0).
 client() {
-  local t=$1 url=$2 duration=$3 report=${4:-} cpus=${LOAD_CPUS:-${CPUS[*]// /,}} text
+  local t=$1 url=$2 duration=$3 report=${4:-} cpus=${LOAD_CPUS:-$ALL_CPUS} text
   case $MODE in
     h2c | h2)
       text=$(timeout $((${DURATION_S%.*} + ${WARMUP_S%.*} + 60)) taskset -c "$cpus" \
@@ -603,15 +607,37 @@ client() {
       read -r max mean < <(awk '/^time for request:/ {print $5, $6}' <<<"$text")
       echo "requests=$ndone duration_us=$(awk -v s="$secs" 'BEGIN {printf "%.0f", s * 1e6}') errors=$((failed + errored)) p50_us=$(to_us "$mean") p99_us=$(to_us "$max") p999_us=0"
       ;;
+    handshake)
+      # HANDSHAKE_CLIENTS `openssl s_time -new` processes in parallel: each connection a
+      # new TCP connection, a full handshake (-new: no session reused) and one GET / (-www),
+      # one after another per process. wrk and h2load resume TLS sessions on reconnect (both
+      # checked against nginx's $ssl_session_reused), so neither measures full handshakes.
+      local secs i start end pids_st=() n total=0 errors=0 hostport=${url#https://}
+      hostport=${hostport%/}
+      secs=$(awk -v d="$(seconds "$duration")" 'BEGIN {s = int(d); if (s < d) s++; if (s < 1) s = 1; print s}')
+      start=$(date +%s.%N)
+      for ((i = 0; i < HANDSHAKE_CLIENTS; i++)); do
+        taskset -c "$cpus" openssl s_time -connect "$hostport" -new -time "$secs" -www / \
+          >"$DIR/s_time-$i.log" 2>&1 &
+        pids_st+=($!)
+      done
+      for i in "${!pids_st[@]}"; do wait "${pids_st[$i]}" || errors=$((errors + 1)); done
+      end=$(date +%s.%N)
+      [[ -n $report ]] || return 0
+      for ((i = 0; i < HANDSHAKE_CLIENTS; i++)); do
+        n=$(awk '/connections in .* real seconds/ {print $1}' "$DIR/s_time-$i.log")
+        total=$((total + ${n:-0}))
+        errors=$((errors + $(grep -c -i 'error' "$DIR/s_time-$i.log" || true)))
+      done
+      echo "requests=$total duration_us=$(awk -v a="$start" -v b="$end" 'BEGIN {printf "%.0f", (b - a) * 1e6}') errors=$errors p50_us=0 p99_us=0 p999_us=0"
+      ;;
     *)
-      local extra=()
-      [[ $MODE == handshake ]] && extra=(-H 'Connection: close')
       if [[ -z $report ]]; then
-        taskset -c "$cpus" wrk -t "$THREADS" -c "$CONNECTIONS" -d "$duration" "${extra[@]}" "$url" >/dev/null
+        taskset -c "$cpus" wrk -t "$THREADS" -c "$CONNECTIONS" -d "$duration" "$url" >/dev/null
         return
       fi
       text=$(timeout $((${DURATION_S%.*} + 60)) taskset -c "$cpus" wrk -t "$THREADS" -c "$CONNECTIONS" \
-        -d "$duration" --timeout 5s "${extra[@]}" -s "$ROOT/bench/wrk-report.lua" "$url" | grep '^WRK ') \
+        -d "$duration" --timeout 5s -s "$ROOT/bench/wrk-report.lua" "$url" | grep '^WRK ') \
         || die "wrk failed against $t"
       echo "requests=$(kv "$text" requests) duration_us=$(kv "$text" duration_us) errors=$(($(kv "$text" connect) + $(kv "$text" read) + $(kv "$text" write) + $(kv "$text" status) + $(kv "$text" timeout))) p50_us=$(kv "$text" p50_us) p99_us=$(kv "$text" p99_us) p999_us=$(kv "$text" p999_us)"
       ;;
@@ -684,21 +710,26 @@ core_figure() {
 # flag T — "client-bound" when T's proxy core(s) were under 90% busy while the client's
 # core was at 95% or more (median over the rounds); pinned set-ups only.
 flag() {
-  local t=$1 c sum=0 n=0 client=0 busy
-  [[ -n $PROXY_CPUS ]] || { echo "n/a (unpinned)"; return; }
+  local t=$1 c sum=0 other=0 n=0 client=0 busy own
+  # The proxy process's own share: its CPU seconds over the window, in % of one core.
+  own=$(awk -v c="${CPU[$t]:-0}" -v d="$DURATION_S" 'BEGIN {printf "%.0f", d > 0 ? c * 100 / d : 0}')
+  [[ -n $PROXY_CPUS ]] || { echo "n/a (unpinned; the proxy used $own% of a core)"; return; }
   for c in ${PROXY_CPUS//,/ }; do
     sum=$((sum + $(core_figure BUSY "$c" "$t" median))) n=$((n + 1))
+    other=$((other + $(core_figure OTHER "$c" "$t" median)))
   done
   for c in ${LOAD_CPUS//,/ }; do
     busy=$(core_figure BUSY "$c" "$t" median)
     ((busy > client)) && client=$busy
   done
   if ((sum < 90 * n && client >= 95)); then
-    echo "**client-bound**: measures the load generator (proxy CPU $PROXY_CPUS $((sum / n))%, client CPU $LOAD_CPUS $client%)"
+    echo "**client-bound**: measures the load generator (proxy CPU $PROXY_CPUS $((sum / n))%, client CPU $LOAD_CPUS $client%; the proxy used $own% of a core)"
+  elif ((sum < 90 * n && sum + other >= 90 * n)); then
+    echo "machine busy: proxy CPU $((sum / n))% + $((other / n))% other (niced/stolen) work; the proxy used $own% of a core"
   elif ((sum < 90 * n)); then
-    echo "proxy CPU $((sum / n))%: not saturated"
+    echo "proxy CPU $((sum / n))%: not saturated; the proxy used $own% of a core"
   else
-    echo "ok: proxy CPU $((sum / n))%"
+    echo "ok: proxy CPU $((sum / n))% (the proxy used $own% of a core)"
   fi
 }
 
@@ -708,7 +739,7 @@ constant_rate() {
   pids=$(tree_pids "${PID_OF[$t]}")
   before=$(cpu_ticks "$pids")
   line=$(timeout $((${RATE_DURATION_S%.*} + 60)) \
-    taskset -c "${LOAD_CPUS:-${CPUS[*]// /,}}" "$LOADGEN" --addr "127.0.0.1:${PORT[$t]}" --rate "$RATE" \
+    taskset -c "${LOAD_CPUS:-$ALL_CPUS}" "$LOADGEN" --addr "127.0.0.1:${PORT[$t]}" --rate "$RATE" \
     --connections "$RATE_CONNECTIONS" --duration "$RATE_DURATION" --warmup 1s | grep '^LOADGEN ') \
     || die "loadgen failed against $t"
   after=$(cpu_ticks "$pids")
@@ -872,7 +903,10 @@ report() {
       client="h2load -c $H2_CONNECTIONS -m $STREAMS -t $THREADS -D $DURATION (after a $WARMUP warm-up), $( [[ $MODE == h2 ]] && echo "TLS, ALPN h2" || echo "h2c, prior knowledge")"
       ;;
     https) client="wrk -t $THREADS -c $CONNECTIONS -d $DURATION over TLS (HTTP/1.1 keep-alive; after a $WARMUP warm-up)" ;;
-    handshake) client="wrk -t $THREADS -c $CONNECTIONS -d $DURATION over TLS with 'Connection: close': one new TCP connection and one full TLS handshake per request (wrk resumes no session)" ;;
+    handshake)
+      lat="– | – | –"
+      client="$HANDSHAKE_CLIENTS × openssl s_time -new -www / for $DURATION (after a $WARMUP warm-up): one new TCP connection, one full TLS handshake (no resumption) and one GET per request; req/s = handshakes/s"
+      ;;
     *) client="wrk -t $THREADS -c $CONNECTIONS -d $DURATION (after a $WARMUP warm-up)" ;;
   esac
   report_head
@@ -889,10 +923,13 @@ report() {
     echo "| target | req/s | $lat | CPU s | CPU µs/req | peak RSS MiB | errors | cores busy % | flag |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
   fi
+  local l1 l2 l3
   for t in $TARGETS; do
+    l1=– l2=– l3=–
+    if [[ $MODE != handshake ]]; then l1=$(ms "${P50[$t]}") l2=$(ms "${P99[$t]}"); fi
+    if [[ $MODE != handshake && $MODE != h2* ]]; then l3=$(ms "${P999[$t]}"); fi
     printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |' \
-      "$t" "${RPS[$t]}" "$(ms "${P50[$t]}")" "$(ms "${P99[$t]}")" "$(ms "${P999[$t]}")" \
-      "${CPU[$t]}" "${CPUREQ[$t]}" "${RSS[$t]}" "${ERRS[$t]}" "$(cores_cell "$t" median)" "$(flag "$t")"
+      "$t" "${RPS[$t]}" "$l1" "$l2" "$l3" "${CPU[$t]}" "${CPUREQ[$t]}" "${RSS[$t]}" "${ERRS[$t]}" "$(cores_cell "$t" median)" "$(flag "$t")"
     if [[ $MODE == http1 ]]; then
       printf ' %s | %s | %s | %s | %s |' "$(ms "${LP50[$t]}")" "$(ms "${LP99[$t]}")" "$(ms "${LP999[$t]}")" "${LCPU[$t]}" "${LERRS[$t]}"
     fi
@@ -906,13 +943,14 @@ report() {
   pairs+=("switchyard haproxy" "switchyard nginx-stock" "haproxy nginx-stock" "switchyard-default switchyard")
   local pair a latm=P99
   [[ $MODE != h2* ]] || latm=P50
+  [[ $MODE != handshake ]] || latm=""
   for pair in "${pairs[@]}"; do
     read -r a base <<<"$pair"
     [[ -n ${RPS[$a]:-} && -n ${RPS[$base]:-} ]] || continue
-    local latm_a="${latm}[$a]" latm_b="${latm}[$base]"
+    local latm_a="${latm:-P99}[$a]" latm_b="${latm:-P99}[$base]"
     if ((ROUNDS > 1)); then
       printf -- '- %s / %s, per round: req/s %s; %s %s; CPU/req %s' "$a" "$base" "$(round_ratios "$a" "$base" RPS)" \
-        "$( [[ $MODE == h2* ]] && echo "mean latency" || echo p99)" "$(round_ratios "$a" "$base" "$latm")" "$(round_ratios "$a" "$base" CPUREQ)"
+        "$( [[ $MODE == h2* ]] && echo "mean latency" || echo p99)" "$( [[ -n $latm ]] && round_ratios "$a" "$base" "$latm" || echo n/a)" "$(round_ratios "$a" "$base" CPUREQ)"
       [[ $MODE != http1 ]] || printf '; constant-rate p99 %s' "$(round_ratios "$a" "$base" LP99)"
     else
       printf -- '- %s / %s: req/s %s, %s %s, CPU/req %s, peak RSS %s' "$a" "$base" "$(ratio "${RPS[$a]}" "${RPS[$base]}")" \
