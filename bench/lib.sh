@@ -36,9 +36,10 @@ release_switchyard() {
 # caller defines ROOT. Optional, from the environment (run.sh's modes set them; empty or
 # the default otherwise): TPL_LISTEN_OPTS [""] appended to the plain listener (nginx
 # " http2": h2c), TPL_TLS [""] a line adding the TLS listener (GNU sed: "\n" starts a new
-# line), TPL_MAXCONN [4096] connections per worker / in all.
+# line), TPL_MAXCONN [4096] connections per worker / in all, TPL_GLOBAL [""] a line in
+# HAProxy's global section.
 fill_template() {
   sed -e "s#@LISTEN@#$2#g" -e "s#@BACKEND@#$3#g" -e "s#@WORKERS@#$4#g" -e "s#@DIR@#$5#g" \
     -e "s#@ADMIN@#$6#g" -e "s#@LISTEN_OPTS@#${TPL_LISTEN_OPTS:-}#g" -e "s#@TLS@#${TPL_TLS:-}#g" \
-    -e "s#@MAXCONN@#${TPL_MAXCONN:-4096}#g" "$ROOT/bench/$1"
+    -e "s#@MAXCONN@#${TPL_MAXCONN:-4096}#g" -e "s#@GLOBAL@#${TPL_GLOBAL:-}#g" "$ROOT/bench/$1"
 }

@@ -402,8 +402,13 @@ fill() { # fill TEMPLATE OUT LISTEN — with the mode's listener options (TPL_*)
 # nginx or haproxy) and its TLS port TPORT[T].
 template_options() {
   local t=$1 kind=$2
-  TPL_LISTEN_OPTS="" TPL_TLS="" TPL_MAXCONN=4096
-  [[ $MODE != idle ]] || TPL_MAXCONN=$((IDLE_CONNECTIONS + 1000))
+  TPL_LISTEN_OPTS="" TPL_TLS="" TPL_MAXCONN=4096 TPL_GLOBAL=""
+  if [[ $MODE == idle ]]; then
+    TPL_MAXCONN=$((IDLE_CONNECTIONS + 1000))
+    # HAProxy asks for 2 descriptors a connection and refuses to start when the hard
+    # limit is lower; with ulimit-n set it starts and only warns (the server side is pooled).
+    TPL_GLOBAL="ulimit-n $(ulimit -n)"
+  fi
   [[ $MODE == h2c && $kind == nginx ]] && TPL_LISTEN_OPTS=" http2"
   if tls_mode; then
     free_port
@@ -414,7 +419,7 @@ template_options() {
       haproxy) TPL_TLS="bind 127.0.0.1:${TPORT[$t]} ssl crt $DIR/haproxy.pem alpn h2,http/1.1" ;;
     esac
   fi
-  export TPL_LISTEN_OPTS TPL_TLS TPL_MAXCONN
+  export TPL_LISTEN_OPTS TPL_TLS TPL_MAXCONN TPL_GLOBAL
 }
 
 # switchyard_config T — $DIR/T.toml from bench/switchyard.toml.in for the mode.
@@ -984,6 +989,15 @@ main() {
   ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
   if [[ $MODE == idle ]] && (($(ulimit -n) < IDLE_CONNECTIONS + 1000)); then
     die "MODE=idle needs ulimit -n ≥ $((IDLE_CONNECTIONS + 1000)) (hard limit $(ulimit -Hn)): raise it (e.g. ulimit -Hn 65536 as root) or lower IDLE_CONNECTIONS"
+  fi
+  if [[ $MODE == idle && " $TARGETS " == *" haproxy "* ]]; then
+    # HAProxy reserves two descriptors a connection (client and server side) and will not
+    # start with maxconn above half the limit: then every target gets the same, lower count.
+    local fit=$((($(ulimit -n) - 200) / 2 - 1000))
+    if ((fit < IDLE_CONNECTIONS)); then
+      log "HAProxy holds at most $fit connections with ulimit -n $(ulimit -n) (hard limit $(ulimit -Hn)): IDLE_CONNECTIONS=$fit for every target; raise the hard limit to $((2 * IDLE_CONNECTIONS + 2200)) for $IDLE_CONNECTIONS"
+      IDLE_CONNECTIONS=$fit
+    fi
   fi
   if [[ $MODE != http1 && $MODE != idle && " $TARGETS " == *" direct "* ]]; then
     die "MODE=$MODE: the backend speaks HTTP/1.1 in clear only; leave direct out of TARGETS"
