@@ -43,3 +43,15 @@ fill_template() {
     -e "s#@ADMIN@#$6#g" -e "s#@LISTEN_OPTS@#${TPL_LISTEN_OPTS:-}#g" -e "s#@TLS@#${TPL_TLS:-}#g" \
     -e "s#@MAXCONN@#${TPL_MAXCONN:-4096}#g" -e "s#@GLOBAL@#${TPL_GLOBAL:-}#g" "$ROOT/bench/$1"
 }
+
+# core_ticks — one line per CPU since boot: "N busy other total", busy = user + system +
+# irq + softirq, other = nice + steal, total = every field but guest (counted in user).
+core_ticks() {
+  awk '/^cpu[0-9]/ {print substr($1, 4), $2 + $4 + $7 + $8, $3 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat
+}
+
+# core_busy BEFORE AFTER — from two core_ticks samples, one line per CPU: "N busy% other%".
+core_busy() {
+  join <(sort -k1,1 <<<"$1") <(sort -k1,1 <<<"$2") |
+    awk '{d = $7 - $4; if (d <= 0) d = 1; printf "%s %.0f %.0f\n", $1, ($5 - $2) * 100 / d, ($6 - $3) * 100 / d}' | sort -n
+}

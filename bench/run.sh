@@ -569,13 +569,8 @@ kv() { tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1 == k {print $2}'; }
 declare -A RPS P50 P99 P999 CPU CPUREQ RSS ERRS LP50 LP99 LP999 LCPU LERRS LRATE LLATE
 CLK_TCK=$(getconf CLK_TCK)
 
-# core_ticks — one line per CPU since boot: "N busy other total", busy = user + system +
-# irq + softirq, other = nice + steal, total = every field but guest (counted in user).
-core_ticks() {
-  awk '/^cpu[0-9]/ {print substr($1, 4), $2 + $4 + $7 + $8, $3 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat
-}
-
-# keep_cores T BEFORE AFTER — files each allowed core's busy and other % of this round as
+# keep_cores T BEFORE AFTER — from two core_ticks samples (bench/lib.sh), files each allowed
+# core's busy and other % of this round as
 # OF["BUSY<n>:T:ROUND"] and OF["OTHER<n>:T:ROUND"].
 keep_cores() {
   local t=$1 c busy other
@@ -583,8 +578,7 @@ keep_cores() {
     [[ " ${CPUS[*]} " == *" $c "* ]] || continue
     OF[BUSY$c:$t:$ROUND]=$busy
     OF[OTHER$c:$t:$ROUND]=$other
-  done < <(join <(sort -k1,1 <<<"$2") <(sort -k1,1 <<<"$3") |
-    awk '{d = $7 - $4; if (d <= 0) d = 1; printf "%s %.0f %.0f\n", $1, ($5 - $2) * 100 / d, ($6 - $3) * 100 / d}')
+  done < <(core_busy "$2" "$3")
 }
 
 # h2load's "time for request" figures (1.2ms, 345us, 1.01s) in µs.
@@ -717,7 +711,7 @@ core_figure() {
 flag() {
   local t=$1 c sum=0 other=0 n=0 client=0 busy own
   # The proxy process's own share: its CPU seconds over the window, in % of one core.
-  own=$(awk -v c="${CPU[$t]:-0}" -v d="$DURATION_S" 'BEGIN {printf "%.0f", d > 0 ? c * 100 / d : 0}')
+  own=$(awk -v c="${CPU[$t]:-0}" -v d="$DURATION_S" 'BEGIN {printf "%.0f", (d > 0 ? c * 100 / d : 0)}')
   [[ -n $PROXY_CPUS ]] || { echo "n/a (unpinned; the proxy used $own% of a core)"; return; }
   for c in ${PROXY_CPUS//,/ }; do
     sum=$((sum + $(core_figure BUSY "$c" "$t" median))) n=$((n + 1))
