@@ -398,7 +398,7 @@ fill() { # fill TEMPLATE OUT LISTEN — with the mode's listener options (TPL_*)
   fill_template "$1" "$3" "127.0.0.1:$BACKEND_PORT" "$WORKERS" "$DIR" "127.0.0.1:$FREE_PORT" >"$2"
 }
 
-# Sets TPL_LISTEN_OPTS, TPL_TLS and TPL_MAXCONN for target T's template (kind: switchyard,
+# Sets TPL_LISTEN_OPTS, TPL_TLS, TPL_MAXCONN and TPL_GLOBAL for target T's template (kind: switchyard,
 # nginx or haproxy) and its TLS port TPORT[T].
 template_options() {
   local t=$1 kind=$2
