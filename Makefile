@@ -1,5 +1,5 @@
 # Switchyard: the two commands a newcomer needs are `make demo` and `make test`.
-.PHONY: demo demo-build test build lint fmt bench bench-scale bench-allocs bench-cost bench-grpc fuzz clean images compose-up compose-down compose-test
+.PHONY: demo demo-build test build lint fmt bench bench-pinned bench-unpinned bench-h2 bench-tls bench-idle bench-scale bench-allocs bench-cost bench-grpc fuzz clean images compose-up compose-down compose-test
 
 CARGO ?= cargo
 
@@ -26,10 +26,36 @@ test:
 build:
 	scripts/with-protoc.sh $(CARGO) build --release -p switchyard
 
-## Loopback comparison with nginx and HAProxy (BENCHMARKS.md), then the micro-benchmarks.
-bench:
-	bash bench/run.sh
+## Loopback comparison with nginx, HAProxy and Caddy in front of one nginx backend
+## (BENCHMARKS.md): the pinned set-up, then the unpinned one, then the micro-benchmarks.
+## BENCH_ROUNDS=5 for the rotated rounds the "where it stands" table quotes.
+BENCH_ROUNDS ?= 1
+bench: bench-pinned bench-unpinned
 	$(CARGO) bench -p switchyard-proxy
+
+## 1 proxy worker pinned to CPU 1; wrk -t1 and the backend on CPU 0; 32 connections.
+bench-pinned:
+	SETUP=pinned ROUNDS=$(BENCH_ROUNDS) bash bench/run.sh
+
+## 2 proxy workers, nothing pinned; wrk -t1; 64 connections.
+bench-unpinned:
+	SETUP=unpinned ROUNDS=$(BENCH_ROUNDS) bash bench/run.sh
+
+## HTTP/2 clients (h2load, h2c with prior knowledge) to the HTTP/1.1 backend, 1 and 100
+## streams per connection; MODE=h2 in bench/run.sh for TLS with ALPN h2.
+bench-h2:
+	SETUP=pinned MODE=h2c STREAMS=1 ROUNDS=$(BENCH_ROUNDS) bash bench/run.sh
+	SETUP=pinned MODE=h2c STREAMS=100 ROUNDS=$(BENCH_ROUNDS) bash bench/run.sh
+
+## TLS termination (ECDSA P-256): keep-alive HTTPS requests/s (wrk), then full handshakes/s
+## (openssl s_time -new).
+bench-tls:
+	SETUP=pinned MODE=https ROUNDS=$(BENCH_ROUNDS) bash bench/run.sh
+	SETUP=pinned MODE=handshake ROUNDS=$(BENCH_ROUNDS) bash bench/run.sh
+
+## 10,000 idle keep-alive client connections: RSS per connection.
+bench-idle:
+	SETUP=pinned MODE=idle ROUNDS=$(BENCH_ROUNDS) bash bench/run.sh
 
 ## The scale run (BENCHMARKS.md §3): real etcd, 10,000 routes, 1,000 upstreams, 100,000
 ## endpoints, 100 endpoint changes/s under wrk load; ~8 minutes.

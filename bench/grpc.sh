@@ -14,8 +14,9 @@
 #   THREADS [1]  WORKERS [1: proxy threads]  SKIP_BUILD [0]  KEEP [0]
 #   SWITCHYARD [target/release/switchyard]   TARGETS ["direct switchyard nginx haproxy"]
 #   H1_TARGETS ["switchyard-h1 nginx-h1"]
-# Prints h2load's requests/s and mean/max time per request per target, and writes the text
-# to target/bench/grpc-<time>.md. Everything listens on 127.0.0.1 on free ports and is
+# Prints h2load's requests/s, mean/max time per request and each core's busy % per target
+# (nothing is pinned: the cores show whether the client or the machine was the limit), and
+# writes the text to target/bench/grpc-<time>.md. Everything listens on 127.0.0.1 on free ports and is
 # killed on exit. Needs h2load, nginx, haproxy (installed with apt-get when root).
 set -euo pipefail
 
@@ -205,18 +206,21 @@ REPORT="$OUT/grpc-$(date -u +%Y%m%dT%H%M%SZ).md"
 {
   echo "# gRPC rows: $REQUESTS calls, $CLIENTS clients x $STREAMS streams, $WORKERS proxy worker(s)"
   echo
-  echo "| target | requests/s | mean | max | failed |"
-  echo "|---|---|---|---|---|"
+  echo "| target | requests/s | mean | max | failed | cores busy % |"
+  echo "|---|---|---|---|---|---|"
 } | tee "$REPORT"
 row() {
   local name=$1; shift
-  local text
+  local text before cores
+  before=$(core_ticks)
   text=$(h2load -n "$REQUESTS" -c "$CLIENTS" -m "$STREAMS" -t "$THREADS" "$@" 2>&1) || die "h2load $name: $text"
+  # Each core's busy % (user+system+irq+softirq; +N: nice+steal) during the run (bench/lib.sh).
+  cores=$(core_busy "$before" "$(core_ticks)" | awk '{printf "%scpu%s %s%s", (NR > 1 ? " · " : ""), $1, $2, ($3 > 0 ? "+" $3 : "")}')
   local rps mean max failed
   rps=$(awk '/^finished in/ {print $4}' <<<"$text")
   failed=$(awk '/^requests:/ {for (i=1;i<=NF;i++) if ($(i+1)=="failed,") print $i}' <<<"$text")
   read -r mean max < <(awk '/^time for request:/ {print $6, $5}' <<<"$text")
-  echo "| $name | $rps | $mean | $max | ${failed:-?} |" | tee -a "$REPORT"
+  echo "| $name | $rps | $mean | $max | ${failed:-?} | $cores |" | tee -a "$REPORT"
 }
 for target in $TARGETS; do
   row "$target (gRPC unary, h2c)" -d "$DIR/call.bin" \

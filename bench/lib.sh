@@ -1,5 +1,6 @@
 # bench/lib.sh — sourced by the bench scripts (run.sh, scale.sh, allocs.sh, cost.sh); the caller
 # defines `log` and `die`.
+# shellcheck shell=bash
 
 # install_missing PACKAGE... — installs the Debian packages given (none: nothing to do)
 # with apt-get when running as root, or dies naming the command to run.
@@ -7,7 +8,7 @@ install_missing() {
   (($#)) || return 0
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
     log "installing $*"
-    apt-get update -qq
+    apt-get update -qq || log "apt-get update failed; installing from the package lists already here"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
   else
     die "missing tools; run: sudo apt-get install -y $*"
@@ -32,8 +33,25 @@ release_switchyard() {
 
 # fill_template TEMPLATE LISTEN BACKEND WORKERS DIR ADMIN — prints bench/TEMPLATE (one of the
 # `.in` configs) with its @LISTEN@, @BACKEND@, @WORKERS@, @DIR@ and @ADMIN@ filled in; the
-# caller defines ROOT.
+# caller defines ROOT. Optional, from the environment (run.sh's modes set them; empty or
+# the default otherwise): TPL_LISTEN_OPTS [""] appended to the plain listener (nginx
+# " http2": h2c), TPL_TLS [""] a line adding the TLS listener (GNU sed: "\n" starts a new
+# line), TPL_MAXCONN [4096] connections per worker / in all, TPL_GLOBAL [""] a line in
+# HAProxy's global section.
 fill_template() {
   sed -e "s#@LISTEN@#$2#g" -e "s#@BACKEND@#$3#g" -e "s#@WORKERS@#$4#g" -e "s#@DIR@#$5#g" \
-    -e "s#@ADMIN@#$6#g" "$ROOT/bench/$1"
+    -e "s#@ADMIN@#$6#g" -e "s#@LISTEN_OPTS@#${TPL_LISTEN_OPTS:-}#g" -e "s#@TLS@#${TPL_TLS:-}#g" \
+    -e "s#@MAXCONN@#${TPL_MAXCONN:-4096}#g" -e "s#@GLOBAL@#${TPL_GLOBAL:-}#g" "$ROOT/bench/$1"
+}
+
+# core_ticks — one line per CPU since boot: "N busy other total", busy = user + system +
+# irq + softirq, other = nice + steal, total = every field but guest (counted in user).
+core_ticks() {
+  awk '/^cpu[0-9]/ {print substr($1, 4), $2 + $4 + $7 + $8, $3 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat
+}
+
+# core_busy BEFORE AFTER — from two core_ticks samples, one line per CPU: "N busy% other%".
+core_busy() {
+  join <(sort -k1,1 <<<"$1") <(sort -k1,1 <<<"$2") |
+    awk '{d = $7 - $4; if (d <= 0) d = 1; printf "%s %.0f %.0f\n", $1, ($5 - $2) * 100 / d, ($6 - $3) * 100 / d}' | sort -n
 }
