@@ -145,6 +145,45 @@ instructions() {
   log "$t: ${INSTR[$t]} instructions per request (${CG_REQ[$t]} requests under callgrind)"
 }
 
+# Shares of switchyard's instructions per request spent in parts of its request path, from
+# the same callgrind dump: `callgrind_annotate --inclusive=yes` gives each function's cost
+# with its callees'. Each entry is `label|pattern` (an extended regex on the function name).
+# A function is listed once per source file its inlined code came from, the whole inclusive
+# cost on the largest line: the largest is taken per function; when several functions
+# match, theirs are added (an upper bound, should one call another).
+#   hardening    hygiene::admit (kept out of line for this count): identity headers
+#                removed, the one Host validated, the path normalized (issue 19: ≤ 2%)
+#   host, normalize  grammar::host and path::normalize, within it
+#   tracing-off  OpenTelemetry code run with no [tracing] section (crates/proxy/src/trace.rs,
+#                the opentelemetry crates; issue 23: within 1%)
+SHARES=(
+  "hardening|switchyard_proxy::hygiene::admit"
+  "host|switchyard_proxy::grammar::host"
+  "normalize|switchyard_proxy::path::normalize"
+  "tracing-off|switchyard_proxy::trace::|opentelemetry"
+)
+declare -A SHARE
+
+# shares TARGET — fills SHARE[label] with "instructions per request (percent)" for SHARES.
+shares() {
+  local t=$1 total entry label pattern
+  command -v callgrind_annotate >/dev/null || return 0
+  callgrind_annotate --inclusive=yes --threshold=100 "$DIR/cg-$t.out.1" >"$DIR/cg-$t.inclusive.txt" 2>/dev/null || return 0
+  total=$(awk '/^summary:/ {print $2}' "$DIR/cg-$t.out.1")
+  for entry in "${SHARES[@]}"; do
+    label=${entry%%|*}
+    pattern=${entry#*|}
+    SHARE[$label]=$(awk -v p="$pattern" -v total="$total" -v r="${CG_REQ[$t]}" '
+      $1 ~ /^[0-9][0-9,]*$/ && $0 ~ p {
+        n = $1; gsub(",", "", n)
+        f = $0; sub(/^ *[0-9,]+ +(\( *[0-9.]+%\) +)?/, "", f); sub(/ *\[[^]]*\] *$/, "", f); sub(/ +$/, "", f); sub(/ \([0-9,]+x\)$/, "", f); sub(/^[^:]*:/, "", f)
+        if (n + 0 > most[f] + 0) most[f] = n
+      }
+      END { for (f in most) sum += most[f]; printf "%.0f (%.2f%%)", sum / r, 100 * sum / total }' "$DIR/cg-$t.inclusive.txt")
+    log "$t: $label ${SHARE[$label]} instructions per request"
+  done
+}
+
 # The system calls a proxy makes per request, counted apart (the total counts every kind).
 CALLS=(read recvfrom write writev sendto epoll_wait)
 
@@ -184,6 +223,7 @@ syscalls() {
 
 for t in $TARGETS; do
   instructions "$t"
+  [[ $t == switchyard ]] && shares "$t"
   syscalls "$t"
 done
 
@@ -204,6 +244,17 @@ report() {
       "$(ratio "${INSTR[$t]}" "${INSTR[nginx]:-0}")" "${SYSCALLS[$t]}" \
       "$(ratio "${SYSCALLS[$t]}" "${SYSCALLS[nginx]:-0}")" "${KINDS[$t]}" "${CG_REQ[$t]}" "${SYS_REQ[$t]}"
   done
+  if ((${#SHARE[@]})); then
+    echo
+    echo "Of switchyard's instructions per request (inclusive, with callees; callgrind counts do not move with the machine's load):"
+    echo
+    echo "| part of the request path | instructions / request (share) |"
+    echo "|---|---:|"
+    echo "| hardening: identity headers, Host validation, path normalization (hygiene::admit) | ${SHARE[hardening]} |"
+    echo "| of which Host grammar (grammar::host) | ${SHARE[host]} |"
+    echo "| of which path normalization (path::normalize) | ${SHARE[normalize]} |"
+    echo "| OpenTelemetry code with no [tracing] (trace.rs, opentelemetry crates) | ${SHARE[tracing-off]} |"
+  fi
 }
 
 file=$OUT/cost-$(date -u +%Y%m%d-%H%M%S).md
