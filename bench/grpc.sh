@@ -14,7 +14,8 @@
 #   THREADS [1]  WORKERS [1: proxy threads]  SKIP_BUILD [0]  KEEP [0]
 #   SWITCHYARD [target/release/switchyard]   TARGETS ["direct switchyard nginx haproxy"]
 #   H1_TARGETS ["switchyard-h1 nginx-h1"]
-# Prints h2load's requests/s, mean/max time per request and each core's busy % per target
+# Prints h2load's requests/s, mean/p50/p99/max time per request (the percentiles from
+# h2load's --log-file) and each core's busy % per target
 # (nothing is pinned: the cores show whether the client or the machine was the limit), and
 # writes the text to target/bench/grpc-<time>.md. Everything listens on 127.0.0.1 on free ports and is
 # killed on exit. Needs h2load, nginx, haproxy (installed with apt-get when root).
@@ -206,21 +207,29 @@ REPORT="$OUT/grpc-$(date -u +%Y%m%dT%H%M%SZ).md"
 {
   echo "# gRPC rows: $REQUESTS calls, $CLIENTS clients x $STREAMS streams, $WORKERS proxy worker(s)"
   echo
-  echo "| target | requests/s | mean | max | failed | cores busy % |"
-  echo "|---|---|---|---|---|---|"
+  echo "| target | requests/s | mean | p50 | p99 | max | failed | cores busy % |"
+  echo "|---|---|---|---|---|---|---|---|"
 } | tee "$REPORT"
 row() {
   local name=$1; shift
   local text before cores
   before=$(core_ticks)
-  text=$(h2load -n "$REQUESTS" -c "$CLIENTS" -m "$STREAMS" -t "$THREADS" "$@" 2>&1) || die "h2load $name: $text"
+  # --log-file: one line a request (start µs, status, duration µs), for the percentiles.
+  text=$(h2load -n "$REQUESTS" -c "$CLIENTS" -m "$STREAMS" -t "$THREADS" \
+    --log-file="$DIR/h2load.log" "$@" 2>&1) || die "h2load $name: $text"
   # Each core's busy % (user+system+irq+softirq; +N: nice+steal) during the run (bench/lib.sh).
   cores=$(core_busy "$before" "$(core_ticks)" | awk '{printf "%scpu%s %s%s", (NR > 1 ? " · " : ""), $1, $2, ($3 > 0 ? "+" $3 : "")}')
   local rps mean max failed
   rps=$(awk '/^finished in/ {print $4}' <<<"$text")
   failed=$(awk '/^requests:/ {for (i=1;i<=NF;i++) if ($(i+1)=="failed,") print $i}' <<<"$text")
   read -r mean max < <(awk '/^time for request:/ {print $6, $5}' <<<"$text")
-  echo "| $name | $rps | $mean | $max | ${failed:-?} | $cores |" | tee -a "$REPORT"
+  local p50 p99
+  read -r p50 p99 < <(awk '{print $3}' "$DIR/h2load.log" | sort -n | awk '
+    { d[NR] = $1 }
+    END { if (NR == 0) { print "? ?"; exit }
+          printf "%.2fms %.2fms\n", d[int((NR - 1) * 0.50) + 1] / 1000, d[int((NR - 1) * 0.99) + 1] / 1000 }')
+  rm -f "$DIR/h2load.log"
+  echo "| $name | $rps | $mean | $p50 | $p99 | $max | ${failed:-?} | $cores |" | tee -a "$REPORT"
 }
 for target in $TARGETS; do
   row "$target (gRPC unary, h2c)" -d "$DIR/call.bin" \

@@ -526,7 +526,12 @@ impl Proxy {
             Some(span) => {
                 let ids = span.ids();
                 let end = span.answered(response.status().as_u16());
-                let response = response.map(|body| body.on_complete(Box::new(end)));
+                let response = if end.is_recording() {
+                    response.map(|body| body.on_complete(Box::new(end)))
+                } else {
+                    end.end();
+                    response
+                };
                 (Some(ids), response)
             }
             None => (None, response),
@@ -861,7 +866,7 @@ impl Proxy {
                         });
                     // The attempt's CLIENT span ends with the endpoint's body.
                     let response = match attempt_end {
-                        Some(end) if retry_status => {
+                        Some(end) if retry_status || !end.is_recording() => {
                             end.end();
                             response
                         }
