@@ -54,9 +54,7 @@ impl Histogram {
     /// Records one observation: two relaxed atomic adds.
     #[inline]
     pub fn observe(&self, elapsed: Duration) {
-        self.bucket(elapsed).fetch_add(1, Ordering::Relaxed);
-        let ns = elapsed.as_nanos().min(u128::from(u64::MAX)) as u64;
-        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+        self.observe_traced(elapsed, None);
     }
 
     /// Records one observation of a traced request; with exemplars kept, it becomes its
@@ -82,11 +80,6 @@ impl Histogram {
             .iter()
             .position(|&b| secs <= b)
             .unwrap_or(self.bounds.len())
-    }
-
-    #[inline]
-    fn bucket(&self, elapsed: Duration) -> &AtomicU64 {
-        &self.buckets[self.index(elapsed)]
     }
 
     /// The bucket bounds (seconds), without `+Inf`.
